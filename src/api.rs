@@ -1,0 +1,326 @@
+//! The `AseConnectivity` custom resource (group `asenet.io`, version `v1alpha1`): what a
+//! user declares per App Service Environment, and the status asenet reports back.
+//!
+//! These are the raw, user-facing types: strings where the user writes addresses, ids and
+//! ports, so that a typo reaches `validate` and gets an error naming the field, instead of
+//! failing deserialisation without context. The same YAML is read by the CLI (`-f PATH`)
+//! and applied with kubectl for the operator. See docs/design.md section 2.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired network connectivity of one App Service Environment.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "asenet.io",
+    version = "v1alpha1",
+    kind = "AseConnectivity",
+    namespaced,
+    status = "AseConnectivityStatus",
+    shortname = "asec",
+    doc = "Connectivity an Azure App Service Environment needs; asenet keeps the NSG rules and routes that implement it.",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "InSync",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"InSync\")].status"
+    ),
+    printcolumn(name = "Changes", type_ = "integer", json_path = ".status.plan.total"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AseConnectivitySpec {
+    /// `Apply` writes to Azure; `Plan` computes and reports the plan, never writes;
+    /// `Observe` reports drift only.
+    #[serde(default)]
+    pub mode: Mode,
+    /// What happens to the rules and routes this spec owns when the spec is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// The App Service Environment: its version and where its addresses come from.
+    pub environment: EnvironmentSpec,
+    /// The ASE's subnet (resource id). Its address range is read from Azure.
+    pub subnet: ResourceRef,
+    /// The NSG on the ASE's subnet: created if missing and associated with the subnet.
+    pub network_security_group: NsgRef,
+    /// Optional route table for the ASE's subnet (needed for forced tunneling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<ResourceRef>,
+    /// Address ranges inside the virtual network topology beyond the VNet's own address
+    /// space (peered VNets, on-premises over VPN/ExpressRoute).
+    #[serde(default)]
+    pub topology: TopologySpec,
+    /// Who may call the ASE's apps, per service.
+    #[serde(default)]
+    pub inbound: Vec<InboundSpec>,
+    /// Endpoints the apps call: asenet opens their NSG to the source address the endpoint
+    /// will see (the ASE subnet inside the topology, the ASE's outbound addresses outside).
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    /// Outbound routing requirements.
+    #[serde(default)]
+    pub outbound: OutboundSpec,
+}
+
+/// How asenet acts on a spec.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Mode {
+    /// Compute the plan and apply it.
+    #[default]
+    Apply,
+    /// Compute the plan and report it; never write to Azure.
+    Plan,
+    /// Report drift only; never write to Azure.
+    Observe,
+}
+
+/// What to do with owned Azure entries when the spec is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the rules and routes this spec owns (and resources asenet created for it).
+    #[default]
+    Delete,
+    /// Leave everything in Azure as it is.
+    Orphan,
+}
+
+/// ASE version: decides the required rules (docs/domain.md 1.2-1.4).
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum AseVersion {
+    V1,
+    V2,
+    V3,
+}
+
+/// The App Service Environment itself.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    /// `V1`, `V2` or `V3`.
+    pub version: AseVersion,
+    /// `Microsoft.Web/hostingEnvironments` resource id; the ASE's addresses are read from it
+    /// (`capacities/virtualip`, docs/domain.md 1.5) unless `addresses` gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// Explicit addresses, overriding what Azure reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<AddressesSpec>,
+}
+
+/// Explicit ASE addresses.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressesSpec {
+    /// The public VIP (inbound, and outbound NAT address unless `outbound` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_vip: Option<String>,
+    /// Addresses seen by callees outside the topology; defaults to the public VIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<String>,
+    /// Internal load balancer address (ILB ASE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_ip: Option<String>,
+}
+
+/// A reference to an Azure resource by id.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRef {
+    /// Full ARM resource id.
+    pub resource_id: String,
+}
+
+/// An NSG this spec contributes rules to, with the priority band its rules may use.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NsgRef {
+    /// Full ARM resource id of the NSG.
+    pub resource_id: String,
+    /// The band this spec's rules may use (default 100-1999).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<PriorityBandSpec>,
+}
+
+/// An inclusive band of NSG priorities, both ends in 100-4096.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorityBandSpec {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// The virtual network topology beyond the VNet itself.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpec {
+    /// Extra CIDR prefixes inside the topology (peered VNets, on-premises ranges).
+    #[serde(default)]
+    pub extra_prefixes: Vec<String>,
+}
+
+/// One kind of inbound traffic and who may send it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundSpec {
+    /// Short name, unique in the spec; part of the Azure rule name.
+    pub name: String,
+    /// A named service: `Http`, `Https`, `Ftp`, `RemoteDebugging`, `WebDeploy`. Either this
+    /// or `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Raw destination ports or ranges (`"8080"`, `"9000-9010"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<IntOrString>,
+    /// Protocol for raw ports: `Tcp` (default), `Udp` or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Allowed sources.
+    pub from: Vec<SourceSpec>,
+}
+
+/// A source of inbound traffic: exactly one of the fields.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// An IPv4 address or CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// A service tag (`VirtualNetwork`, `AzureFrontDoor.Backend`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tag: Option<String>,
+    /// Another AseConnectivity spec: its ASE's outbound addresses (calls between ASEs are
+    /// Internet calls, docs/domain.md 1.2.4). Naming this spec itself admits self-calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_ref: Option<EnvironmentRef>,
+}
+
+/// A reference to another AseConnectivity spec.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentRef {
+    pub name: String,
+    /// Defaults to the referring spec's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// An endpoint the ASE's apps call, protected by an NSG asenet opens for them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// Short name, unique in the spec; part of the Azure rule name.
+    pub name: String,
+    /// IPv4 address or CIDR of the endpoint.
+    pub address: String,
+    /// Destination ports or ranges.
+    pub ports: Vec<IntOrString>,
+    /// `Tcp` (default), `Udp` or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The NSG protecting the endpoint.
+    pub network_security_group: NsgRef,
+}
+
+/// Outbound requirements.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundSpec {
+    /// Set when ExpressRoute or a VPN advertises routes that would capture the ASE's
+    /// Internet-bound traffic (docs/domain.md 1.2.7, 1.3.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_tunneling: Option<ForcedTunnelingSpec>,
+}
+
+/// Forced tunneling and how asenet keeps the ASE's outbound Internet path.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForcedTunnelingSpec {
+    /// The prefixes ExpressRoute/VPN advertises into the VNet (`0.0.0.0/0` for a default route).
+    pub advertised_prefixes: Vec<String>,
+    /// How to keep the Internet path.
+    #[serde(default)]
+    pub strategy: TunnelingStrategy,
+    /// Service tags whose prefixes must reach the Internet directly (default:
+    /// `AppServiceManagement` for V1/V2, none for V3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_tags: Option<Vec<String>>,
+}
+
+/// How routes keep the ASE's required traffic off the tunnel.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TunnelingStrategy {
+    /// `0.0.0.0/0 -> Internet` when only a default route is advertised; otherwise one
+    /// route per required prefix (split to be at least as specific as the advertisements,
+    /// aggregated to fit the route table).
+    #[default]
+    DirectInternet,
+    /// One route per required service tag (`AppServiceManagement -> Internet`), where the
+    /// tag may be used in routes (docs/domain.md 3.3).
+    ServiceTag,
+}
+
+/// What asenet reports back.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AseConnectivityStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Resolved`, `InSync`, `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<ResolvedAddresses>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    /// The rules this spec owns, with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<OwnedRuleStatus>,
+}
+
+/// The addresses the resolver used for this ASE.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedAddresses {
+    /// Source address seen by callees outside the topology.
+    #[serde(default)]
+    pub internet: Vec<String>,
+    /// Source range seen by callees inside the topology (the ASE subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_network: Option<String>,
+}
+
+/// Counts of planned changes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub create: u32,
+    pub update: u32,
+    pub delete: u32,
+    pub total: u32,
+}
+
+/// One owned rule or route.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedRuleStatus {
+    /// The NSG or route table id.
+    pub parent: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    pub reason: String,
+}

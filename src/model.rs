@@ -1,0 +1,937 @@
+//! Strong types shared by every pipeline stage: Azure resource ids, priorities, port and
+//! address sets, protocols, and the canonical form of an NSG security rule and of a route.
+//!
+//! Values are parsed once at the edge (validate, observe) and compared in canonical form
+//! afterwards (docs/domain.md 2.10): `*` and `0-65535` are the same port set, `*` and
+//! `0.0.0.0/0` the same address, host bits are cleared, ports are sorted and merged.
+//! Nothing here does I/O or depends on kube or the Azure SDK.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Errors from parsing a single value. The caller adds the field path and the spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("`{value}` is not a valid port or port range (an integer 0-65535 or `a-b` with a <= b, or `*`)")]
+    PortRange { value: String },
+    #[error("`{value}` is not a valid IPv4 address or CIDR prefix")]
+    Prefix { value: String },
+    #[error("`{value}` is not a valid Azure resource id ({reason})")]
+    ResourceId { value: String, reason: String },
+    #[error("`{value}` is not a valid Azure name ({reason}; docs/domain.md 2.2)")]
+    Name { value: String, reason: String },
+    #[error("priority `{value}` is outside 100-4096 (docs/domain.md 2.1)")]
+    Priority { value: i64 },
+    #[error("`{value}` is not a known protocol (Tcp, Udp, Icmp, Esp, Ah, *)")]
+    Protocol { value: String },
+}
+
+// ---------------------------------------------------------------------------------------
+// Resource ids
+// ---------------------------------------------------------------------------------------
+
+/// An ARM resource id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/{type}/{name}]*`.
+///
+/// Comparison, ordering and hashing use the lower-cased text, because ARM compares names
+/// case-insensitively (docs/domain.md 2.2); `Display` keeps the casing it was written with.
+#[derive(Clone)]
+pub struct ResourceId {
+    text: String,
+    key: String,
+    subscription: String,
+    resource_group: String,
+    namespace: String,
+    /// `(type, name)` pairs after the namespace, e.g. `[("virtualNetworks","vnet"),("subnets","a")]`.
+    segments: Vec<(String, String)>,
+}
+
+impl ResourceId {
+    pub fn parse(value: &str) -> Result<Self, ParseError> {
+        let err = |reason: &str| ParseError::ResourceId {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = value.trim_end_matches('/');
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        // "", "subscriptions", sub, "resourceGroups", rg, "providers", ns, type, name, ...
+        if parts.len() < 9 || !parts[0].is_empty() {
+            return Err(err("expected /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}"));
+        }
+        if !parts[1].eq_ignore_ascii_case("subscriptions") {
+            return Err(err("must start with /subscriptions/"));
+        }
+        if !parts[3].eq_ignore_ascii_case("resourceGroups") {
+            return Err(err("the third segment must be resourceGroups"));
+        }
+        if !parts[5].eq_ignore_ascii_case("providers") {
+            return Err(err("the fifth segment must be providers"));
+        }
+        if parts.iter().skip(1).any(|p| p.is_empty()) {
+            return Err(err("empty path segment"));
+        }
+        let rest = &parts[7..];
+        if rest.len() % 2 != 0 {
+            return Err(err("type and name segments must come in pairs"));
+        }
+        let segments: Vec<(String, String)> = rest
+            .chunks(2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect();
+        if parts[4].len() > 90 {
+            return Err(err("resource group names are at most 90 characters"));
+        }
+        Ok(ResourceId {
+            text: trimmed.to_string(),
+            key: trimmed.to_ascii_lowercase(),
+            subscription: parts[2].to_string(),
+            resource_group: parts[4].to_string(),
+            namespace: parts[6].to_string(),
+            segments,
+        })
+    }
+
+    /// Builds the id of a Microsoft.Network resource.
+    pub fn network(subscription: &str, resource_group: &str, segments: &[(&str, &str)]) -> Self {
+        let mut text = format!("/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network");
+        for (t, n) in segments {
+            text.push('/');
+            text.push_str(t);
+            text.push('/');
+            text.push_str(n);
+        }
+        // The text was just built from the required shape, so parsing cannot fail unless a
+        // caller passed empty names, which is a programming error surfaced loudly in tests.
+        Self::parse(&text)
+            .unwrap_or_else(|e| panic!("ResourceId::network built an invalid id: {e}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    /// Lower-cased form used as a map key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+    pub fn resource_group(&self) -> &str {
+        &self.resource_group
+    }
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    /// The last name, e.g. the subnet name of a subnet id.
+    pub fn name(&self) -> &str {
+        self.segments
+            .last()
+            .map(|(_, n)| n.as_str())
+            .unwrap_or_default()
+    }
+    /// The full type, e.g. `Microsoft.Network/virtualNetworks/subnets`.
+    pub fn resource_type(&self) -> String {
+        let mut t = self.namespace.clone();
+        for (ty, _) in &self.segments {
+            t.push('/');
+            t.push_str(ty);
+        }
+        t
+    }
+    pub fn segments(&self) -> &[(String, String)] {
+        &self.segments
+    }
+    /// The id of the parent resource (a subnet's VNet), if this is a child resource.
+    pub fn parent(&self) -> Option<ResourceId> {
+        if self.segments.len() < 2 {
+            return None;
+        }
+        let cut = self.text.rfind('/')?;
+        let cut = self.text[..cut].rfind('/')?;
+        ResourceId::parse(&self.text[..cut]).ok()
+    }
+    /// True when the type (case-insensitive) equals `ty`, e.g. `Microsoft.Network/networkSecurityGroups`.
+    pub fn is_type(&self, ty: &str) -> bool {
+        self.resource_type().eq_ignore_ascii_case(ty)
+    }
+}
+
+impl PartialEq for ResourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for ResourceId {}
+impl PartialOrd for ResourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ResourceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+impl std::hash::Hash for ResourceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+impl fmt::Debug for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResourceId({})", self.text)
+    }
+}
+impl FromStr for ResourceId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+impl Serialize for ResourceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ResourceId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks an NSG, rule, route table, route or subnet name (docs/domain.md 2.2): 1-80
+/// characters of alphanumerics, `_`, `.`, `-`, starting alphanumeric, ending alphanumeric or `_`.
+pub fn check_azure_name(name: &str) -> Result<(), ParseError> {
+    let err = |reason: &str| ParseError::Name {
+        value: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() || name.len() > 80 {
+        return Err(err("must be 1-80 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(err("only letters, digits, `_`, `.` and `-` are allowed"));
+    }
+    let first = name.chars().next().unwrap_or('-');
+    let last = name.chars().last().unwrap_or('-');
+    if !first.is_ascii_alphanumeric() {
+        return Err(err("must start with a letter or digit"));
+    }
+    if !(last.is_ascii_alphanumeric() || last == '_') {
+        return Err(err("must end with a letter, digit or `_`"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Priorities
+// ---------------------------------------------------------------------------------------
+
+/// An NSG rule priority, 100..=4096 (docs/domain.md 2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Priority(u16);
+
+impl Priority {
+    pub const MIN: u16 = 100;
+    pub const MAX: u16 = 4096;
+    pub fn new(value: i64) -> Result<Self, ParseError> {
+        if (Self::MIN as i64..=Self::MAX as i64).contains(&value) {
+            Ok(Priority(value as u16))
+        } else {
+            Err(ParseError::Priority { value })
+        }
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// A band of priorities a spec's rules may use, inclusive on both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PriorityBand {
+    pub from: Priority,
+    pub to: Priority,
+}
+
+impl PriorityBand {
+    pub fn contains(&self, p: u32) -> bool {
+        (self.from.0 as u32..=self.to.0 as u32).contains(&p)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u16> {
+        self.from.0..=self.to.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub const ALL: PortRange = PortRange { lo: 0, hi: 65535 };
+    pub fn single(p: u16) -> Self {
+        PortRange { lo: p, hi: p }
+    }
+    pub fn new(lo: u16, hi: u16) -> Self {
+        PortRange { lo, hi }
+    }
+    pub fn contains(&self, p: u16) -> bool {
+        self.lo <= p && p <= self.hi
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = ParseError;
+    /// Parses `80`, `10001-10020` or `*` (all ports), per docs/domain.md 2.1 / 2.8.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseError::PortRange {
+            value: s.to_string(),
+        };
+        let t = s.trim();
+        if t == "*" {
+            return Ok(PortRange::ALL);
+        }
+        let parse = |x: &str| -> Result<u16, ParseError> {
+            let x = x.trim();
+            if x.is_empty() || !x.chars().all(|c| c.is_ascii_digit()) {
+                return Err(err());
+            }
+            x.parse::<u32>()
+                .ok()
+                .filter(|v| *v <= 65535)
+                .map(|v| v as u16)
+                .ok_or_else(err)
+        };
+        match t.split_once('-') {
+            Some((a, b)) => {
+                let (lo, hi) = (parse(a)?, parse(b)?);
+                if lo > hi {
+                    return Err(err());
+                }
+                Ok(PortRange { lo, hi })
+            }
+            None => Ok(PortRange::single(parse(t)?)),
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == PortRange::ALL {
+            f.write_str("*")
+        } else if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// A canonical set of ports: sorted, overlapping and adjacent ranges merged; the full
+/// range is `*`. Serialises as `"*"` or a list such as `["80", "443", "10001-10020"]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSet(Vec<PortRange>);
+
+impl PortSet {
+    pub fn any() -> Self {
+        PortSet(vec![PortRange::ALL])
+    }
+    pub fn from_ranges(ranges: impl IntoIterator<Item = PortRange>) -> Self {
+        let mut v: Vec<PortRange> = ranges.into_iter().collect();
+        v.sort();
+        let mut out: Vec<PortRange> = Vec::with_capacity(v.len());
+        for r in v {
+            if let Some(last) = out.last_mut() {
+                if (r.lo as u32) <= last.hi as u32 + 1 {
+                    last.hi = last.hi.max(r.hi);
+                    continue;
+                }
+            }
+            out.push(r);
+        }
+        PortSet(out)
+    }
+    pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, ParseError> {
+        let ranges = values
+            .into_iter()
+            .map(str::parse)
+            .collect::<Result<Vec<PortRange>, _>>()?;
+        Ok(Self::from_ranges(ranges))
+    }
+    pub fn is_any(&self) -> bool {
+        self.0 == [PortRange::ALL]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn ranges(&self) -> &[PortRange] {
+        &self.0
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+    /// True when every port of `other` is in `self`.
+    pub fn covers(&self, other: &PortSet) -> bool {
+        other
+            .0
+            .iter()
+            .all(|o| self.0.iter().any(|r| r.lo <= o.lo && o.hi <= r.hi))
+    }
+    pub fn intersects(&self, other: &PortSet) -> bool {
+        self.0
+            .iter()
+            .any(|a| other.0.iter().any(|b| a.lo <= b.hi && b.lo <= a.hi))
+    }
+    /// The strings ARM expects, e.g. `["80", "10001-10020"]` or `["*"]`.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|r| r.to_string()).collect()
+    }
+}
+
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_strings().join(","))
+    }
+}
+
+impl Serialize for PortSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.is_any() {
+            s.serialize_str("*")
+        } else {
+            self.to_strings().serialize(s)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = OneOrMany::deserialize(d)?.into_vec();
+        PortSet::parse_all(v.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Addresses
+// ---------------------------------------------------------------------------------------
+
+/// Parses an IPv4 address or CIDR and clears host bits (docs/domain.md 2.10).
+pub fn parse_prefix(value: &str) -> Result<Ipv4Net, ParseError> {
+    let t = value.trim();
+    if let Ok(net) = t.parse::<Ipv4Net>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = t.parse::<Ipv4Addr>() {
+        return Ok(Ipv4Net::from(ip));
+    }
+    Err(ParseError::Prefix {
+        value: value.to_string(),
+    })
+}
+
+/// True when `value` has the shape of a service tag name (`AppServiceManagement`,
+/// `Sql.WestUS`, `AzureCloud.westus`): letters first, then letters, digits, `.` and `_`.
+pub fn looks_like_tag(value: &str) -> bool {
+    let mut chars = value.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+}
+
+/// The source or destination of a security rule, in canonical form.
+///
+/// A rule names either one service tag, `*`, or a set of prefixes (the plural form may not
+/// hold tags, docs/domain.md 2.6, 2.8). `Other` keeps what asenet cannot interpret in a
+/// foreign rule (application security groups) so that it is carried unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AddressSet {
+    Any,
+    Tag(String),
+    Prefixes(BTreeSet<Ipv4Net>),
+    Other(String),
+}
+
+impl AddressSet {
+    pub fn prefixes(p: impl IntoIterator<Item = Ipv4Net>) -> Self {
+        let set: BTreeSet<Ipv4Net> = p.into_iter().map(|n| n.trunc()).collect();
+        if set.contains(&Ipv4Net::default()) {
+            AddressSet::Any
+        } else {
+            AddressSet::Prefixes(set)
+        }
+    }
+    pub fn tag(t: &str) -> Self {
+        AddressSet::Tag(canonical_tag(t))
+    }
+    /// Parses one ARM address value: `*`, `0.0.0.0/0`, a tag, an IP or a CIDR.
+    pub fn parse_one(value: &str) -> Result<Self, ParseError> {
+        let t = value.trim();
+        if t == "*" {
+            return Ok(AddressSet::Any);
+        }
+        if let Ok(p) = parse_prefix(t) {
+            return Ok(AddressSet::prefixes([p]));
+        }
+        if looks_like_tag(t) {
+            return Ok(AddressSet::tag(t));
+        }
+        Err(ParseError::Prefix {
+            value: value.to_string(),
+        })
+    }
+    /// Parses ARM's singular and plural fields together (either may be empty).
+    pub fn parse_arm(single: Option<&str>, plural: &[String]) -> Result<Self, ParseError> {
+        match (single.filter(|s| !s.is_empty()), plural.is_empty()) {
+            (Some(s), true) => Self::parse_one(s),
+            (None, false) => {
+                let p = plural
+                    .iter()
+                    .map(|s| parse_prefix(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(AddressSet::prefixes(p))
+            }
+            (Some(s), false) => {
+                let mut p = plural
+                    .iter()
+                    .map(|s| parse_prefix(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                p.push(parse_prefix(s)?);
+                Ok(AddressSet::prefixes(p))
+            }
+            (None, true) => Ok(AddressSet::Any),
+        }
+    }
+    /// The ARM fields to write: `(singular, plural)`.
+    pub fn to_arm(&self) -> (Option<String>, Vec<String>) {
+        match self {
+            AddressSet::Any => (Some("*".into()), vec![]),
+            AddressSet::Tag(t) | AddressSet::Other(t) => (Some(t.clone()), vec![]),
+            AddressSet::Prefixes(p) if p.len() == 1 => (p.iter().next().map(prefix_text), vec![]),
+            AddressSet::Prefixes(p) => (None, p.iter().map(prefix_text).collect()),
+        }
+    }
+    /// Number of address entries this set counts against the NSG limit (docs/domain.md 2.7).
+    pub fn count(&self) -> usize {
+        match self {
+            AddressSet::Prefixes(p) => p.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// `10.0.0.4/32` is written `10.0.0.4`, as the portal and ARM examples do.
+pub fn prefix_text(p: &Ipv4Net) -> String {
+    if p.prefix_len() == 32 {
+        p.addr().to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+/// The documented casing of the well-known tags (docs/domain.md 2.5, 2.10); classic
+/// spellings (`INTERNET`, `VIRTUAL_NETWORK`, `AZURE_LOADBALANCER`) map to the ARM names.
+pub fn canonical_tag(t: &str) -> String {
+    match t.to_ascii_lowercase().as_str() {
+        "internet" => "Internet".into(),
+        "virtualnetwork" | "virtual_network" => "VirtualNetwork".into(),
+        "azureloadbalancer" | "azure_loadbalancer" => "AzureLoadBalancer".into(),
+        "appservicemanagement" => "AppServiceManagement".into(),
+        "sql" => "Sql".into(),
+        "storage" => "Storage".into(),
+        _ => t.to_string(),
+    }
+}
+
+impl fmt::Display for AddressSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddressSet::Any => f.write_str("*"),
+            AddressSet::Tag(t) | AddressSet::Other(t) => f.write_str(t),
+            AddressSet::Prefixes(p) => {
+                let v: Vec<String> = p.iter().map(prefix_text).collect();
+                f.write_str(&v.join(","))
+            }
+        }
+    }
+}
+
+impl Serialize for AddressSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AddressSet::Prefixes(p) if p.len() != 1 => {
+                p.iter().map(prefix_text).collect::<Vec<_>>().serialize(s)
+            }
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => AddressSet::parse_one(&s).map_err(serde::de::Error::custom),
+            OneOrMany::Many(v) => AddressSet::parse_arm(None, &v).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rules
+// ---------------------------------------------------------------------------------------
+
+/// Rule protocol (docs/domain.md 2.1). `Any` is ARM's `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Esp,
+    Ah,
+    Any,
+}
+
+impl Protocol {
+    pub fn as_arm(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "Tcp",
+            Protocol::Udp => "Udp",
+            Protocol::Icmp => "Icmp",
+            Protocol::Esp => "Esp",
+            Protocol::Ah => "Ah",
+            Protocol::Any => "*",
+        }
+    }
+    /// True when a rule with protocol `self` matches traffic of protocol `p`.
+    pub fn matches(self, p: Protocol) -> bool {
+        self == Protocol::Any || self == p
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "icmp" => Protocol::Icmp,
+            "esp" => Protocol::Esp,
+            "ah" => Protocol::Ah,
+            "*" | "any" => Protocol::Any,
+            _ => {
+                return Err(ParseError::Protocol {
+                    value: s.to_string(),
+                })
+            }
+        })
+    }
+}
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_arm())
+    }
+}
+impl Serialize for Protocol {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_arm())
+    }
+}
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Access {
+    Allow,
+    Deny,
+}
+
+/// A security rule in canonical form. Used for observed rules (owned and foreign), desired
+/// rules and plan entries. `priority` is `u32` because observed foreign rules may carry
+/// values asenet would never write (default rules use 65000-65500, docs/domain.md 2.4).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityRule {
+    pub name: String,
+    pub priority: u32,
+    pub direction: Direction,
+    pub access: Access,
+    pub protocol: Protocol,
+    pub source: AddressSet,
+    #[serde(default = "PortSet::any")]
+    pub source_ports: PortSet,
+    pub destination: AddressSet,
+    pub destination_ports: PortSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl SecurityRule {
+    /// The fields that differ between `self` and `other`, ignoring the name (diff output).
+    pub fn changed_fields(&self, other: &SecurityRule) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.priority != other.priority {
+            f.push("priority");
+        }
+        if self.direction != other.direction {
+            f.push("direction");
+        }
+        if self.access != other.access {
+            f.push("access");
+        }
+        if self.protocol != other.protocol {
+            f.push("protocol");
+        }
+        if self.source != other.source {
+            f.push("source");
+        }
+        if self.source_ports != other.source_ports {
+            f.push("sourcePorts");
+        }
+        if self.destination != other.destination {
+            f.push("destination");
+        }
+        if self.destination_ports != other.destination_ports {
+            f.push("destinationPorts");
+        }
+        if self.description != other.description {
+            f.push("description");
+        }
+        f
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------------------
+
+/// Next hop types usable in a user-defined route (docs/domain.md 3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NextHopType {
+    Internet,
+    VirtualAppliance,
+    VirtualNetworkGateway,
+    VnetLocal,
+    None,
+}
+
+impl FromStr for NextHopType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "internet" => NextHopType::Internet,
+            "virtualappliance" => NextHopType::VirtualAppliance,
+            "virtualnetworkgateway" | "vpngateway" => NextHopType::VirtualNetworkGateway,
+            "vnetlocal" => NextHopType::VnetLocal,
+            "none" | "null" => NextHopType::None,
+            _ => return Err(format!("`{s}` is not a next hop type")),
+        })
+    }
+}
+
+/// The destination of a route: a prefix or a service tag (docs/domain.md 3.3).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteDestination {
+    Prefix(Ipv4Net),
+    Tag(String),
+}
+
+impl RouteDestination {
+    pub fn parse(value: &str) -> Result<Self, ParseError> {
+        if let Ok(p) = parse_prefix(value) {
+            return Ok(RouteDestination::Prefix(p));
+        }
+        if looks_like_tag(value.trim()) {
+            return Ok(RouteDestination::Tag(canonical_tag(value.trim())));
+        }
+        Err(ParseError::Prefix {
+            value: value.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for RouteDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteDestination::Prefix(p) => write!(f, "{p}"),
+            RouteDestination::Tag(t) => f.write_str(t),
+        }
+    }
+}
+impl Serialize for RouteDestination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> Deserialize<'de> for RouteDestination {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RouteDestination::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A user-defined route in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub name: String,
+    pub address_prefix: RouteDestination,
+    pub next_hop_type: NextHopType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_ip_address: Option<Ipv4Addr>,
+}
+
+impl Route {
+    pub fn changed_fields(&self, other: &Route) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.address_prefix != other.address_prefix {
+            f.push("addressPrefix");
+        }
+        if self.next_hop_type != other.next_hop_type {
+            f.push("nextHopType");
+        }
+        if self.next_hop_ip_address != other.next_hop_ip_address {
+            f.push("nextHopIpAddress");
+        }
+        f
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Spec identity
+// ---------------------------------------------------------------------------------------
+
+/// `namespace/name` of an AseConnectivity spec.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SpecKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SpecKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SpecKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl FromStr for SpecKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((ns, n)) if !ns.is_empty() && !n.is_empty() => Ok(SpecKey::new(ns, n)),
+            _ => Err(format!("`{s}` is not namespace/name")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_sets_merge_adjacent_and_overlapping_ranges() {
+        let p = PortSet::parse_all(["443", "80", "81-90", "85", "10001-10020"]).unwrap();
+        assert_eq!(p.to_strings(), vec!["80-90", "443", "10001-10020"]);
+        assert!(PortSet::parse_all(["0-65535"]).unwrap().is_any());
+        assert!(PortSet::parse_all(["*"]).unwrap().is_any());
+    }
+
+    #[test]
+    fn bad_ports_are_rejected_with_the_value() {
+        for bad in ["70000", "80-70", "any", "", "-1", "1-"] {
+            let e = bad.parse::<PortRange>().unwrap_err();
+            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_canonical() {
+        assert_eq!(AddressSet::parse_one("0.0.0.0/0").unwrap(), AddressSet::Any);
+        assert_eq!(
+            AddressSet::parse_one("10.0.1.7/26").unwrap().to_string(),
+            "10.0.1.0/26"
+        );
+        assert_eq!(
+            AddressSet::parse_one("internet").unwrap(),
+            AddressSet::Tag("Internet".into())
+        );
+        let plural = AddressSet::parse_arm(None, &["1.2.3.4".into(), "5.6.7.0/24".into()]).unwrap();
+        assert_eq!(
+            plural.to_arm(),
+            (None, vec!["1.2.3.4".to_string(), "5.6.7.0/24".to_string()])
+        );
+        assert!(AddressSet::parse_one("10.0.0.300").is_err());
+    }
+
+    #[test]
+    fn resource_ids_compare_case_insensitively_and_keep_their_casing() {
+        let a = ResourceId::parse("/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/vnet/subnets/A").unwrap();
+        let b = ResourceId::parse("/subscriptions/S/resourcegroups/rg/providers/microsoft.network/virtualnetworks/VNET/subnets/a").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.name(), "A");
+        assert_eq!(a.parent().unwrap().name(), "vnet");
+        assert!(a.is_type("Microsoft.Network/virtualNetworks/subnets"));
+        assert!(ResourceId::parse("/subscriptions/s/resourceGroups/rg").is_err());
+    }
+
+    #[test]
+    fn azure_names_follow_domain_2_2() {
+        assert!(check_azure_name("asenet-ase-two_in.web").is_ok());
+        assert!(check_azure_name("-x").is_err());
+        assert!(check_azure_name("x-").is_err());
+        assert!(check_azure_name(&"a".repeat(81)).is_err());
+    }
+}

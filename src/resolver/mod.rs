@@ -1,0 +1,132 @@
+//! The resolver: a pure function from validated specs and an Azure snapshot to the desired
+//! state of every Azure resource the specs touch (docs/design.md section 3).
+//!
+//! Pure means: no async, no clock, no randomness, no environment, no I/O, no kube or Azure
+//! SDK types (a test in `tests/purity.rs` reads this folder's sources to enforce it). All
+//! collections that reach output are ordered, so the same input yields a byte-identical
+//! result.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::SpecError;
+use crate::model::{ResourceId, Route, SecurityRule, SpecKey};
+
+/// Rule and route names asenet owns start with this prefix (docs/design.md section 3).
+pub const OWNED_PREFIX: &str = "asenet-";
+
+/// The desired state of everything the specs touch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    pub network_security_groups: BTreeMap<ResourceId, DesiredNsg>,
+    pub route_tables: BTreeMap<ResourceId, DesiredRouteTable>,
+    /// Associations the specs need on their ASE subnets.
+    pub subnets: BTreeMap<ResourceId, DesiredSubnet>,
+    /// Per spec: what was resolved, or why it failed.
+    pub specs: BTreeMap<SpecKey, SpecOutcome>,
+}
+
+impl Desired {
+    /// Specs that failed to resolve. Their owned entries already in Azure are left exactly
+    /// as they are (neither updated nor deleted) until the spec resolves again.
+    pub fn failed_specs(&self) -> BTreeSet<SpecKey> {
+        self.specs
+            .iter()
+            .filter(|(_, o)| matches!(o, SpecOutcome::Failed { .. }))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// The owned rules one NSG must carry, merged from every contributing spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredNsg {
+    pub id: ResourceId,
+    /// Location for creating the NSG if it does not exist (the subnet's VNet location).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Sorted by direction, then priority.
+    pub rules: Vec<OwnedRule>,
+}
+
+/// A rule asenet owns, with the spec and requirement that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedRule {
+    #[serde(flatten)]
+    pub rule: SecurityRule,
+    pub owner: SpecKey,
+    /// Why the rule exists, for people: "management port (ASE V2, required; domain.md 1.3.4)".
+    pub reason: String,
+    /// True for rules the ASE version requires; they can never be switched off.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredRouteTable {
+    pub id: ResourceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Sorted by name.
+    pub routes: Vec<OwnedRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedRoute {
+    #[serde(flatten)]
+    pub route: Route,
+    pub owner: SpecKey,
+    pub reason: String,
+}
+
+/// The associations an ASE subnet must have.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredSubnet {
+    pub id: ResourceId,
+    pub network_security_group: ResourceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<ResourceId>,
+    pub owner: SpecKey,
+}
+
+/// The outcome of resolving one spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum SpecOutcome {
+    Resolved(Resolution),
+    Failed { errors: Vec<SpecError> },
+}
+
+/// What the resolver decided for one spec (reported in status and by `asenet resolve`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolution {
+    /// Addresses a callee outside the topology sees (public VIP / outbound addresses).
+    pub internet_addresses: Vec<std::net::Ipv4Addr>,
+    /// The range a callee inside the topology sees (the ASE subnet).
+    pub virtual_network_range: ipnet::Ipv4Net,
+    /// Every Azure resource this spec contributes to (NSGs, route tables, its subnet).
+    pub touches: BTreeSet<ResourceId>,
+    /// Flows this spec requires, for `asenet verify` and tests.
+    pub required_flows: Vec<RequiredFlow>,
+}
+
+/// A flow that must be allowed by an NSG once the plan is applied.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredFlow {
+    pub network_security_group: ResourceId,
+    pub direction: crate::model::Direction,
+    pub protocol: crate::model::Protocol,
+    /// A concrete source address or a tag name the evaluator resolves.
+    pub source: String,
+    pub destination: String,
+    pub port: u16,
+    pub reason: String,
+}

@@ -1,0 +1,236 @@
+//! What `observe` read from Azure, in the canonical model: the input of the resolver and
+//! of the diff besides the specs.
+//!
+//! A snapshot is plain data. It is produced by `observe` from ARM (one GET per NSG, route
+//! table and subnet, docs/design.md section 3) or loaded from a YAML/JSON file for
+//! `asenet resolve --snapshot` and tests. A resource that is absent from the snapshot does
+//! not exist in Azure (observe turns 404 into absence), so the plan creates it.
+//!
+//! `raw` fields keep the ARM JSON as read, so that `apply` writes back every property
+//! asenet does not manage (foreign rules byte for byte, subnet delegations, tags...). They
+//! are not part of the serialised snapshot.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ResourceId, Route, SecurityRule};
+
+/// Everything the resolver and the diff may know about Azure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    #[serde(default, with = "by_id")]
+    pub virtual_networks: BTreeMap<ResourceId, VnetState>,
+    #[serde(default, with = "by_id")]
+    pub subnets: BTreeMap<ResourceId, SubnetState>,
+    #[serde(default, with = "by_id")]
+    pub network_security_groups: BTreeMap<ResourceId, NsgState>,
+    #[serde(default, with = "by_id")]
+    pub route_tables: BTreeMap<ResourceId, RouteTableState>,
+    #[serde(default, with = "by_id")]
+    pub environments: BTreeMap<ResourceId, EnvironmentState>,
+    /// Service tags by name (`AppServiceManagement`, `Sql.WestUS`), IPv4 prefixes only.
+    #[serde(default, with = "by_name")]
+    pub service_tags: BTreeMap<String, ServiceTagState>,
+}
+
+impl Snapshot {
+    /// The VNet a subnet belongs to.
+    pub fn vnet_of(&self, subnet: &ResourceId) -> Option<&VnetState> {
+        subnet.parent().and_then(|v| self.virtual_networks.get(&v))
+    }
+
+    /// A service tag, matched case-insensitively.
+    pub fn service_tag(&self, name: &str) -> Option<&ServiceTagState> {
+        self.service_tags.get(name).or_else(|| {
+            self.service_tags
+                .values()
+                .find(|t| t.name.eq_ignore_ascii_case(name))
+        })
+    }
+
+    pub fn insert_vnet(&mut self, v: VnetState) {
+        self.virtual_networks.insert(v.id.clone(), v);
+    }
+    pub fn insert_subnet(&mut self, s: SubnetState) {
+        self.subnets.insert(s.id.clone(), s);
+    }
+    pub fn insert_nsg(&mut self, n: NsgState) {
+        self.network_security_groups.insert(n.id.clone(), n);
+    }
+    pub fn insert_route_table(&mut self, r: RouteTableState) {
+        self.route_tables.insert(r.id.clone(), r);
+    }
+    pub fn insert_environment(&mut self, e: EnvironmentState) {
+        self.environments.insert(e.id.clone(), e);
+    }
+    pub fn insert_service_tag(&mut self, t: ServiceTagState) {
+        self.service_tags.insert(t.name.clone(), t);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VnetState {
+    pub id: ResourceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub address_prefixes: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetState {
+    pub id: ResourceId,
+    pub address_prefix: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_security_group: Option<ResourceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<ResourceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The subnet as ARM returned it (carried unchanged on write, docs/domain.md 4.4).
+    #[serde(skip)]
+    pub raw: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NsgState {
+    pub id: ResourceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Custom rules (owned and foreign), not the six default rules.
+    #[serde(default)]
+    pub rules: Vec<SecurityRule>,
+    /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
+    #[serde(skip)]
+    pub raw_rules: BTreeMap<String, serde_json::Value>,
+    /// The NSG as ARM returned it.
+    #[serde(skip)]
+    pub raw: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTableState {
+    pub id: ResourceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub disable_bgp_route_propagation: bool,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// ARM JSON of each route as read, keyed by lower-cased route name.
+    #[serde(skip)]
+    pub raw_routes: BTreeMap<String, serde_json::Value>,
+    #[serde(skip)]
+    pub raw: Option<serde_json::Value>,
+}
+
+/// Addresses of an App Service Environment (docs/domain.md 1.5: `capacities/virtualip`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentState {
+    /// The `Microsoft.Web/hostingEnvironments` id.
+    pub id: ResourceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_vip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_ip: Option<Ipv4Addr>,
+    /// The ASE's subnet, when Azure reports it (`properties.virtualNetwork.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<ResourceId>,
+}
+
+/// A service tag's IPv4 prefixes and where it may be used (docs/domain.md 5.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceTagState {
+    pub name: String,
+    #[serde(default)]
+    pub address_prefixes: Vec<Ipv4Net>,
+    /// Subset of `API`, `NSG`, `UDR`, `FW`, `VSE`.
+    #[serde(default)]
+    pub network_features: Vec<String>,
+}
+
+impl ServiceTagState {
+    /// True when the tag may be a route's address prefix (docs/domain.md 3.3).
+    pub fn usable_in_routes(&self) -> bool {
+        self.network_features
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("UDR"))
+    }
+}
+
+/// Serialises a map keyed by resource id as a list of its values, and back.
+mod by_id {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub trait HasId {
+        fn id(&self) -> &ResourceId;
+    }
+    macro_rules! has_id {
+        ($($t:ty),*) => {$(impl HasId for $t { fn id(&self) -> &ResourceId { &self.id } })*};
+    }
+    has_id!(
+        VnetState,
+        SubnetState,
+        NsgState,
+        RouteTableState,
+        EnvironmentState
+    );
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        map: &BTreeMap<ResourceId, T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de> + HasId>(
+        d: D,
+    ) -> Result<BTreeMap<ResourceId, T>, D::Error> {
+        let list = Vec::<T>::deserialize(d)?;
+        let mut map = BTreeMap::new();
+        for item in list {
+            let id = item.id().clone();
+            if map.insert(id.clone(), item).is_some() {
+                return Err(serde::de::Error::custom(format!(
+                    "resource `{id}` is listed twice"
+                )));
+            }
+        }
+        Ok(map)
+    }
+}
+
+mod by_name {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, ServiceTagState>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, ServiceTagState>, D::Error> {
+        let list = Vec::<ServiceTagState>::deserialize(d)?;
+        Ok(list.into_iter().map(|t| (t.name.clone(), t)).collect())
+    }
+}
