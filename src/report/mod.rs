@@ -1,1 +1,3 @@
-//! (being written)
+//! Rendering for people and machines.
+
+pub mod desired;

@@ -1,0 +1,1 @@
+//! Rendering of the resolver's desired state (being written).

@@ -1,0 +1,6 @@
+//! Integration tests, one binary (linking kube and the Azure SDK once, not once per file).
+
+mod controller;
+mod diff;
+mod pipeline;
+mod resolver;
