@@ -1,0 +1,99 @@
+//! The admin API under `/_admin` (no auth, no api-version; issue 3).
+//!
+//! - `GET /_admin/stats`: request counters since start or the last reset
+//! - `POST /_admin/reset`: reset the counters (resources and faults are kept)
+//! - `GET /_admin/state`: every resource as GET returns it
+//! - `GET /_admin/history?id=<resource id>`: every stored version of a resource
+//! - `GET|POST|DELETE /_admin/faults`: list, arm (one spec or a list) and clear faults
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ArmError;
+use crate::faults::FaultSpec;
+use crate::MockState;
+
+pub(crate) fn router() -> Router<MockState> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/reset", post(reset))
+        .route("/state", get(state))
+        .route("/history", get(history))
+        .route(
+            "/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
+}
+
+async fn stats(State(state): State<MockState>) -> Json<crate::Stats> {
+    Json(state.stats())
+}
+
+async fn reset(State(state): State<MockState>) -> StatusCode {
+    state.reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+async fn state(State(state): State<MockState>) -> Json<Value> {
+    Json(json!({ "resources": state.all_resources() }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    id: String,
+}
+
+async fn history(
+    State(state): State<MockState>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => {
+            Json(json!({ "id": q.id, "versions": state.history(&q.id) })).into_response()
+        }
+        Err(_) => ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "The 'id' query parameter is required.",
+        )
+        .into_response(),
+    }
+}
+
+async fn list_faults(State(state): State<MockState>) -> Json<Value> {
+    Json(json!({ "faults": state.pending_faults() }))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(FaultSpec),
+    Many(Vec<FaultSpec>),
+}
+
+async fn add_faults(State(state): State<MockState>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<OneOrMany>(&body) {
+        Ok(OneOrMany::One(spec)) => state.inject_fault(spec),
+        Ok(OneOrMany::Many(specs)) => specs.into_iter().for_each(|spec| state.inject_fault(spec)),
+        Err(err) => {
+            return ArmError::invalid_request_format(format!("Invalid fault specification: {err}"))
+                .into_response()
+        }
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({ "faults": state.pending_faults() })),
+    )
+        .into_response()
+}
+
+async fn clear_faults(State(state): State<MockState>) -> StatusCode {
+    state.clear_faults();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,167 @@
+//! Runtime configuration of the mock (`--config FILE`, YAML).
+//!
+//! Defaults follow ARM: token buckets of domain.md 4.8 (reads 250 refilled 25/s, writes and
+//! deletes 200 refilled 10/s), the api-versions the official SDKs send (domain.md 4.1, 1.5),
+//! and a short long-running-operation delay (domain.md 4.5) so tests stay fast.
+//! `clock_scale` speeds up the whole ARM clock: bucket refill, `Retry-After` values and LRO
+//! delays all shrink by the same factor.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::faults::FaultSpec;
+
+/// Configuration of a mock instance. Every field has a default; YAML keys are camelCase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Token-bucket throttling (domain.md 4.8).
+    pub throttling: ThrottlingConfig,
+    /// ARM clock speed: 1.0 = real time, 10.0 = ten times faster.
+    pub clock_scale: f64,
+    /// How long (ARM clock) a write stays `InProgress`/`Updating`; 0 completes at once.
+    #[serde(with = "duration_secs")]
+    pub lro_delay: Duration,
+    /// The `Retry-After` (ARM clock) sent with LRO responses. NRP sends 10 s; the default is
+    /// 1 s to keep SDK-driven tests fast.
+    #[serde(with = "duration_secs")]
+    pub lro_retry_after: Duration,
+    /// Items per page of every list operation (domain.md 4.9).
+    pub page_size: usize,
+    /// Accepted `api-version` values per resource-provider namespace.
+    pub api_versions: ApiVersions,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Versions kept per resource in the write history (oldest dropped first).
+    pub history_limit: usize,
+    /// Faults armed at start (same shape as `POST /_admin/faults`).
+    pub faults: Vec<FaultSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            throttling: ThrottlingConfig::default(),
+            clock_scale: 1.0,
+            lro_delay: Duration::from_secs(1),
+            lro_retry_after: Duration::from_secs(1),
+            page_size: 100,
+            api_versions: ApiVersions::default(),
+            max_body_bytes: 4 * 1024 * 1024,
+            history_limit: 10_000,
+            faults: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a YAML (or JSON) configuration document.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// Convert an ARM-clock duration into real time (saturating; never panics).
+    pub fn real(&self, arm: Duration) -> Duration {
+        Duration::try_from_secs_f64(arm.as_secs_f64() / self.scale()).unwrap_or(Duration::MAX)
+    }
+
+    /// The clock scale, guarded against zero/negative/NaN values.
+    pub fn scale(&self) -> f64 {
+        if self.clock_scale.is_finite() && self.clock_scale > 0.0 {
+            self.clock_scale
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Token buckets per subscription (domain.md 4.8).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThrottlingConfig {
+    pub enabled: bool,
+    pub reads: Bucket,
+    pub writes: Bucket,
+    pub deletes: Bucket,
+}
+
+impl Default for ThrottlingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads: Bucket {
+                size: 250,
+                refill_per_sec: 25.0,
+            },
+            writes: Bucket {
+                size: 200,
+                refill_per_sec: 10.0,
+            },
+            deletes: Bucket {
+                size: 200,
+                refill_per_sec: 10.0,
+            },
+        }
+    }
+}
+
+/// One token bucket: capacity and refill rate (tokens per ARM second).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bucket {
+    pub size: u32,
+    pub refill_per_sec: f64,
+}
+
+/// Accepted api-versions per namespace (domain.md 4.1 and 1.5; issue 3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiVersions {
+    pub network: Vec<String>,
+    pub web: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+impl Default for ApiVersions {
+    fn default() -> Self {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            // 2024-03-01: the swagger in azure-specs and the Rust SDK 0.21; 2026-03-01: the
+            // Python azure-mgmt-network default; 2025-05-01 and a few recent ones for other SDKs.
+            network: list(&[
+                "2023-09-01",
+                "2023-11-01",
+                "2024-01-01",
+                "2024-03-01",
+                "2024-05-01",
+                "2024-07-01",
+                "2024-10-01",
+                "2025-01-01",
+                "2025-05-01",
+                "2026-03-01",
+            ]),
+            web: list(&[
+                "2016-09-01",
+                "2021-03-01",
+                "2022-03-01",
+                "2023-12-01",
+                "2024-04-01",
+                "2025-05-01",
+            ]),
+            resources: list(&["2021-04-01", "2022-09-01", "2024-03-01", "2025-04-01"]),
+        }
+    }
+}
+
+/// (De)serialize a [`Duration`] as (fractional) seconds.
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
