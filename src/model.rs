@@ -75,7 +75,7 @@ impl ResourceId {
             return Err(err("empty path segment"));
         }
         let rest = &parts[7..];
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err(err("type and name segments must come in pairs"));
         }
         let segments: Vec<(String, String)> = rest

@@ -1,1 +1,823 @@
-//! (being written)
+//! validate: raw `AseConnectivity` specs (strings as the user wrote them) into typed values
+//! (docs/design.md section 3, docs/style.md rule 7).
+//!
+//! Input comes from `load` (CLI) or the kube watcher (operator); the output, `ValidSpec`,
+//! is the only spec type the resolver sees. Every problem of a spec is collected, not just
+//! the first, and each `SpecError` names the spec, the field path
+//! (`spec.inbound[1].from[0].cidr`), the value as written and what is wrong with it.
+//!
+//! What is *not* checked here: whether referenced specs, subnets or ASEs exist. Those need
+//! the other specs and the snapshot, so the resolver reports them (`UnresolvedReference`)
+//! and only the referring spec fails.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use crate::api::{
+    AseConnectivity, AseVersion, DeletionPolicy, Mode, NsgRef, PriorityBandSpec, TunnelingStrategy,
+};
+use crate::error::{SpecError, SpecErrorKind};
+use crate::model::{
+    check_azure_name, looks_like_tag, parse_prefix, PortRange, PortSet, Priority, PriorityBand,
+    Protocol, ResourceId, SpecKey,
+};
+
+/// The band used when a spec gives none.
+pub const DEFAULT_BAND: (u16, u16) = (100, 1999);
+
+/// Inbound and backend entry names become part of Azure rule names
+/// (`asenet-<spec>-in-<entry>`, at most 80 characters, docs/domain.md 2.2), so they are
+/// kept short enough to leave room for the spec name.
+pub const MAX_ENTRY_NAME: usize = 32;
+
+/// `namespace/name` is written into every owned rule's description (at most 140
+/// characters, docs/domain.md 2.1) together with a reason, so it must leave room for it.
+pub const MAX_SPEC_KEY: usize = 100;
+
+pub const NSG_TYPE: &str = "Microsoft.Network/networkSecurityGroups";
+pub const SUBNET_TYPE: &str = "Microsoft.Network/virtualNetworks/subnets";
+pub const ROUTE_TABLE_TYPE: &str = "Microsoft.Network/routeTables";
+pub const ENVIRONMENT_TYPE: &str = "Microsoft.Web/hostingEnvironments";
+
+/// A spec with every field parsed into model types.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidSpec {
+    pub key: SpecKey,
+    pub generation: Option<i64>,
+    pub mode: Mode,
+    pub deletion_policy: DeletionPolicy,
+    pub version: AseVersion,
+    /// The `Microsoft.Web/hostingEnvironments` id, when given.
+    pub environment_id: Option<ResourceId>,
+    /// Addresses written in the spec; they win over what the snapshot reports.
+    pub addresses: ValidAddresses,
+    pub subnet: ResourceId,
+    pub network_security_group: ResourceId,
+    /// The band this spec's rules may use in its own NSG.
+    pub band: PriorityBand,
+    pub route_table: Option<ResourceId>,
+    /// Topology beyond the VNet's address space (peered VNets, on-premises).
+    pub extra_prefixes: Vec<Ipv4Net>,
+    pub inbound: Vec<ValidInbound>,
+    pub backends: Vec<ValidBackend>,
+    pub forced_tunneling: Option<ValidForcedTunneling>,
+}
+
+impl ValidSpec {
+    /// True when some inbound entry asks for FTP (ASEv3 then needs the FTP health probe
+    /// rule, docs/domain.md 1.4.2).
+    pub fn uses_ftp(&self) -> bool {
+        self.inbound
+            .iter()
+            .any(|i| matches!(i.ports, InboundPorts::Service(Service::Ftp)))
+    }
+}
+
+/// Explicit ASE addresses (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidAddresses {
+    pub public_vip: Option<Ipv4Addr>,
+    pub outbound: Vec<Ipv4Addr>,
+    pub internal_ip: Option<Ipv4Addr>,
+}
+
+impl ValidAddresses {
+    /// The addresses a callee outside the topology sees: the outbound list, else the VIP
+    /// (docs/domain.md 1.2.3, 1.5).
+    pub fn internet(&self) -> Vec<Ipv4Addr> {
+        if !self.outbound.is_empty() {
+            let mut v = self.outbound.clone();
+            v.sort();
+            v.dedup();
+            v
+        } else {
+            self.public_vip.into_iter().collect()
+        }
+    }
+}
+
+/// A named application service (docs/domain.md 1.2.1, 1.3.2, 1.4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Service {
+    Http,
+    Https,
+    Ftp,
+    RemoteDebugging,
+    WebDeploy,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [
+        Service::Http,
+        Service::Https,
+        Service::Ftp,
+        Service::RemoteDebugging,
+        Service::WebDeploy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Http => "Http",
+            Service::Https => "Https",
+            Service::Ftp => "Ftp",
+            Service::RemoteDebugging => "RemoteDebugging",
+            Service::WebDeploy => "WebDeploy",
+        }
+    }
+
+    /// TCP ports of the service on an ASE of `version`.
+    pub fn ports(self, version: AseVersion) -> PortSet {
+        let r = |lo, hi| PortRange::new(lo, hi);
+        let s = PortRange::single;
+        PortSet::from_ranges(match self {
+            Service::Http => vec![s(80)],
+            Service::Https => vec![s(443)],
+            // FTP control, FTPS control, FTP data channels (1.2.1, 1.3.2, 1.4.2).
+            Service::Ftp => vec![s(21), s(990), r(10001, 10020)],
+            // Visual Studio remote debugging differs per version (1.2.1, 1.3.2, 1.4.2;
+            // domain.md 7 point 9 notes the v1 list predates VS 2017).
+            Service::RemoteDebugging => match version {
+                AseVersion::V1 => vec![s(4016), s(4018), s(4020)],
+                AseVersion::V2 => vec![s(4020), s(4022), s(4024)],
+                AseVersion::V3 => vec![s(4022), s(4024), s(4026)],
+            },
+            Service::WebDeploy => vec![s(8172)],
+        })
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Service {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Service::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or(())
+    }
+}
+
+/// What an inbound entry opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InboundPorts {
+    Service(Service),
+    Raw { ports: PortSet, protocol: Protocol },
+}
+
+/// One allowed source of inbound traffic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    Prefix(Ipv4Net),
+    Tag(String),
+    /// Another spec's ASE (or this spec itself): its outbound addresses.
+    Environment(SpecKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidInbound {
+    pub name: String,
+    pub ports: InboundPorts,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidBackend {
+    pub name: String,
+    pub address: Ipv4Net,
+    pub ports: PortSet,
+    pub protocol: Protocol,
+    pub network_security_group: ResourceId,
+    pub band: PriorityBand,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidForcedTunneling {
+    pub advertised: Vec<Ipv4Net>,
+    pub strategy: TunnelingStrategy,
+    /// The tags whose prefixes must reach the Internet directly; defaulted per version.
+    pub required_tags: Vec<String>,
+}
+
+/// Validates every spec; returns the valid ones and the errors of the others.
+pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError>) {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: BTreeMap<SpecKey, usize> = BTreeMap::new();
+    for spec in specs {
+        match validate(spec) {
+            Ok(v) => {
+                if seen.insert(v.key.clone(), ok.len()).is_some() {
+                    errors.push(SpecError::new(
+                        &v.key,
+                        SpecErrorKind::InvalidField,
+                        "metadata.name",
+                        v.key.to_string(),
+                        format!("spec `{}` is given twice", v.key),
+                    ));
+                    continue;
+                }
+                ok.push(v)
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    (ok, errors)
+}
+
+/// Collects the errors of one spec.
+struct Ctx {
+    key: SpecKey,
+    errors: Vec<SpecError>,
+}
+
+impl Ctx {
+    fn err(
+        &mut self,
+        field: impl Into<String>,
+        value: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(SpecError::new(
+            &self.key,
+            SpecErrorKind::InvalidField,
+            field,
+            value,
+            message,
+        ));
+    }
+
+    fn resource_id(&mut self, field: &str, value: &str, ty: &str) -> Option<ResourceId> {
+        match ResourceId::parse(value) {
+            Ok(id) if id.is_type(ty) => match check_azure_name(id.name()) {
+                Ok(()) => Some(id),
+                Err(e) => {
+                    self.err(field, value, e.to_string());
+                    None
+                }
+            },
+            Ok(id) => {
+                self.err(
+                    field,
+                    value,
+                    format!(
+                        "`{value}` is a {} id; expected a {ty} id",
+                        id.resource_type()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.err(field, value, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn ip(&mut self, field: &str, value: &str) -> Option<Ipv4Addr> {
+        match value.trim().parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    field,
+                    value,
+                    format!("`{value}` is not a valid IPv4 address"),
+                );
+                None
+            }
+        }
+    }
+
+    fn prefix(&mut self, field: &str, value: &str) -> Option<Ipv4Net> {
+        match parse_prefix(value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.err(field, value, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn band(&mut self, field: &str, band: Option<&PriorityBandSpec>) -> Option<PriorityBand> {
+        let Some(b) = band else {
+            return Some(PriorityBand {
+                from: Priority::new(DEFAULT_BAND.0 as i64).ok()?,
+                to: Priority::new(DEFAULT_BAND.1 as i64).ok()?,
+            });
+        };
+        let value = format!("{}-{}", b.from, b.to);
+        let from = Priority::new(b.from);
+        let to = Priority::new(b.to);
+        match (from, to) {
+            (Ok(from), Ok(to)) if from <= to => Some(PriorityBand { from, to }),
+            (Ok(_), Ok(_)) => {
+                self.err(
+                    field,
+                    value,
+                    format!(
+                        "priority band `{}-{}` is empty: from must not exceed to",
+                        b.from, b.to
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    field,
+                    value,
+                    format!(
+                        "priority band `{}-{}` must lie within 100-4096 (docs/domain.md 2.1)",
+                        b.from, b.to
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn nsg(&mut self, field: &str, nsg: &NsgRef) -> (Option<ResourceId>, Option<PriorityBand>) {
+        let id = self.resource_id(&format!("{field}.resourceId"), &nsg.resource_id, NSG_TYPE);
+        let band = self.band(&format!("{field}.priorities"), nsg.priorities.as_ref());
+        (id, band)
+    }
+
+    fn ports(&mut self, field: &str, ports: &[IntOrString]) -> Option<PortSet> {
+        if ports.is_empty() {
+            self.err(field, "", "at least one port or port range is required");
+            return None;
+        }
+        let mut ranges = Vec::new();
+        let mut ok = true;
+        for (i, p) in ports.iter().enumerate() {
+            let text = match p {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => s.clone(),
+            };
+            match text.parse::<PortRange>() {
+                Ok(r) => ranges.push(r),
+                Err(e) => {
+                    self.err(format!("{field}[{i}]"), text, e.to_string());
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| PortSet::from_ranges(ranges))
+    }
+
+    fn protocol(&mut self, field: &str, value: Option<&str>) -> Option<Protocol> {
+        let Some(v) = value else {
+            return Some(Protocol::Tcp);
+        };
+        match v.parse::<Protocol>() {
+            Ok(p @ (Protocol::Tcp | Protocol::Udp | Protocol::Any)) => Some(p),
+            _ => {
+                self.err(
+                    field,
+                    v,
+                    format!("`{v}` is not a supported protocol (Tcp, Udp or *)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Entry names: Azure name rules (2.2), short, no `.` (reserved as a separator in
+    /// generated rule names), unique in the spec (case-insensitively, as Azure compares).
+    fn entry_name(&mut self, field: &str, name: &str, seen: &mut BTreeMap<String, String>) {
+        if let Err(e) = check_azure_name(name) {
+            self.err(field, name, e.to_string());
+            return;
+        }
+        if name.len() > MAX_ENTRY_NAME {
+            self.err(
+                field,
+                name,
+                format!(
+                    "`{name}` is longer than {MAX_ENTRY_NAME} characters; it becomes part of Azure rule names (at most 80, docs/domain.md 2.2)"
+                ),
+            );
+        }
+        if name.contains('.') {
+            self.err(
+                field,
+                name,
+                format!("`{name}` contains `.`, which generated rule names use as a separator"),
+            );
+        }
+        if let Some(prev) = seen.insert(name.to_ascii_lowercase(), field.to_string()) {
+            self.err(
+                field,
+                name,
+                format!("name `{name}` is already used by {prev}"),
+            );
+        }
+    }
+}
+
+/// Validates one spec, returning every problem found.
+pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
+    let namespace = spec
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let name = spec.metadata.name.clone().unwrap_or_default();
+    let key = SpecKey::new(namespace, name);
+    let mut cx = Ctx {
+        key: key.clone(),
+        errors: Vec::new(),
+    };
+    if key.name.is_empty() {
+        cx.err("metadata.name", "", "metadata.name is required");
+    }
+    let key_text = key.to_string();
+    if key_text.len() > MAX_SPEC_KEY {
+        cx.err(
+            "metadata.name",
+            &key.name,
+            format!(
+                "`{key_text}` is longer than {MAX_SPEC_KEY} characters; it is recorded in rule descriptions (at most 140, docs/domain.md 2.1)"
+            ),
+        );
+    }
+    // Kubernetes object names (RFC 1123): they become part of Azure rule names and of the
+    // `asenet:<namespace>/<name>:` description marker, so only these characters are safe.
+    let k8s_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if !key.name.is_empty() && !k8s_name(&key.name) {
+        cx.err(
+            "metadata.name",
+            &key.name,
+            format!("`{}` is not a valid object name (lower-case letters, digits, `-`, `.`; starting and ending with a letter or digit)", key.name),
+        );
+    }
+    if !k8s_name(&key.namespace) || key.namespace.contains('.') {
+        cx.err(
+            "metadata.namespace",
+            &key.namespace,
+            format!(
+                "`{}` is not a valid namespace (lower-case letters, digits, `-`)",
+                key.namespace
+            ),
+        );
+    }
+    let s = &spec.spec;
+
+    // Environment.
+    let version = s.environment.version;
+    let environment_id = s
+        .environment
+        .resource_id
+        .as_deref()
+        .and_then(|v| cx.resource_id("spec.environment.resourceId", v, ENVIRONMENT_TYPE));
+    let mut addresses = ValidAddresses::default();
+    if let Some(a) = &s.environment.addresses {
+        addresses.public_vip = a
+            .public_vip
+            .as_deref()
+            .and_then(|v| cx.ip("spec.environment.addresses.publicVip", v));
+        for (i, o) in a.outbound.iter().enumerate() {
+            if let Some(ip) = cx.ip(&format!("spec.environment.addresses.outbound[{i}]"), o) {
+                addresses.outbound.push(ip);
+            }
+        }
+        addresses.internal_ip = a
+            .internal_ip
+            .as_deref()
+            .and_then(|v| cx.ip("spec.environment.addresses.internalIp", v));
+    }
+
+    // Subnet, NSG, route table.
+    let subnet = cx.resource_id("spec.subnet.resourceId", &s.subnet.resource_id, SUBNET_TYPE);
+    let (nsg, band) = cx.nsg("spec.networkSecurityGroup", &s.network_security_group);
+    let route_table = s.route_table.as_ref().and_then(|r| {
+        cx.resource_id(
+            "spec.routeTable.resourceId",
+            &r.resource_id,
+            ROUTE_TABLE_TYPE,
+        )
+    });
+    let route_table_ok = s.route_table.is_none() || route_table.is_some();
+
+    let mut extra_prefixes = Vec::new();
+    for (i, p) in s.topology.extra_prefixes.iter().enumerate() {
+        if let Some(p) = cx.prefix(&format!("spec.topology.extraPrefixes[{i}]"), p) {
+            extra_prefixes.push(p);
+        }
+    }
+
+    // Inbound.
+    let mut names = BTreeMap::new();
+    let mut inbound = Vec::new();
+    for (i, entry) in s.inbound.iter().enumerate() {
+        let f = format!("spec.inbound[{i}]");
+        cx.entry_name(&format!("{f}.name"), &entry.name, &mut names);
+        let ports = match (&entry.service, entry.ports.is_empty()) {
+            (Some(svc), true) => {
+                if entry.protocol.is_some() {
+                    cx.err(
+                        format!("{f}.protocol"),
+                        entry.protocol.clone().unwrap_or_default(),
+                        "`protocol` applies to raw `ports` only; a service has its own protocol",
+                    );
+                }
+                match svc.parse::<Service>() {
+                    Ok(s) => Some(InboundPorts::Service(s)),
+                    Err(()) => {
+                        let valid: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
+                        cx.err(
+                            format!("{f}.service"),
+                            svc,
+                            format!(
+                                "unknown service `{svc}`; valid services are {}",
+                                valid.join(", ")
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, false) => {
+                let protocol = cx.protocol(&format!("{f}.protocol"), entry.protocol.as_deref());
+                let ports = cx.ports(&format!("{f}.ports"), &entry.ports);
+                match (ports, protocol) {
+                    (Some(ports), Some(protocol)) => Some(InboundPorts::Raw { ports, protocol }),
+                    _ => None,
+                }
+            }
+            (Some(svc), false) => {
+                cx.err(f.clone(), svc, "give either `service` or `ports`, not both");
+                None
+            }
+            (None, true) => {
+                cx.err(f.clone(), "", "give either `service` or `ports`");
+                None
+            }
+        };
+        if entry.from.is_empty() {
+            cx.err(format!("{f}.from"), "", "at least one source is required");
+        }
+        let mut sources = Vec::new();
+        for (j, src) in entry.from.iter().enumerate() {
+            let sf = format!("{f}.from[{j}]");
+            let set = [
+                src.cidr.is_some(),
+                src.service_tag.is_some(),
+                src.environment_ref.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                cx.err(
+                    sf.clone(),
+                    "",
+                    format!(
+                        "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef` ({set} given)"
+                    ),
+                );
+                continue;
+            }
+            if let Some(c) = &src.cidr {
+                if let Some(p) = cx.prefix(&format!("{sf}.cidr"), c) {
+                    sources.push(Source::Prefix(p));
+                }
+            } else if let Some(t) = &src.service_tag {
+                let t = t.trim();
+                if t == "*" {
+                    sources.push(Source::Prefix(Ipv4Net::default()));
+                } else if looks_like_tag(t) {
+                    sources.push(Source::Tag(crate::model::canonical_tag(t)));
+                } else {
+                    cx.err(
+                        format!("{sf}.serviceTag"),
+                        t,
+                        format!("`{t}` is not a service tag name (letters, digits, `.`, `_`)"),
+                    );
+                }
+            } else if let Some(r) = &src.environment_ref {
+                let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                if r.name.trim().is_empty() {
+                    cx.err(
+                        format!("{sf}.environmentRef.name"),
+                        "",
+                        "environmentRef.name is required",
+                    );
+                } else {
+                    sources.push(Source::Environment(SpecKey::new(ns, r.name.clone())));
+                }
+            }
+        }
+        sources.sort();
+        sources.dedup();
+        if let Some(ports) = ports {
+            inbound.push(ValidInbound {
+                name: entry.name.clone(),
+                ports,
+                sources,
+            });
+        }
+    }
+
+    // Backends.
+    let mut backends = Vec::new();
+    for (i, b) in s.backends.iter().enumerate() {
+        let f = format!("spec.backends[{i}]");
+        cx.entry_name(&format!("{f}.name"), &b.name, &mut names);
+        let address = cx.prefix(&format!("{f}.address"), &b.address);
+        let ports = cx.ports(&format!("{f}.ports"), &b.ports);
+        let protocol = cx.protocol(&format!("{f}.protocol"), b.protocol.as_deref());
+        let (nsg, band) = cx.nsg(
+            &format!("{f}.networkSecurityGroup"),
+            &b.network_security_group,
+        );
+        if let (Some(address), Some(ports), Some(protocol), Some(nsg), Some(band)) =
+            (address, ports, protocol, nsg, band)
+        {
+            backends.push(ValidBackend {
+                name: b.name.clone(),
+                address,
+                ports,
+                protocol,
+                network_security_group: nsg,
+                band,
+            });
+        }
+    }
+
+    // Outbound.
+    let mut forced_tunneling = None;
+    if let Some(ft) = &s.outbound.forced_tunneling {
+        let f = "spec.outbound.forcedTunneling";
+        if s.route_table.is_none() {
+            cx.err(
+                "spec.routeTable",
+                "",
+                "forced tunneling needs `spec.routeTable`: the routes that keep the Internet path live there (docs/domain.md 1.2.7)",
+            );
+        }
+        if ft.advertised_prefixes.is_empty() {
+            cx.err(
+                format!("{f}.advertisedPrefixes"),
+                "",
+                "at least one advertised prefix is required (0.0.0.0/0 for a default route)",
+            );
+        }
+        let mut advertised = Vec::new();
+        for (i, p) in ft.advertised_prefixes.iter().enumerate() {
+            if let Some(p) = cx.prefix(&format!("{f}.advertisedPrefixes[{i}]"), p) {
+                advertised.push(p);
+            }
+        }
+        advertised.sort();
+        advertised.dedup();
+        let required_tags = match &ft.required_tags {
+            Some(tags) => {
+                let mut out = Vec::new();
+                for (i, t) in tags.iter().enumerate() {
+                    if looks_like_tag(t.trim()) {
+                        out.push(crate::model::canonical_tag(t.trim()));
+                    } else {
+                        cx.err(
+                            format!("{f}.requiredTags[{i}]"),
+                            t,
+                            format!("`{t}` is not a service tag name"),
+                        );
+                    }
+                }
+                out
+            }
+            // Management traffic must return on the path it came (domain.md 1.3.5); ASEv3
+            // has no management traffic in the customer's VNet (1.4.2).
+            None => match version {
+                AseVersion::V1 | AseVersion::V2 => vec!["AppServiceManagement".to_string()],
+                AseVersion::V3 => vec![],
+            },
+        };
+        forced_tunneling = Some(ValidForcedTunneling {
+            advertised,
+            strategy: ft.strategy,
+            required_tags,
+        });
+    }
+
+    match (subnet, nsg, band) {
+        (Some(subnet), Some(nsg), Some(band)) if cx.errors.is_empty() && route_table_ok => {
+            Ok(ValidSpec {
+                key,
+                generation: spec.metadata.generation,
+                mode: s.mode,
+                deletion_policy: s.deletion_policy,
+                version,
+                environment_id,
+                addresses,
+                subnet,
+                network_security_group: nsg,
+                band,
+                route_table,
+                extra_prefixes,
+                inbound,
+                backends,
+                forced_tunneling,
+            })
+        }
+        _ => Err(cx.errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> AseConnectivity {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str = r#"
+apiVersion: asenet.io/v1alpha1
+kind: AseConnectivity
+metadata: {name: ase, namespace: network}
+spec:
+  environment: {version: V2}
+  subnet: {resourceId: /subscriptions/s/resourceGroups/network/providers/Microsoft.Network/virtualNetworks/vnet/subnets/ase}
+  networkSecurityGroup: {resourceId: /subscriptions/s/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-nsg}
+"#;
+
+    #[test]
+    fn a_minimal_spec_is_valid_with_the_default_band() {
+        let v = validate(&spec(BASE)).unwrap();
+        assert_eq!(v.band.from.get(), 100);
+        assert_eq!(v.band.to.get(), 1999);
+        assert_eq!(v.key.to_string(), "network/ase");
+    }
+
+    #[test]
+    fn every_error_of_a_spec_is_reported() {
+        let y = format!(
+            "{BASE}  inbound:\n    - {{name: web, service: Htp, from: [{{cidr: 10.0.0.300/24}}]}}\n    - {{name: raw, ports: [\"70000\"], from: [{{cidr: 1.2.3.4}}, {{}}]}}\n"
+        );
+        let e = validate(&spec(&y)).unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.inbound[0].service",
+                "spec.inbound[0].from[0].cidr",
+                "spec.inbound[1].ports[0]",
+                "spec.inbound[1].from[1]"
+            ]
+        );
+        assert!(e[0]
+            .message
+            .contains("Http, Https, Ftp, RemoteDebugging, WebDeploy"));
+    }
+
+    #[test]
+    fn ids_of_the_wrong_type_are_rejected() {
+        let y = BASE.replace(
+            "virtualNetworks/vnet/subnets/ase}",
+            "networkSecurityGroups/x}",
+        );
+        let e = validate(&spec(&y)).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].field, "spec.subnet.resourceId");
+        assert!(e[0]
+            .message
+            .contains("expected a Microsoft.Network/virtualNetworks/subnets id"));
+    }
+
+    #[test]
+    fn services_are_case_insensitive_and_expand_per_version() {
+        assert_eq!("https".parse::<Service>(), Ok(Service::Https));
+        assert_eq!(
+            Service::RemoteDebugging.ports(AseVersion::V3).to_strings(),
+            vec!["4022", "4024", "4026"]
+        );
+        assert_eq!(
+            Service::Ftp.ports(AseVersion::V1).to_strings(),
+            vec!["21", "990", "10001-10020"]
+        );
+    }
+}

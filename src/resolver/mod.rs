@@ -8,10 +8,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::error::SpecError;
 use crate::model::{ResourceId, Route, SecurityRule, SpecKey};
+
+mod assemble;
+mod build;
+pub mod names;
+pub mod routes;
+
+pub use assemble::{MAX_PREFIXES_PER_NSG, MAX_ROUTES, MAX_RULES, MAX_TAG_ROUTES};
+pub use names::{is_owned_name, owner_from_description};
+
+/// Resolves validated specs against a snapshot: the desired owned rules and routes of every
+/// NSG and route table the specs touch, the subnet associations, and per spec either its
+/// resolution or why it failed. Deterministic: specs are processed in sorted `SpecKey`
+/// order whatever the input order (duplicates of a key: the first one wins).
+pub fn resolve(
+    specs: &[crate::validate::ValidSpec],
+    snapshot: &crate::snapshot::Snapshot,
+) -> Desired {
+    assemble::resolve(specs, snapshot)
+}
 
 /// Rule and route names asenet owns start with this prefix (docs/design.md section 3).
 pub const OWNED_PREFIX: &str = "asenet-";
@@ -24,11 +43,33 @@ pub struct Desired {
     pub route_tables: BTreeMap<ResourceId, DesiredRouteTable>,
     /// Associations the specs need on their ASE subnets.
     pub subnets: BTreeMap<ResourceId, DesiredSubnet>,
-    /// Per spec: what was resolved, or why it failed.
+    /// Per spec: what was resolved, or why it failed. Serialised as a map keyed by
+    /// `namespace/name` (JSON keys must be strings).
+    #[serde(serialize_with = "by_spec_text")]
     pub specs: BTreeMap<SpecKey, SpecOutcome>,
 }
 
+/// A map keyed by spec, serialised with `namespace/name` keys.
+fn by_spec_text<S: Serializer, V: Serialize>(
+    map: &BTreeMap<SpecKey, V>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
+}
+
 impl Desired {
+    /// Every error of every failed spec, in spec order.
+    pub fn errors(&self) -> Vec<SpecError> {
+        self.specs
+            .values()
+            .filter_map(|o| match o {
+                SpecOutcome::Failed { errors } => Some(errors.clone()),
+                SpecOutcome::Resolved(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Specs that failed to resolve. Their owned entries already in Azure are left exactly
     /// as they are (neither updated nor deleted) until the spec resolves again.
     pub fn failed_specs(&self) -> BTreeSet<SpecKey> {
@@ -50,6 +91,13 @@ pub struct DesiredNsg {
     pub location: Option<String>,
     /// Sorted by direction, then priority.
     pub rules: Vec<OwnedRule>,
+    /// The priority band of every spec contributing to this NSG (spec.networkSecurityGroup
+    /// or backends[].networkSecurityGroup). The diff reports foreign rules inside a band.
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "by_spec_text"
+    )]
+    pub bands: BTreeMap<SpecKey, crate::model::PriorityBand>,
 }
 
 /// A rule asenet owns, with the spec and requirement that asked for it.

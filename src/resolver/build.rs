@@ -1,0 +1,616 @@
+//! Phase 1 of resolving: what one spec asks for, before priorities are allocated and
+//! before contributions of several specs are merged.
+//!
+//! Input: one `ValidSpec`, every other spec (for `environmentRef`s) and the snapshot.
+//! Output: the spec's rules (priority 0 for now), its route requirement, its subnet
+//! association, and its addresses; or every error found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::api::{AseVersion, TunnelingStrategy};
+use crate::error::{SpecError, SpecErrorKind};
+use crate::model::{
+    Access, AddressSet, Direction, PortRange, PortSet, PriorityBand, Protocol, ResourceId,
+    SecurityRule, SpecKey,
+};
+use crate::snapshot::Snapshot;
+use crate::validate::{InboundPorts, Source, ValidSpec};
+
+use super::names::{description, owned_name};
+use super::RequiredFlow;
+
+/// A rule a spec asks for, waiting for its priority.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRule {
+    pub nsg: ResourceId,
+    pub band: PriorityBand,
+    pub rule: SecurityRule,
+    pub reason: String,
+    pub required: bool,
+    /// Field path of the NSG reference this rule lands in (for errors about the NSG).
+    pub field: String,
+    /// Concrete flows this rule must allow (priority-independent).
+    pub flows: Vec<RequiredFlow>,
+}
+
+/// What the route table of a spec must carry.
+#[derive(Debug, Clone)]
+pub(crate) enum RouteNeed {
+    /// Only a default route is advertised: 0.0.0.0/0 -> Internet (domain.md 1.2.7).
+    Default,
+    /// One route per tag, the tag as the address prefix (domain.md 3.3).
+    Tags(Vec<String>),
+    /// Routes for the tags' prefixes, split and aggregated against the advertisements.
+    Prefixes {
+        required: Vec<Ipv4Net>,
+        advertised: Vec<Ipv4Net>,
+        tags: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SpecBuild {
+    pub key: SpecKey,
+    pub stem: String,
+    pub rules: Vec<PendingRule>,
+    pub route_table: Option<ResourceId>,
+    pub route_need: Option<RouteNeed>,
+    pub subnet: ResourceId,
+    pub nsg: ResourceId,
+    /// Location for resources asenet may create (the ASE VNet's location).
+    pub location: Option<String>,
+    pub internet_addresses: Vec<Ipv4Addr>,
+    pub subnet_range: Ipv4Net,
+}
+
+/// A public address used as the sample for `*` sources and destinations (TEST-NET-2,
+/// RFC 5737): it is not in any VNet or service tag.
+pub(crate) const SAMPLE_INTERNET: &str = "198.51.100.10";
+/// The sample port for rules open on every port.
+const SAMPLE_ANY_PORT: u16 = 8080;
+
+/// The addresses callees outside the topology see for `spec`: explicit addresses in the
+/// spec, else the snapshot's view of its ASE (outbound list, else public VIP; docs/domain.md
+/// 1.2.3, 1.5).
+pub(crate) fn internet_addresses(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<Ipv4Addr> {
+    let explicit = spec.addresses.internet();
+    if !explicit.is_empty() {
+        return explicit;
+    }
+    let Some(env) = spec
+        .environment_id
+        .as_ref()
+        .and_then(|id| snapshot.environments.get(id))
+    else {
+        return vec![];
+    };
+    let mut v: Vec<Ipv4Addr> = if env.outbound.is_empty() {
+        env.public_vip.into_iter().collect()
+    } else {
+        env.outbound.clone()
+    };
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn sample_addr(p: &Ipv4Net) -> String {
+    if p.prefix_len() >= 31 {
+        p.addr().to_string()
+    } else {
+        Ipv4Addr::from(u32::from(p.network()) + 1).to_string()
+    }
+}
+
+/// Sample addresses of a rule's source or destination for `RequiredFlow`s.
+fn samples(set: &AddressSet) -> Vec<String> {
+    match set {
+        AddressSet::Any => vec![SAMPLE_INTERNET.to_string()],
+        AddressSet::Tag(t) | AddressSet::Other(t) => vec![t.clone()],
+        AddressSet::Prefixes(p) => p.iter().map(sample_addr).collect(),
+    }
+}
+
+fn sample_ports(ports: &PortSet) -> Vec<u16> {
+    ports
+        .ranges()
+        .iter()
+        .map(|r| {
+            if *r == PortRange::ALL {
+                SAMPLE_ANY_PORT
+            } else {
+                r.lo
+            }
+        })
+        .collect()
+}
+
+struct Builder<'a> {
+    spec: &'a ValidSpec,
+    stem: String,
+    subnet_range: Ipv4Net,
+    rules: Vec<PendingRule>,
+    /// Field path of the NSG reference of the rules being added.
+    field: String,
+}
+
+impl Builder<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn rule(
+        &mut self,
+        nsg: &ResourceId,
+        band: PriorityBand,
+        what: &str,
+        direction: Direction,
+        protocol: Protocol,
+        source: AddressSet,
+        destination: AddressSet,
+        ports: PortSet,
+        reason: String,
+        required: bool,
+    ) {
+        let name = owned_name(&self.stem, what);
+        let mut flows = Vec::new();
+        // Sample the subnet's first host for `*` on the ASE side of the flow.
+        let ase_host = sample_addr(&self.subnet_range);
+        let src_samples = if direction == Direction::Outbound && source == AddressSet::Any {
+            vec![ase_host.clone()]
+        } else {
+            samples(&source)
+        };
+        let dst_samples = if direction == Direction::Inbound && destination == AddressSet::Any {
+            vec![ase_host]
+        } else {
+            samples(&destination)
+        };
+        let flow_protocol = if protocol == Protocol::Any {
+            Protocol::Tcp
+        } else {
+            protocol
+        };
+        for s in &src_samples {
+            for port in sample_ports(&ports) {
+                flows.push(RequiredFlow {
+                    network_security_group: nsg.clone(),
+                    direction,
+                    protocol: flow_protocol,
+                    source: s.clone(),
+                    destination: dst_samples.first().cloned().unwrap_or_default(),
+                    port,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        self.rules.push(PendingRule {
+            nsg: nsg.clone(),
+            band,
+            rule: SecurityRule {
+                description: Some(description(&self.spec.key, &reason)),
+                name,
+                priority: 0,
+                direction,
+                access: Access::Allow,
+                protocol,
+                source,
+                source_ports: PortSet::any(),
+                destination,
+                destination_ports: ports,
+            },
+            reason,
+            required,
+            field: self.field.clone(),
+            flows,
+        });
+    }
+
+    /// The rules the ASE version requires; never switchable off.
+    fn required(&mut self) {
+        let spec = self.spec;
+        let nsg = spec.network_security_group.clone();
+        let band = spec.band;
+        let subnet = AddressSet::prefixes([self.subnet_range]);
+        let tcp = Protocol::Tcp;
+        let ports = |v: &[u16]| PortSet::from_ranges(v.iter().map(|p| PortRange::single(*p)));
+        let mgmt = PortSet::from_ranges([PortRange::new(454, 455)]);
+        let tag = AddressSet::tag;
+        use Direction::{Inbound as In, Outbound as Out};
+        match spec.version {
+            AseVersion::V1 => {
+                // domain.md 1.2.1: management over SSL on 454-455, always required. The v1
+                // article's sample uses source INTERNET; the AppServiceManagement tag is the
+                // narrower, documented source of that traffic (1.3.2, 1.3.5), used here.
+                self.rule(&nsg, band, "req-mgmt-in", In, tcp, tag("AppServiceManagement"), AddressSet::Any, mgmt,
+                    "ASE V1 management 454-455 from AppServiceManagement (required; domain.md 1.2.1)".into(), true);
+            }
+            AseVersion::V2 => {
+                // domain.md 1.3.4, the canonical ASEv2 list.
+                self.rule(&nsg, band, "req-mgmt-in", In, tcp, tag("AppServiceManagement"), AddressSet::Any, mgmt,
+                    "ASE V2 management 454-455 from AppServiceManagement (required; domain.md 1.3.4)".into(), true);
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-lb-in",
+                    In,
+                    tcp,
+                    tag("AzureLoadBalancer"),
+                    AddressSet::Any,
+                    ports(&[16001]),
+                    "ASE V2 load balancer keep-alive 16001 (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-intra-in",
+                    In,
+                    Protocol::Any,
+                    subnet.clone(),
+                    subnet.clone(),
+                    PortSet::any(),
+                    "ASE V2 subnet-to-subnet, all ports (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-dns-out",
+                    Out,
+                    Protocol::Udp,
+                    AddressSet::Any,
+                    AddressSet::Any,
+                    ports(&[53]),
+                    "ASE V2 outbound DNS 53/udp (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-ntp-out",
+                    Out,
+                    Protocol::Udp,
+                    AddressSet::Any,
+                    AddressSet::Any,
+                    ports(&[123]),
+                    "ASE V2 outbound NTP 123/udp (required; domain.md 1.3.3-1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-web-out",
+                    Out,
+                    tcp,
+                    AddressSet::Any,
+                    AddressSet::Any,
+                    ports(&[80, 443]),
+                    "ASE V2 outbound 80, 443 to all IPs (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-sql-out",
+                    Out,
+                    tcp,
+                    AddressSet::Any,
+                    tag("Sql"),
+                    ports(&[1433]),
+                    "ASE V2 outbound Azure SQL 1433 to Sql (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-monitor-out",
+                    Out,
+                    tcp,
+                    AddressSet::Any,
+                    AddressSet::Any,
+                    ports(&[12000]),
+                    "ASE V2 outbound monitoring 12000 (required; domain.md 1.3.4)".into(),
+                    true,
+                );
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-intra-out",
+                    Out,
+                    Protocol::Any,
+                    AddressSet::Any,
+                    subnet,
+                    PortSet::any(),
+                    "ASE V2 outbound to the ASE subnet, all ports (required; domain.md 1.3.4)"
+                        .into(),
+                    true,
+                );
+            }
+            AseVersion::V3 => {
+                // domain.md 1.4.2: the load balancer's health ping on 80, to the subnet range.
+                self.rule(
+                    &nsg,
+                    band,
+                    "req-lb-in",
+                    In,
+                    tcp,
+                    tag("AzureLoadBalancer"),
+                    subnet.clone(),
+                    ports(&[80]),
+                    "ASE V3 load balancer health ping 80 (required; domain.md 1.4.2)".into(),
+                    true,
+                );
+                if spec.uses_ftp() {
+                    // domain.md 1.4.2: allow the FTP health ping on 21 whenever FTP is used.
+                    self.rule(&nsg, band, "req-lb-ftp-in", In, tcp, tag("AzureLoadBalancer"), subnet, ports(&[21]),
+                        "ASE V3 load balancer FTP health ping 21 (required with Ftp; domain.md 1.4.2)".into(), true);
+                }
+            }
+        }
+    }
+}
+
+/// Builds one spec's contributions.
+pub(crate) fn build(
+    spec: &ValidSpec,
+    specs: &BTreeMap<SpecKey, &ValidSpec>,
+    snapshot: &Snapshot,
+    stem: String,
+) -> Result<SpecBuild, Vec<SpecError>> {
+    let key = &spec.key;
+    let mut errors = Vec::new();
+    let unresolved = |field: &str, value: String, message: String| {
+        SpecError::new(
+            key,
+            SpecErrorKind::UnresolvedReference,
+            field,
+            value,
+            message,
+        )
+    };
+
+    let subnet_state = snapshot.subnets.get(&spec.subnet);
+    let Some(subnet_state) = subnet_state else {
+        return Err(vec![unresolved(
+            "spec.subnet.resourceId",
+            spec.subnet.to_string(),
+            format!(
+                "subnet `{}` is not in the snapshot; its address range is needed for the rules",
+                spec.subnet
+            ),
+        )]);
+    };
+    let subnet_range = subnet_state.address_prefix.trunc();
+    let vnet = snapshot.vnet_of(&spec.subnet);
+    let location = vnet.and_then(|v| v.location.clone());
+
+    // The topology: the VNet's address space plus extra prefixes (design.md section 1 point
+    // 2; domain.md 1.2.3).
+    let mut topology: Vec<Ipv4Net> = spec.extra_prefixes.clone();
+    topology.push(subnet_range);
+    if let Some(v) = vnet {
+        topology.extend(v.address_prefixes.iter().map(|p| p.trunc()));
+    } else if !spec.backends.is_empty() {
+        errors.push(unresolved(
+            "spec.subnet.resourceId",
+            spec.subnet.to_string(),
+            format!(
+                "the virtual network of subnet `{}` is not in the snapshot; its address space decides which back ends are inside the topology",
+                spec.subnet
+            ),
+        ));
+    }
+
+    let internet = internet_addresses(spec, snapshot);
+    let mut b = Builder {
+        spec,
+        stem,
+        subnet_range,
+        rules: Vec::new(),
+        field: "spec.networkSecurityGroup".to_string(),
+    };
+    b.required();
+
+    // Inbound entries: destination is the ASE subnet range (domain.md 1.4.2; design.md 1.1).
+    let subnet = AddressSet::prefixes([subnet_range]);
+    for (i, entry) in spec.inbound.iter().enumerate() {
+        let (ports, protocol, what) = match &entry.ports {
+            InboundPorts::Service(s) => (s.ports(spec.version), Protocol::Tcp, s.to_string()),
+            InboundPorts::Raw { ports, protocol } => {
+                (ports.clone(), *protocol, format!("ports {ports}"))
+            }
+        };
+        let mut prefixes: BTreeSet<Ipv4Net> = BTreeSet::new();
+        let mut tags: Vec<&str> = Vec::new();
+        let mut callers: Vec<String> = Vec::new();
+        let mut listed: Vec<Ipv4Net> = Vec::new();
+        for (j, src) in entry.sources.iter().enumerate() {
+            match src {
+                Source::Prefix(p) => {
+                    prefixes.insert(*p);
+                    listed.push(*p);
+                }
+                Source::Tag(t) => tags.push(t),
+                Source::Environment(other) => {
+                    // Calls between ASEs are Internet calls, even in one VNet: the callee
+                    // sees the caller's outbound addresses (design.md 1.3; domain.md 1.2.4).
+                    let field = format!("spec.inbound[{i}].from[{j}].environmentRef");
+                    let Some(o) = specs.get(other) else {
+                        errors.push(unresolved(
+                            &field,
+                            other.to_string(),
+                            format!("environmentRef `{other}` names no AseConnectivity spec in the input"),
+                        ));
+                        continue;
+                    };
+                    let addrs = internet_addresses(o, snapshot);
+                    if addrs.is_empty() {
+                        errors.push(unresolved(
+                            &field,
+                            other.to_string(),
+                            format!(
+                                "the ASE of spec `{other}` has no known outbound address (set spec.environment.addresses or an environment.resourceId present in the snapshot)"
+                            ),
+                        ));
+                        continue;
+                    }
+                    prefixes.extend(addrs.into_iter().map(Ipv4Net::from));
+                    callers.push(if other == key {
+                        "itself".into()
+                    } else {
+                        other.to_string()
+                    });
+                }
+            }
+        }
+        let mut from: Vec<String> = Vec::new();
+        match listed.len() {
+            0 => {}
+            n @ 1..=3 => from.push(
+                listed[..n]
+                    .iter()
+                    .map(crate::model::prefix_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            n => from.push(format!("{n} prefixes")),
+        }
+        if !callers.is_empty() {
+            // Calls between ASEs are Internet calls (domain.md 1.2.4).
+            from.push(format!(
+                "the outbound addresses of {} (domain.md 1.2.4)",
+                callers.join(", ")
+            ));
+        }
+        let from = from.join(" and ");
+        if !prefixes.is_empty() {
+            b.rule(
+                &spec.network_security_group,
+                spec.band,
+                &format!("in-{}", entry.name),
+                Direction::Inbound,
+                protocol,
+                AddressSet::prefixes(prefixes),
+                subnet.clone(),
+                ports.clone(),
+                format!("inbound `{}`: {what} from {from}", entry.name),
+                false,
+            );
+        }
+        // One rule per tag: a rule may not list several tags (domain.md 2.6).
+        for t in tags {
+            b.rule(
+                &spec.network_security_group,
+                spec.band,
+                &format!("in-{}.{t}", entry.name),
+                Direction::Inbound,
+                protocol,
+                AddressSet::tag(t),
+                subnet.clone(),
+                ports.clone(),
+                format!("inbound `{}`: {what} from {t}", entry.name),
+                false,
+            );
+        }
+    }
+
+    // Back ends: inside the topology they see the ASE subnet, outside the ASE's outbound
+    // addresses (design.md section 1 point 2; domain.md 1.2.3).
+    for (i, be) in spec.backends.iter().enumerate() {
+        b.field = format!("spec.backends[{i}].networkSecurityGroup");
+        let inside = topology.iter().any(|t| t.contains(&be.address));
+        let (source, seen) = if inside {
+            (
+                AddressSet::prefixes([subnet_range]),
+                format!("inside the topology, sees the ASE subnet {subnet_range}"),
+            )
+        } else if internet.is_empty() {
+            errors.push(unresolved(
+                &format!("spec.backends[{i}].address"),
+                be.address.to_string(),
+                "the back end is outside the topology, so it sees the ASE's outbound addresses, but none is known (set spec.environment.addresses or an environment.resourceId present in the snapshot)".to_string(),
+            ));
+            continue;
+        } else {
+            let list: Vec<String> = internet.iter().map(|a| a.to_string()).collect();
+            (
+                AddressSet::prefixes(internet.iter().map(|a| Ipv4Net::from(*a))),
+                format!(
+                    "outside the topology, sees the ASE's outbound {}",
+                    list.join(",")
+                ),
+            )
+        };
+        b.rule(
+            &be.network_security_group,
+            be.band,
+            &format!("be-{}", be.name),
+            Direction::Inbound,
+            be.protocol,
+            source,
+            AddressSet::prefixes([be.address]),
+            be.ports.clone(),
+            format!(
+                "back end `{}` called by {key}: {seen} (domain.md 1.2.3)",
+                be.name
+            ),
+            false,
+        );
+    }
+
+    // Forced tunneling (domain.md 1.2.7, 1.3.5, 3.3, 3.4).
+    let mut route_need = None;
+    if let Some(ft) = &spec.forced_tunneling {
+        let only_default = ft.advertised.iter().all(|p| p.prefix_len() == 0);
+        let f = "spec.outbound.forcedTunneling.requiredTags";
+        match ft.strategy {
+            TunnelingStrategy::DirectInternet if only_default => {
+                route_need = Some(RouteNeed::Default)
+            }
+            TunnelingStrategy::DirectInternet => {
+                let mut required = Vec::new();
+                for t in &ft.required_tags {
+                    match snapshot.service_tag(t) {
+                        Some(s) => required.extend(s.address_prefixes.iter().map(|p| p.trunc())),
+                        None => errors.push(unresolved(f, t.clone(),
+                            format!("service tag `{t}` is not in the snapshot; its prefixes are needed for the routes"))),
+                    }
+                }
+                route_need = Some(RouteNeed::Prefixes {
+                    required,
+                    advertised: ft.advertised.clone(),
+                    tags: ft.required_tags.clone(),
+                });
+            }
+            TunnelingStrategy::ServiceTag => {
+                for t in &ft.required_tags {
+                    match snapshot.service_tag(t) {
+                        Some(s) if s.usable_in_routes() => {}
+                        Some(_) => errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
+                            format!("service tag `{t}` may not be used in routes (its networkFeatures lack UDR, domain.md 3.3); use strategy DirectInternet"))),
+                        None => errors.push(unresolved(f, t.clone(),
+                            format!("service tag `{t}` is not in the snapshot; cannot check that it may be used in routes"))),
+                    }
+                }
+                route_need = Some(RouteNeed::Tags(ft.required_tags.clone()));
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(SpecBuild {
+        key: key.clone(),
+        stem: b.stem,
+        rules: b.rules,
+        route_table: spec.route_table.clone(),
+        route_need,
+        subnet: spec.subnet.clone(),
+        nsg: spec.network_security_group.clone(),
+        location,
+        internet_addresses: internet,
+        subnet_range,
+    })
+}
