@@ -1,1 +1,135 @@
-fn main() {}
+//! Benchmark (issue 2, "Must show"): validate + resolve + diff of generated specs, against
+//! deserialising the same specs from YAML, in one run.
+//!
+//! `cargo bench --bench resolve` runs 10,000 specs; `ASENET_BENCH_SPECS=200 cargo bench
+//! --bench resolve` is a quick smoke run; `ASENET_BENCH_ROUNDS` sets how many times each
+//! stage runs (the fastest round is reported, the usual way to filter noise on a shared
+//! machine). The generator (benches/support/specgen.rs) is deterministic and is also
+//! exercised by a test in tests/it/diff.rs.
+//!
+//! Target: (validate + resolve + diff) / deserialise <= 1.0.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use asenet::diff::{apply_to_snapshot, diff, Scope};
+
+#[path = "support/specgen.rs"]
+mod specgen;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `f` `rounds` times; returns the fastest duration and the last output.
+fn best<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut fastest = Duration::MAX;
+    let mut out = None;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let v = black_box(f());
+        fastest = fastest.min(t.elapsed());
+        out = Some(v);
+    }
+    // `rounds.max(1)` guarantees at least one iteration, so `out` is set.
+    (fastest, out.expect("at least one round ran"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+fn per(d: Duration, n: usize) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument that is not ours means another
+    // bench target was selected, nothing to do.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != "resolve")
+    {
+        return;
+    }
+    let n = env_usize("ASENET_BENCH_SPECS", 10_000);
+    let rounds = env_usize("ASENET_BENCH_ROUNDS", 3);
+
+    let world = specgen::generate(n);
+    let yaml = specgen::to_yaml(&world.specs);
+
+    // (a) deserialise from YAML into api::AseConnectivity.
+    let (t_yaml, parsed) = best(rounds, || specgen::parse_yaml(&yaml));
+    assert_eq!(parsed.len(), n, "every generated document deserialises");
+
+    // (b) validate + resolve + diff, and each stage alone.
+    let (t_validate, (valid, invalid)) = best(rounds, || asenet::validate::validate_all(&parsed));
+    let (t_resolve, desired) = best(rounds, || {
+        asenet::resolver::resolve(&valid, &world.snapshot)
+    });
+    let scope = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    let (t_diff, plan) = best(rounds, || diff(&desired, &world.snapshot, &scope));
+    let (t_total, _) = best(rounds, || {
+        let (valid, _) = asenet::validate::validate_all(&parsed);
+        let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+        let scope = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+        diff(&desired, &world.snapshot, &scope)
+    });
+
+    // The steady state of a controller: re-planning a converged subscription.
+    let converged = apply_to_snapshot(&plan, &world.snapshot);
+    let (t_replan, replan) = best(rounds, || {
+        let desired = asenet::resolver::resolve(&valid, &converged);
+        diff(&desired, &converged, &scope)
+    });
+
+    let failed = desired.failed_specs().len();
+    let (c, u, d) = plan.summary();
+    let rules: usize = desired
+        .network_security_groups
+        .values()
+        .map(|n| n.rules.len())
+        .sum();
+    let routes: usize = desired.route_tables.values().map(|r| r.routes.len()).sum();
+
+    println!();
+    println!("asenet resolve+diff benchmark (fastest of {rounds} rounds)");
+    println!();
+    println!("| measure                      | value |");
+    println!("| ---------------------------- | ----- |");
+    println!("| specs                        | {n} |");
+    println!("| YAML bytes                   | {} |", yaml.len());
+    println!(
+        "| invalid / failed specs       | {} / {failed} |",
+        invalid.len()
+    );
+    println!(
+        "| desired NSGs / rules         | {} / {rules} |",
+        desired.network_security_groups.len()
+    );
+    println!(
+        "| desired route tables / routes| {} / {routes} |",
+        desired.route_tables.len()
+    );
+    println!("| plan (add, change, destroy)  | {c}, {u}, {d} |");
+    println!("| deserialise YAML: total      | {} |", ms(t_yaml));
+    println!("| deserialise YAML: per spec   | {} |", per(t_yaml, n));
+    println!("|   validate                   | {} |", ms(t_validate));
+    println!("|   resolve                    | {} |", ms(t_resolve));
+    println!("|   diff                       | {} |", ms(t_diff));
+    println!("| validate+resolve+diff: total | {} |", ms(t_total));
+    println!("| validate+resolve+diff: /spec | {} |", per(t_total, n));
+    println!(
+        "| converged re-plan: total     | {} (changes: {}) |",
+        ms(t_replan),
+        replan.has_changes()
+    );
+    let ratio = t_total.as_secs_f64() / t_yaml.as_secs_f64().max(f64::MIN_POSITIVE);
+    println!(
+        "| ratio resolve+diff / deserialise | {ratio:.2} (target <= 1.0: {}) |",
+        if ratio <= 1.0 { "met" } else { "MISSED" }
+    );
+    println!();
+}

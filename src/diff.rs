@@ -4,13 +4,38 @@
 //! A plan sorts work into buckets per Azure parent resource (the NSG, the route table, the
 //! subnet association) before anything executes; `apply` only executes it and `report`
 //! only renders it.
+//!
+//! Rules of the diff:
+//! - Entries are compared in canonical form (the model types normalise `*`, `0-65535`,
+//!   `0.0.0.0/0`, host bits, singular vs plural fields, tag casing; docs/domain.md 2.10);
+//!   etag, id and provisioningState are not in the model. Owned entries are matched by
+//!   name, case-insensitively (docs/domain.md 2.2).
+//! - Owned entries carry the `asenet-` prefix. An owned rule's owner is parsed from its
+//!   description; routes have no description in ARM (docs/domain.md 3.1), so an owned
+//!   route belongs to the specs that name its route table (in the desired state, or in
+//!   [`Scope::route_tables`] for specs being removed).
+//! - Owned entries not desired are deleted only when their owner is in scope
+//!   (`specs` or `removing`). Entries of specs that failed to resolve are kept as they are.
+//!   Owned-looking entries of unknown or out-of-scope owners are treated as foreign:
+//!   carried unchanged, and reported as `UnknownOwner` only when they collide with
+//!   something asenet wants.
+//! - Subnet associations are only ever added or changed to what a desired spec wants,
+//!   never removed: taking away associations and resources asenet created is the
+//!   apply/delete path's concern.
+//! - Conflicts with foreign entries are reported, never fixed.
+//! - Every collection is sorted, so the same input gives a byte-identical plan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::error::SpecError;
-use crate::model::{ResourceId, Route, SecurityRule, SpecKey};
+use crate::evaluate::{rules_overlap, TagContext};
+use crate::model::{
+    Access, Direction, Priority, PriorityBand, ResourceId, Route, SecurityRule, SpecKey,
+};
+use crate::resolver::{Desired, DesiredNsg, DesiredRouteTable, OwnedRoute, OwnedRule};
+use crate::snapshot::{NsgState, RouteTableState, Snapshot};
 
 /// What the plan may touch. Owned entries are deleted only when their owner (from the
 /// description) is a spec in `specs` or `removing`; owned entries of specs the caller does
@@ -21,6 +46,30 @@ pub struct Scope {
     pub specs: BTreeSet<SpecKey>,
     /// Specs being deleted: everything they own goes.
     pub removing: BTreeSet<SpecKey>,
+    /// Route tables named by specs that are not in the desired state (specs being removed),
+    /// and which specs name them. Routes carry no description, so this is how the diff
+    /// attributes owned routes of a removed spec. Tables named in the desired state need no
+    /// entry here.
+    pub route_tables: BTreeMap<ResourceId, BTreeSet<SpecKey>>,
+}
+
+impl Scope {
+    /// A scope of `specs` being planned and `removing` being deleted.
+    pub fn new(
+        specs: impl IntoIterator<Item = SpecKey>,
+        removing: impl IntoIterator<Item = SpecKey>,
+    ) -> Self {
+        Scope {
+            specs: specs.into_iter().collect(),
+            removing: removing.into_iter().collect(),
+            route_tables: BTreeMap::new(),
+        }
+    }
+
+    /// True when entries owned by `spec` may be deleted.
+    pub fn covers(&self, spec: &SpecKey) -> bool {
+        self.specs.contains(spec) || self.removing.contains(spec)
+    }
 }
 
 /// Per Azure parent resource, what to change.
@@ -166,7 +215,7 @@ pub struct Conflict {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum ConflictKind {
     /// A foreign rule uses a priority inside a spec's band.
     PriorityInBand,
@@ -176,4 +225,731 @@ pub enum ConflictKind {
     SameDestination,
     /// An owned-looking entry whose owner is not among the specs in scope.
     UnknownOwner,
+}
+
+impl ConflictKind {
+    /// Stable name used in reports and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::PriorityInBand => "priorityInBand",
+            ConflictKind::ShadowsRequiredAllow => "shadowsRequiredAllow",
+            ConflictKind::SameDestination => "sameDestination",
+            ConflictKind::UnknownOwner => "unknownOwner",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plan helpers
+// ---------------------------------------------------------------------------------------
+
+impl Plan {
+    /// True when applying the plan writes anything.
+    pub fn has_changes(&self) -> bool {
+        self.resources.iter().any(ResourcePlan::has_changes)
+    }
+
+    /// `(create, update, delete)` over every rule, route and subnet association.
+    pub fn summary(&self) -> (usize, usize, usize) {
+        self.resources.iter().fold((0, 0, 0), |(c, u, d), r| {
+            let (rc, ru, rd) = r.counts();
+            (c + rc, u + ru, d + rd)
+        })
+    }
+
+    /// The resources that need a write, in plan order.
+    pub fn changed(&self) -> impl Iterator<Item = &ResourcePlan> {
+        self.resources.iter().filter(|r| r.has_changes())
+    }
+
+    /// The plan of one resource.
+    pub fn resource(&self, id: &ResourceId) -> Option<&ResourcePlan> {
+        self.resources.iter().find(|r| &r.id == id)
+    }
+
+    /// Every conflict, with the resource it belongs to.
+    pub fn conflicts(&self) -> impl Iterator<Item = (&ResourcePlan, &Conflict)> {
+        self.resources
+            .iter()
+            .flat_map(|r| r.conflicts.iter().map(move |c| (r, c)))
+    }
+
+    /// The complete rule list an NSG PUT must carry. See [`ResourcePlan::target_rules`].
+    pub fn target_rules(resource: &ResourcePlan) -> Vec<SecurityRule> {
+        resource.target_rules()
+    }
+
+    /// The complete route list a route table PUT must carry.
+    pub fn target_routes(resource: &ResourcePlan) -> Vec<Route> {
+        resource.target_routes()
+    }
+}
+
+impl ResourcePlan {
+    /// True when the resource needs a write.
+    pub fn has_changes(&self) -> bool {
+        self.action != ParentAction::NoChange
+    }
+
+    /// `(create, update, delete)` of this resource's entries and association. An
+    /// association set where there was none counts as a create, a replaced one as an update.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = self.rules.create.len() + self.routes.create.len();
+        let mut u = self.rules.update.len() + self.routes.update.len();
+        let d = self.rules.delete.len() + self.routes.delete.len();
+        if let Some(a) = &self.association {
+            for ch in [&a.network_security_group, &a.route_table]
+                .into_iter()
+                .flatten()
+            {
+                if ch.from.is_none() {
+                    c += 1;
+                } else {
+                    u += 1;
+                }
+            }
+        }
+        (c, u, d)
+    }
+
+    /// The complete rule list a PUT of this NSG must carry: foreign entries unchanged,
+    /// owned entries kept, created and updated (after), sorted by direction, priority and
+    /// name. Deleted entries are absent.
+    pub fn target_rules(&self) -> Vec<SecurityRule> {
+        let r = &self.rules;
+        let mut out: Vec<SecurityRule> = r
+            .foreign
+            .iter()
+            .cloned()
+            .chain(r.keep.iter().map(|p| p.entry.clone()))
+            .chain(r.create.iter().map(|p| p.entry.clone()))
+            .chain(r.update.iter().map(|u| u.after.clone()))
+            .collect();
+        out.sort_by(rule_order);
+        out
+    }
+
+    /// The complete route list a PUT of this route table must carry, sorted by name.
+    pub fn target_routes(&self) -> Vec<Route> {
+        let r = &self.routes;
+        let mut out: Vec<Route> = r
+            .foreign
+            .iter()
+            .cloned()
+            .chain(r.keep.iter().map(|p| p.entry.clone()))
+            .chain(r.create.iter().map(|p| p.entry.clone()))
+            .chain(r.update.iter().map(|u| u.after.clone()))
+            .collect();
+        out.sort_by(route_order);
+        out
+    }
+}
+
+fn rule_order(a: &SecurityRule, b: &SecurityRule) -> std::cmp::Ordering {
+    (a.direction, a.priority, a.name.to_ascii_lowercase()).cmp(&(
+        b.direction,
+        b.priority,
+        b.name.to_ascii_lowercase(),
+    ))
+}
+
+fn route_order(a: &Route, b: &Route) -> std::cmp::Ordering {
+    a.name
+        .to_ascii_lowercase()
+        .cmp(&b.name.to_ascii_lowercase())
+        .then_with(|| a.cmp(b))
+}
+
+// ---------------------------------------------------------------------------------------
+// The diff
+// ---------------------------------------------------------------------------------------
+
+pub use crate::resolver::is_owned_name;
+
+/// The owner recorded in an owned rule's description (`asenet:<namespace>/<name>: ...`).
+fn rule_owner(rule: &SecurityRule) -> Option<SpecKey> {
+    rule.description
+        .as_deref()
+        .and_then(crate::resolver::owner_from_description)
+}
+
+/// Compares the desired state with the snapshot and sorts the work into a [`Plan`].
+pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
+    let failed = desired.failed_specs();
+    let ctx = TagContext::from_snapshot(snapshot, &[]);
+    let mut resources = Vec::new();
+
+    // NSGs: desired ones, and observed ones holding owned rules of specs in scope.
+    let mut nsg_ids: BTreeSet<&ResourceId> = desired.network_security_groups.keys().collect();
+    for (id, nsg) in &snapshot.network_security_groups {
+        let touched = nsg
+            .rules
+            .iter()
+            .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)));
+        if touched {
+            nsg_ids.insert(id);
+        }
+    }
+    for id in nsg_ids {
+        resources.push(plan_nsg(
+            id,
+            desired.network_security_groups.get(id),
+            snapshot.network_security_groups.get(id),
+            scope,
+            &failed,
+            &ctx,
+        ));
+    }
+
+    // Route tables: desired ones, tables named by desired subnets, tables of removed specs.
+    let mut claimants: BTreeMap<&ResourceId, BTreeSet<SpecKey>> = BTreeMap::new();
+    for (id, rt) in &desired.route_tables {
+        let set = claimants.entry(id).or_default();
+        set.extend(rt.routes.iter().map(|r| r.owner.clone()));
+    }
+    for sub in desired.subnets.values() {
+        if let Some(rt) = &sub.route_table {
+            claimants.entry(rt).or_default().insert(sub.owner.clone());
+        }
+    }
+    for (id, specs) in &scope.route_tables {
+        claimants
+            .entry(id)
+            .or_default()
+            .extend(specs.iter().cloned());
+    }
+    for (id, claimed_by) in claimants {
+        let want = desired.route_tables.get(id);
+        let have = snapshot.route_tables.get(id);
+        if want.is_none() && have.is_none() {
+            continue;
+        }
+        resources.push(plan_route_table(
+            id,
+            want,
+            have,
+            &claimed_by,
+            scope,
+            &failed,
+        ));
+    }
+
+    // Subnet associations.
+    for (id, want) in &desired.subnets {
+        let have = snapshot.subnets.get(id);
+        let current_nsg = have.and_then(|s| s.network_security_group.clone());
+        let current_rt = have.and_then(|s| s.route_table.clone());
+        let nsg_change =
+            (current_nsg.as_ref() != Some(&want.network_security_group)).then(|| Change {
+                from: current_nsg.clone(),
+                to: Some(want.network_security_group.clone()),
+            });
+        let rt_change = want.route_table.as_ref().and_then(|rt| {
+            (current_rt.as_ref() != Some(rt)).then(|| Change {
+                from: current_rt.clone(),
+                to: Some(rt.clone()),
+            })
+        });
+        let association =
+            (nsg_change.is_some() || rt_change.is_some()).then_some(AssociationChange {
+                network_security_group: nsg_change,
+                route_table: rt_change,
+            });
+        resources.push(ResourcePlan {
+            id: id.clone(),
+            kind: ResourceKind::Subnet,
+            action: if association.is_some() {
+                ParentAction::Update
+            } else {
+                ParentAction::NoChange
+            },
+            location: None,
+            etag: have.and_then(|s| s.etag.clone()),
+            owners: BTreeSet::from([want.owner.clone()]),
+            rules: EntryChanges::default(),
+            routes: EntryChanges::default(),
+            association,
+            conflicts: vec![],
+        });
+    }
+
+    resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+
+    let mut errors: Vec<SpecError> = desired
+        .specs
+        .values()
+        .filter_map(|o| match o {
+            crate::resolver::SpecOutcome::Failed { errors } => Some(errors.iter().cloned()),
+            crate::resolver::SpecOutcome::Resolved(_) => None,
+        })
+        .flatten()
+        .collect();
+    errors.sort();
+    errors.dedup();
+
+    Plan { resources, errors }
+}
+
+/// The bands of the specs contributing to an NSG. Specs without an explicit band (a
+/// desired state built by hand) get the span of their rules' priorities.
+fn bands_of(want: &DesiredNsg) -> BTreeMap<SpecKey, PriorityBand> {
+    let mut bands = want.bands.clone();
+    let mut spans: BTreeMap<&SpecKey, (u32, u32)> = BTreeMap::new();
+    for r in &want.rules {
+        let e = spans
+            .entry(&r.owner)
+            .or_insert((r.rule.priority, r.rule.priority));
+        e.0 = e.0.min(r.rule.priority);
+        e.1 = e.1.max(r.rule.priority);
+    }
+    for (owner, (lo, hi)) in spans {
+        if bands.contains_key(owner) {
+            continue;
+        }
+        if let (Ok(from), Ok(to)) = (Priority::new(lo.into()), Priority::new(hi.into())) {
+            bands.insert(owner.clone(), PriorityBand { from, to });
+        }
+    }
+    bands
+}
+
+fn plan_nsg(
+    id: &ResourceId,
+    want: Option<&DesiredNsg>,
+    have: Option<&NsgState>,
+    scope: &Scope,
+    failed: &BTreeSet<SpecKey>,
+    ctx: &TagContext,
+) -> ResourcePlan {
+    let wanted: BTreeMap<String, &OwnedRule> = want
+        .map(|w| {
+            w.rules
+                .iter()
+                .map(|r| (r.rule.name.to_ascii_lowercase(), r))
+                .collect()
+        })
+        .unwrap_or_default();
+    let bands = want.map(bands_of).unwrap_or_default();
+    let mut owners: BTreeSet<SpecKey> = wanted.values().map(|r| r.owner.clone()).collect();
+    owners.extend(bands.keys().cloned());
+    let mut ch = EntryChanges::<SecurityRule>::default();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // Foreign entries, with whether they look owned (unknown owner).
+    let mut foreign: Vec<(&SecurityRule, bool)> = Vec::new();
+
+    for rule in have.map(|h| h.rules.as_slice()).unwrap_or_default() {
+        let key = rule.name.to_ascii_lowercase();
+        if !is_owned_name(&rule.name) {
+            foreign.push((rule, false));
+            continue;
+        }
+        if let Some(w) = wanted.get(&key) {
+            seen.insert(key);
+            // Keep the observed casing of the name: ARM names are case-insensitive and
+            // a casing change alone is no reason to write.
+            let after = SecurityRule {
+                name: rule.name.clone(),
+                ..w.rule.clone()
+            };
+            let fields = rule.changed_fields(&after);
+            if fields.is_empty() {
+                ch.keep.push(Planned {
+                    entry: rule.clone(),
+                    owner: Some(w.owner.clone()),
+                    reason: w.reason.clone(),
+                });
+            } else {
+                ch.update.push(Update {
+                    before: rule.clone(),
+                    after,
+                    fields: fields.into_iter().map(String::from).collect(),
+                    owner: w.owner.clone(),
+                    reason: w.reason.clone(),
+                });
+            }
+            continue;
+        }
+        match rule_owner(rule) {
+            Some(o) if failed.contains(&o) => {
+                owners.insert(o.clone());
+                ch.keep.push(Planned {
+                    entry: rule.clone(),
+                    reason: format!("kept as is: spec {o} failed to resolve"),
+                    owner: Some(o),
+                });
+            }
+            Some(o) if scope.covers(&o) => {
+                let reason = if scope.removing.contains(&o) {
+                    format!("spec {o} is being removed")
+                } else {
+                    format!("no longer wanted by spec {o}")
+                };
+                owners.insert(o.clone());
+                ch.delete.push(Planned {
+                    entry: rule.clone(),
+                    owner: Some(o),
+                    reason,
+                });
+            }
+            _ => foreign.push((rule, true)),
+        }
+    }
+    for (key, w) in &wanted {
+        if !seen.contains(key) {
+            ch.create.push(Planned {
+                entry: w.rule.clone(),
+                owner: Some(w.owner.clone()),
+                reason: w.reason.clone(),
+            });
+        }
+    }
+
+    let mut conflicts = Vec::new();
+    let desired_rules: Vec<&OwnedRule> = wanted.values().copied().collect();
+    for (rule, owned_looking) in &foreign {
+        conflicts.extend(rule_conflicts(
+            rule,
+            *owned_looking,
+            &desired_rules,
+            &bands,
+            ctx,
+        ));
+        ch.foreign.push((*rule).clone());
+    }
+
+    sort_changes(&mut ch, rule_order);
+    conflicts.sort_by(|a: &Conflict, b: &Conflict| {
+        (&a.foreign, a.kind, &a.owned, &a.message).cmp(&(&b.foreign, b.kind, &b.owned, &b.message))
+    });
+    conflicts.dedup();
+
+    let action = match have {
+        None => ParentAction::Create,
+        Some(_) if ch.has_changes() => ParentAction::Update,
+        Some(_) => ParentAction::NoChange,
+    };
+    ResourcePlan {
+        id: id.clone(),
+        kind: ResourceKind::NetworkSecurityGroup,
+        action,
+        location: match have {
+            None => want.and_then(|w| w.location.clone()),
+            Some(h) => h.location.clone(),
+        },
+        etag: have.and_then(|h| h.etag.clone()),
+        owners,
+        rules: ch,
+        routes: EntryChanges::default(),
+        association: None,
+        conflicts,
+    }
+}
+
+fn direction_word(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// Conflicts of one foreign (or unknown-owner) rule with what asenet wants in the NSG.
+fn rule_conflicts(
+    rule: &SecurityRule,
+    owned_looking: bool,
+    desired: &[&OwnedRule],
+    bands: &BTreeMap<SpecKey, PriorityBand>,
+    ctx: &TagContext,
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    let same_slot = desired
+        .iter()
+        .find(|d| d.rule.direction == rule.direction && d.rule.priority == rule.priority);
+    for (spec, band) in bands {
+        if !band.contains(rule.priority) {
+            continue;
+        }
+        let (kind, what) = if owned_looking {
+            (
+                ConflictKind::UnknownOwner,
+                "an asenet-named rule whose owner is not among the specs in scope",
+            )
+        } else {
+            (ConflictKind::PriorityInBand, "a foreign rule")
+        };
+        out.push(Conflict {
+            kind,
+            foreign: rule.name.clone(),
+            owned: same_slot.map(|d| d.rule.name.clone()),
+            message: format!(
+                "`{}` is {what} at {} priority {}, inside the band {}-{} of spec {spec}",
+                rule.name,
+                direction_word(rule.direction),
+                rule.priority,
+                band.from.get(),
+                band.to.get(),
+            ),
+        });
+    }
+    if owned_looking && out.is_empty() {
+        if let Some(d) = same_slot {
+            out.push(Conflict {
+                kind: ConflictKind::UnknownOwner,
+                foreign: rule.name.clone(),
+                owned: Some(d.rule.name.clone()),
+                message: format!(
+                    "`{}` is an asenet-named rule whose owner is not among the specs in scope; it holds {} priority {} that `{}` needs",
+                    rule.name,
+                    direction_word(rule.direction),
+                    rule.priority,
+                    d.rule.name
+                ),
+            });
+        }
+    }
+    if rule.access == Access::Deny {
+        for d in desired {
+            if d.rule.access == Access::Allow
+                && d.rule.direction == rule.direction
+                && rule.priority < d.rule.priority
+                && rules_overlap(rule, &d.rule, ctx)
+            {
+                let required = if d.required { "required " } else { "" };
+                out.push(Conflict {
+                    kind: ConflictKind::ShadowsRequiredAllow,
+                    foreign: rule.name.clone(),
+                    owned: Some(d.rule.name.clone()),
+                    message: format!(
+                        "deny `{}` (priority {}) matches traffic that the {required}allow `{}` (priority {}, spec {}) admits: {}",
+                        rule.name, rule.priority, d.rule.name, d.rule.priority, d.owner, d.reason
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn plan_route_table(
+    id: &ResourceId,
+    want: Option<&DesiredRouteTable>,
+    have: Option<&RouteTableState>,
+    claimed_by: &BTreeSet<SpecKey>,
+    scope: &Scope,
+    failed: &BTreeSet<SpecKey>,
+) -> ResourcePlan {
+    let wanted: BTreeMap<String, &OwnedRoute> = want
+        .map(|w| {
+            w.routes
+                .iter()
+                .map(|r| (r.route.name.to_ascii_lowercase(), r))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut owners: BTreeSet<SpecKey> = claimed_by.clone();
+    owners.extend(wanted.values().map(|r| r.owner.clone()));
+    let mut ch = EntryChanges::<Route>::default();
+    let mut seen = BTreeSet::new();
+    let mut conflicts = Vec::new();
+    let failed_claimants: Vec<&SpecKey> = claimed_by.intersection(failed).collect();
+    let single_owner = (claimed_by.len() == 1)
+        .then(|| claimed_by.iter().next().cloned())
+        .flatten();
+    let mut foreign: Vec<(&Route, bool)> = Vec::new();
+
+    for route in have.map(|h| h.routes.as_slice()).unwrap_or_default() {
+        let key = route.name.to_ascii_lowercase();
+        if !is_owned_name(&route.name) {
+            foreign.push((route, false));
+            continue;
+        }
+        if let Some(w) = wanted.get(&key) {
+            seen.insert(key);
+            let after = Route {
+                name: route.name.clone(),
+                ..w.route.clone()
+            };
+            let fields = route.changed_fields(&after);
+            if fields.is_empty() {
+                ch.keep.push(Planned {
+                    entry: route.clone(),
+                    owner: Some(w.owner.clone()),
+                    reason: w.reason.clone(),
+                });
+            } else {
+                ch.update.push(Update {
+                    before: route.clone(),
+                    after,
+                    fields: fields.into_iter().map(String::from).collect(),
+                    owner: w.owner.clone(),
+                    reason: w.reason.clone(),
+                });
+            }
+            continue;
+        }
+        if let Some(f) = failed_claimants.first() {
+            ch.keep.push(Planned {
+                entry: route.clone(),
+                owner: Some((*f).clone()),
+                reason: format!("kept as is: spec {f} failed to resolve"),
+            });
+        } else if !claimed_by.is_empty() && claimed_by.iter().all(|s| scope.covers(s)) {
+            let reason = if claimed_by.iter().all(|s| scope.removing.contains(s)) {
+                format!("spec {} is being removed", join_specs(claimed_by))
+            } else {
+                format!("no longer wanted by spec {}", join_specs(claimed_by))
+            };
+            ch.delete.push(Planned {
+                entry: route.clone(),
+                owner: single_owner.clone(),
+                reason,
+            });
+        } else {
+            foreign.push((route, true));
+        }
+    }
+    for (key, w) in &wanted {
+        if !seen.contains(key) {
+            ch.create.push(Planned {
+                entry: w.route.clone(),
+                owner: Some(w.owner.clone()),
+                reason: w.reason.clone(),
+            });
+        }
+    }
+    for (route, owned_looking) in foreign {
+        for w in wanted.values() {
+            if w.route.address_prefix == route.address_prefix {
+                let (kind, what) = if owned_looking {
+                    (
+                        ConflictKind::UnknownOwner,
+                        "an asenet-named route whose owner is not among the specs in scope",
+                    )
+                } else {
+                    (ConflictKind::SameDestination, "a foreign route")
+                };
+                conflicts.push(Conflict {
+                    kind,
+                    foreign: route.name.clone(),
+                    owned: Some(w.route.name.clone()),
+                    message: format!(
+                        "`{}` is {what} with the destination {} of `{}` (next hop {:?} vs {:?}); Azure picks one of them",
+                        route.name,
+                        route.address_prefix,
+                        w.route.name,
+                        route.next_hop_type,
+                        w.route.next_hop_type
+                    ),
+                });
+            }
+        }
+        ch.foreign.push(route.clone());
+    }
+    sort_changes(&mut ch, route_order);
+    conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
+
+    let action = match have {
+        None => ParentAction::Create,
+        Some(_) if ch.has_changes() => ParentAction::Update,
+        Some(_) => ParentAction::NoChange,
+    };
+    ResourcePlan {
+        id: id.clone(),
+        kind: ResourceKind::RouteTable,
+        action,
+        location: match have {
+            None => want.and_then(|w| w.location.clone()),
+            Some(h) => h.location.clone(),
+        },
+        etag: have.and_then(|h| h.etag.clone()),
+        owners,
+        rules: EntryChanges::default(),
+        routes: ch,
+        association: None,
+        conflicts,
+    }
+}
+
+fn join_specs(specs: &BTreeSet<SpecKey>) -> String {
+    specs
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sort_changes<T>(ch: &mut EntryChanges<T>, order: fn(&T, &T) -> std::cmp::Ordering) {
+    ch.create.sort_by(|a, b| order(&a.entry, &b.entry));
+    ch.update.sort_by(|a, b| order(&a.after, &b.after));
+    ch.delete.sort_by(|a, b| order(&a.entry, &b.entry));
+    ch.keep.sort_by(|a, b| order(&a.entry, &b.entry));
+    ch.foreign.sort_by(order);
+}
+
+/// Simulates what Azure holds after `plan` is applied to `snapshot`: rule and route lists
+/// replaced by the target lists, missing NSGs and route tables created, associations set.
+/// For tests and benchmarks ("re-planning after applying a plan is empty"); `raw` JSON of
+/// entries that were written is dropped, the foreign entries' raw JSON is kept.
+pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
+    let mut out = snapshot.clone();
+    for r in plan.resources.iter().filter(|r| r.has_changes()) {
+        match r.kind {
+            ResourceKind::NetworkSecurityGroup => {
+                let rules = r.target_rules();
+                let foreign: BTreeSet<String> = r
+                    .rules
+                    .foreign
+                    .iter()
+                    .map(|f| f.name.to_ascii_lowercase())
+                    .collect();
+                let nsg = out
+                    .network_security_groups
+                    .entry(r.id.clone())
+                    .or_insert_with(|| NsgState {
+                        id: r.id.clone(),
+                        location: r.location.clone(),
+                        etag: None,
+                        rules: vec![],
+                        raw_rules: BTreeMap::new(),
+                        raw: None,
+                    });
+                nsg.rules = rules;
+                nsg.raw_rules.retain(|k, _| foreign.contains(k));
+            }
+            ResourceKind::RouteTable => {
+                let routes = r.target_routes();
+                let foreign: BTreeSet<String> = r
+                    .routes
+                    .foreign
+                    .iter()
+                    .map(|f| f.name.to_ascii_lowercase())
+                    .collect();
+                let rt = out
+                    .route_tables
+                    .entry(r.id.clone())
+                    .or_insert_with(|| RouteTableState {
+                        id: r.id.clone(),
+                        location: r.location.clone(),
+                        etag: None,
+                        disable_bgp_route_propagation: false,
+                        routes: vec![],
+                        raw_routes: BTreeMap::new(),
+                        raw: None,
+                    });
+                rt.routes = routes;
+                rt.raw_routes.retain(|k, _| foreign.contains(k));
+            }
+            ResourceKind::Subnet => {
+                let (Some(a), Some(subnet)) = (&r.association, out.subnets.get_mut(&r.id)) else {
+                    continue;
+                };
+                if let Some(c) = &a.network_security_group {
+                    subnet.network_security_group = c.to.clone();
+                }
+                if let Some(c) = &a.route_table {
+                    subnet.route_table = c.to.clone();
+                }
+            }
+        }
+    }
+    out
 }
