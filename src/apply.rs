@@ -1,1 +1,916 @@
-//! (being written)
+//! apply: executes a `Plan` against ARM (docs/design.md section 3). It decides nothing the
+//! plan did not say, except how to survive ARM: races, throttling, failed operations.
+//!
+//! Per changed parent resource exactly one PUT, in three phases:
+//! 1. NSGs and route tables (concurrent, bounded): the complete rule/route list, foreign
+//!    entries carried from the raw JSON observed (minus the read-only `etag` and
+//!    `provisioningState` ARM re-stamps on every parent write), owned entries rendered from
+//!    the model, every other property of the resource carried from the raw JSON. A missing
+//!    NSG or route table is created in the subnet's VNet location, tagged
+//!    `asenet.io/created-by: <namespace/name>`, before any subnet points at it, and never
+//!    without its rules (an ASE subnet must not lose its management rules, domain.md 1.3.4).
+//! 2. Subnet associations: the subnet as read, every property kept, plus the association
+//!    (domain.md 4.4: a subnet PUT must carry everything). Writes in one VNet are serialised
+//!    (a tokio mutex per VNet): NRP answers 409 `AnotherOperationInProgress` to a subnet
+//!    write while another runs on the VNet, and one subnet write changes the etag of every
+//!    subnet of the VNet, so the next write in that VNet uses the etag the previous one
+//!    left (a 412 falls back to re-reading, so this never risks a lost update).
+//! 3. Removal (`deletionPolicy: Delete`): an NSG or route table that asenet created for a
+//!    spec being removed and that now holds nothing is dissociated from that spec's subnet
+//!    and deleted. Anything foreign (a foreign rule in it, another subnet using it) keeps it.
+//!
+//! Every write carries `If-Match` with the observed etag (`If-None-Match: *` on create,
+//! domain.md 4.6). On 412, or an operation that failed for a transient reason, the resource
+//! is re-read, the plan recomputed by the caller's `Replanner`, and the write retried (at
+//! most `max_replans` times); a concurrent foreign write is thus kept, never overwritten.
+//! 429/5xx/connection errors and 409 `AnotherOperationInProgress` are retried inside the
+//! ARM client (Retry-After honoured). Writes are idempotent: a run interrupted anywhere
+//! converges when run again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use azure_mgmt_network::models;
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition};
+use crate::diff::{ParentAction, Plan, ResourceKind, ResourcePlan};
+use crate::model::{
+    Access, Direction, NextHopType, PortSet, Protocol, ResourceId, Route, SecurityRule, SpecKey,
+};
+use crate::observe::{self, ObserveError};
+use crate::snapshot::Snapshot;
+
+/// The tag asenet puts on NSGs and route tables it creates (value: `namespace/name`).
+pub const CREATED_BY_TAG: &str = "asenet.io/created-by";
+
+/// Recomputes the plan from a snapshot (resolve + diff: pure). The pipeline implements it.
+pub trait Replanner: Send + Sync {
+    fn replan(&self, snapshot: &Snapshot) -> Plan;
+}
+
+impl<F: Fn(&Snapshot) -> Plan + Send + Sync> Replanner for F {
+    fn replan(&self, snapshot: &Snapshot) -> Plan {
+        self(snapshot)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Concurrent NSG/route-table writes.
+    pub max_concurrency: usize,
+    /// Re-reads and re-plans of one resource after 412 or a transient operation failure.
+    pub max_replans: u32,
+    /// Specs being removed with `deletionPolicy: Delete`: resources asenet created for
+    /// them are deleted once empty.
+    pub removing: BTreeSet<SpecKey>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            max_concurrency: 4,
+            max_replans: 5,
+            removing: BTreeSet::new(),
+        }
+    }
+}
+
+/// What was done (or is being done) to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum WriteAction {
+    Create,
+    Update,
+    Associate,
+    Dissociate,
+    Delete,
+}
+
+impl WriteAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            WriteAction::Create => "Creating",
+            WriteAction::Update => "Modifying",
+            WriteAction::Associate => "Associating",
+            WriteAction::Dissociate => "Dissociating",
+            WriteAction::Delete => "Destroying",
+        }
+    }
+    pub fn done(self) -> &'static str {
+        match self {
+            WriteAction::Create => "Creation complete",
+            WriteAction::Update => "Modifications complete",
+            WriteAction::Associate => "Association complete",
+            WriteAction::Dissociate => "Dissociation complete",
+            WriteAction::Delete => "Destruction complete",
+        }
+    }
+}
+
+/// Progress of an apply, for people (CLI) and events (operator).
+#[derive(Debug, Clone)]
+pub enum ApplyEvent {
+    Started {
+        id: ResourceId,
+        action: WriteAction,
+    },
+    Polling {
+        id: ResourceId,
+        status: String,
+        polls: u32,
+        elapsed: std::time::Duration,
+    },
+    /// A 412 or a transient operation failure: re-reading and re-planning.
+    Replanning {
+        id: ResourceId,
+        attempt: u32,
+        reason: String,
+    },
+    /// After re-planning, nothing is left to write.
+    Unchanged {
+        id: ResourceId,
+    },
+    Done {
+        id: ResourceId,
+        action: WriteAction,
+        elapsed: std::time::Duration,
+    },
+}
+
+/// One write that happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Written {
+    pub id: ResourceId,
+    pub kind: ResourceKind,
+    pub action: WriteAction,
+    /// `(added, changed, destroyed)` entries (rules, routes, associations) of this write.
+    pub counts: (usize, usize, usize),
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    pub written: Vec<Written>,
+    /// Re-reads after 412 / transient operation failures.
+    pub replans: u32,
+}
+
+impl ApplyReport {
+    /// `(added, changed, destroyed)`, counted like `Plan::summary` (entries and
+    /// associations), plus one destroyed per deleted resource.
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.written.iter().fold((0, 0, 0), |(a, c, d), w| {
+            (a + w.counts.0, c + w.counts.1, d + w.counts.2)
+        })
+    }
+
+    /// PUTs and DELETEs sent for parent resources (one per written resource).
+    pub fn writes(&self) -> usize {
+        self.written.len()
+    }
+
+    /// `Apply complete! Resources: 2 added, 1 changed, 0 destroyed.`
+    pub fn summary_line(&self) -> String {
+        let (a, c, d) = self.totals();
+        format!("Apply complete! Resources: {a} added, {c} changed, {d} destroyed.")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("writing {id}: {source}")]
+    Arm {
+        id: String,
+        #[source]
+        source: Box<ArmError>,
+    },
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(
+        "{id}: still conflicting after {attempts} re-reads (someone keeps writing it); try again"
+    )]
+    Conflict { id: String, attempts: u32 },
+    #[error("{id}: cannot write it: {message}")]
+    Invalid { id: String, message: String },
+}
+
+impl ApplyError {
+    fn arm(id: &ResourceId, e: ArmError) -> Self {
+        ApplyError::Arm {
+            id: id.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            ApplyError::Arm { source, .. } => source.category(),
+            ApplyError::Observe(e) => e.category(),
+            ApplyError::Conflict { .. } => ErrorCategory::Transient,
+            ApplyError::Invalid { .. } => ErrorCategory::Permanent,
+        }
+    }
+}
+
+type Progress<'a> = &'a (dyn Fn(ApplyEvent) + Send + Sync);
+
+/// Shared state of one apply run.
+struct Run<'a> {
+    arm: &'a ArmClient,
+    replanner: &'a dyn Replanner,
+    options: &'a ApplyOptions,
+    progress: Progress<'a>,
+    snapshot: tokio::sync::Mutex<Snapshot>,
+    /// Per VNet: serialises subnet writes and remembers the etag the last one left.
+    vnets: std::sync::Mutex<BTreeMap<ResourceId, Arc<tokio::sync::Mutex<Option<String>>>>>,
+    /// Final bodies of written resources.
+    results: std::sync::Mutex<BTreeMap<ResourceId, Value>>,
+    replans: std::sync::atomic::AtomicU32,
+}
+
+/// Executes `plan` (computed from `snapshot`).
+pub async fn execute(
+    arm: &ArmClient,
+    snapshot: Snapshot,
+    plan: &Plan,
+    replanner: &dyn Replanner,
+    options: &ApplyOptions,
+    progress: Progress<'_>,
+) -> Result<ApplyReport, ApplyError> {
+    let run = Run {
+        arm,
+        replanner,
+        options,
+        progress,
+        snapshot: tokio::sync::Mutex::new(snapshot),
+        vnets: Default::default(),
+        results: Default::default(),
+        replans: Default::default(),
+    };
+    let mut report = ApplyReport::default();
+
+    // Phase 1: NSGs and route tables.
+    let parents: Vec<ResourcePlan> = plan
+        .changed()
+        .filter(|r| r.kind != ResourceKind::Subnet)
+        .cloned()
+        .collect();
+    let results: Vec<Result<Option<Written>, ApplyError>> = stream::iter(parents)
+        .map(|r| run.write(r))
+        .buffer_unordered(options.max_concurrency.max(1))
+        .collect()
+        .await;
+    collect(&mut report, results)?;
+
+    // Phase 2: subnet associations, serialised per VNet.
+    let subnets: Vec<ResourcePlan> = plan
+        .changed()
+        .filter(|r| r.kind == ResourceKind::Subnet)
+        .cloned()
+        .collect();
+    let results: Vec<Result<Option<Written>, ApplyError>> = stream::iter(subnets)
+        .map(|r| run.write(r))
+        .buffer_unordered(options.max_concurrency.max(1))
+        .collect()
+        .await;
+    collect(&mut report, results)?;
+
+    // Phase 3: resources asenet created for removed specs, now empty.
+    if !options.removing.is_empty() {
+        run.remove_created(plan, &mut report).await?;
+    }
+
+    report.replans = run.replans.load(std::sync::atomic::Ordering::Relaxed);
+    // Stable order for reports and tests.
+    report
+        .written
+        .sort_by(|a, b| (a.kind, &a.id, a.action).cmp(&(b.kind, &b.id, b.action)));
+    Ok(report)
+}
+
+fn collect(
+    report: &mut ApplyReport,
+    results: Vec<Result<Option<Written>, ApplyError>>,
+) -> Result<(), ApplyError> {
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(Some(w)) => report.written.push(w),
+            Ok(None) => {}
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Run<'_> {
+    fn vnet_lock(&self, subnet: &ResourceId) -> Arc<tokio::sync::Mutex<Option<String>>> {
+        let vnet = subnet.parent().unwrap_or_else(|| subnet.clone());
+        self.vnets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(vnet)
+            .or_default()
+            .clone()
+    }
+
+    /// One resource: build the body, PUT it, re-read and re-plan on 412.
+    async fn write(&self, mut rp: ResourcePlan) -> Result<Option<Written>, ApplyError> {
+        let vnet_lock = (rp.kind == ResourceKind::Subnet).then(|| self.vnet_lock(&rp.id));
+        let mut vnet_guard = match &vnet_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            let action = match (rp.kind, rp.action) {
+                (_, ParentAction::Create) => WriteAction::Create,
+                (ResourceKind::Subnet, _) => WriteAction::Associate,
+                _ => WriteAction::Update,
+            };
+            let (body, mut precondition) = {
+                let snap = self.snapshot.lock().await;
+                build_body(&rp, &snap)?
+            };
+            // A previous subnet write in this VNet changed every subnet's etag.
+            if let (Some(guard), Some(Precondition::IfMatch(_))) = (&vnet_guard, &precondition) {
+                if let Some(etag) = guard.as_ref() {
+                    precondition = Some(Precondition::IfMatch(etag.clone()));
+                }
+            }
+            (self.progress)(ApplyEvent::Started {
+                id: rp.id.clone(),
+                action,
+            });
+            let started = std::time::Instant::now();
+            let id = rp.id.clone();
+            let on_poll = |p: &LroProgress| {
+                (self.progress)(ApplyEvent::Polling {
+                    id: id.clone(),
+                    status: p.status.clone(),
+                    polls: p.polls,
+                    elapsed: p.elapsed,
+                })
+            };
+            match self
+                .arm
+                .put(&rp.id, &body, precondition.as_ref(), &on_poll)
+                .await
+            {
+                Ok(final_body) => {
+                    if let Some(guard) = vnet_guard.as_mut() {
+                        **guard = final_body
+                            .get("etag")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                    }
+                    self.results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(rp.id.clone(), final_body);
+                    (self.progress)(ApplyEvent::Done {
+                        id: rp.id.clone(),
+                        action,
+                        elapsed: started.elapsed(),
+                    });
+                    return Ok(Some(Written {
+                        id: rp.id.clone(),
+                        kind: rp.kind,
+                        action,
+                        counts: rp.counts(),
+                    }));
+                }
+                Err(e) if e.needs_reobserve() => {
+                    attempt += 1;
+                    if attempt > self.options.max_replans {
+                        return Err(ApplyError::Conflict {
+                            id: rp.id.to_string(),
+                            attempts: attempt - 1,
+                        });
+                    }
+                    self.replans
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (self.progress)(ApplyEvent::Replanning {
+                        id: rp.id.clone(),
+                        attempt,
+                        reason: e.to_string(),
+                    });
+                    if let Some(guard) = vnet_guard.as_mut() {
+                        **guard = None;
+                    }
+                    match self.reobserve(&rp.id).await? {
+                        Some(fresh) => rp = fresh,
+                        None => {
+                            (self.progress)(ApplyEvent::Unchanged { id: rp.id.clone() });
+                            return Ok(None);
+                        }
+                    }
+                }
+                Err(e) => return Err(ApplyError::arm(&rp.id, e)),
+            }
+        }
+    }
+
+    /// Re-reads `id`, re-plans, and returns its new plan if it still needs a write.
+    async fn reobserve(&self, id: &ResourceId) -> Result<Option<ResourcePlan>, ApplyError> {
+        let mut fresh = self.snapshot.lock().await.clone();
+        observe::refresh(self.arm, &mut fresh, id).await?;
+        let mut snap = self.snapshot.lock().await;
+        copy_resource(&fresh, &mut snap, id);
+        let plan = self.replanner.replan(&snap);
+        Ok(plan.resource(id).filter(|r| r.has_changes()).cloned())
+    }
+
+    /// Phase 3 (see the module docs).
+    async fn remove_created(
+        &self,
+        plan: &Plan,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let candidates: Vec<&ResourcePlan> = plan
+            .resources
+            .iter()
+            .filter(|r| r.kind != ResourceKind::Subnet)
+            .collect();
+        for rp in candidates {
+            let (raw, subnets) = {
+                let snap = self.snapshot.lock().await;
+                let written = self
+                    .results
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&rp.id)
+                    .cloned();
+                let observed = match rp.kind {
+                    ResourceKind::NetworkSecurityGroup => snap
+                        .network_security_groups
+                        .get(&rp.id)
+                        .and_then(|n| n.raw.clone()),
+                    _ => snap.route_tables.get(&rp.id).and_then(|r| r.raw.clone()),
+                };
+                let subnets: Vec<(ResourceId, Option<ResourceId>, Option<ResourceId>)> = snap
+                    .subnets
+                    .values()
+                    .map(|s| {
+                        (
+                            s.id.clone(),
+                            s.network_security_group.clone(),
+                            s.route_table.clone(),
+                        )
+                    })
+                    .collect();
+                (written.or(observed), subnets)
+            };
+            let Some(raw) = raw else { continue };
+            let Some(creator) = raw
+                .pointer(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<SpecKey>().ok())
+            else {
+                continue;
+            };
+            if !self.options.removing.contains(&creator) {
+                continue;
+            }
+            let children = if rp.kind == ResourceKind::NetworkSecurityGroup {
+                "securityRules"
+            } else {
+                "routes"
+            };
+            let empty = raw
+                .pointer(&format!("/properties/{children}"))
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty());
+            if !empty {
+                continue;
+            }
+            // Who uses it: subnets known to the snapshot and ARM's back-references.
+            let mut users: BTreeSet<ResourceId> = raw
+                .pointer("/properties/subnets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("id").and_then(Value::as_str))
+                .filter_map(|s| ResourceId::parse(s).ok())
+                .collect();
+            for (sid, nsg, rt) in &subnets {
+                let uses = match rp.kind {
+                    ResourceKind::NetworkSecurityGroup => nsg.as_ref() == Some(&rp.id),
+                    _ => rt.as_ref() == Some(&rp.id),
+                };
+                if uses {
+                    users.insert(sid.clone());
+                }
+            }
+            // Only the removed specs' own subnets may be dissociated; any other user keeps it.
+            let known: BTreeSet<ResourceId> = subnets.iter().map(|(s, _, _)| s.clone()).collect();
+            if users.iter().any(|u| !known.contains(u)) {
+                continue;
+            }
+            for subnet in &users {
+                if let Some(w) = self.dissociate(subnet, &rp.id, rp.kind).await? {
+                    report.written.push(w);
+                }
+            }
+            let id = rp.id.clone();
+            (self.progress)(ApplyEvent::Started {
+                id: id.clone(),
+                action: WriteAction::Delete,
+            });
+            let started = std::time::Instant::now();
+            let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
+            let precondition = etag.map(Precondition::IfMatch);
+            let on_poll = |p: &LroProgress| {
+                (self.progress)(ApplyEvent::Polling {
+                    id: id.clone(),
+                    status: p.status.clone(),
+                    polls: p.polls,
+                    elapsed: p.elapsed,
+                })
+            };
+            match self.arm.delete(&id, precondition.as_ref(), &on_poll).await {
+                Ok(()) => {}
+                // Someone wrote it since: it is no longer ours to delete; the next run decides.
+                Err(e) if e.is_precondition_failed() => {
+                    (self.progress)(ApplyEvent::Unchanged { id: id.clone() });
+                    continue;
+                }
+                Err(e) => return Err(ApplyError::arm(&id, e)),
+            }
+            (self.progress)(ApplyEvent::Done {
+                id: id.clone(),
+                action: WriteAction::Delete,
+                elapsed: started.elapsed(),
+            });
+            report.written.push(Written {
+                id,
+                kind: rp.kind,
+                action: WriteAction::Delete,
+                counts: (0, 0, 1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the association of `subnet` with `target` (re-reading the subnet first).
+    async fn dissociate(
+        &self,
+        subnet: &ResourceId,
+        target: &ResourceId,
+        kind: ResourceKind,
+    ) -> Result<Option<Written>, ApplyError> {
+        let lock = self.vnet_lock(subnet);
+        let _guard = lock.lock().await;
+        let field = match kind {
+            ResourceKind::NetworkSecurityGroup => "networkSecurityGroup",
+            _ => "routeTable",
+        };
+        for attempt in 0..=self.options.max_replans {
+            let Some(fetched) = self
+                .arm
+                .get_subnet(subnet)
+                .await
+                .map_err(|e| ApplyError::arm(subnet, e))?
+            else {
+                return Ok(None);
+            };
+            let current = fetched
+                .raw
+                .pointer(&format!("/properties/{field}/id"))
+                .and_then(Value::as_str)
+                .and_then(|s| ResourceId::parse(s).ok());
+            if current.as_ref() != Some(target) {
+                return Ok(None);
+            }
+            let mut body = writable(&fetched.raw);
+            if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
+                p.remove(field);
+            }
+            let precondition = fetched.etag.clone().map(Precondition::IfMatch);
+            (self.progress)(ApplyEvent::Started {
+                id: subnet.clone(),
+                action: WriteAction::Dissociate,
+            });
+            let started = std::time::Instant::now();
+            let on_poll = |p: &LroProgress| {
+                (self.progress)(ApplyEvent::Polling {
+                    id: subnet.clone(),
+                    status: p.status.clone(),
+                    polls: p.polls,
+                    elapsed: p.elapsed,
+                })
+            };
+            match self
+                .arm
+                .put(subnet, &body, precondition.as_ref(), &on_poll)
+                .await
+            {
+                Ok(_) => {
+                    (self.progress)(ApplyEvent::Done {
+                        id: subnet.clone(),
+                        action: WriteAction::Dissociate,
+                        elapsed: started.elapsed(),
+                    });
+                    return Ok(Some(Written {
+                        id: subnet.clone(),
+                        kind: ResourceKind::Subnet,
+                        action: WriteAction::Dissociate,
+                        counts: (0, 0, 1),
+                    }));
+                }
+                Err(e) if e.needs_reobserve() && attempt < self.options.max_replans => {
+                    self.replans
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(ApplyError::arm(subnet, e)),
+            }
+        }
+        Err(ApplyError::Conflict {
+            id: subnet.to_string(),
+            attempts: self.options.max_replans,
+        })
+    }
+}
+
+/// Copies one resource's state from `from` into `to` (present or absent).
+fn copy_resource(from: &Snapshot, to: &mut Snapshot, id: &ResourceId) {
+    match from.network_security_groups.get(id) {
+        Some(n) => {
+            to.network_security_groups.insert(id.clone(), n.clone());
+        }
+        None => {
+            to.network_security_groups.remove(id);
+        }
+    }
+    match from.route_tables.get(id) {
+        Some(r) => {
+            to.route_tables.insert(id.clone(), r.clone());
+        }
+        None => {
+            to.route_tables.remove(id);
+        }
+    }
+    match from.subnets.get(id) {
+        Some(s) => {
+            to.subnets.insert(id.clone(), s.clone());
+        }
+        None => {
+            to.subnets.remove(id);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------------------
+
+/// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
+/// SDKs' serialisers do the same). Everything else is carried.
+const READ_ONLY_PROPERTIES: &[&str] = &[
+    "provisioningState",
+    "resourceGuid",
+    "defaultSecurityRules",
+    "subnets",
+    "networkInterfaces",
+    "flowLogs",
+    "ipConfigurations",
+    "ipConfigurationProfiles",
+    "privateEndpoints",
+    "resourceNavigationLinks",
+    "serviceAssociationLinks",
+    "purpose",
+];
+
+/// A resource as read, minus what ARM computes (top-level `etag`, `type`, read-only
+/// properties).
+pub fn writable(raw: &Value) -> Value {
+    let mut v = raw.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("etag");
+        o.remove("type");
+        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
+            for k in READ_ONLY_PROPERTIES {
+                p.remove(*k);
+            }
+        }
+    }
+    v
+}
+
+/// A child entry (foreign rule or route) as read, minus the two values ARM re-stamps on
+/// every write of the parent (`etag`, `provisioningState`); every other byte is carried.
+pub fn carried_child(raw: &Value) -> Value {
+    let mut v = raw.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("etag");
+        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
+            p.remove("provisioningState");
+        }
+    }
+    v
+}
+
+/// The body and precondition of the one write `rp` needs.
+pub fn build_body(
+    rp: &ResourcePlan,
+    snapshot: &Snapshot,
+) -> Result<(Value, Option<Precondition>), ApplyError> {
+    let precondition = match (rp.action, &rp.etag) {
+        (ParentAction::Create, _) => Some(Precondition::IfNoneMatch),
+        (_, Some(etag)) => Some(Precondition::IfMatch(etag.clone())),
+        (_, None) => None,
+    };
+    let body = match rp.kind {
+        ResourceKind::NetworkSecurityGroup => {
+            let state = snapshot.network_security_groups.get(&rp.id);
+            let raw_rules = state.map(|s| &s.raw_rules);
+            let carried: BTreeSet<String> = rp
+                .rules
+                .foreign
+                .iter()
+                .chain(rp.rules.keep.iter().map(|p| &p.entry))
+                .map(|r| r.name.to_ascii_lowercase())
+                .collect();
+            let rules: Vec<Value> = rp
+                .target_rules()
+                .iter()
+                .map(|r| {
+                    let key = r.name.to_ascii_lowercase();
+                    match raw_rules.and_then(|m| m.get(&key)) {
+                        Some(raw) if carried.contains(&key) => carried_child(raw),
+                        _ => render_rule(r),
+                    }
+                })
+                .collect();
+            let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
+            body["properties"]["securityRules"] = Value::Array(rules);
+            body
+        }
+        ResourceKind::RouteTable => {
+            let state = snapshot.route_tables.get(&rp.id);
+            let raw_routes = state.map(|s| &s.raw_routes);
+            let carried: BTreeSet<String> = rp
+                .routes
+                .foreign
+                .iter()
+                .chain(rp.routes.keep.iter().map(|p| &p.entry))
+                .map(|r| r.name.to_ascii_lowercase())
+                .collect();
+            let routes: Vec<Value> = rp
+                .target_routes()
+                .iter()
+                .map(|r| {
+                    let key = r.name.to_ascii_lowercase();
+                    match raw_routes.and_then(|m| m.get(&key)) {
+                        Some(raw) if carried.contains(&key) => carried_child(raw),
+                        _ => render_route(r),
+                    }
+                })
+                .collect();
+            let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
+            body["properties"]["routes"] = Value::Array(routes);
+            body
+        }
+        ResourceKind::Subnet => {
+            let raw = snapshot
+                .subnets
+                .get(&rp.id)
+                .and_then(|s| s.raw.as_ref())
+                .ok_or_else(|| ApplyError::Invalid {
+                    id: rp.id.to_string(),
+                    message:
+                        "the subnet was not read (it must exist; asenet never creates subnets)"
+                            .into(),
+                })?;
+            let mut body = writable(raw);
+            if !body.get("properties").is_some_and(Value::is_object) {
+                body["properties"] = json!({});
+            }
+            if let Some(a) = &rp.association {
+                let props = body["properties"].as_object_mut();
+                if let Some(props) = props {
+                    for (field, change) in [
+                        ("networkSecurityGroup", &a.network_security_group),
+                        ("routeTable", &a.route_table),
+                    ] {
+                        if let Some(c) = change {
+                            match &c.to {
+                                Some(to) => {
+                                    props.insert(field.into(), json!({ "id": to.as_str() }));
+                                }
+                                None => {
+                                    props.remove(field);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            body
+        }
+    };
+    Ok((body, precondition))
+}
+
+/// The parent body: as read (minus read-only), or a new resource in `rp.location` tagged
+/// with its creator.
+fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, ApplyError> {
+    if rp.action != ParentAction::Create {
+        if let Some(raw) = raw {
+            let mut body = writable(raw);
+            if !body.get("properties").is_some_and(Value::is_object) {
+                body["properties"] = json!({});
+            }
+            return Ok(body);
+        }
+    }
+    let location = rp.location.clone().ok_or_else(|| ApplyError::Invalid {
+        id: rp.id.to_string(),
+        message: "no location known (the subnet's virtual network was not found)".into(),
+    })?;
+    let mut tags = Map::new();
+    if let Some(owner) = rp.owners.iter().next() {
+        tags.insert(CREATED_BY_TAG.into(), Value::String(owner.to_string()));
+    }
+    Ok(json!({ "location": location, "tags": tags, "properties": {} }))
+}
+
+/// An owned rule as ARM JSON, through the generated model (singular field for one value,
+/// plural for several, domain.md 2.1).
+pub fn render_rule(r: &SecurityRule) -> Value {
+    use models::security_rule_properties_format::Protocol as P;
+    let protocol = match r.protocol {
+        Protocol::Tcp => P::Tcp,
+        Protocol::Udp => P::Udp,
+        Protocol::Icmp => P::Icmp,
+        Protocol::Esp => P::Esp,
+        Protocol::Ah => P::Ah,
+        Protocol::Any => P::U2a,
+    };
+    let access = match r.access {
+        Access::Allow => models::SecurityRuleAccess::Allow,
+        Access::Deny => models::SecurityRuleAccess::Deny,
+    };
+    let direction = match r.direction {
+        Direction::Inbound => models::SecurityRuleDirection::Inbound,
+        Direction::Outbound => models::SecurityRuleDirection::Outbound,
+    };
+    let mut p = models::SecurityRulePropertiesFormat::new(
+        protocol,
+        access,
+        i32::try_from(r.priority).unwrap_or(i32::MAX),
+        direction,
+    );
+    p.description = r.description.clone();
+    (p.source_address_prefix, p.source_address_prefixes) = r.source.to_arm();
+    (p.destination_address_prefix, p.destination_address_prefixes) = r.destination.to_arm();
+    (p.source_port_range, p.source_port_ranges) = ports(&r.source_ports);
+    (p.destination_port_range, p.destination_port_ranges) = ports(&r.destination_ports);
+    let rule = models::SecurityRule {
+        name: Some(r.name.clone()),
+        properties: Some(p),
+        ..Default::default()
+    };
+    serde_json::to_value(rule).unwrap_or(Value::Null)
+}
+
+fn ports(p: &PortSet) -> (Option<String>, Vec<String>) {
+    let mut v = p.to_strings();
+    if v.len() == 1 {
+        (v.pop(), vec![])
+    } else {
+        (None, v)
+    }
+}
+
+/// An owned route as ARM JSON, through the generated model.
+pub fn render_route(r: &Route) -> Value {
+    let hop = match r.next_hop_type {
+        NextHopType::Internet => models::RouteNextHopType::Internet,
+        NextHopType::VirtualAppliance => models::RouteNextHopType::VirtualAppliance,
+        NextHopType::VirtualNetworkGateway => models::RouteNextHopType::VirtualNetworkGateway,
+        NextHopType::VnetLocal => models::RouteNextHopType::VnetLocal,
+        NextHopType::None => models::RouteNextHopType::None,
+    };
+    let mut p = models::RoutePropertiesFormat::new(hop);
+    p.address_prefix = Some(r.address_prefix.to_string());
+    p.next_hop_ip_address = r.next_hop_ip_address.map(|a| a.to_string());
+    let route = models::Route {
+        name: Some(r.name.clone()),
+        properties: Some(p),
+        ..Default::default()
+    };
+    serde_json::to_value(route).unwrap_or(Value::Null)
+}

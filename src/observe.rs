@@ -1,1 +1,593 @@
-//! (being written)
+//! observe: the snapshot of Azure the resolver and the diff need, read with the fewest ARM
+//! calls (docs/design.md section 3).
+//!
+//! Reads, all concurrent but bounded (`max_concurrency`), each resource at most once per
+//! run however many specs name it:
+//! - one GET per NSG (its rules come inline) and per route table (routes inline);
+//! - one GET per virtual network: its address space and, inline, every subnet with all of
+//!   its properties, so a subnet costs no read of its own (the subnet GET of ARM returns
+//!   the same object; `refresh` uses it after a 412);
+//! - one `capacities/virtualip` GET per ASE (docs/domain.md 1.5), skipped when the spec
+//!   writes the public VIP itself;
+//! - service tags (the `AppServiceManagement`/`Sql` prefixes forced tunneling needs) come
+//!   from a file, not from ARM: the Service Tag Discovery API lags the published JSON by up
+//!   to four weeks and is not served by the mock (domain.md 5.1). `ServiceTags::load` takes
+//!   Azure's download format or a snapshot file; without one, an embedded trimmed fixture.
+//!
+//! 404 means absent (to be created). ARM JSON becomes the canonical model here; the raw
+//! JSON is kept beside it so apply writes back what asenet does not manage byte for byte.
+//! Foreign rules asenet cannot express (application security groups, odd values) become
+//! `AddressSet::Other` and are never rewritten.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use azure_mgmt_network::models;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+use crate::azure::{ArmClient, ArmError, Fetched};
+use crate::model::{
+    Access, AddressSet, Direction, NextHopType, PortSet, Protocol, ResourceId, Route,
+    RouteDestination, SecurityRule,
+};
+use crate::snapshot::{
+    EnvironmentState, NsgState, RouteTableState, ServiceTagState, Snapshot, SubnetState, VnetState,
+};
+use crate::validate::ValidSpec;
+
+/// The embedded service-tag fixture (Azure's download format, trimmed; see
+/// docs/azure-permissions.md for how to pass a current file).
+pub const EMBEDDED_SERVICE_TAGS: &str = include_str!("azure/service_tags.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("reading {id}: {source}")]
+    Arm {
+        id: String,
+        #[source]
+        source: Box<ArmError>,
+    },
+    #[error("`{id}`: {message}")]
+    Malformed { id: String, message: String },
+    #[error("service tags file `{path}`: {message}")]
+    ServiceTags { path: String, message: String },
+}
+
+impl ObserveError {
+    pub fn category(&self) -> crate::azure::ErrorCategory {
+        match self {
+            ObserveError::Arm { source, .. } => source.category(),
+            _ => crate::azure::ErrorCategory::Permanent,
+        }
+    }
+}
+
+/// What to read: every Azure resource the specs name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub network_security_groups: BTreeSet<ResourceId>,
+    pub route_tables: BTreeSet<ResourceId>,
+    pub subnets: BTreeSet<ResourceId>,
+    /// ASEs whose addresses must be looked up.
+    pub environments: BTreeSet<ResourceId>,
+}
+
+impl Targets {
+    pub fn of(specs: &[ValidSpec]) -> Self {
+        let mut t = Targets::default();
+        for s in specs {
+            t.network_security_groups
+                .insert(s.network_security_group.clone());
+            t.network_security_groups
+                .extend(s.backends.iter().map(|b| b.network_security_group.clone()));
+            t.route_tables.extend(s.route_table.iter().cloned());
+            t.subnets.insert(s.subnet.clone());
+            if let Some(env) = &s.environment_id {
+                if s.addresses.public_vip.is_none() {
+                    t.environments.insert(env.clone());
+                }
+            }
+        }
+        t
+    }
+
+    /// The VNets holding the subnets.
+    pub fn virtual_networks(&self) -> BTreeSet<ResourceId> {
+        self.subnets.iter().filter_map(ResourceId::parent).collect()
+    }
+}
+
+/// Service tags (IPv4 only), loaded once per process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceTags(pub Vec<ServiceTagState>);
+
+impl ServiceTags {
+    /// The embedded fixture.
+    pub fn embedded() -> Self {
+        // The fixture is part of the source tree and covered by a unit test below, so a
+        // parse failure is a build-time bug; fall back to no tags rather than panic.
+        Self::parse(EMBEDDED_SERVICE_TAGS).unwrap_or_default()
+    }
+
+    /// Reads Azure's `ServiceTags_Public_*.json`, or a snapshot file (its `serviceTags`).
+    pub fn load(path: &Path) -> Result<Self, ObserveError> {
+        let err = |message: String| ObserveError::ServiceTags {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let v: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(values) = v.get("values").and_then(Value::as_array) {
+            // Azure's download format (domain.md 5.1).
+            let mut out = Vec::new();
+            for item in values {
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("a `values[]` entry has no name")?;
+                let props = item.get("properties").cloned().unwrap_or(Value::Null);
+                let strings = |k: &str| -> Vec<String> {
+                    props
+                        .get(k)
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                out.push(ServiceTagState {
+                    name: name.to_string(),
+                    // IPv6 prefixes are skipped: asenet writes IPv4 rules only.
+                    address_prefixes: strings("addressPrefixes")
+                        .iter()
+                        .filter_map(|p| p.parse::<Ipv4Net>().ok())
+                        .map(|n| n.trunc())
+                        .collect(),
+                    network_features: strings("networkFeatures"),
+                });
+            }
+            return Ok(ServiceTags(out));
+        }
+        if v.get("serviceTags").is_some() {
+            let snap: Snapshot = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+            return Ok(ServiceTags(snap.service_tags.into_values().collect()));
+        }
+        Err("neither Azure's service tags JSON (`values`) nor a snapshot (`serviceTags`)".into())
+    }
+}
+
+/// Reads the snapshot of `targets`.
+pub async fn observe(
+    arm: &ArmClient,
+    targets: &Targets,
+    tags: &ServiceTags,
+    max_concurrency: usize,
+) -> Result<Snapshot, ObserveError> {
+    enum Read {
+        Nsg(
+            ResourceId,
+            Option<Box<Fetched<models::NetworkSecurityGroup>>>,
+        ),
+        RouteTable(ResourceId, Option<Box<Fetched<models::RouteTable>>>),
+        Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
+        Env(ResourceId, Option<Value>),
+    }
+    let mut jobs: Vec<futures::future::BoxFuture<'_, Result<Read, ObserveError>>> = Vec::new();
+    let wrap = |id: &ResourceId| {
+        let id = id.to_string();
+        move |source| ObserveError::Arm {
+            id,
+            source: Box::new(source),
+        }
+    };
+    for id in &targets.network_security_groups {
+        let e = wrap(id);
+        jobs.push(Box::pin(async move {
+            Ok(Read::Nsg(
+                id.clone(),
+                arm.get_nsg(id).await.map_err(e)?.map(Box::new),
+            ))
+        }));
+    }
+    for id in &targets.route_tables {
+        let e = wrap(id);
+        jobs.push(Box::pin(async move {
+            Ok(Read::RouteTable(
+                id.clone(),
+                arm.get_route_table(id).await.map_err(e)?.map(Box::new),
+            ))
+        }));
+    }
+    for id in targets.virtual_networks() {
+        let e = wrap(&id);
+        jobs.push(Box::pin(async move {
+            let r = arm.get_vnet(&id).await.map_err(e)?.map(Box::new);
+            Ok(Read::Vnet(id, r))
+        }));
+    }
+    for id in &targets.environments {
+        let e = wrap(id);
+        jobs.push(Box::pin(async move {
+            Ok(Read::Env(
+                id.clone(),
+                arm.get_ase_addresses(id).await.map_err(e)?,
+            ))
+        }));
+    }
+    let reads: Vec<Read> = stream::iter(jobs)
+        .buffer_unordered(max_concurrency.max(1))
+        .try_collect()
+        .await?;
+
+    let mut snap = Snapshot::default();
+    for t in &tags.0 {
+        snap.insert_service_tag(t.clone());
+    }
+    for read in reads {
+        match read {
+            Read::Nsg(id, Some(f)) => snap.insert_nsg(nsg_state(&id, *f)?),
+            Read::RouteTable(id, Some(f)) => snap.insert_route_table(route_table_state(&id, *f)?),
+            Read::Vnet(id, Some(f)) => {
+                let (vnet, subnets) = vnet_state(&id, *f)?;
+                snap.insert_vnet(vnet);
+                for s in subnets {
+                    if targets.subnets.contains(&s.id) {
+                        snap.insert_subnet(s);
+                    }
+                }
+            }
+            Read::Env(id, Some(v)) => snap.insert_environment(environment_state(&id, &v)),
+            // 404: absent, the plan creates it (or the resolver reports the reference).
+            _ => {}
+        }
+    }
+    Ok(snap)
+}
+
+/// Re-reads one NSG, route table or subnet into `snapshot` (after a 412): present ->
+/// replaced, 404 -> removed.
+pub async fn refresh(
+    arm: &ArmClient,
+    snapshot: &mut Snapshot,
+    id: &ResourceId,
+) -> Result<(), ObserveError> {
+    let e = |source| ObserveError::Arm {
+        id: id.to_string(),
+        source: Box::new(source),
+    };
+    if id.is_type("Microsoft.Network/networkSecurityGroups") {
+        match arm.get_nsg(id).await.map_err(e)? {
+            Some(f) => snapshot.insert_nsg(nsg_state(id, f)?),
+            None => {
+                snapshot.network_security_groups.remove(id);
+            }
+        }
+    } else if id.is_type("Microsoft.Network/routeTables") {
+        match arm.get_route_table(id).await.map_err(e)? {
+            Some(f) => snapshot.insert_route_table(route_table_state(id, f)?),
+            None => {
+                snapshot.route_tables.remove(id);
+            }
+        }
+    } else if id.is_type("Microsoft.Network/virtualNetworks/subnets") {
+        match arm.get_subnet(id).await.map_err(e)? {
+            Some(f) => snapshot.insert_subnet(subnet_state(id, f.raw)?),
+            None => {
+                snapshot.subnets.remove(id);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// ARM JSON -> model
+// ---------------------------------------------------------------------------------------
+
+fn resource_id(requested: &ResourceId, raw: &Value) -> ResourceId {
+    // Keep ARM's create-time casing when it sends one (domain.md 4.10); ids compare
+    // case-insensitively either way.
+    raw.get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| ResourceId::parse(s).ok())
+        .filter(|p| p == requested)
+        .unwrap_or_else(|| requested.clone())
+}
+
+pub fn nsg_state(
+    id: &ResourceId,
+    f: Fetched<models::NetworkSecurityGroup>,
+) -> Result<NsgState, ObserveError> {
+    let rules_typed = f
+        .typed
+        .properties
+        .as_ref()
+        .map(|p| p.security_rules.clone())
+        .unwrap_or_default();
+    let raw_list = f
+        .raw
+        .pointer("/properties/securityRules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut rules = Vec::new();
+    let mut raw_rules = BTreeMap::new();
+    for (typed, raw) in rules_typed.iter().zip(raw_list.iter()) {
+        let Some(rule) = security_rule(typed) else {
+            return Err(ObserveError::Malformed {
+                id: id.to_string(),
+                message: format!("security rule without name or properties: {raw}"),
+            });
+        };
+        raw_rules.insert(rule.name.to_ascii_lowercase(), raw.clone());
+        rules.push(rule);
+    }
+    Ok(NsgState {
+        id: resource_id(id, &f.raw),
+        location: f.typed.resource.location.clone(),
+        etag: f.etag,
+        rules,
+        raw_rules,
+        raw: Some(f.raw),
+    })
+}
+
+/// One ARM security rule in canonical form.
+pub fn security_rule(r: &models::SecurityRule) -> Option<SecurityRule> {
+    let name = r.name.clone()?;
+    let p = r.properties.as_ref()?;
+    let protocol = match &p.protocol {
+        models::security_rule_properties_format::Protocol::Tcp => Protocol::Tcp,
+        models::security_rule_properties_format::Protocol::Udp => Protocol::Udp,
+        models::security_rule_properties_format::Protocol::Icmp => Protocol::Icmp,
+        models::security_rule_properties_format::Protocol::Esp => Protocol::Esp,
+        models::security_rule_properties_format::Protocol::Ah => Protocol::Ah,
+        models::security_rule_properties_format::Protocol::U2a => Protocol::Any,
+        models::security_rule_properties_format::Protocol::UnknownValue(s) => {
+            s.parse().unwrap_or(Protocol::Any)
+        }
+    };
+    let access = match &p.access {
+        models::SecurityRuleAccess::Allow => Access::Allow,
+        models::SecurityRuleAccess::Deny => Access::Deny,
+        models::SecurityRuleAccess::UnknownValue(s) if s.eq_ignore_ascii_case("allow") => {
+            Access::Allow
+        }
+        models::SecurityRuleAccess::UnknownValue(_) => Access::Deny,
+    };
+    let direction = match &p.direction {
+        models::SecurityRuleDirection::Inbound => Direction::Inbound,
+        models::SecurityRuleDirection::Outbound => Direction::Outbound,
+        models::SecurityRuleDirection::UnknownValue(s) if s.eq_ignore_ascii_case("outbound") => {
+            Direction::Outbound
+        }
+        models::SecurityRuleDirection::UnknownValue(_) => Direction::Inbound,
+    };
+    let addresses = |single: &Option<String>, plural: &[String], asgs: usize| {
+        if asgs > 0 {
+            return AddressSet::Other(format!("applicationSecurityGroups({asgs})"));
+        }
+        AddressSet::parse_arm(single.as_deref(), plural).unwrap_or_else(|_| {
+            AddressSet::Other(single.clone().unwrap_or_else(|| plural.join(",")))
+        })
+    };
+    let ports = |single: &Option<String>, plural: &[String]| {
+        let values: Vec<&str> = single
+            .iter()
+            .map(String::as_str)
+            .chain(plural.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if values.is_empty() {
+            return PortSet::any();
+        }
+        PortSet::parse_all(values).unwrap_or_else(|_| PortSet::any())
+    };
+    Some(SecurityRule {
+        name,
+        priority: u32::try_from(p.priority).unwrap_or(0),
+        direction,
+        access,
+        protocol,
+        source: addresses(
+            &p.source_address_prefix,
+            &p.source_address_prefixes,
+            p.source_application_security_groups.len(),
+        ),
+        source_ports: ports(&p.source_port_range, &p.source_port_ranges),
+        destination: addresses(
+            &p.destination_address_prefix,
+            &p.destination_address_prefixes,
+            p.destination_application_security_groups.len(),
+        ),
+        destination_ports: ports(&p.destination_port_range, &p.destination_port_ranges),
+        description: p.description.clone(),
+    })
+}
+
+pub fn route_table_state(
+    id: &ResourceId,
+    f: Fetched<models::RouteTable>,
+) -> Result<RouteTableState, ObserveError> {
+    let props = f.typed.properties.clone().unwrap_or_default();
+    let raw_list = f
+        .raw
+        .pointer("/properties/routes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut routes = Vec::new();
+    let mut raw_routes = BTreeMap::new();
+    for (typed, raw) in props.routes.iter().zip(raw_list.iter()) {
+        let Some(route) = route(typed) else {
+            return Err(ObserveError::Malformed {
+                id: id.to_string(),
+                message: format!("route without name, prefix or next hop: {raw}"),
+            });
+        };
+        raw_routes.insert(route.name.to_ascii_lowercase(), raw.clone());
+        routes.push(route);
+    }
+    Ok(RouteTableState {
+        id: resource_id(id, &f.raw),
+        location: f.typed.resource.location.clone(),
+        etag: f.etag,
+        disable_bgp_route_propagation: props.disable_bgp_route_propagation.unwrap_or(false),
+        routes,
+        raw_routes,
+        raw: Some(f.raw),
+    })
+}
+
+/// One ARM route in canonical form. A destination asenet cannot parse keeps its text as a
+/// tag, so the route is still carried unchanged.
+pub fn route(r: &models::Route) -> Option<Route> {
+    let name = r.name.clone()?;
+    let p = r.properties.as_ref()?;
+    let prefix = p.address_prefix.clone()?;
+    let address_prefix =
+        RouteDestination::parse(&prefix).unwrap_or(RouteDestination::Tag(prefix.clone()));
+    let hop = serde_json::to_value(&p.next_hop_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Some(Route {
+        name,
+        address_prefix,
+        next_hop_type: hop.parse().unwrap_or(NextHopType::None),
+        next_hop_ip_address: p
+            .next_hop_ip_address
+            .as_deref()
+            .and_then(|s| s.parse().ok()),
+    })
+}
+
+pub fn vnet_state(
+    id: &ResourceId,
+    f: Fetched<models::VirtualNetwork>,
+) -> Result<(VnetState, Vec<SubnetState>), ObserveError> {
+    let space: Vec<Ipv4Net> = f
+        .typed
+        .properties
+        .as_ref()
+        .and_then(|p| p.address_space.as_ref())
+        .map(|a| {
+            a.address_prefixes
+                .iter()
+                .filter_map(|p| p.parse::<Ipv4Net>().ok())
+                .map(|n| n.trunc())
+                .collect()
+        })
+        .unwrap_or_default();
+    let vnet_etag = f.etag.clone();
+    let mut subnets = Vec::new();
+    for raw in f
+        .raw
+        .pointer("/properties/subnets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(sid) = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| ResourceId::parse(s).ok())
+        else {
+            continue;
+        };
+        let mut raw = raw.clone();
+        // Inline subnets carry their own etag in ARM; fall back to the VNet's.
+        if raw.get("etag").is_none() {
+            if let Some(e) = &vnet_etag {
+                raw["etag"] = Value::String(e.clone());
+            }
+        }
+        subnets.push(subnet_state(&sid, raw)?);
+    }
+    Ok((
+        VnetState {
+            id: resource_id(id, &f.raw),
+            location: f.typed.resource.location.clone(),
+            address_prefixes: space,
+        },
+        subnets,
+    ))
+}
+
+pub fn subnet_state(id: &ResourceId, raw: Value) -> Result<SubnetState, ObserveError> {
+    let typed: models::Subnet =
+        serde_json::from_value(raw.clone()).map_err(|e| ObserveError::Malformed {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+    let props = typed.properties.unwrap_or_default();
+    let prefix = props
+        .address_prefix
+        .clone()
+        .or_else(|| props.address_prefixes.first().cloned())
+        .and_then(|p| p.parse::<Ipv4Net>().ok())
+        .map(|n| n.trunc())
+        .ok_or_else(|| ObserveError::Malformed {
+            id: id.to_string(),
+            message: "subnet has no IPv4 addressPrefix".into(),
+        })?;
+    let reference = |v: Option<String>| v.and_then(|s| ResourceId::parse(&s).ok());
+    Ok(SubnetState {
+        id: resource_id(id, &raw),
+        address_prefix: prefix,
+        network_security_group: reference(props.network_security_group.and_then(|n| n.resource.id)),
+        route_table: reference(props.route_table.and_then(|r| r.resource.id)),
+        etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
+        raw: Some(raw),
+    })
+}
+
+/// `AddressResponse` (domain.md 1.5) -> addresses.
+pub fn environment_state(id: &ResourceId, v: &Value) -> EnvironmentState {
+    let ip = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+    };
+    let outbound = v
+        .pointer("/properties/outboundIpAddresses")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    EnvironmentState {
+        id: id.clone(),
+        public_vip: ip("/properties/serviceIpAddress"),
+        outbound,
+        internal_ip: ip("/properties/internalIpAddress"),
+        subnet: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_service_tags_parse() {
+        let tags = ServiceTags::parse(EMBEDDED_SERVICE_TAGS).unwrap();
+        assert!(tags
+            .0
+            .iter()
+            .any(|t| t.name == "AppServiceManagement" && !t.address_prefixes.is_empty()));
+    }
+}

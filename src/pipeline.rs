@@ -1,1 +1,360 @@
-//! (being written)
+//! The pipeline, the single code path the CLI and the operator share (docs/design.md
+//! section 3): validate → observe → resolve → diff, then apply.
+//!
+//! Validation runs before observe because the typed resource ids it produces are what
+//! observe reads; it needs no I/O. Specs that fail validation write nothing: they are
+//! recorded as `Failed` in the desired state, so the diff keeps every entry they own
+//! exactly as it is, while resources they share with valid specs are still planned.
+//!
+//! Removal: specs in `Scope::removing` are observed (their resources must be read) but not
+//! resolved, so the diff deletes what they own. A removed spec with
+//! `deletionPolicy: Orphan` is dropped from `removing`: its entries stay in Azure untouched.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::api::{self, DeletionPolicy};
+use crate::apply::{self, ApplyError, ApplyOptions};
+use crate::azure::ArmClient;
+pub use crate::azure::{ArmError, ErrorCategory};
+use crate::diff::{self, Plan, Scope};
+use crate::error::SpecError;
+use crate::evaluate::{self, TagContext, Verdict};
+use crate::model::{Access, SpecKey};
+use crate::observe::{self, ObserveError, ServiceTags, Targets};
+use crate::resolver::{self, Desired, RequiredFlow, SpecOutcome};
+use crate::snapshot::Snapshot;
+use crate::validate::{self, ValidSpec};
+
+pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
+
+/// Knobs of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Concurrent ARM reads (observe) and NSG/route-table writes (apply).
+    pub max_concurrency: usize,
+    /// Re-reads and re-plans of one resource after 412 before giving up.
+    pub max_replans: u32,
+    /// Service tags for forced-tunneling routes and for the evaluator.
+    pub service_tags: ServiceTags,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            max_concurrency: 8,
+            max_replans: 5,
+            service_tags: ServiceTags::embedded(),
+        }
+    }
+}
+
+impl PipelineOptions {
+    /// From the shared Azure flags (`--max-concurrency`, `--service-tags`).
+    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
+        let service_tags = match &args.service_tags {
+            Some(path) => ServiceTags::load(path)?,
+            None => ServiceTags::embedded(),
+        };
+        Ok(PipelineOptions {
+            max_concurrency: args.max_concurrency.max(1),
+            service_tags,
+            ..PipelineOptions::default()
+        })
+    }
+}
+
+/// What `plan` computed: the snapshot it read, the desired state, and the plan.
+#[derive(Debug, Clone)]
+pub struct PlanOutcome {
+    pub snapshot: Snapshot,
+    pub desired: Desired,
+    pub plan: Plan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl PipelineError {
+    /// Transient errors are retried with backoff; permanent ones wait for a change.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            PipelineError::Arm(e) => e.category(),
+            PipelineError::Observe(e) => e.category(),
+            PipelineError::Apply(e) => e.category(),
+        }
+    }
+}
+
+/// One required flow checked against the live NSG.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedFlow {
+    pub spec: SpecKey,
+    pub flow: RequiredFlow,
+    pub verdict: Verdict,
+    /// False when the NSG does not exist (the flow then counts as denied).
+    pub nsg_exists: bool,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub flows: Vec<VerifiedFlow>,
+    /// Specs that could not be verified (invalid or unresolvable).
+    pub errors: Vec<SpecError>,
+}
+
+impl VerifyReport {
+    pub fn denied(&self) -> impl Iterator<Item = &VerifiedFlow> {
+        self.flows
+            .iter()
+            .filter(|f| f.verdict.access != Access::Allow)
+    }
+    /// True when every required flow of every spec is allowed and every spec resolved.
+    pub fn passed(&self) -> bool {
+        self.denied().next().is_none() && self.errors.is_empty()
+    }
+}
+
+/// The pipeline over one ARM client.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    arm: ArmClient,
+    options: PipelineOptions,
+}
+
+/// Specs prepared for planning: validated, with the effective scope.
+struct Prepared {
+    /// Valid specs to resolve (not being removed).
+    active: Vec<ValidSpec>,
+    /// Every valid spec, removed ones included (their resources are read).
+    all_valid: Vec<ValidSpec>,
+    /// Validation errors by spec.
+    invalid: BTreeMap<SpecKey, Vec<SpecError>>,
+    scope: Scope,
+}
+
+impl Prepared {
+    fn new(specs: &[api::AseConnectivity], scope: &Scope) -> Self {
+        let (valid, errors) = validate::validate_all(specs);
+        let mut invalid: BTreeMap<SpecKey, Vec<SpecError>> = BTreeMap::new();
+        for e in errors {
+            invalid.entry(e.spec.clone()).or_default().push(e);
+        }
+        let mut scope = scope.clone();
+        let policy: BTreeMap<SpecKey, DeletionPolicy> = valid
+            .iter()
+            .map(|v| (v.key.clone(), v.deletion_policy))
+            .collect();
+        // Orphan: leave Azure alone. The spec is neither resolved nor removed, and out of
+        // scope, so the diff carries its entries unchanged as unknown-owner entries.
+        let orphaned: BTreeSet<SpecKey> = scope
+            .removing
+            .iter()
+            .filter(|k| policy.get(*k) == Some(&DeletionPolicy::Orphan))
+            .cloned()
+            .collect();
+        let removed: BTreeSet<SpecKey> = scope.removing.clone();
+        scope.removing.retain(|k| !orphaned.contains(k));
+        scope.specs.retain(|k| !orphaned.contains(k));
+        for v in valid.iter().filter(|v| scope.removing.contains(&v.key)) {
+            if let Some(rt) = &v.route_table {
+                scope
+                    .route_tables
+                    .entry(rt.clone())
+                    .or_default()
+                    .insert(v.key.clone());
+            }
+        }
+        let active = valid
+            .iter()
+            .filter(|v| !removed.contains(&v.key))
+            .cloned()
+            .collect();
+        Prepared {
+            active,
+            all_valid: valid,
+            invalid,
+            scope,
+        }
+    }
+
+    /// resolve + diff over `snapshot`: pure, used for the first plan and every re-plan.
+    fn plan(&self, snapshot: &Snapshot) -> (Desired, Plan) {
+        let mut desired = resolver::resolve(&self.active, snapshot);
+        for (key, errors) in &self.invalid {
+            desired
+                .specs
+                .entry(key.clone())
+                .or_insert_with(|| SpecOutcome::Failed {
+                    errors: errors.clone(),
+                });
+        }
+        let plan = diff::diff(&desired, snapshot, &self.scope);
+        (desired, plan)
+    }
+}
+
+impl Pipeline {
+    pub fn new(arm: ArmClient, options: PipelineOptions) -> Self {
+        Pipeline { arm, options }
+    }
+
+    /// A pipeline from the shared Azure flags (the CLI and the operator).
+    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
+        let arm = ArmClient::from_args(args)?;
+        Ok(Pipeline::new(arm, PipelineOptions::from_args(args)?))
+    }
+
+    pub fn arm(&self) -> &ArmClient {
+        &self.arm
+    }
+
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// observe → validate → resolve → diff.
+    pub async fn plan(
+        &self,
+        specs: &[api::AseConnectivity],
+        scope: &Scope,
+    ) -> Result<PlanOutcome, PipelineError> {
+        let prepared = Prepared::new(specs, scope);
+        let snapshot = self.observe(&prepared.all_valid).await?;
+        let (desired, plan) = prepared.plan(&snapshot);
+        Ok(PlanOutcome {
+            snapshot,
+            desired,
+            plan,
+        })
+    }
+
+    /// Reads what `specs` touch.
+    pub async fn observe(&self, specs: &[ValidSpec]) -> Result<Snapshot, PipelineError> {
+        Ok(observe::observe(
+            &self.arm,
+            &Targets::of(specs),
+            &self.options.service_tags,
+            self.options.max_concurrency,
+        )
+        .await?)
+    }
+
+    /// Executes `outcome.plan` (as computed by `plan`, possibly narrowed by the caller).
+    /// A 412 re-reads that resource and re-plans it from the same specs and scope.
+    pub async fn apply(
+        &self,
+        specs: &[api::AseConnectivity],
+        scope: &Scope,
+        outcome: PlanOutcome,
+        progress: &(dyn Fn(ApplyEvent) + Send + Sync),
+    ) -> Result<ApplyReport, PipelineError> {
+        let prepared = Prepared::new(specs, scope);
+        if !outcome.plan.has_changes() && prepared.scope.removing.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        let replanner = |snapshot: &Snapshot| prepared.plan(snapshot).1;
+        let options = ApplyOptions {
+            max_concurrency: self.options.max_concurrency,
+            max_replans: self.options.max_replans,
+            removing: prepared.scope.removing.clone(),
+        };
+        Ok(apply::execute(
+            &self.arm,
+            outcome.snapshot,
+            &outcome.plan,
+            &replanner,
+            &options,
+            progress,
+        )
+        .await?)
+    }
+
+    /// Reads the live NSGs and evaluates every required flow of every spec.
+    pub async fn verify(
+        &self,
+        specs: &[api::AseConnectivity],
+    ) -> Result<VerifyReport, PipelineError> {
+        let prepared = Prepared::new(specs, &Scope::default());
+        let snapshot = self.observe(&prepared.all_valid).await?;
+        let desired = resolver::resolve(&prepared.active, &snapshot);
+        let mut report = VerifyReport::default();
+        for errors in prepared.invalid.values() {
+            report.errors.extend(errors.iter().cloned());
+        }
+        let by_key: BTreeMap<&SpecKey, &ValidSpec> =
+            prepared.active.iter().map(|v| (&v.key, v)).collect();
+        for (key, outcome) in &desired.specs {
+            let resolution = match outcome {
+                SpecOutcome::Resolved(r) => r,
+                SpecOutcome::Failed { errors } => {
+                    report.errors.extend(errors.iter().cloned());
+                    continue;
+                }
+            };
+            let spec = by_key.get(key);
+            let extra = spec.map(|s| s.extra_prefixes.clone()).unwrap_or_default();
+            for flow in &resolution.required_flows {
+                let nsg = snapshot
+                    .network_security_groups
+                    .get(&flow.network_security_group);
+                // `VirtualNetwork` of the ASE's own NSG is its VNet's space (domain.md 2.5).
+                let ctx = match spec
+                    .filter(|s| s.network_security_group == flow.network_security_group)
+                {
+                    Some(s) => match s.subnet.parent() {
+                        Some(vnet) => TagContext::for_vnet(&snapshot, &vnet, &extra),
+                        None => TagContext::from_snapshot(&snapshot, &extra),
+                    },
+                    None => TagContext::from_snapshot(&snapshot, &extra),
+                };
+                let rules = nsg.map(|n| n.rules.clone()).unwrap_or_default();
+                let verdict = match nsg {
+                    Some(_) => evaluate::evaluate_required(flow, &rules, &ctx),
+                    None => Verdict {
+                        access: Access::Deny,
+                        rule: "(network security group missing)".into(),
+                        priority: 0,
+                    },
+                };
+                report.flows.push(VerifiedFlow {
+                    spec: key.clone(),
+                    flow: flow.clone(),
+                    verdict,
+                    nsg_exists: nsg.is_some(),
+                });
+            }
+        }
+        report.errors.sort();
+        report.errors.dedup();
+        Ok(report)
+    }
+}
+
+/// Every spec key in `specs` (the scope a CLI run plans: exactly the files given).
+pub fn scope_of(specs: &[api::AseConnectivity]) -> Scope {
+    let keys: BTreeSet<SpecKey> = specs
+        .iter()
+        .map(|s| {
+            SpecKey::new(
+                s.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                s.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Scope::new(keys, [])
+}

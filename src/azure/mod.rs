@@ -1,1 +1,754 @@
-//! (being written)
+//! The ARM shell: every call asenet makes to Azure Resource Manager.
+//!
+//! One HTTP stack: a reqwest 0.12 (rustls) client inside one `azure_core` 0.21 pipeline,
+//! with asenet's retry policy and request observer (`policy`), shared by the generated
+//! `azure_mgmt_network` 0.21 client and by the few raw calls below, so retries, auth and
+//! metrics live in one place.
+//!
+//! Which path each operation takes, and why:
+//! - Reads of NSGs, route tables, VNets and subnets use the generated request builders
+//!   (`network_security_groups_client().get(..).send()`); the raw body is kept next to the
+//!   typed model because apply writes back every property asenet does not manage, and the
+//!   typed models drop fields they do not know (docs/domain.md 4.4).
+//! - Writes (PUT, DELETE) are raw requests through the same pipeline: the generated builders
+//!   send no `If-Match` and offer no hook to add one (domain.md 4.6), they serialise the
+//!   typed model (losing unknown fields of foreign rules), and their poller reduces a failed
+//!   long-running operation to "Long running operation failed" without Azure's code and
+//!   message (domain.md 4.5). `put` / `delete` poll `Azure-AsyncOperation` (else
+//!   `Location`) themselves, honouring `Retry-After`.
+//! - The ASE address lookup (`Microsoft.Web/hostingEnvironments/{name}/capacities/virtualip`,
+//!   domain.md 1.5) is not in the network crate: a raw GET.
+
+pub mod credential;
+pub mod error;
+pub mod mock_seed;
+pub mod policy;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::auth::TokenCredential;
+use azure_core::headers::{HeaderName, Headers};
+use azure_core::{
+    ClientOptions, Context, HttpClient, Method, Request, RetryOptions, TransportOptions, Url,
+};
+use azure_mgmt_network::models;
+use serde_json::Value;
+
+pub use error::{ArmError, ErrorCategory};
+pub use policy::{ArmObserver, RetryConfig};
+
+use crate::model::ResourceId;
+
+/// api-version of Microsoft.Web reads (domain.md 1.5).
+pub const WEB_API_VERSION: &str = "2023-12-01";
+/// api-version of Microsoft.Network, the one `azure_mgmt_network` 0.21 sends (domain.md 4).
+pub const NETWORK_API_VERSION: &str = "2024-03-01";
+
+/// Knobs of the ARM client.
+#[derive(Debug, Clone)]
+pub struct ArmClientOptions {
+    pub retry: RetryConfig,
+    /// Poll interval of a long-running operation when ARM sends no `Retry-After`.
+    pub lro_default_poll: Duration,
+    /// Upper bound for one poll interval.
+    pub lro_max_poll: Duration,
+    /// Give up polling after this long.
+    pub lro_timeout: Duration,
+    /// Timeout of one HTTP attempt.
+    pub request_timeout: Duration,
+}
+
+impl Default for ArmClientOptions {
+    fn default() -> Self {
+        ArmClientOptions {
+            retry: RetryConfig::default(),
+            lro_default_poll: Duration::from_secs(5),
+            lro_max_poll: Duration::from_secs(60),
+            lro_timeout: Duration::from_secs(30 * 60),
+            request_timeout: Duration::from_secs(100),
+        }
+    }
+}
+
+/// The condition a write carries (domain.md 4.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-Match: <etag>`: the resource is still what we read.
+    IfMatch(String),
+    /// `If-None-Match: *`: create only, never overwrite something created meanwhile.
+    IfNoneMatch,
+}
+
+/// A resource as read: the raw ARM JSON, the typed model, and the etag.
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    pub raw: Value,
+    pub typed: T,
+    pub etag: Option<String>,
+}
+
+/// Progress of a long-running operation, for people watching.
+#[derive(Debug, Clone)]
+pub struct LroProgress {
+    pub status: String,
+    pub polls: u32,
+    pub elapsed: Duration,
+}
+
+/// A client for the ARM endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct ArmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Url,
+    network: azure_mgmt_network::Client,
+    pipeline: azure_core::Pipeline,
+    credential: Arc<dyn TokenCredential>,
+    scopes: Vec<String>,
+    observers: Arc<policy::Observers>,
+    options: ArmClientOptions,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .finish()
+    }
+}
+
+/// Checks the endpoint: https, or plain http to a loopback address only (the mock).
+pub fn check_endpoint(endpoint: &str) -> Result<Url, ArmError> {
+    let url = Url::parse(endpoint)
+        .map_err(|e| ArmError::Config(format!("endpoint `{endpoint}` is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" => {
+            let host = url.host_str().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
+            if loopback {
+                Ok(url)
+            } else {
+                Err(ArmError::Config(format!(
+                    "endpoint `{endpoint}`: plain http is only allowed to loopback addresses (the mock ARM server); use https"
+                )))
+            }
+        }
+        other => Err(ArmError::Config(format!(
+            "endpoint `{endpoint}`: unsupported scheme `{other}`"
+        ))),
+    }
+}
+
+/// A reqwest client (rustls) trusting the platform roots plus `ca_cert` (PEM) if given.
+pub fn http_client(
+    ca_cert: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, ArmError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            ArmError::Config(format!("cannot read --ca-cert `{}`: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            ArmError::Config(format!("--ca-cert `{}` is not PEM: {e}", path.display()))
+        })?;
+        if certs.is_empty() {
+            return Err(ArmError::Config(format!(
+                "--ca-cert `{}` holds no certificate",
+                path.display()
+            )));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+impl ArmClient {
+    /// A client for `endpoint` with a credential and an HTTP client (see `http_client`).
+    pub fn new(
+        endpoint: &str,
+        credential: Arc<dyn TokenCredential>,
+        http: Arc<dyn HttpClient>,
+        options: ArmClientOptions,
+    ) -> Result<Self, ArmError> {
+        let endpoint = check_endpoint(endpoint)?;
+        let observers = Arc::new(policy::Observers::default());
+        let mut client_options =
+            ClientOptions::new(TransportOptions::new(http)).retry(RetryOptions::none());
+        client_options
+            .per_retry_policies_mut()
+            .push(Arc::new(policy::ArmRetryPolicy {
+                config: options.retry.clone(),
+            }));
+        client_options
+            .per_retry_policies_mut()
+            .push(Arc::new(policy::ObserverPolicy {
+                observers: observers.clone(),
+            }));
+        let base = endpoint.as_str().trim_end_matches('/');
+        let scopes = vec![format!("{base}/.default")];
+        let network = azure_mgmt_network::Client::new(
+            endpoint.clone(),
+            credential.clone(),
+            scopes.clone(),
+            client_options.clone(),
+        );
+        let pipeline = azure_core::Pipeline::new(
+            Some("asenet"),
+            Some(env!("CARGO_PKG_VERSION")),
+            client_options,
+            Vec::new(),
+            Vec::new(),
+        );
+        Ok(ArmClient {
+            inner: Arc::new(Inner {
+                endpoint,
+                network,
+                pipeline,
+                credential,
+                scopes,
+                observers,
+                options,
+            }),
+        })
+    }
+
+    /// A client from the command line / operator flags.
+    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, ArmError> {
+        Self::from_args_with(args, ArmClientOptions::default())
+    }
+
+    pub fn from_args_with(
+        args: &crate::cli::AzureArgs,
+        options: ArmClientOptions,
+    ) -> Result<Self, ArmError> {
+        check_endpoint(&args.endpoint)?;
+        let http: Arc<dyn HttpClient> = Arc::new(http_client(
+            args.ca_cert.as_deref(),
+            options.request_timeout,
+        )?);
+        let credential =
+            credential::credential(args.credential, args.token.as_deref(), http.clone())?;
+        Self::new(&args.endpoint, credential, http, options)
+    }
+
+    /// Adds an observer told about every HTTP attempt (method, resource type, status).
+    pub fn with_observer(self, observer: Arc<dyn ArmObserver>) -> Self {
+        self.inner.observers.add(observer);
+        self
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.inner.endpoint
+    }
+
+    pub fn options(&self) -> &ArmClientOptions {
+        &self.inner.options
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reads through the generated builders
+
+    pub async fn get_nsg(
+        &self,
+        id: &ResourceId,
+    ) -> Result<Option<Fetched<models::NetworkSecurityGroup>>, ArmError> {
+        let r = self
+            .inner
+            .network
+            .network_security_groups_client()
+            .get(id.resource_group(), id.name(), id.subscription())
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.fetched(id, r).await
+    }
+
+    pub async fn get_route_table(
+        &self,
+        id: &ResourceId,
+    ) -> Result<Option<Fetched<models::RouteTable>>, ArmError> {
+        let r = self
+            .inner
+            .network
+            .route_tables_client()
+            .get(id.resource_group(), id.name(), id.subscription())
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.fetched(id, r).await
+    }
+
+    /// A VNet with its subnets inline (one read gives the address space and every subnet).
+    pub async fn get_vnet(
+        &self,
+        id: &ResourceId,
+    ) -> Result<Option<Fetched<models::VirtualNetwork>>, ArmError> {
+        let r = self
+            .inner
+            .network
+            .virtual_networks_client()
+            .get(id.resource_group(), id.name(), id.subscription())
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.fetched(id, r).await
+    }
+
+    pub async fn get_subnet(
+        &self,
+        id: &ResourceId,
+    ) -> Result<Option<Fetched<models::Subnet>>, ArmError> {
+        let vnet = id
+            .parent()
+            .ok_or_else(|| ArmError::Config(format!("`{id}` is not a subnet id")))?;
+        let r = self
+            .inner
+            .network
+            .subnets_client()
+            .get(
+                id.resource_group(),
+                vnet.name(),
+                id.name(),
+                id.subscription(),
+            )
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.fetched(id, r).await
+    }
+
+    async fn fetched<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &ResourceId,
+        response: azure_core::Result<azure_core::Response>,
+    ) -> Result<Option<Fetched<T>>, ArmError> {
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let e = map_error("GET", id.as_str(), e);
+                return if e.is_not_found() { Ok(None) } else { Err(e) };
+            }
+        };
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| map_error("GET", id.as_str(), e))?;
+        let raw: Value = serde_json::from_slice(&bytes).map_err(|e| ArmError::Decode {
+            resource: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let typed: T = serde_json::from_value(raw.clone()).map_err(|e| ArmError::Decode {
+            resource: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
+        Ok(Some(Fetched { raw, typed, etag }))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Raw calls
+
+    /// The ASE's addresses (`capacities/virtualip`, domain.md 1.5); `None` on 404.
+    pub async fn get_ase_addresses(&self, ase: &ResourceId) -> Result<Option<Value>, ArmError> {
+        let url = self.url(&format!("{ase}/capacities/virtualip"), WEB_API_VERSION)?;
+        match self.send(Method::Get, url, None, &[], ase.as_str()).await {
+            Ok(r) => Ok(Some(r.json(ase.as_str())?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUT the complete resource body with a precondition, then poll its long-running
+    /// operation to the end; returns the final resource body.
+    pub async fn put(
+        &self,
+        id: &ResourceId,
+        body: &Value,
+        precondition: Option<&Precondition>,
+        progress: &(dyn Fn(&LroProgress) + Send + Sync),
+    ) -> Result<Value, ArmError> {
+        let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
+        let mut headers = Vec::new();
+        match precondition {
+            Some(Precondition::IfMatch(etag)) => headers.push(("if-match", etag.clone())),
+            Some(Precondition::IfNoneMatch) => headers.push(("if-none-match", "*".to_string())),
+            None => {}
+        }
+        let bytes = serde_json::to_vec(body).map_err(|e| ArmError::Decode {
+            resource: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let response = self
+            .send(Method::Put, url, Some(bytes), &headers, id.as_str())
+            .await?;
+        let initial = response.json(id.as_str())?;
+        let done = self
+            .wait(id, &response.headers, Some(&initial), progress)
+            .await?;
+        match done {
+            Some(body) => Ok(body),
+            None => Ok(initial),
+        }
+    }
+
+    /// DELETE with a precondition, polled to the end. Absent already is success.
+    pub async fn delete(
+        &self,
+        id: &ResourceId,
+        precondition: Option<&Precondition>,
+        progress: &(dyn Fn(&LroProgress) + Send + Sync),
+    ) -> Result<(), ArmError> {
+        let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
+        let mut headers = Vec::new();
+        if let Some(Precondition::IfMatch(etag)) = precondition {
+            headers.push(("if-match", etag.clone()));
+        }
+        let response = match self
+            .send(Method::Delete, url, None, &headers, id.as_str())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if response.status == 202 {
+            self.wait_delete(id, &response.headers, progress).await?;
+        }
+        Ok(())
+    }
+
+    fn url(&self, path: &str, api_version: &str) -> Result<Url, ArmError> {
+        let mut url = self.inner.endpoint.clone();
+        url.set_path(path);
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
+        Ok(url)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, String)],
+        resource: &str,
+    ) -> Result<RawResponse, ArmError> {
+        let verb = method.to_string().to_ascii_uppercase();
+        let scopes: Vec<&str> = self.inner.scopes.iter().map(String::as_str).collect();
+        let token = self
+            .inner
+            .credential
+            .get_token(&scopes)
+            .await
+            .map_err(|e| ArmError::Credential(e.to_string()))?;
+        let mut req = Request::new(url, method);
+        req.insert_header(
+            azure_core::headers::AUTHORIZATION,
+            format!("Bearer {}", token.token.secret()),
+        );
+        for (k, v) in headers {
+            req.insert_header(HeaderName::from_static(k), v.clone());
+        }
+        if let Some(b) = body {
+            req.insert_header(azure_core::headers::CONTENT_TYPE, "application/json");
+            req.set_body(b);
+        }
+        let response = self
+            .inner
+            .pipeline
+            .send(&Context::new(), &mut req)
+            .await
+            .map_err(|e| map_error(&verb, resource, e))?;
+        let (status, headers, body) = response.deconstruct();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| map_error(&verb, resource, e))?;
+        Ok(RawResponse {
+            status: u16::from(status),
+            headers,
+            body: bytes.to_vec(),
+        })
+    }
+
+    /// Polls a write's operation (domain.md 4.5). Returns the final resource body when the
+    /// operation had to be polled, `None` when the write was already complete.
+    async fn wait(
+        &self,
+        id: &ResourceId,
+        headers: &Headers,
+        initial: Option<&Value>,
+        progress: &(dyn Fn(&LroProgress) + Send + Sync),
+    ) -> Result<Option<Value>, ArmError> {
+        let started = Instant::now();
+        let first_delay = self.poll_delay(headers);
+        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+            self.poll_status(id, status_url, first_delay, started, progress)
+                .await?;
+            return self.read_raw(id).await.map(Some);
+        }
+        // No operation header: watch the resource's own provisioningState.
+        let state = initial
+            .and_then(|b| b.pointer("/properties/provisioningState"))
+            .and_then(Value::as_str)
+            .unwrap_or("Succeeded");
+        if is_terminal(state) {
+            return check_terminal(id, state, initial).map(|_| None);
+        }
+        let mut delay = first_delay;
+        let mut polls = 0;
+        loop {
+            self.check_timeout(id, state, started)?;
+            tokio::time::sleep(delay).await;
+            polls += 1;
+            let body = self.read_raw(id).await?;
+            let state = body
+                .pointer("/properties/provisioningState")
+                .and_then(Value::as_str)
+                .unwrap_or("Succeeded")
+                .to_string();
+            progress(&LroProgress {
+                status: state.clone(),
+                polls,
+                elapsed: started.elapsed(),
+            });
+            if is_terminal(&state) {
+                check_terminal(id, &state, Some(&body))?;
+                return Ok(Some(body));
+            }
+            delay = self.inner.options.lro_default_poll;
+        }
+    }
+
+    async fn wait_delete(
+        &self,
+        id: &ResourceId,
+        headers: &Headers,
+        progress: &(dyn Fn(&LroProgress) + Send + Sync),
+    ) -> Result<(), ArmError> {
+        let started = Instant::now();
+        let delay = self.poll_delay(headers);
+        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+            return self
+                .poll_status(id, status_url, delay, started, progress)
+                .await;
+        }
+        let Some(location) = header_url(headers, "location") else {
+            return Ok(());
+        };
+        let mut delay = delay;
+        let mut polls = 0;
+        loop {
+            self.check_timeout(id, "Deleting", started)?;
+            tokio::time::sleep(delay).await;
+            polls += 1;
+            let r = self
+                .send(Method::Get, location.clone(), None, &[], id.as_str())
+                .await?;
+            progress(&LroProgress {
+                status: if r.status == 202 {
+                    "InProgress"
+                } else {
+                    "Succeeded"
+                }
+                .into(),
+                polls,
+                elapsed: started.elapsed(),
+            });
+            if r.status != 202 {
+                return Ok(());
+            }
+            delay = self.poll_delay(&r.headers);
+        }
+    }
+
+    /// Polls an `Azure-AsyncOperation` URL until `Succeeded`; `Failed`/`Canceled` surface
+    /// the operation's error code and message.
+    async fn poll_status(
+        &self,
+        id: &ResourceId,
+        url: Url,
+        first_delay: Duration,
+        started: Instant,
+        progress: &(dyn Fn(&LroProgress) + Send + Sync),
+    ) -> Result<(), ArmError> {
+        let mut delay = first_delay;
+        let mut polls = 0;
+        let mut status = "InProgress".to_string();
+        loop {
+            self.check_timeout(id, &status, started)?;
+            tokio::time::sleep(delay).await;
+            polls += 1;
+            let r = self
+                .send(Method::Get, url.clone(), None, &[], id.as_str())
+                .await?;
+            let body = r.json(id.as_str())?;
+            status = body
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("InProgress")
+                .to_string();
+            progress(&LroProgress {
+                status: status.clone(),
+                polls,
+                elapsed: started.elapsed(),
+            });
+            match status.as_str() {
+                "Succeeded" => return Ok(()),
+                "Failed" | "Canceled" | "Cancelled" => {
+                    let error = body.get("error").cloned().unwrap_or(Value::Null);
+                    return Err(ArmError::OperationFailed {
+                        resource: id.to_string(),
+                        status,
+                        code: error
+                            .get("code")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Unknown")
+                            .to_string(),
+                        message: error
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("the operation status carried no error message")
+                            .to_string(),
+                    });
+                }
+                _ => delay = self.poll_delay(&r.headers),
+            }
+        }
+    }
+
+    fn check_timeout(
+        &self,
+        id: &ResourceId,
+        status: &str,
+        started: Instant,
+    ) -> Result<(), ArmError> {
+        if started.elapsed() > self.inner.options.lro_timeout {
+            return Err(ArmError::OperationTimeout {
+                resource: id.to_string(),
+                status: status.to_string(),
+                waited_secs: started.elapsed().as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poll_delay(&self, headers: &Headers) -> Duration {
+        policy::retry_after(headers)
+            .unwrap_or(self.inner.options.lro_default_poll)
+            .min(self.inner.options.lro_max_poll)
+    }
+
+    /// GET any resource raw (used for the final body after an operation).
+    pub async fn read_raw(&self, id: &ResourceId) -> Result<Value, ArmError> {
+        let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
+        self.send(Method::Get, url, None, &[], id.as_str())
+            .await?
+            .json(id.as_str())
+    }
+}
+
+struct RawResponse {
+    status: u16,
+    headers: Headers,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn json(&self, resource: &str) -> Result<Value, ArmError> {
+        if self.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ArmError::Decode {
+            resource: resource.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn header_url(headers: &Headers, name: &'static str) -> Option<Url> {
+    headers
+        .get_optional_str(&HeaderName::from_static(name))
+        .and_then(|v| Url::parse(v).ok())
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "Succeeded" | "Failed" | "Canceled" | "Cancelled")
+}
+
+/// A resource polled without an operation URL ended in `state`; ARM gives no error body
+/// then, so the code is asenet's own.
+fn check_terminal(id: &ResourceId, state: &str, _body: Option<&Value>) -> Result<(), ArmError> {
+    if state == "Succeeded" {
+        return Ok(());
+    }
+    Err(ArmError::OperationFailed {
+        resource: id.to_string(),
+        status: state.to_string(),
+        code: "ProvisioningFailed".into(),
+        message: format!("the resource ended in provisioningState {state}"),
+    })
+}
+
+/// Maps an `azure_core` error (HTTP status with ARM's code and message, I/O, credential)
+/// to an `ArmError`.
+pub fn map_error(method: &str, resource: &str, e: azure_core::Error) -> ArmError {
+    if let Some(h) = e.as_http_error() {
+        return ArmError::Http {
+            method: method.to_string(),
+            resource: resource.to_string(),
+            status: u16::from(h.status()),
+            code: h.error_code().unwrap_or("Unknown").to_string(),
+            message: h.error_message().unwrap_or("").to_string(),
+        };
+    }
+    match e.kind() {
+        azure_core::error::ErrorKind::HttpResponse { status, error_code } => ArmError::Http {
+            method: method.to_string(),
+            resource: resource.to_string(),
+            status: u16::from(*status),
+            code: error_code.clone().unwrap_or_else(|| "Unknown".into()),
+            message: e.to_string(),
+        },
+        azure_core::error::ErrorKind::Credential => ArmError::Credential(error_chain(&e)),
+        azure_core::error::ErrorKind::DataConversion => ArmError::Decode {
+            resource: resource.to_string(),
+            message: error_chain(&e),
+        },
+        _ => ArmError::Connection {
+            method: method.to_string(),
+            resource: resource.to_string(),
+            message: error_chain(&e),
+        },
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

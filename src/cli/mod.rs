@@ -82,6 +82,10 @@ pub struct AzureArgs {
     /// Maximum concurrent ARM reads.
     #[arg(long, default_value_t = 8)]
     pub max_concurrency: usize,
+    /// Azure service tags JSON (`ServiceTags_Public_*.json`) or a snapshot file; the
+    /// prefixes forced-tunneling routes need. Default: a trimmed fixture built in.
+    #[arg(long, env = "ASENET_SERVICE_TAGS")]
+    pub service_tags: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

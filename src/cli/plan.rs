@@ -1,12 +1,309 @@
-//! `asenet plan`, `apply` and `verify`.
-use std::process::ExitCode;
+//! `asenet plan`, `apply` and `verify`: the pipeline from YAML files against ARM (or the
+//! mock). Exit codes follow `terraform plan -detailed-exitcode`: 0 no changes, 2 changes,
+//! 1 error. This file also renders apply progress and results (the plan itself is rendered
+//! by `report`).
 
-pub fn run_plan(_args: super::PlanArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`asenet plan` is not built yet")
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+
+use crate::apply::{ApplyEvent, ApplyReport, WriteAction};
+use crate::diff::Plan;
+use crate::model::Access;
+use crate::pipeline::{self, Pipeline, VerifyReport};
+use crate::report;
+
+use super::OutputFormat;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
-pub fn run_apply(_args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`asenet apply` is not built yet")
+
+fn load(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<crate::api::AseConnectivity>> {
+    Ok(crate::load::load_specs(files)?
+        .into_iter()
+        .map(|l| l.spec)
+        .collect())
 }
-pub fn run_verify(_args: super::VerifyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`asenet verify` is not built yet")
+
+/// Renders a plan in the chosen format.
+pub fn render_plan(plan: &Plan, output: OutputFormat, color: bool) -> String {
+    match output {
+        OutputFormat::Text => report::render_text(plan, color),
+        OutputFormat::Json => report::render_json(plan),
+        OutputFormat::Markdown => report::render_markdown(plan),
+    }
+}
+
+pub fn run_plan(args: super::PlanArgs) -> anyhow::Result<ExitCode> {
+    let specs = load(&args.files)?;
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        let p = Pipeline::from_args(&args.azure)?;
+        p.plan(&specs, &pipeline::scope_of(&specs)).await
+    })?;
+    let color = std::io::stdout().is_terminal();
+    print!("{}", render_plan(&outcome.plan, args.output, color));
+    Ok(plan_exit_code(&outcome.plan))
+}
+
+/// 1 when a spec could not be planned, 2 when there are changes, else 0.
+pub fn plan_exit_code(plan: &Plan) -> ExitCode {
+    if !plan.errors.is_empty() {
+        ExitCode::from(1)
+    } else if plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn run_apply(args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
+    let specs = load(&args.files)?;
+    let rt = runtime()?;
+    let color = std::io::stdout().is_terminal();
+    rt.block_on(async {
+        let p = Pipeline::from_args(&args.azure)?;
+        let scope = pipeline::scope_of(&specs);
+        let outcome = p.plan(&specs, &scope).await?;
+        print!("{}", report::render_text(&outcome.plan, color));
+        if !outcome.plan.has_changes() {
+            return Ok(plan_exit_code(&outcome.plan));
+        }
+        if !args.auto_approve && !confirm()? {
+            println!("\nApply cancelled.");
+            return Ok(ExitCode::from(1));
+        }
+        println!();
+        let printer = ProgressPrinter::new(color);
+        let report = p
+            .apply(&specs, &scope, outcome.clone(), &|e| printer.event(&e))
+            .await?;
+        println!();
+        print!("{}", render_apply_report(&report, color));
+        Ok::<_, anyhow::Error>(if outcome.plan.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// Asks for `yes` on a terminal; refuses to prompt without one.
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to ask for approval without a terminal on stdin; pass --auto-approve to apply non-interactively"
+        );
+    }
+    print!(
+        "\nDo you want to perform these actions?\n  asenet will perform the actions described above.\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+/// Prints apply progress, one line per event, in the style of `terraform apply`.
+pub struct ProgressPrinter {
+    color: bool,
+    out: Mutex<()>,
+}
+
+impl ProgressPrinter {
+    pub fn new(color: bool) -> Self {
+        ProgressPrinter {
+            color,
+            out: Mutex::new(()),
+        }
+    }
+
+    pub fn event(&self, e: &ApplyEvent) {
+        let line = format_event(e, self.color);
+        let _guard = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        println!("{line}");
+    }
+}
+
+/// One progress line.
+pub fn format_event(e: &ApplyEvent, color: bool) -> String {
+    let bold = |s: &str| {
+        if color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    match e {
+        ApplyEvent::Started { id, action } => {
+            format!("{}: {}...", bold(&report::resource_title(id)), action.verb())
+        }
+        ApplyEvent::Polling {
+            id,
+            status,
+            elapsed,
+            ..
+        } => format!(
+            "{}: Still {}... [{:.1}s elapsed, {status}]",
+            bold(&report::resource_title(id)),
+            "working",
+            elapsed.as_secs_f64()
+        ),
+        ApplyEvent::Replanning {
+            id,
+            attempt,
+            reason,
+        } => format!(
+            "{}: changed by someone else since it was read ({reason}); re-reading and re-planning (attempt {attempt})",
+            bold(&report::resource_title(id))
+        ),
+        ApplyEvent::Unchanged { id } => format!(
+            "{}: nothing left to change after re-reading",
+            bold(&report::resource_title(id))
+        ),
+        ApplyEvent::Done {
+            id,
+            action,
+            elapsed,
+        } => format!(
+            "{}: {} after {:.1}s",
+            bold(&report::resource_title(id)),
+            action.done(),
+            elapsed.as_secs_f64()
+        ),
+    }
+}
+
+/// What was done, and the closing `Apply complete! Resources: ...` line.
+pub fn render_apply_report(r: &ApplyReport, color: bool) -> String {
+    let mut out = String::new();
+    for w in &r.written {
+        let what = match w.action {
+            WriteAction::Create => "created",
+            WriteAction::Update => "updated",
+            WriteAction::Associate => "associated",
+            WriteAction::Dissociate => "dissociated",
+            WriteAction::Delete => "deleted",
+        };
+        out.push_str(&format!(
+            "  {} {what} (+{} ~{} -{})\n",
+            report::resource_title(&w.id),
+            w.counts.0,
+            w.counts.1,
+            w.counts.2
+        ));
+    }
+    if r.replans > 0 {
+        out.push_str(&format!(
+            "  {} re-read(s) after concurrent changes in Azure\n",
+            r.replans
+        ));
+    }
+    if !r.written.is_empty() || r.replans > 0 {
+        out.push('\n');
+    }
+    let line = r.summary_line();
+    if color {
+        out.push_str(&format!("\x1b[1;32m{line}\x1b[0m\n"));
+    } else {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn run_verify(args: super::VerifyArgs) -> anyhow::Result<ExitCode> {
+    let specs = load(&args.files)?;
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let p = Pipeline::from_args(&args.azure)?;
+        p.verify(&specs).await
+    })?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => print!("{}", render_verify(&report)),
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A table of flows, verdict and deciding rule.
+pub fn render_verify(r: &VerifyReport) -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "SPEC".into(),
+        "NSG".into(),
+        "FLOW".into(),
+        "VERDICT".into(),
+        "DECIDED BY".into(),
+        "REQUIRED BECAUSE".into(),
+    ]];
+    for f in &r.flows {
+        rows.push([
+            f.spec.to_string(),
+            f.flow.network_security_group.name().to_string(),
+            format!(
+                "{:?} {} {} -> {}:{}",
+                f.flow.direction, f.flow.protocol, f.flow.source, f.flow.destination, f.flow.port
+            ),
+            match f.verdict.access {
+                Access::Allow => "allowed".into(),
+                Access::Deny => "DENIED".into(),
+            },
+            if f.nsg_exists {
+                format!("{} ({})", f.verdict.rule, f.verdict.priority)
+            } else {
+                f.verdict.rule.clone()
+            },
+            f.flow.reason.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, c) in row.iter().enumerate() {
+            if i == 5 {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for e in &r.errors {
+        out.push_str(&format!("Error: {e}\n"));
+    }
+    let denied = r.denied().count();
+    out.push('\n');
+    if r.passed() {
+        out.push_str(&format!(
+            "Verify passed: all {} required flows are allowed.\n",
+            r.flows.len()
+        ));
+    } else {
+        out.push_str(&format!(
+            "Verify FAILED: {denied} of {} required flows denied, {} spec error(s).\n",
+            r.flows.len(),
+            r.errors.len()
+        ));
+    }
+    out
 }
