@@ -8,12 +8,20 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// The `x_kube(validation)` attributes become CEL rules (`x-kubernetes-validations`) in the
+// generated CRD, so the API server rejects malformed ids and bands at `kubectl apply`;
+// `validate` checks the same and more for the CLI, which has no API server. Strings that CEL
+// rules read carry a maxLength (and lists a maxItems) so the API server's cost estimate of
+// the rules stays bounded.
 /// Desired network connectivity of one App Service Environment.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// Several printer columns share `type_ = "string"`, which clippy mistakes for a repeated
+// attribute inside the derive's arguments.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "asenet.io",
     version = "v1alpha1",
@@ -52,11 +60,13 @@ pub struct AseConnectivitySpec {
     /// The App Service Environment: its version and where its addresses come from.
     pub environment: EnvironmentSpec,
     /// The ASE's subnet (resource id). Its address range is read from Azure.
+    #[x_kube(validation = Rule::new("self.resourceId.matches('^(?i)/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft[.]Network/virtualNetworks/[^/]+/subnets/[^/]+$')").message("subnet.resourceId must be /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}"))]
     pub subnet: ResourceRef,
     /// The NSG on the ASE's subnet: created if missing and associated with the subnet.
     pub network_security_group: NsgRef,
     /// Optional route table for the ASE's subnet (needed for forced tunneling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.resourceId.matches('^(?i)/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft[.]Network/routeTables/[^/]+$')").message("routeTable.resourceId must be /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/routeTables/{name}"))]
     pub route_table: Option<ResourceRef>,
     /// Address ranges inside the virtual network topology beyond the VNet's own address
     /// space (peered VNets, on-premises over VPN/ExpressRoute).
@@ -68,6 +78,7 @@ pub struct AseConnectivitySpec {
     /// Endpoints the apps call: asenet opens their NSG to the source address the endpoint
     /// will see (the ASE subnet inside the topology, the ASE's outbound addresses outside).
     #[serde(default)]
+    #[schemars(length(max = 200))]
     pub backends: Vec<BackendSpec>,
     /// Outbound routing requirements.
     #[serde(default)]
@@ -107,7 +118,7 @@ pub enum AseVersion {
 }
 
 /// The App Service Environment itself.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
     /// `V1`, `V2` or `V3`.
@@ -115,6 +126,8 @@ pub struct EnvironmentSpec {
     /// `Microsoft.Web/hostingEnvironments` resource id; the ASE's addresses are read from it
     /// (`capacities/virtualip`, docs/domain.md 1.5) unless `addresses` gives them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.matches('^(?i)/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft[.]Web/hostingEnvironments/[^/]+$')").message("environment.resourceId must be /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/hostingEnvironments/{name}"))]
     pub resource_id: Option<String>,
     /// Explicit addresses, overriding what Azure reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,14 +154,17 @@ pub struct AddressesSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRef {
     /// Full ARM resource id.
+    #[schemars(length(max = 1024))]
     pub resource_id: String,
 }
 
 /// An NSG this spec contributes rules to, with the priority band its rules may use.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NsgRef {
     /// Full ARM resource id of the NSG.
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.matches('^(?i)/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft[.]Network/networkSecurityGroups/[^/]+$')").message("networkSecurityGroup.resourceId must be /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}"))]
     pub resource_id: String,
     /// The band this spec's rules may use (default 100-1999).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,10 +172,14 @@ pub struct NsgRef {
 }
 
 /// An inclusive band of NSG priorities, both ends in 100-4096.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.from < self.to").message("priorities.from must be lower than priorities.to"))]
+#[x_kube(validation = Rule::new("self.from >= 100 && self.from <= 4096 && self.to >= 100 && self.to <= 4096").message("priorities must lie within 100-4096 (the range Azure allows for NSG rules)"))]
 pub struct PriorityBandSpec {
+    #[schemars(range(min = 100, max = 4096))]
     pub from: i64,
+    #[schemars(range(min = 100, max = 4096))]
     pub to: i64,
 }
 

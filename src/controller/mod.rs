@@ -1,1 +1,214 @@
-//! (being written)
+//! The in-cluster operator (`asenet controller`): a kube-runtime `Controller` over
+//! `AseConnectivity` specs that keeps Azure converged through the pipeline and reports in
+//! `status`, events and metrics (docs/design.md sections 2-4).
+//!
+//! Data flow: watchers (one per watched namespace, or one for the cluster) feed reflector
+//! stores of all specs → the controller schedules reconciles (a spec changed, a spec it
+//! depends on changed ([`index`]), its resync is due, this replica became leader) →
+//! [`reconcile::reconcile`] plans with every spec in the stores and writes through the
+//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
+//! `Recorder`. [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
+//! Lease.
+
+pub mod context;
+pub mod engine;
+pub mod http;
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, reflector, ObjectRef};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::Client;
+use tracing::{debug, info, warn};
+
+pub use context::{Context, Settings, Stores, FIELD_MANAGER};
+pub use engine::{Engine, EngineError, Planned, Retry};
+pub use leader::{Leadership, LeaseSettings};
+pub use metrics::Metrics;
+pub use reconcile::{error_policy, reconcile, Error, FINALIZER};
+
+use crate::api::AseConnectivity;
+
+/// How to run the operator.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Namespaces to watch; empty: the whole cluster.
+    pub namespaces: Vec<String>,
+    /// Only specs with these labels (`team=network,tier!=test`).
+    pub label_selector: Option<String>,
+    pub settings: Settings,
+    pub metrics_addr: SocketAddr,
+    /// `None`: leader election off, this replica always writes (one replica only!).
+    pub lease: Option<LeaseSettings>,
+    /// Reported in events (`reportingInstance`): the pod name.
+    pub instance: Option<String>,
+}
+
+/// Runs the operator until SIGTERM/SIGINT, then finishes the reconciles in flight, releases
+/// the Lease and stops serving.
+pub async fn run(
+    client: Client,
+    engine: Arc<dyn Engine>,
+    metrics: Arc<Metrics>,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    let mut watcher_config = watcher::Config::default();
+    if let Some(selector) = &options.label_selector {
+        watcher_config = watcher_config.labels(selector);
+    }
+    let apis: Vec<Api<AseConnectivity>> = if options.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        options
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    let mut dependents_tx = Vec::new();
+    let mut dependents_rx = Vec::new();
+    let mut leader_tx = Vec::new();
+    let mut leader_rx = Vec::new();
+    for _ in &apis {
+        let (reader, writer) = reflector::store::<AseConnectivity>();
+        readers.push(reader);
+        writers.push(writer);
+        let (tx, rx) = mpsc::unbounded::<ObjectRef<AseConnectivity>>();
+        dependents_tx.push(tx);
+        dependents_rx.push(rx);
+        let (tx, rx) = mpsc::unbounded::<()>();
+        leader_tx.push(tx);
+        leader_rx.push(rx);
+    }
+    let stores = Stores::new(readers.clone());
+
+    let leadership = if options.lease.is_some() {
+        Leadership::follower()
+    } else {
+        metrics.leader.set(1);
+        Leadership::always()
+    };
+    let ctx = Context::new(
+        client.clone(),
+        stores.clone(),
+        engine,
+        metrics.clone(),
+        leadership.clone(),
+        options.settings.clone(),
+        options.instance.clone(),
+    );
+
+    // Probes and metrics, served by every replica.
+    let ready = Arc::new(AtomicBool::new(false));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(http::serve(
+        options.metrics_addr,
+        http::HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        async move {
+            let _ = http_stop_rx.await;
+        },
+    ));
+    {
+        let stores = stores.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if stores.wait_until_ready().await {
+                info!("spec stores synced");
+                ready.store(true, Ordering::Release);
+            }
+        });
+    }
+
+    let election = match &options.lease {
+        Some(lease) => Some(
+            leader::start(
+                client.clone(),
+                lease.clone(),
+                leadership.clone(),
+                metrics.clone(),
+                leader_tx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    // Which controller owns a namespace (index into the per-namespace vectors).
+    let namespaces = options.namespaces.clone();
+    let route = move |ns: Option<&str>| -> Option<usize> {
+        if namespaces.is_empty() {
+            Some(0)
+        } else {
+            ns.and_then(|ns| namespaces.iter().position(|n| n == ns))
+        }
+    };
+
+    let mut controllers = Vec::new();
+    for (((api, writer), reader), (deps, leader)) in apis
+        .into_iter()
+        .zip(writers)
+        .zip(readers)
+        .zip(dependents_rx.into_iter().zip(leader_rx))
+    {
+        let stores = stores.clone();
+        let senders = dependents_tx.clone();
+        let route = route.clone();
+        // A change of a spec (including its deletion) wakes the specs depending on it.
+        let trigger = reflector(
+            writer,
+            watcher(api, watcher_config.clone()).default_backoff(),
+        )
+        .touched_objects()
+        .inspect(move |event| {
+            if let Ok(changed) = event {
+                for dependent in index::dependent_refs(changed, &stores.all()) {
+                    if let Some(i) = route(dependent.namespace.as_deref()) {
+                        let _ = senders[i].unbounded_send(dependent);
+                    }
+                }
+            }
+        });
+        let run = Controller::for_stream(trigger, reader)
+            .reconcile_on(deps)
+            .reconcile_all_on(leader)
+            .shutdown_on_signal()
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, action)) => debug!(spec = %obj, ?action, "reconciled"),
+                    Err(e) => warn!(error = %e, "reconcile failed"),
+                }
+            });
+        controllers.push(run);
+    }
+    drop(dependents_tx);
+    futures::future::join_all(controllers).await;
+    info!("controllers stopped");
+
+    if let Some(election) = election {
+        election.stop().await;
+    }
+    let _ = http_stop_tx.send(());
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
+        Err(e) => warn!(error = %e, "metrics server task failed"),
+    }
+    Ok(())
+}

@@ -1,1 +1,830 @@
-//! (being written)
+//! Controller tests: `reconcile` called directly (as kube-rs/controller-rs does) with a
+//! `Context` whose kube client talks to a tower-test mock API server and whose pipeline is
+//! the real one, writing to the in-process mock ARM server seeded with `examples/seed`.
+//!
+//! Each test runs a scenario task that plays the API server: it asserts the exact sequence
+//! of kube requests (method, path, key body parts) and answers them. After the reconcile,
+//! every client is dropped and the scenario checks that no request is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use asenet::api::{AseConnectivity, Mode};
+use asenet::azure::credential::StaticToken;
+use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::controller::{
+    self, error_policy, index, reconcile, Context, Leadership, Metrics, Settings, Stores, FINALIZER,
+};
+use asenet::observe::ServiceTags;
+use asenet::pipeline::{Pipeline, PipelineOptions};
+use http::{Method, Request, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+
+type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const SEED: &str = "examples/seed";
+const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
+const NSG_TWO: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-two-nsg";
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(path: &str) -> Vec<AseConnectivity> {
+    asenet::load::load_specs(&[root().join(path)])
+        .unwrap()
+        .into_iter()
+        .map(|l| l.spec)
+        .collect()
+}
+
+fn seed_spec(name: &str) -> AseConnectivity {
+    let mut spec = load(SEED)
+        .into_iter()
+        .find(|s| s.name_any() == name)
+        .unwrap();
+    spec.metadata.uid = Some(format!("uid-{name}"));
+    spec.metadata.generation = Some(1);
+    spec.metadata.resource_version = Some("1".into());
+    spec
+}
+
+fn with_finalizer(mut spec: AseConnectivity) -> AseConnectivity {
+    spec.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    spec
+}
+
+fn deleting(mut spec: AseConnectivity) -> AseConnectivity {
+    spec.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    spec
+}
+
+/// The in-process mock ARM, seeded with the topology of examples/seed.
+struct Arm {
+    mock: mock_arm::RunningMock,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Arm {
+    async fn start() -> Arm {
+        let dir = root().join(SEED);
+        let specs = load(SEED);
+        let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
+        let (valid, _) = asenet::validate::validate_all(&specs);
+        let seed = asenet::azure::mock_seed::seed(&snapshot, &valid).unwrap();
+        let config = mock_arm::Config {
+            lro_delay: Duration::from_millis(20),
+            lro_retry_after: Duration::from_millis(10),
+            ..mock_arm::Config::default()
+        };
+        let state = mock_arm::MockState::new(config, seed).unwrap();
+        let mock = mock_arm::start(
+            state,
+            mock_arm::ServeOptions {
+                port: 0,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let http: Arc<dyn azure_core::HttpClient> =
+            Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
+        let options = ArmClientOptions {
+            retry: RetryConfig {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+                max_retry_after: Duration::from_millis(100),
+            },
+            lro_default_poll: Duration::from_millis(10),
+            lro_max_poll: Duration::from_millis(50),
+            lro_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        };
+        let arm = ArmClient::new(
+            &mock.base_url,
+            Arc::new(StaticToken::new("test")),
+            http,
+            options,
+        )
+        .unwrap();
+        let tags = ServiceTags::load(&dir.join("snapshot.yaml"))
+            .unwrap_or_else(|_| ServiceTags::embedded());
+        let pipeline = Pipeline::new(
+            arm,
+            PipelineOptions {
+                service_tags: tags,
+                ..PipelineOptions::default()
+            },
+        );
+        mock.state.reset_stats();
+        Arm {
+            mock,
+            pipeline: Arc::new(pipeline),
+        }
+    }
+
+    fn writes(&self) -> u64 {
+        self.mock.state.stats().writes() + self.mock.state.stats().deletes()
+    }
+
+    /// Names of the rules of an NSG in the mock, with their source prefixes.
+    fn rules(&self, nsg: &str) -> Vec<(String, Value)> {
+        let body = self.mock.state.get_resource(nsg).unwrap_or(Value::Null);
+        body.pointer("/properties/securityRules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap_or_default().to_string();
+                (name, r["properties"].clone())
+            })
+            .collect()
+    }
+
+    fn owned_rules(&self, nsg: &str) -> Vec<String> {
+        self.rules(nsg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with("asenet-"))
+            .collect()
+    }
+
+    /// Applies `specs` with the pipeline directly (the state a previous leader left).
+    async fn converge(&self, specs: &[AseConnectivity]) {
+        let scope = asenet::pipeline::scope_of(specs);
+        let outcome = self.pipeline.plan(specs, &scope).await.unwrap();
+        self.pipeline
+            .apply(specs, &scope, outcome, &|_| {})
+            .await
+            .unwrap();
+        self.mock.state.reset_stats();
+    }
+}
+
+/// A Context over a mocked API server, with `store` as the reflector's content.
+fn context(
+    arm: &Arm,
+    store: &[AseConnectivity],
+    leadership: Leadership,
+) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (reader, mut writer) = reflector::store::<AseConnectivity>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for spec in store {
+        writer.apply_watcher_event(&watcher::Event::InitApply(spec.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let ctx = Context::new(
+        client,
+        Stores::new(vec![reader]),
+        arm.pipeline.clone(),
+        Metrics::new(),
+        leadership,
+        Settings::default(),
+        Some("test".into()),
+    );
+    (ctx, ApiServer(handle))
+}
+
+// ---------------------------------------------------------------------------------------
+// The API server side of a scenario
+// ---------------------------------------------------------------------------------------
+
+struct ApiServer(ApiServerHandle);
+
+const SPECS: &str = "/apis/asenet.io/v1alpha1/namespaces";
+
+impl ApiServer {
+    async fn next(
+        &mut self,
+    ) -> (
+        Method,
+        String,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(30), self.0.next_request())
+            .await
+            .expect("the controller sent no request in time")
+            .expect("the client was dropped before the expected request");
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (method, path, query, body, send)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    /// PATCH of the spec adding the finalizer (JSON patch with a `test` guard).
+    async fn finalizer_added(&mut self, spec: &AseConnectivity) {
+        let (method, path, _, body, send) = self.next().await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            format!(
+                "{SPECS}/{}/aseconnectivities/{}",
+                spec.namespace().unwrap(),
+                spec.name_any()
+            )
+        );
+        assert_eq!(
+            body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        );
+        Self::respond(
+            send,
+            &serde_json::to_value(with_finalizer(spec.clone())).unwrap(),
+        );
+    }
+
+    /// PATCH of the spec removing the finalizer.
+    async fn finalizer_removed(&mut self, spec: &AseConnectivity) {
+        let (method, path, _, body, send) = self.next().await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            format!(
+                "{SPECS}/{}/aseconnectivities/{}",
+                spec.namespace().unwrap(),
+                spec.name_any()
+            )
+        );
+        assert_eq!(
+            body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
+        let mut released = spec.clone();
+        released.metadata.finalizers = None;
+        Self::respond(send, &serde_json::to_value(released).unwrap());
+    }
+
+    /// Server-side apply of the status under the field manager `asenet`; returns the status.
+    async fn status_applied(&mut self, spec: &AseConnectivity) -> Value {
+        let (method, path, query, body, send) = self.next().await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            format!(
+                "{SPECS}/{}/aseconnectivities/{}/status",
+                spec.namespace().unwrap(),
+                spec.name_any()
+            )
+        );
+        assert!(query.contains("fieldManager=asenet"), "{query}");
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(body["apiVersion"], "asenet.io/v1alpha1");
+        assert_eq!(body["kind"], "AseConnectivity");
+        let status = body["status"].clone();
+        let mut answer = serde_json::to_value(spec).unwrap();
+        answer["status"] = status.clone();
+        Self::respond(send, &answer);
+        status
+    }
+
+    /// An events.k8s.io/v1 Event about the spec; returns its note.
+    async fn event(&mut self, spec: &AseConnectivity, type_: &str, reason: &str) -> String {
+        let (method, path, _, body, send) = self.next().await;
+        assert_eq!(method, Method::POST);
+        assert_eq!(
+            path,
+            format!(
+                "/apis/events.k8s.io/v1/namespaces/{}/events",
+                spec.namespace().unwrap()
+            )
+        );
+        assert_eq!(body["reason"], reason, "{body}");
+        assert_eq!(body["type"], type_);
+        assert_eq!(body["regarding"]["name"], spec.name_any());
+        assert_eq!(body["regarding"]["kind"], "AseConnectivity");
+        assert_eq!(body["reportingController"], "asenet");
+        Self::respond(send, &body);
+        body["note"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// After every client is dropped: no request is left.
+    async fn done(mut self) {
+        let left = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("the client is still alive");
+        if let Some((request, _)) = left {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+/// Runs a reconcile against a scenario and returns its result once both ended.
+async fn run<F>(
+    obj: AseConnectivity,
+    ctx: Arc<Context>,
+    server: ApiServer,
+    scenario: impl FnOnce(ApiServer) -> F,
+) -> Result<Action, controller::Error>
+where
+    F: std::future::Future<Output = ApiServer> + Send + 'static,
+{
+    let task = tokio::spawn(scenario(server));
+    let result = reconcile(Arc::new(obj), ctx).await;
+    let server = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("scenario timed out")
+        .expect("scenario failed");
+    server.done().await;
+    result
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true() {
+    let arm = Arm::start().await;
+    let spec = seed_spec("ase-one");
+
+    // First reconcile: only the finalizer, nothing in Azure yet.
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let action = run(spec.clone(), ctx, server, |mut api| async move {
+        api.finalizer_added(&s).await;
+        api
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        arm.mock.state.stats().total,
+        0,
+        "no ARM call before the finalizer is set"
+    );
+
+    // Second reconcile (the patch triggered it): plan, apply, status, event.
+    let spec = with_finalizer(spec);
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let action = run(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        let note = api.event(&s, "Normal", "Applied").await;
+        let _ = tx.send((status, note));
+        api
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(Settings::default().resync));
+    let (status, note) = rx.await.unwrap();
+
+    assert!(arm.writes() > 0, "ARM was written");
+    assert!(
+        !arm.owned_rules(NSG_ONE).is_empty(),
+        "ase-one-nsg has asenet rules"
+    );
+    assert!(note.contains("ase-one-nsg"), "{note}");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Converged");
+    assert_eq!(condition(&status, "InSync")["status"], "True");
+    assert_eq!(condition(&status, "InSync")["reason"], "Applied");
+    assert_eq!(condition(&status, "Resolved")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["observedGeneration"], 1);
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["plan"]["total"], 0, "nothing left to change");
+    assert_eq!(status["addresses"]["virtualNetwork"], "10.0.1.0/26");
+    assert!(status["rules"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(status["rules"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converged_spec_resyncs_without_any_write() {
+    let arm = Arm::start().await;
+    let spec = with_finalizer(seed_spec("ase-one"));
+    arm.converge(std::slice::from_ref(&spec)).await;
+
+    // First pass writes the status (it had none); the second finds it equal and writes nothing.
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(spec.clone(), ctx, server, |mut api| async move {
+        let _ = tx.send(api.status_applied(&s).await);
+        api
+    })
+    .await
+    .unwrap();
+    let status = rx.await.unwrap();
+    assert_eq!(condition(&status, "InSync")["reason"], "NoChanges");
+
+    let mut spec = spec;
+    spec.status = Some(serde_json::from_value(status).unwrap());
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    run(spec, ctx, server, |api| async move { api })
+        .await
+        .unwrap();
+    assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_plan_writes_nothing_to_azure_and_puts_the_plan_in_status() {
+    let arm = Arm::start().await;
+    let mut spec = with_finalizer(seed_spec("ase-one"));
+    spec.spec.mode = Mode::Plan;
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        let note = api.event(&s, "Normal", "ChangesPlanned").await;
+        let _ = tx.send((status, note));
+        api
+    })
+    .await
+    .unwrap();
+    let (status, note) = rx.await.unwrap();
+
+    let stats = arm.mock.state.stats();
+    assert!(stats.reads() > 0, "Azure was observed");
+    assert_eq!(
+        stats.writes() + stats.deletes(),
+        0,
+        "mode Plan never writes"
+    );
+    assert!(status["plan"]["total"].as_u64().unwrap() > 0, "{status}");
+    assert!(status["plan"]["create"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(condition(&status, "InSync")["status"], "False");
+    assert_eq!(condition(&status, "InSync")["reason"], "ChangesPlanned");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Planned");
+    assert!(note.contains("planned"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_spec_removes_its_owned_rules_and_then_the_finalizer() {
+    let arm = Arm::start().await;
+    let spec = with_finalizer(seed_spec("ase-one"));
+    arm.converge(std::slice::from_ref(&spec)).await;
+    assert!(!arm.owned_rules(NSG_ONE).is_empty());
+
+    let spec = deleting(spec);
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let action = run(spec.clone(), ctx, server, |mut api| async move {
+        let note = api.event(&s, "Normal", "CleanedUp").await;
+        assert!(note.contains("ase-one-nsg"), "{note}");
+        api.finalizer_removed(&s).await;
+        api
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(arm.writes() > 0);
+    assert!(
+        arm.owned_rules(NSG_ONE).is_empty(),
+        "ase-one's rules are gone: {:?}",
+        arm.owned_rules(NSG_ONE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_with_orphan_policy_leaves_azure_alone() {
+    let arm = Arm::start().await;
+    let mut spec = with_finalizer(seed_spec("ase-one"));
+    spec.spec.deletion_policy = asenet::api::DeletionPolicy::Orphan;
+    arm.converge(std::slice::from_ref(&spec)).await;
+    let before = arm.owned_rules(NSG_ONE);
+
+    let spec = deleting(spec);
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    run(spec.clone(), ctx, server, |mut api| async move {
+        api.event(&s, "Normal", "Orphaned").await;
+        api.finalizer_removed(&s).await;
+        api
+    })
+    .await
+    .unwrap();
+    assert_eq!(arm.mock.state.stats().total, 0, "no ARM call at all");
+    assert_eq!(arm.owned_rules(NSG_ONE), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_is_degraded_with_the_field_in_the_message_and_never_reaches_azure() {
+    let arm = Arm::start().await;
+    let mut spec = with_finalizer(load("examples/invalid/bad-cidr.yaml").remove(0));
+    spec.metadata.generation = Some(4);
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let result = run(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        let note = api.event(&s, "Warning", "InvalidField").await;
+        let _ = tx.send((status, note));
+        api
+    })
+    .await;
+    let (status, note) = rx.await.unwrap();
+
+    assert_eq!(
+        arm.mock.state.stats().total,
+        0,
+        "an invalid spec causes no ARM call"
+    );
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidField");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.inbound[0].from[1].cidr"),
+        "{message}"
+    );
+    assert!(message.contains("10.0.0.300/24"), "{message}");
+    assert!(note.contains("spec.inbound[0].from[1].cidr"), "{note}");
+    assert_eq!(condition(&status, "Resolved")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "InSync")["status"], "Unknown");
+    assert_eq!(status["observedGeneration"], 4);
+
+    // The error waits for a change of the spec: no retry loop.
+    let error = result.unwrap_err();
+    assert_eq!(error.category(), "invalidField");
+    let (ctx, _server) = context(&arm, &[], Leadership::always());
+    assert_eq!(
+        error_policy(Arc::new(spec), &error, ctx),
+        Action::await_change()
+    );
+}
+
+#[test]
+fn a_change_of_a_spec_wakes_the_specs_that_reference_it_or_share_a_resource() {
+    let one = seed_spec("ase-one");
+    let two = seed_spec("ase-two");
+    // A third spec whose back end shares ase-one's sql-nsg.
+    let mut three = seed_spec("ase-two");
+    three.metadata.name = Some("reporting".into());
+    three.spec.inbound.clear();
+    three.spec.network_security_group.resource_id = NSG_TWO.replace("ase-two-nsg", "reporting-nsg");
+    three.spec.route_table = None;
+    three.spec.backends = one.spec.backends.clone();
+    let all: Vec<Arc<AseConnectivity>> = [&one, &two, &three].map(|s| Arc::new(s.clone())).to_vec();
+
+    let key = |n: &str| ("network".to_string(), n.to_string());
+    // ase-two names ase-one in an environmentRef; reporting shares sql-nsg with ase-one.
+    assert_eq!(
+        index::dependents(&one, &all),
+        vec![key("ase-two"), key("reporting")]
+    );
+    // Nobody references ase-two, and it shares nothing.
+    assert_eq!(index::dependents(&two, &all), Vec::<index::Key>::new());
+    assert_eq!(index::dependents(&three, &all), vec![key("ase-one")]);
+    // Ids compare case-insensitively, as ARM compares them.
+    let mut shouting = three.clone();
+    shouting.spec.backends[0].network_security_group.resource_id = shouting.spec.backends[0]
+        .network_security_group
+        .resource_id
+        .to_uppercase();
+    assert_eq!(index::dependents(&shouting, &all), vec![key("ase-one")]);
+    let refs = index::dependent_refs(&one, &all);
+    assert_eq!(refs[0].name, "ase-two");
+    assert_eq!(refs[0].namespace.as_deref(), Some("network"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_vip_of_a_referenced_spec_reaches_its_dependent_on_the_next_reconcile() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    arm.converge(&[one.clone(), two.clone()]).await;
+    let admits = |vip: &str| {
+        arm.rules(NSG_TWO)
+            .iter()
+            .any(|(name, p)| name.starts_with("asenet-") && p.to_string().contains(vip))
+    };
+    let old_vip = "192.23.1.2";
+    assert!(
+        admits(old_vip),
+        "ase-two admits ase-one's VIP: {:?}",
+        arm.rules(NSG_TWO)
+    );
+
+    // ase-one changes (its VIP, given explicitly now); the index wakes ase-two.
+    let new_vip = "192.23.1.99";
+    let mut one = one;
+    one.spec.environment.addresses = Some(asenet::api::AddressesSpec {
+        public_vip: Some(new_vip.into()),
+        ..Default::default()
+    });
+    let store = [one.clone(), two.clone()];
+    let woken = index::dependents(&one, &store.clone().map(Arc::new));
+    assert_eq!(woken, vec![("network".to_string(), "ase-two".to_string())]);
+
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let s = two.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(two.clone(), ctx, server, |mut api| async move {
+        let _ = tx.send(api.status_applied(&s).await);
+        let note = api.event(&s, "Normal", "Applied").await;
+        assert!(note.contains("ase-two-nsg"), "{note}");
+        api
+    })
+    .await
+    .unwrap();
+    let status = rx.await.unwrap();
+    assert!(
+        admits(new_vip),
+        "ase-two now admits the new VIP: {:?}",
+        arm.rules(NSG_TWO)
+    );
+    assert!(!admits(old_vip), "and no longer the old one");
+    assert_eq!(condition(&status, "InSync")["reason"], "Applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_is_not_the_leader_never_writes() {
+    let arm = Arm::start().await;
+    let spec = with_finalizer(seed_spec("ase-one"));
+    let leadership = Leadership::follower();
+    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), leadership.clone());
+    let action = run(spec.clone(), ctx, server, |api| async move { api })
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(arm.writes(), 0, "no ARM write");
+    assert_eq!(arm.mock.state.stats().total, 0, "not even a read");
+
+    // Not even the finalizer of a new spec.
+    let fresh = seed_spec("ase-one");
+    let (ctx, server) = context(&arm, std::slice::from_ref(&fresh), leadership);
+    run(fresh, ctx, server, |api| async move { api })
+        .await
+        .unwrap();
+    assert_eq!(arm.mock.state.stats().total, 0);
+}
+
+#[test]
+fn transient_errors_back_off_and_permanent_ones_wait() {
+    assert_eq!(controller::reconcile::backoff(1), Duration::from_secs(5));
+    assert_eq!(controller::reconcile::backoff(2), Duration::from_secs(10));
+    assert_eq!(controller::reconcile::backoff(30), Duration::from_secs(300));
+    let transient = controller::Error::Engine(controller::EngineError {
+        retry: controller::Retry::Transient,
+        message: "429".into(),
+    });
+    assert_eq!(transient.policy(), controller::reconcile::Policy::Backoff);
+    assert_eq!(transient.category(), "transient");
+}
+
+#[test]
+fn asenet_crd_prints_the_committed_crd() {
+    // Regenerate with: cargo run -q -- crd > crds/aseconnectivities.asenet.io.yaml
+    //                  cp crds/aseconnectivities.asenet.io.yaml charts/asenet/crds/
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for committed in [
+        "crds/aseconnectivities.asenet.io.yaml",
+        "charts/asenet/crds/aseconnectivities.asenet.io.yaml",
+    ] {
+        let text = std::fs::read_to_string(root().join(committed)).unwrap();
+        assert!(
+            text == printed,
+            "{committed} differs from `asenet crd`; regenerate it (see this test's comment)"
+        );
+    }
+    let crd: Value = serde_yaml::from_str(&printed).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["asec"]));
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Mode", "Ready", "InSync", "Changes", "Age"]);
+    let text = printed.as_str();
+    assert!(text.contains("rule: self.from < self.to"));
+    assert!(text.contains("Microsoft[.]Network/networkSecurityGroups"));
+    assert!(text.contains("Microsoft[.]Network/virtualNetworks/[^/]+/subnets"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_nsg_is_not_written_while_a_contributing_spec_is_in_mode_plan() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    // ase-two, in mode Plan, also opens sql-nsg (in its own band).
+    let mut two = with_finalizer(seed_spec("ase-two"));
+    two.spec.mode = Mode::Plan;
+    let mut backend = one.spec.backends[0].clone();
+    backend.name = "orders-sql-two".into();
+    backend.network_security_group.priorities = Some(asenet::api::PriorityBandSpec {
+        from: 2000,
+        to: 2999,
+    });
+    two.spec.backends = vec![backend];
+    let sql_nsg = one.spec.backends[0]
+        .network_security_group
+        .resource_id
+        .clone();
+
+    let (ctx, server) = context(&arm, &[one.clone(), two.clone()], Leadership::always());
+    let metrics = ctx.metrics.clone();
+    arm.pipeline
+        .arm()
+        .clone()
+        .with_observer(metrics.clone() as Arc<dyn asenet::azure::ArmObserver>);
+    let s = one.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(one.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        api.event(&s, "Normal", "Applied").await;
+        let note = api.event(&s, "Warning", "SharedResourceNotApplied").await;
+        let _ = tx.send((status, note));
+        api
+    })
+    .await
+    .unwrap();
+    let (status, note) = rx.await.unwrap();
+
+    assert!(
+        !arm.owned_rules(NSG_ONE).is_empty(),
+        "ase-one's own NSG is written"
+    );
+    assert!(
+        arm.owned_rules(&sql_nsg).is_empty(),
+        "the shared sql-nsg is not"
+    );
+    assert!(note.contains("sql-nsg"), "{note}");
+    let in_sync = condition(&status, "InSync");
+    assert_eq!(in_sync["status"], "False");
+    assert_eq!(in_sync["reason"], "SharedResourceNotApplied");
+    assert!(
+        in_sync["message"]
+            .as_str()
+            .unwrap()
+            .contains("network/ase-two"),
+        "{in_sync}"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert!(status["plan"]["total"].as_u64().unwrap() > 0);
+
+    // Metrics: one reconcile in mode apply, ARM requests by verb and status, changes.
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("asenet_reconciles_total{mode=\"apply\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("asenet_arm_requests_total{verb=\"PUT\",status=\"200\"}")
+            || text.contains("asenet_arm_requests_total{verb=\"PUT\",status=\"201\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("asenet_applied_changes_total{action=\"create\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("asenet_reconcile_duration_seconds_count 1"),
+        "{text}"
+    );
+}

@@ -1,0 +1,130 @@
+//! The seam between the controller and the pipeline (docs/design.md section 3).
+//!
+//! The controller never talks to ARM itself: it asks an [`Engine`] to plan (observe →
+//! validate → resolve → diff) and to apply a plan. In production and in the controller
+//! tests the engine is the real [`crate::pipeline::Pipeline`] (the tests point it at the
+//! in-process mock ARM); the trait only keeps `Context` free of the pipeline's generics and
+//! lets the controller decide *which part* of a plan is written.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::api::AseConnectivity;
+use crate::azure::ErrorCategory;
+use crate::diff::Scope;
+use crate::pipeline::{ApplyEvent, ApplyReport, Pipeline, PipelineError, PlanOutcome};
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// ARM throttling (429), 5xx, timeouts, 412 after re-planning: back off and retry.
+    Transient,
+    /// Something only a change of the spec or of Azure can fix (403, 400 from ARM...).
+    Permanent,
+}
+
+/// A failed plan or apply.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub retry: Retry,
+    pub message: String,
+}
+
+impl From<PipelineError> for EngineError {
+    fn from(e: PipelineError) -> Self {
+        let retry = match e.category() {
+            ErrorCategory::Transient => Retry::Transient,
+            ErrorCategory::Permanent => Retry::Permanent,
+        };
+        // The whole chain: "failed to write NSG x: 403 AuthorizationFailed: ...".
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        EngineError { retry, message }
+    }
+}
+
+/// The result of planning: the snapshot it was computed from, the desired state (per spec
+/// outcomes included) and the plan.
+pub type Planned = PlanOutcome;
+
+/// Plans and applies for the controller.
+pub trait Engine: Send + Sync {
+    /// Observes Azure and plans every resource the specs touch. `specs` are all specs in the
+    /// controller's store, so merged NSGs are computed whole.
+    fn plan<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Planned, EngineError>>;
+
+    /// Executes `planned.plan` (which the controller may have narrowed to the resources it
+    /// is allowed to write).
+    fn apply<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+        planned: Planned,
+    ) -> BoxFuture<'a, Result<ApplyReport, EngineError>>;
+}
+
+fn log_progress(event: ApplyEvent) {
+    tracing::debug!(?event, "apply progress");
+}
+
+impl Engine for Pipeline {
+    fn plan<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Planned, EngineError>> {
+        async move { Ok(Pipeline::plan(self, specs, scope).await?) }.boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+        planned: Planned,
+    ) -> BoxFuture<'a, Result<ApplyReport, EngineError>> {
+        // `Pipeline::apply`'s future is not provably `Send` (a higher-ranked closure in
+        // `apply::execute`'s streams, rust-lang/rust#102211), and the controller runs
+        // reconciles on a multi-threaded runtime, which needs `Send`. So the apply runs on a
+        // blocking thread that drives it with the runtime's handle; the pipeline is cheap to
+        // clone (the ARM client is shared).
+        let pipeline = self.clone();
+        let specs = specs.to_vec();
+        let scope = scope.clone();
+        async move {
+            let handle = tokio::runtime::Handle::current();
+            let joined = tokio::task::spawn_blocking(move || {
+                handle
+                    .block_on(Pipeline::apply(
+                        &pipeline,
+                        &specs,
+                        &scope,
+                        planned,
+                        &log_progress,
+                    ))
+                    .map_err(EngineError::from)
+            })
+            .await;
+            match joined {
+                Ok(result) => result,
+                Err(e) => Err(EngineError {
+                    retry: Retry::Transient,
+                    message: format!("the apply task failed: {e}"),
+                }),
+            }
+        }
+        .boxed()
+    }
+}

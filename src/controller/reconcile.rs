@@ -1,0 +1,655 @@
+//! `reconcile` and `error_policy`: one AseConnectivity spec at a time, level-triggered.
+//!
+//! Named steps (docs/style.md): check leadership → finalizer → plan every resource the spec
+//! touches with the contributions of *all* specs in the store (merged NSGs are computed
+//! whole) → decide what this spec may write → apply → status (server-side apply, only when
+//! it changed) → events. A reconcile never branches on why it ran.
+//!
+//! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
+//! resource several specs contribute to is written only when *every* contributing spec is
+//! in mode `Apply`; otherwise the write is withheld and reported (`InSync=False`, reason
+//! `SharedResourceNotApplied`, a Warning event). The PUT of an NSG carries its complete rule
+//! list, so writing it would also apply the pending changes of a spec in mode `Plan` or
+//! `Observe`, which those modes promise never to do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::context::{Context, FIELD_MANAGER};
+use super::engine::{EngineError, Planned, Retry};
+use super::index::key_of;
+use super::metrics::ModeLabel;
+use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
+use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
+use crate::diff::{Plan, ResourceKind, ResourcePlan, Scope};
+use crate::error::SpecErrorKind;
+use crate::model::{ResourceId, SpecKey};
+use crate::resolver::SpecOutcome;
+
+/// The finalizer that keeps a spec until what it owns in Azure is removed.
+pub const FINALIZER: &str = "asenet.io/cleanup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the spec has no namespace")]
+    NoNamespace,
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<FinalizerError<Error>>),
+    #[error("Azure: {0}")]
+    Engine(#[source] EngineError),
+    #[error("spec {spec} cannot be planned: {message}")]
+    Spec {
+        spec: SpecKey,
+        kind: SpecErrorKind,
+        message: String,
+    },
+    #[error("cleanup of {spec} waits: {message}")]
+    CleanupBlocked { spec: SpecKey, message: String },
+}
+
+/// What `error_policy` does with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Only a change of the spec can fix it.
+    AwaitChange,
+    /// A change in Azure or in another spec can fix it: look again at the next resync.
+    Resync,
+    /// Retry with exponential backoff.
+    Backoff,
+}
+
+impl Error {
+    /// The stable category used in metrics (`asenet_reconcile_errors_total{category}`).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::NoNamespace => "invalidField",
+            Error::Kube(_) => "kube",
+            Error::Finalizer(e) => match &**e {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.category()
+                }
+                _ => "kube",
+            },
+            Error::Engine(e) => match e.retry {
+                Retry::Transient => "transient",
+                Retry::Permanent => "permanent",
+            },
+            Error::Spec { kind, .. } => match kind {
+                SpecErrorKind::InvalidField => "invalidField",
+                SpecErrorKind::UnresolvedReference => "unresolvedReference",
+                SpecErrorKind::BandFull => "bandFull",
+                SpecErrorKind::LimitExceeded => "limitExceeded",
+            },
+            Error::CleanupBlocked { .. } => "cleanupBlocked",
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        match self {
+            Error::NoNamespace => Policy::AwaitChange,
+            Error::Kube(_) => Policy::Backoff,
+            Error::Finalizer(e) => match &**e {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.policy()
+                }
+                _ => Policy::Backoff,
+            },
+            Error::Engine(e) => match e.retry {
+                Retry::Transient => Policy::Backoff,
+                Retry::Permanent => Policy::Resync,
+            },
+            // An invalid field is fixed only by editing the spec. A missing reference, a full
+            // band or a limit can be fixed by another spec or by Azure: the resync looks again
+            // (and a change of a referenced spec wakes this one through the index).
+            Error::Spec { kind, .. } => match kind {
+                SpecErrorKind::InvalidField => Policy::AwaitChange,
+                _ => Policy::Resync,
+            },
+            Error::CleanupBlocked { .. } => Policy::Resync,
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn mode_label(obj: &AseConnectivity) -> ModeLabel {
+    if obj.meta().deletion_timestamp.is_some() {
+        return ModeLabel::cleanup;
+    }
+    match obj.spec.mode {
+        Mode::Apply => ModeLabel::apply,
+        Mode::Plan => ModeLabel::plan,
+        Mode::Observe => ModeLabel::observe,
+    }
+}
+
+/// Reconciles one spec. Called by the kube-runtime `Controller` (and directly by tests).
+#[tracing::instrument(skip_all, fields(spec = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())))]
+pub async fn reconcile(obj: Arc<AseConnectivity>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    if !ctx.leadership.is_leader() {
+        // A follower never writes: not to Azure, not even a finalizer or a status. It
+        // reconciles everything when it becomes leader.
+        debug!("not the leader; nothing to do");
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.time_reconcile();
+    ctx.metrics.count_reconcile(mode_label(&obj));
+    let failure_key = key_of(&obj);
+    let api: Api<AseConnectivity> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx, &api).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        if let Ok(mut failures) = ctx.failures.lock() {
+            failures.remove(&failure_key);
+        }
+    }
+    result
+}
+
+/// Decides what to do after a failed reconcile: permanent errors wait (their condition is
+/// already in status), transient ones back off exponentially (5 s doubling, at most 5 min).
+pub fn error_policy(obj: Arc<AseConnectivity>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.count_error(error.category());
+    let key = key_of(&obj);
+    match error.policy() {
+        Policy::AwaitChange => {
+            info!(spec = %format!("{}/{}", key.0, key.1), error = %error, "waiting for a change of the spec");
+            Action::await_change()
+        }
+        Policy::Resync => {
+            info!(spec = %format!("{}/{}", key.0, key.1), error = %error, "looking again at the next resync");
+            Action::requeue(ctx.settings.resync)
+        }
+        Policy::Backoff => {
+            let attempt = match ctx.failures.lock() {
+                Ok(mut failures) => {
+                    let n = failures.entry(key.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                }
+                Err(_) => 1,
+            };
+            let delay = backoff(attempt);
+            warn!(spec = %format!("{}/{}", key.0, key.1), error = %error, attempt, retry_in = ?delay, "transient error");
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// 5 s, 10 s, 20 s, ... capped at 300 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(6);
+    Duration::from_secs((5u64 << exp).min(300))
+}
+
+fn spec_key(obj: &AseConnectivity) -> SpecKey {
+    let (ns, name) = key_of(obj);
+    SpecKey::new(ns, name)
+}
+
+/// All specs in the store except `skip` and specs being deleted, plus `with` (the object
+/// being reconciled, in the version the controller handed over, newer than the store's or
+/// equal). Sorted by key.
+fn store_specs(
+    ctx: &Context,
+    skip: &SpecKey,
+    with: Option<&AseConnectivity>,
+) -> Vec<AseConnectivity> {
+    let mut specs: Vec<AseConnectivity> = ctx
+        .stores
+        .all()
+        .into_iter()
+        .filter(|s| &spec_key(s) != skip && s.meta().deletion_timestamp.is_none())
+        .map(|s| (*s).clone())
+        .collect();
+    if let Some(obj) = with {
+        specs.push(obj.clone());
+    }
+    specs.sort_by_key(key_of);
+    specs
+}
+
+async fn publish(
+    ctx: &Context,
+    obj: &AseConnectivity,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish an event");
+    }
+}
+
+/// Writes the status by server-side apply when it differs from what the object carries.
+/// Returns whether it wrote.
+async fn write_status(
+    api: &Api<AseConnectivity>,
+    obj: &AseConnectivity,
+    status: &AseConnectivityStatus,
+) -> Result<bool, Error> {
+    if obj.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": "asenet.io/v1alpha1",
+        "kind": "AseConnectivity",
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(true)
+}
+
+fn resource_names(resources: &[&ResourcePlan]) -> String {
+    resources
+        .iter()
+        .map(|r| r.id.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Owners of `r` (other than none) whose mode is not Apply.
+fn non_apply_owners(r: &ResourcePlan, modes: &BTreeMap<SpecKey, Mode>) -> BTreeSet<SpecKey> {
+    r.owners
+        .iter()
+        .filter(|k| modes.get(*k).copied().unwrap_or(Mode::Apply) != Mode::Apply)
+        .cloned()
+        .collect()
+}
+
+async fn apply(
+    obj: Arc<AseConnectivity>,
+    ctx: &Context,
+    api: &Api<AseConnectivity>,
+) -> Result<Action, Error> {
+    let key = spec_key(&obj);
+    let mode = obj.spec.mode;
+    let generation = obj.meta().generation;
+    let specs = store_specs(ctx, &key, Some(&obj));
+    let scope = Scope::new(specs.iter().map(spec_key), []);
+
+    // observe → validate → resolve → diff, for every spec in the store.
+    let planned = match ctx.engine.plan(&specs, &scope).await {
+        Ok(p) => p,
+        Err(e) => {
+            if e.retry == Retry::Transient {
+                let finding = Finding::Unavailable {
+                    message: e.message.clone(),
+                };
+                let status = next_status(
+                    obj.status.as_ref(),
+                    &key,
+                    generation,
+                    mode,
+                    &finding,
+                    &now(),
+                );
+                write_status(api, &obj, &status).await?;
+            }
+            return Err(Error::Engine(e));
+        }
+    };
+
+    let resolution = match planned.desired.specs.get(&key) {
+        Some(SpecOutcome::Resolved(r)) => r.clone(),
+        Some(SpecOutcome::Failed { errors }) => {
+            let finding = Finding::SpecFailed { errors };
+            let status = next_status(
+                obj.status.as_ref(),
+                &key,
+                generation,
+                mode,
+                &finding,
+                &now(),
+            );
+            let message = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == status::RESOLVED)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let kind = errors
+                .first()
+                .map(|e| e.kind)
+                .unwrap_or(SpecErrorKind::InvalidField);
+            if write_status(api, &obj, &status).await? {
+                publish(
+                    ctx,
+                    &obj,
+                    EventType::Warning,
+                    kind.as_str(),
+                    message.clone(),
+                )
+                .await;
+            }
+            return Err(Error::Spec {
+                spec: key,
+                kind,
+                message,
+            });
+        }
+        None => {
+            return Err(Error::Engine(EngineError {
+                retry: Retry::Permanent,
+                message: format!("the pipeline returned no outcome for spec {key}"),
+            }))
+        }
+    };
+
+    let modes: BTreeMap<SpecKey, Mode> = specs.iter().map(|s| (spec_key(s), s.spec.mode)).collect();
+    let mine: Vec<&ResourcePlan> = planned
+        .plan
+        .resources
+        .iter()
+        .filter(|r| r.owners.contains(&key) || resolution.touches.contains(&r.id))
+        .collect();
+    let changed: Vec<&ResourcePlan> = mine.iter().copied().filter(|r| has_changes(r)).collect();
+    let found = summarise(changed.iter().copied());
+    if found.total > 0 {
+        ctx.metrics.count_changes(false, &found);
+        let was_in_sync = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::IN_SYNC))
+            .is_some_and(|c| c.status == "True");
+        if was_in_sync {
+            ctx.metrics.drift_detected.inc();
+        }
+    }
+
+    let mut blocked = Vec::new();
+    let mut writable = Vec::new();
+    for r in &changed {
+        let by = non_apply_owners(r, &modes);
+        if by.is_empty() {
+            writable.push(*r);
+        } else {
+            blocked.push((*r, by));
+        }
+    }
+
+    let (pending, applied) = match mode {
+        Mode::Apply => {
+            let mut applied = PlanSummary::default();
+            if !writable.is_empty() {
+                if !ctx.leadership.is_leader() {
+                    info!("lost leadership before applying; not writing");
+                    return Ok(Action::await_change());
+                }
+                let narrowed = Planned {
+                    plan: Plan {
+                        resources: writable.iter().map(|r| (*r).clone()).collect(),
+                        errors: vec![],
+                    },
+                    ..planned.clone()
+                };
+                let report = ctx
+                    .engine
+                    .apply(&specs, &scope, narrowed)
+                    .await
+                    .map_err(Error::Engine)?;
+                debug!(writes = report.writes(), "{}", report.summary_line());
+                applied = summarise(writable.iter().copied());
+                ctx.metrics.count_changes(true, &applied);
+                info!(changes = applied.total, resources = %resource_names(&writable), "applied");
+            }
+            (summarise(blocked.iter().map(|(r, _)| *r)), applied)
+        }
+        Mode::Plan | Mode::Observe => (found, PlanSummary::default()),
+    };
+
+    let conflicts: Vec<String> = mine
+        .iter()
+        .flat_map(|r| {
+            r.conflicts
+                .iter()
+                .map(move |c| format!("{}: {}", r.id.name(), c.message))
+        })
+        .collect();
+    let finding = Finding::Planned(PlannedFinding {
+        resolution: &resolution,
+        desired: &planned.desired,
+        pending,
+        applied,
+        blocked: blocked
+            .iter()
+            .map(|(r, by)| (r.id.clone(), by.clone()))
+            .collect(),
+        conflicts: conflicts.clone(),
+    });
+    let status = next_status(
+        obj.status.as_ref(),
+        &key,
+        generation,
+        mode,
+        &finding,
+        &now(),
+    );
+    let status_changed = write_status(api, &obj, &status).await?;
+
+    // Events: every write, and every new finding (a finding repeated by a resync is not
+    // news: the status did not change).
+    if applied.total > 0 {
+        let note = format!(
+            "applied {} change(s) to {}",
+            applied.total,
+            resource_names(&writable)
+        );
+        publish(ctx, &obj, EventType::Normal, "Applied", note).await;
+    }
+    if status_changed && pending.total > 0 {
+        match mode {
+            Mode::Plan => {
+                let note = format!(
+                    "{} change(s) planned for {} ({} create, {} update, {} delete); mode Plan never writes",
+                    pending.total,
+                    resource_names(&changed),
+                    pending.create,
+                    pending.update,
+                    pending.delete
+                );
+                publish(ctx, &obj, EventType::Normal, "ChangesPlanned", note).await;
+            }
+            Mode::Observe => {
+                let note = format!(
+                    "{} difference(s) between Azure and the spec in {}",
+                    pending.total,
+                    resource_names(&changed)
+                );
+                publish(ctx, &obj, EventType::Warning, "DriftDetected", note).await;
+            }
+            Mode::Apply => {
+                let names: Vec<&ResourcePlan> = blocked.iter().map(|(r, _)| *r).collect();
+                let note = format!(
+                    "not writing {}: shared with specs not in mode Apply",
+                    resource_names(&names)
+                );
+                publish(
+                    ctx,
+                    &obj,
+                    EventType::Warning,
+                    "SharedResourceNotApplied",
+                    note,
+                )
+                .await;
+            }
+        }
+    }
+    if status_changed && !conflicts.is_empty() {
+        publish(
+            ctx,
+            &obj,
+            EventType::Warning,
+            "ForeignConflict",
+            conflicts.join("; "),
+        )
+        .await;
+    }
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// The Azure resources named in a spec (its NSG, subnet and route table).
+fn own_resource_ids(obj: &AseConnectivity) -> BTreeSet<ResourceId> {
+    let s = &obj.spec;
+    [
+        Some(&s.network_security_group.resource_id),
+        Some(&s.subnet.resource_id),
+        s.route_table.as_ref().map(|r| &r.resource_id),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|id| ResourceId::parse(id).ok())
+    .collect()
+}
+
+async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Error> {
+    let key = spec_key(&obj);
+    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
+        publish(
+            ctx,
+            &obj,
+            EventType::Normal,
+            "Orphaned",
+            "deletionPolicy Orphan: the rules and routes this spec owns stay in Azure".into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    if obj.spec.mode != Mode::Apply {
+        publish(
+            ctx,
+            &obj,
+            EventType::Normal,
+            "CleanupSkipped",
+            format!(
+                "mode {:?} never writes to Azure: the rules and routes this spec owns are left as they are",
+                obj.spec.mode
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+
+    // The removed spec is passed with the others (the pipeline reads its resources) and
+    // named in `removing` (it is not resolved, so the diff deletes what it owns).
+    let specs = store_specs(ctx, &key, Some(&obj));
+    let others: Vec<&AseConnectivity> = specs.iter().filter(|s| spec_key(s) != key).collect();
+    let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()]);
+    let planned = ctx
+        .engine
+        .plan(&specs, &scope)
+        .await
+        .map_err(Error::Engine)?;
+    let own_ids = own_resource_ids(&obj);
+    let owned_by_me = |r: &ResourcePlan| {
+        r.owners.contains(&key)
+            || own_ids.contains(&r.id)
+            || r.rules
+                .delete
+                .iter()
+                .any(|d| d.owner.as_ref() == Some(&key))
+            || r.routes
+                .delete
+                .iter()
+                .any(|d| d.owner.as_ref() == Some(&key))
+    };
+    // Its own NSG and route table go along even without changes: apply deletes them when
+    // asenet created them for this spec and they are now empty.
+    let mine: Vec<&ResourcePlan> = planned
+        .plan
+        .resources
+        .iter()
+        .filter(|r| (has_changes(r) && owned_by_me(r)) || own_ids.contains(&r.id))
+        .collect();
+    let modes: BTreeMap<SpecKey, Mode> =
+        others.iter().map(|s| (spec_key(s), s.spec.mode)).collect();
+    let blockers: BTreeSet<SpecKey> = mine
+        .iter()
+        .flat_map(|r| non_apply_owners(r, &modes))
+        .collect();
+    if !blockers.is_empty() {
+        let by: Vec<String> = blockers.iter().map(|k| k.to_string()).collect();
+        let message = format!(
+            "{} shared with {} (not in mode Apply); set them to mode Apply, or set this spec's deletionPolicy to Orphan",
+            resource_names(&mine),
+            by.join(", ")
+        );
+        publish(
+            ctx,
+            &obj,
+            EventType::Warning,
+            "CleanupBlocked",
+            message.clone(),
+        )
+        .await;
+        return Err(Error::CleanupBlocked { spec: key, message });
+    }
+    if !mine.iter().any(|r| has_changes(r)) && mine.iter().all(|r| r.kind == ResourceKind::Subnet) {
+        return Ok(Action::await_change());
+    }
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let removed = summarise(mine.iter().copied());
+    let narrowed = Planned {
+        plan: Plan {
+            resources: mine.iter().map(|r| (*r).clone()).collect(),
+            errors: vec![],
+        },
+        ..planned.clone()
+    };
+    let report = ctx
+        .engine
+        .apply(&specs, &scope, narrowed)
+        .await
+        .map_err(Error::Engine)?;
+    ctx.metrics.count_changes(true, &removed);
+    info!(writes = report.writes(), "{}", report.summary_line());
+    publish(
+        ctx,
+        &obj,
+        EventType::Normal,
+        "CleanedUp",
+        format!(
+            "removed what this spec owned from {} ({} change(s))",
+            resource_names(&mine),
+            removed.total
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}

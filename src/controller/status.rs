@@ -1,0 +1,401 @@
+//! The status the controller reports for one spec, computed from a plan (pure: the caller
+//! passes the previous status and `now`).
+//!
+//! Conditions follow metav1.Condition semantics: one entry per type, `lastTransitionTime`
+//! changes only when `status` flips, reasons are CamelCase and stable, messages say what a
+//! person can do. The types:
+//!
+//! | type | True when |
+//! | --- | --- |
+//! | `Ready` | the controller did what the mode asks: `Apply` converged Azure; `Plan`/`Observe` computed the plan |
+//! | `Resolved` | the spec validated and every reference (environmentRef, subnet, ASE) resolved |
+//! | `InSync` | Azure matches the desired rules and routes of every resource the spec touches |
+//! | `Degraded` | something needs a person: an invalid spec, an unresolvable reference, a full band, a foreign rule in conflict |
+//!
+//! The status is written only when [`AseConnectivityStatus`] differs from the previous one,
+//! so a resync of a converged spec causes no write.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{AseConnectivityStatus, Mode, OwnedRuleStatus, PlanSummary, ResolvedAddresses};
+use crate::diff::ResourcePlan;
+use crate::error::SpecError;
+use crate::model::{ResourceId, SpecKey};
+use crate::resolver::{Desired, Resolution};
+
+pub const READY: &str = "Ready";
+pub const RESOLVED: &str = "Resolved";
+pub const IN_SYNC: &str = "InSync";
+pub const DEGRADED: &str = "Degraded";
+
+/// What one reconcile found for a spec.
+pub enum Finding<'a> {
+    /// Validation or resolution failed: nothing was planned for the spec.
+    SpecFailed { errors: &'a [SpecError] },
+    /// The spec was planned (and, in mode Apply, what it may write was applied).
+    Planned(PlannedFinding<'a>),
+    /// ARM could not be reached or answered with a retryable error.
+    Unavailable { message: String },
+}
+
+pub struct PlannedFinding<'a> {
+    pub resolution: &'a Resolution,
+    pub desired: &'a Desired,
+    /// Changes still outstanding after this reconcile (all of them in Plan/Observe mode).
+    pub pending: PlanSummary,
+    /// Changes written by this reconcile.
+    pub applied: PlanSummary,
+    /// Shared resources not written because a co-owner is not in mode Apply, with the specs
+    /// that block them.
+    pub blocked: Vec<(ResourceId, BTreeSet<SpecKey>)>,
+    /// Problems with foreign entries in resources the spec touches.
+    pub conflicts: Vec<String>,
+}
+
+/// Counts the rule, route and association changes of some resource plans, as the CLI's
+/// plan summary counts them (`ResourcePlan::counts`).
+pub fn summarise<'a>(resources: impl IntoIterator<Item = &'a ResourcePlan>) -> PlanSummary {
+    let mut s = PlanSummary::default();
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    for r in resources {
+        let (c, u, d) = r.counts();
+        s.create = s.create.saturating_add(n(c));
+        s.update = s.update.saturating_add(n(u));
+        s.delete = s.delete.saturating_add(n(d));
+    }
+    s.total = s.create.saturating_add(s.update).saturating_add(s.delete);
+    s
+}
+
+/// True when a resource plan needs a write.
+pub fn has_changes(r: &ResourcePlan) -> bool {
+    r.has_changes()
+}
+
+fn describe(s: &PlanSummary) -> String {
+    format!(
+        "{} change{} ({} create, {} update, {} delete)",
+        s.total,
+        if s.total == 1 { "" } else { "s" },
+        s.create,
+        s.update,
+        s.delete
+    )
+}
+
+/// The owned rules and routes of one spec in the desired state, with their reasons.
+pub fn owned_rules(desired: &Desired, key: &SpecKey) -> Vec<OwnedRuleStatus> {
+    let mut out = Vec::new();
+    for nsg in desired.network_security_groups.values() {
+        for r in nsg.rules.iter().filter(|r| &r.owner == key) {
+            out.push(OwnedRuleStatus {
+                parent: nsg.id.to_string(),
+                name: r.rule.name.clone(),
+                priority: Some(r.rule.priority),
+                reason: r.reason.clone(),
+            });
+        }
+    }
+    for rt in desired.route_tables.values() {
+        for r in rt.routes.iter().filter(|r| &r.owner == key) {
+            out.push(OwnedRuleStatus {
+                parent: rt.id.to_string(),
+                name: r.route.name.clone(),
+                priority: None,
+                reason: r.reason.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: None,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
+fn unknown(type_: &str, reason: &str, message: String) -> Condition {
+    Condition {
+        status: "Unknown".to_string(),
+        ..condition(type_, false, reason, message)
+    }
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status did not flip.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    mut new: Condition,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    new.observed_generation = generation;
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            new.last_transition_time = if old.status == new.status {
+                old.last_transition_time.clone()
+            } else {
+                now.clone()
+            };
+            *old = new;
+        }
+        None => {
+            new.last_transition_time = now.clone();
+            conditions.push(new);
+        }
+    }
+}
+
+fn spec_error_message(errors: &[SpecError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The status after a reconcile. `prev` is the status the object carried.
+pub fn next_status(
+    prev: Option<&AseConnectivityStatus>,
+    key: &SpecKey,
+    generation: Option<i64>,
+    mode: Mode,
+    finding: &Finding<'_>,
+    now: &Time,
+) -> AseConnectivityStatus {
+    let mut status = prev.cloned().unwrap_or_default();
+    let set = |c: Condition, status: &mut AseConnectivityStatus| {
+        set_condition(&mut status.conditions, c, generation, now)
+    };
+    match finding {
+        Finding::Unavailable { message } => {
+            // Only Ready changes: what was resolved and planned before is still the best
+            // knowledge; the error is retried with backoff.
+            set(
+                condition(
+                    READY,
+                    false,
+                    "AzureUnavailable",
+                    format!("{message}; retrying with backoff"),
+                ),
+                &mut status,
+            );
+            return order(status);
+        }
+        Finding::SpecFailed { errors } => {
+            let reason = errors
+                .first()
+                .map(|e| e.kind.as_str())
+                .unwrap_or("InvalidField");
+            let message = spec_error_message(errors);
+            status.observed_generation = generation;
+            status.plan = None;
+            set(
+                condition(READY, false, reason, message.clone()),
+                &mut status,
+            );
+            set(
+                condition(RESOLVED, false, reason, message.clone()),
+                &mut status,
+            );
+            set(
+                unknown(
+                    IN_SYNC,
+                    "NotPlanned",
+                    "the spec could not be planned; the rules and routes it owns in Azure are left as they are".into(),
+                ),
+                &mut status,
+            );
+            set(
+                condition(
+                    DEGRADED,
+                    true,
+                    reason,
+                    format!("{message}; fix the spec (asenet retries when it or what it references changes)"),
+                ),
+                &mut status,
+            );
+        }
+        Finding::Planned(p) => {
+            status.observed_generation = generation;
+            status.addresses = Some(ResolvedAddresses {
+                internet: p
+                    .resolution
+                    .internet_addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                virtual_network: Some(p.resolution.virtual_network_range.to_string()),
+            });
+            status.plan = Some(p.pending);
+            status.rules = owned_rules(p.desired, key);
+            let internet = status
+                .addresses
+                .as_ref()
+                .map(|a| a.internet.join(", "))
+                .unwrap_or_default();
+            set(
+                condition(
+                    RESOLVED,
+                    true,
+                    "Resolved",
+                    format!(
+                        "callees outside the topology see {}; callees inside see {}",
+                        if internet.is_empty() {
+                            "no address"
+                        } else {
+                            &internet
+                        },
+                        p.resolution.virtual_network_range
+                    ),
+                ),
+                &mut status,
+            );
+            let pending = describe(&p.pending);
+            let (in_sync, reason, message) = if p.pending.total == 0 {
+                if p.applied.total > 0 {
+                    (true, "Applied", format!("applied {}", describe(&p.applied)))
+                } else {
+                    (
+                        true,
+                        "NoChanges",
+                        "Azure matches the desired rules and routes".to_string(),
+                    )
+                }
+            } else {
+                match mode {
+                    Mode::Plan => (
+                        false,
+                        "ChangesPlanned",
+                        format!("{pending} planned, see status.plan; mode Plan never writes: set spec.mode to Apply to apply them"),
+                    ),
+                    Mode::Observe => (
+                        false,
+                        "DriftDetected",
+                        format!("{pending} between Azure and the spec; mode Observe only reports: set spec.mode to Apply to converge"),
+                    ),
+                    Mode::Apply => {
+                        let blocked = p
+                            .blocked
+                            .iter()
+                            .map(|(id, by)| {
+                                let by: Vec<String> = by.iter().map(|k| k.to_string()).collect();
+                                format!("{} (shared with {})", id.name(), by.join(", "))
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        (
+                            false,
+                            "SharedResourceNotApplied",
+                            format!("{pending} not written: {blocked} is shared with specs not in mode Apply; set every contributing spec to mode Apply"),
+                        )
+                    }
+                }
+            };
+            set(
+                condition(IN_SYNC, in_sync, reason, message.clone()),
+                &mut status,
+            );
+            let ready = match mode {
+                Mode::Apply => condition(
+                    READY,
+                    in_sync,
+                    if in_sync { "Converged" } else { reason },
+                    if in_sync {
+                        "Azure has the rules and routes this spec needs".to_string()
+                    } else {
+                        message
+                    },
+                ),
+                Mode::Plan => condition(
+                    READY,
+                    true,
+                    "Planned",
+                    format!("plan computed ({pending}); mode Plan never writes to Azure"),
+                ),
+                Mode::Observe => condition(
+                    READY,
+                    true,
+                    "Observed",
+                    format!(
+                        "Azure observed ({pending} pending); mode Observe never writes to Azure"
+                    ),
+                ),
+            };
+            set(ready, &mut status);
+            let degraded = if p.conflicts.is_empty() {
+                condition(DEGRADED, false, "Healthy", "no problems found".to_string())
+            } else {
+                condition(
+                    DEGRADED,
+                    true,
+                    "ForeignConflict",
+                    format!(
+                        "{}; asenet never changes rules it does not own: fix or remove them in Azure",
+                        p.conflicts.join("; ")
+                    ),
+                )
+            };
+            set(degraded, &mut status);
+        }
+    }
+    order(status)
+}
+
+/// Conditions in a fixed order (Ready, Resolved, InSync, Degraded), so that equal states
+/// compare equal.
+fn order(mut status: AseConnectivityStatus) -> AseConnectivityStatus {
+    let rank = |t: &str| match t {
+        READY => 0,
+        RESOLVED => 1,
+        IN_SYNC => 2,
+        DEGRADED => 3,
+        _ => 4,
+    };
+    status.conditions.sort_by_key(|c| rank(&c.type_));
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn last_transition_time_changes_only_when_the_status_flips() {
+        let mut conds = vec![];
+        set_condition(
+            &mut conds,
+            condition(READY, false, "A", "a".into()),
+            Some(1),
+            &t(10),
+        );
+        set_condition(
+            &mut conds,
+            condition(READY, false, "B", "b".into()),
+            Some(2),
+            &t(20),
+        );
+        assert_eq!(conds[0].last_transition_time, t(10));
+        assert_eq!(conds[0].reason, "B");
+        assert_eq!(conds[0].observed_generation, Some(2));
+        set_condition(
+            &mut conds,
+            condition(READY, true, "C", "c".into()),
+            Some(2),
+            &t(30),
+        );
+        assert_eq!(conds[0].last_transition_time, t(30));
+        assert_eq!(conds.len(), 1);
+    }
+}

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Chart, CRD and example checks for asenet (called by tests/chart/run.sh).
+
+1. Lints charts/asenet with the real Helm engine (PyPI `helm-python-sdk`, Helm v4 as a
+   library: no helm binary) for the default values and each file in charts/asenet/ci/.
+2. Renders the chart for the same values and validates every rendered manifest, and the
+   CRD, with `kubernetes-validate --strict` against a pinned Kubernetes version.
+3. Checks properties of the rendered manifests the operator relies on (restrictive
+   securityContext, workload identity wiring, leader election with >1 replica, RBAC
+   without wildcards, the chart's CRD equal to crds/).
+4. Validates every AseConnectivity document in examples/ against the generated CRD's
+   openAPIV3Schema with `jsonschema` (unknown fields rejected, as `kubectl apply` does by
+   default). Documents under examples/invalid/ are semantically invalid on purpose: they
+   are reported, and the ones listed in EXPECTED_SCHEMA_REJECTIONS must be rejected.
+
+Exits non-zero on the first failing group, after printing every failure of that group.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import jsonschema
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "asenet"
+CRD = ROOT / "crds" / "aseconnectivities.asenet.io.yaml"
+KUBE_VERSION = "1.31.0"
+RELEASE = "asenet"
+NAMESPACE = "asenet-system"
+# Kinds kubernetes-validate has no schema for (CRDs of other projects).
+FOREIGN_KINDS = {"ServiceMonitor"}
+# examples/invalid documents the CRD schema itself must reject (API server side).
+EXPECTED_SCHEMA_REJECTIONS = {"invalid/bad-band.yaml"}
+
+failures: list[str] = []
+
+
+def fail(message: str) -> None:
+    failures.append(message)
+    print(f"  FAIL {message}")
+
+
+def ok(message: str) -> None:
+    print(f"  ok   {message}")
+
+
+def end_group(name: str) -> None:
+    if failures:
+        print(f"\n{len(failures)} failure(s) in: {name}")
+        sys.exit(1)
+
+
+def value_sets() -> list[tuple[str, dict]]:
+    sets = [("default values", {})]
+    for path in sorted((CHART / "ci").glob("*.yaml")):
+        sets.append((f"ci/{path.name}", yaml.safe_load(path.read_text()) or {}))
+    return sets
+
+
+def lint() -> None:
+    print(f"== helm lint (helm-python-sdk {helm.__version__}, Helm {helm.helm_sdk_version()})")
+    for label, values in value_sets():
+        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE,
+                           kube_version=f"v{KUBE_VERSION}")
+        problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+        problems += [{"error": e} for e in report.get("errors", []) or []]
+        if problems:
+            for p in problems:
+                fail(f"lint {label}: {p.get('path', '')} {p.get('error')}")
+        else:
+            ok(f"lint {label} ({report.get('total_charts_linted')} chart)")
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {}).setdefault("annotations", {})
+                doc["_source"] = path
+                docs.append(doc)
+    return docs
+
+
+def kubernetes_validate(docs: list[dict], label: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, doc in enumerate(docs):
+            if doc["kind"] in FOREIGN_KINDS:
+                ok(f"{label}: {doc['kind']}/{doc['metadata']['name']} (no schema in kubernetes-validate; checked below)")
+                continue
+            clean = {k: v for k, v in doc.items() if k != "_source"}
+            if not clean["metadata"].get("annotations"):
+                clean["metadata"].pop("annotations", None)
+            path = pathlib.Path(tmp) / f"{i:02d}-{doc['kind']}.yaml"
+            path.write_text(yaml.safe_dump(clean))
+            files.append(path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubernetes_validate", "-k", KUBE_VERSION, "--strict",
+             "--no-warn", *map(str, files)],
+            capture_output=True, text=True)
+        for line in (proc.stdout + proc.stderr).splitlines():
+            if line.strip():
+                (ok if line.startswith("INFO") else fail)(f"{label}: {line.strip()}")
+        if proc.returncode != 0 and not failures:
+            fail(f"{label}: kubernetes-validate exited {proc.returncode}")
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def check_properties(label: str, values: dict, docs: list[dict]) -> None:
+    [deploy] = by_kind(docs, "Deployment")
+    pod = deploy["spec"]["template"]
+    spec = pod["spec"]
+    [container] = spec["containers"]
+    sc = container.get("securityContext", {})
+    psc = spec.get("securityContext", {})
+    checks = {
+        "runAsNonRoot": sc.get("runAsNonRoot") is True and psc.get("runAsNonRoot") is True,
+        "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+        "capabilities drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
+        "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
+        "seccompProfile RuntimeDefault": sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+        "probes on /healthz and /readyz": container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        and container["readinessProbe"]["httpGet"]["path"] == "/readyz",
+    }
+    args = container["args"]
+    replicas = deploy["spec"]["replicas"]
+    if replicas > 1:
+        checks["leader election on with >1 replica"] = "--leader-election=true" in args
+    cred = values.get("azure", {}).get("credential", "workloadIdentity")
+    env = {e["name"]: e for e in container.get("env", [])}
+    if cred == "workloadIdentity":
+        [sa] = by_kind(docs, "ServiceAccount")
+        client_id = values.get("azure", {}).get("workloadIdentity", {}).get("clientId")
+        checks["pod label azure.workload.identity/use"] = (
+            pod["metadata"]["labels"].get("azure.workload.identity/use") == "true")
+        if client_id:
+            checks["ServiceAccount client-id annotation"] = (
+                sa["metadata"]["annotations"].get("azure.workload.identity/client-id") == client_id)
+        checks["--credential workload-identity"] = env["ASENET_CREDENTIAL"]["value"] == "workload-identity"
+    if cred == "static":
+        checks["static token from a Secret"] = "secretKeyRef" in env["ASENET_TOKEN"]["valueFrom"]
+    namespaces = values.get("controller", {}).get("watchNamespaces", [])
+    roles = by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+    rules = [r for role in roles for r in role["rules"]]
+    checks["RBAC without wildcards"] = all(
+        "*" not in r.get("verbs", []) and "*" not in r.get("resources", []) for r in rules)
+    checks["RBAC never deletes"] = all("delete" not in r.get("verbs", []) for r in rules)
+    if namespaces:
+        checks["one spec Role per watched namespace, no ClusterRole"] = (
+            not by_kind(docs, "ClusterRole")
+            and sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")
+                       if not r["metadata"]["name"].endswith("leader-election")) == sorted(namespaces))
+        checks["--namespace flags"] = all(f"--namespace={ns}" in args for ns in namespaces)
+    lease_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("leader-election")]
+    if "--leader-election=true" in args:
+        checks["Lease Role in the release namespace"] = (
+            len(lease_roles) == 1 and lease_roles[0]["metadata"]["namespace"] == NAMESPACE)
+    for sm in by_kind(docs, "ServiceMonitor"):
+        checks["ServiceMonitor scrapes the metrics port"] = sm["spec"]["endpoints"][0]["port"] == "metrics"
+    for name, passed in checks.items():
+        (ok if passed else fail)(f"{label}: {name}")
+
+
+def chart_checks() -> None:
+    print(f"== render and kubernetes-validate --strict (Kubernetes {KUBE_VERSION})")
+    for label, values in value_sets():
+        docs = render(values)
+        kinds = ", ".join(sorted({d["kind"] for d in docs}))
+        ok(f"render {label}: {len(docs)} manifests ({kinds})")
+        kubernetes_validate(docs, label)
+        check_properties(label, values, docs)
+    chart = helm.Chart.load(str(CHART))
+    crds = chart.crds
+    same = len(crds) == 1 and crds[0]["data"] == CRD.read_text()
+    (ok if same else fail)("charts/asenet/crds/ holds the same CRD as crds/")
+    kubernetes_validate([dict(yaml.safe_load(CRD.read_text()), _source="crds")], "CRD")
+
+
+def openapi_to_jsonschema(node):
+    """Kubernetes structural schema → JSON Schema: `nullable`, int-or-string, and unknown
+    fields rejected like kubectl's default strict field validation."""
+    if isinstance(node, list):
+        return [openapi_to_jsonschema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: openapi_to_jsonschema(v) for k, v in node.items()}
+    if node.pop("x-kubernetes-int-or-string", False):
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.pop("nullable", False) and "type" in node:
+        node["type"] = [node["type"], "null"]
+    if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        node.setdefault("additionalProperties", False)
+    return node
+
+
+def examples() -> None:
+    print("== examples/ against the CRD's openAPIV3Schema (jsonschema)")
+    crd = yaml.safe_load(CRD.read_text())
+    [version] = crd["spec"]["versions"]
+    schema = openapi_to_jsonschema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    schema["properties"].update({
+        "apiVersion": {"const": f"{crd['spec']['group']}/{version['name']}"},
+        "kind": {"const": crd["spec"]["names"]["kind"]},
+        "metadata": {"type": "object"},
+    })
+    validator = jsonschema.Draft7Validator(schema)
+    count = 0
+    rejected = set()
+    for path in sorted((ROOT / "examples").rglob("*.y*ml")):
+        rel = path.relative_to(ROOT / "examples").as_posix()
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if not doc or doc.get("kind") != "AseConnectivity":
+                continue
+            count += 1
+            name = f"{rel}#{i} ({doc['metadata'].get('name')})"
+            errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+            if rel.startswith("invalid/"):
+                if errors:
+                    rejected.add(rel)
+                    ok(f"{name}: rejected by the schema as intended: {errors[0].message}")
+                else:
+                    ok(f"{name}: schema-valid (asenet's validate rejects it)")
+            elif errors:
+                for e in errors:
+                    fail(f"{name}: {'.'.join(map(str, e.path))}: {e.message}")
+            else:
+                ok(name)
+    for rel in sorted(EXPECTED_SCHEMA_REJECTIONS):
+        if (ROOT / "examples" / rel).exists() and rel not in rejected:
+            fail(f"{rel}: the CRD schema should reject it")
+    if count == 0:
+        fail("no AseConnectivity documents found under examples/")
+    else:
+        ok(f"{count} AseConnectivity documents checked")
+
+
+def main() -> None:
+    lint()
+    end_group("helm lint")
+    chart_checks()
+    end_group("rendered manifests")
+    examples()
+    end_group("examples")
+    print("\nchart, CRD and example checks passed")
+
+
+if __name__ == "__main__":
+    main()
