@@ -95,35 +95,8 @@ impl Engine for Pipeline {
         scope: &'a Scope,
         planned: Planned,
     ) -> BoxFuture<'a, Result<ApplyReport, EngineError>> {
-        // `Pipeline::apply`'s future is not provably `Send` (a higher-ranked closure in
-        // `apply::execute`'s streams, rust-lang/rust#102211), and the controller runs
-        // reconciles on a multi-threaded runtime, which needs `Send`. So the apply runs on a
-        // blocking thread that drives it with the runtime's handle; the pipeline is cheap to
-        // clone (the ARM client is shared).
-        let pipeline = self.clone();
-        let specs = specs.to_vec();
-        let scope = scope.clone();
         async move {
-            let handle = tokio::runtime::Handle::current();
-            let joined = tokio::task::spawn_blocking(move || {
-                handle
-                    .block_on(Pipeline::apply(
-                        &pipeline,
-                        &specs,
-                        &scope,
-                        planned,
-                        &log_progress,
-                    ))
-                    .map_err(EngineError::from)
-            })
-            .await;
-            match joined {
-                Ok(result) => result,
-                Err(e) => Err(EngineError {
-                    retry: Retry::Transient,
-                    message: format!("the apply task failed: {e}"),
-                }),
-            }
+            Ok(Pipeline::apply(self, specs, scope, planned, &log_progress).await?)
         }
         .boxed()
     }
