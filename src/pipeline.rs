@@ -18,7 +18,7 @@ use crate::api::{self, DeletionPolicy};
 use crate::apply::{self, ApplyError, ApplyOptions};
 use crate::azure::ArmClient;
 pub use crate::azure::{ArmError, ErrorCategory};
-use crate::diff::{self, Plan, Scope};
+use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::SpecError;
 use crate::evaluate::{self, TagContext, Verdict};
 use crate::model::{Access, SpecKey};
@@ -342,19 +342,36 @@ impl Pipeline {
     }
 }
 
+/// The key of a spec (`default` namespace when none is set, as kubectl would).
+pub fn spec_key(spec: &api::AseConnectivity) -> SpecKey {
+    SpecKey::new(
+        spec.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        spec.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
 /// Every spec key in `specs` (the scope a CLI run plans: exactly the files given).
 pub fn scope_of(specs: &[api::AseConnectivity]) -> Scope {
-    let keys: BTreeSet<SpecKey> = specs
-        .iter()
-        .map(|s| {
-            SpecKey::new(
-                s.metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                s.metadata.name.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    Scope::new(keys, [])
+    Scope::new(specs.iter().map(spec_key), [])
+}
+
+/// Specs whose `mode` forbids writing to Azure (`Plan`, `Observe`).
+pub fn read_only_specs<'a>(
+    specs: impl IntoIterator<Item = &'a api::AseConnectivity>,
+) -> BTreeSet<SpecKey> {
+    specs
+        .into_iter()
+        .filter(|s| s.spec.mode != api::Mode::Apply)
+        .map(spec_key)
+        .collect()
+}
+
+/// The contributors of `resource` that forbid writing it. A parent is written whole (one
+/// PUT carries every contributor's rules), so one read-only contributor withholds the write
+/// of the whole resource; the CLI and the operator both follow this rule.
+pub fn withheld_by(resource: &ResourcePlan, read_only: &BTreeSet<SpecKey>) -> BTreeSet<SpecKey> {
+    resource.owners.intersection(read_only).cloned().collect()
 }

@@ -70,10 +70,34 @@ pub fn run_apply(args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;
         let scope = pipeline::scope_of(&specs);
-        let outcome = p.plan(&specs, &scope).await?;
+        let mut outcome = p.plan(&specs, &scope).await?;
         print!("{}", report::render_text(&outcome.plan, color));
+        // Specs in mode Plan or Observe never cause a write, here as in the operator: a
+        // changed resource one of them contributes to is withheld whole.
+        let read_only = pipeline::read_only_specs(&specs);
+        let (writable, withheld): (Vec<_>, Vec<_>) = outcome
+            .plan
+            .resources
+            .drain(..)
+            .partition(|r| !r.has_changes() || pipeline::withheld_by(r, &read_only).is_empty());
+        outcome.plan.resources = writable;
+        for r in &withheld {
+            let by: Vec<String> = pipeline::withheld_by(r, &read_only)
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            println!(
+                "Not applying {}: specs in mode Plan or Observe contribute to it ({}).",
+                r.id,
+                by.join(", ")
+            );
+        }
         if !outcome.plan.has_changes() {
-            return Ok(plan_exit_code(&outcome.plan));
+            return Ok(if withheld.is_empty() {
+                plan_exit_code(&outcome.plan)
+            } else {
+                ExitCode::from(2)
+            });
         }
         if !args.auto_approve && !confirm()? {
             println!("\nApply cancelled.");

@@ -95,9 +95,7 @@ impl Engine for Pipeline {
         scope: &'a Scope,
         planned: Planned,
     ) -> BoxFuture<'a, Result<ApplyReport, EngineError>> {
-        async move {
-            Ok(Pipeline::apply(self, specs, scope, planned, &log_progress).await?)
-        }
-        .boxed()
+        async move { Ok(Pipeline::apply(self, specs, scope, planned, &log_progress).await?) }
+            .boxed()
     }
 }

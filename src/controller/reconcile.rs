@@ -12,7 +12,7 @@
 //! list, so writing it would also apply the pending changes of a spec in mode `Plan` or
 //! `Observe`, which those modes promise never to do.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, P
 use crate::diff::{Plan, ResourceKind, ResourcePlan, Scope};
 use crate::error::SpecErrorKind;
 use crate::model::{ResourceId, SpecKey};
+use crate::pipeline;
 use crate::resolver::SpecOutcome;
 
 /// The finalizer that keeps a spec until what it owns in Azure is removed.
@@ -282,15 +283,6 @@ fn resource_names(resources: &[&ResourcePlan]) -> String {
         .join(", ")
 }
 
-/// Owners of `r` (other than none) whose mode is not Apply.
-fn non_apply_owners(r: &ResourcePlan, modes: &BTreeMap<SpecKey, Mode>) -> BTreeSet<SpecKey> {
-    r.owners
-        .iter()
-        .filter(|k| modes.get(*k).copied().unwrap_or(Mode::Apply) != Mode::Apply)
-        .cloned()
-        .collect()
-}
-
 async fn apply(
     obj: Arc<AseConnectivity>,
     ctx: &Context,
@@ -370,7 +362,7 @@ async fn apply(
         }
     };
 
-    let modes: BTreeMap<SpecKey, Mode> = specs.iter().map(|s| (spec_key(s), s.spec.mode)).collect();
+    let read_only = pipeline::read_only_specs(&specs);
     let mine: Vec<&ResourcePlan> = planned
         .plan
         .resources
@@ -394,7 +386,7 @@ async fn apply(
     let mut blocked = Vec::new();
     let mut writable = Vec::new();
     for r in &changed {
-        let by = non_apply_owners(r, &modes);
+        let by = pipeline::withheld_by(r, &read_only);
         if by.is_empty() {
             writable.push(*r);
         } else {
@@ -595,11 +587,10 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
         .iter()
         .filter(|r| (has_changes(r) && owned_by_me(r)) || own_ids.contains(&r.id))
         .collect();
-    let modes: BTreeMap<SpecKey, Mode> =
-        others.iter().map(|s| (spec_key(s), s.spec.mode)).collect();
+    let read_only = pipeline::read_only_specs(others.iter().copied());
     let blockers: BTreeSet<SpecKey> = mine
         .iter()
-        .flat_map(|r| non_apply_owners(r, &modes))
+        .flat_map(|r| pipeline::withheld_by(r, &read_only))
         .collect();
     if !blockers.is_empty() {
         let by: Vec<String> = blockers.iter().map(|k| k.to_string()).collect();

@@ -766,6 +766,55 @@ async fn the_cli_plan_exits_2_then_0_after_apply() {
     );
 }
 
+#[tokio::test]
+async fn the_cli_apply_never_writes_a_resource_a_plan_mode_spec_contributes_to() {
+    let env = env("seed").await;
+    let bin = env!("CARGO_BIN_EXE_asenet");
+    // The seed's specs, with ase-two switched to mode Plan.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ase-one.yaml", "ase-two.yaml"] {
+        let text = std::fs::read_to_string(example("seed").join(name)).unwrap();
+        let text = if name == "ase-two.yaml" {
+            text.replace("spec:\n", "spec:\n  mode: Plan\n")
+        } else {
+            text
+        };
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let url = env.mock.base_url.clone();
+    let tags = example("seed").join("snapshot.yaml");
+    let specs_dir = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["apply", "--auto-approve", "-f"])
+            .arg(&specs_dir)
+            .args(["--endpoint", &url, "--credential", "static", "--token", "t"])
+            .arg("--service-tags")
+            .arg(&tags)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Not applying"), "{stdout}");
+    let nsg = |name: &str| {
+        env.mock.state.get_resource(&format!(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/{name}"
+        ))
+    };
+    assert!(
+        nsg("ase-two-nsg").is_none(),
+        "ase-two is in mode Plan: its NSG must not be created"
+    );
+    assert!(
+        nsg("ase-one-nsg").is_some(),
+        "ase-one is in mode Apply: its NSG is created"
+    );
+}
+
 #[test]
 fn pipeline_futures_are_send() {
     fn is_send<T: Send>(_: &T) {}
