@@ -369,14 +369,12 @@ fn cover_prefixes(rule: &[Ipv4Net], subject: &[Ipv4Net]) -> Cover {
 
 /// How much of `subject` the complement of `vnet` (the `Internet` tag) covers.
 fn cover_internet(ctx: &TagContext, subject: &[Ipv4Net]) -> Cover {
-    let mut inside = ctx.virtual_network.clone();
-    inside.push(Ipv4Net::from(AZURE_LOAD_BALANCER));
-    let all_inside = subject
-        .iter()
-        .all(|s| inside.iter().any(|v| net_inside(s, v)));
+    let lb = Ipv4Net::from(AZURE_LOAD_BALANCER);
+    let inside = || ctx.virtual_network.iter().chain(std::iter::once(&lb));
+    let all_inside = subject.iter().all(|s| inside().any(|v| net_inside(s, v)));
     let none_touch = subject
         .iter()
-        .all(|s| !inside.iter().any(|v| nets_intersect(s, v)));
+        .all(|s| !inside().any(|v| nets_intersect(s, v)));
     if subject.is_empty() || all_inside {
         Cover::None
     } else if none_touch {
@@ -706,7 +704,7 @@ mod tests {
             ..rule("deny-internet", 100, Access::Deny, "*", &["*"])
         };
         let out = evaluate(
-            &[deny_internet.clone()],
+            std::slice::from_ref(&deny_internet),
             Direction::Inbound,
             &tcp("8.8.8.8", "10.0.1.4", 80),
             &c,

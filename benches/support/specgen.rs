@@ -199,7 +199,7 @@ fn spec(i: usize, n: usize, rng: &mut Rng) -> AseConnectivity {
         environment: EnvironmentSpec {
             version: version(i),
             resource_id: Some(environment_id(i)),
-            addresses: (i % 4 == 0).then(|| AddressesSpec {
+            addresses: i.is_multiple_of(4).then(|| AddressesSpec {
                 public_vip: Some(vip(i).to_string()),
                 outbound: vec![],
                 internal_ip: None,
@@ -219,7 +219,7 @@ fn spec(i: usize, n: usize, rng: &mut Rng) -> AseConnectivity {
             resource_id: rt_id(i).to_string(),
         }),
         topology: TopologySpec {
-            extra_prefixes: if i % 5 == 0 {
+            extra_prefixes: if i.is_multiple_of(5) {
                 vec!["172.16.0.0/12".into()]
             } else {
                 vec![]
@@ -284,7 +284,7 @@ pub fn generate(n: usize) -> World {
         s.insert_subnet(SubnetState {
             id: subnet_id(i),
             address_prefix: subnet_prefix(i),
-            network_security_group: (i % 2 == 0).then(|| nsg_id(i)),
+            network_security_group: i.is_multiple_of(2).then(|| nsg_id(i)),
             route_table: None,
             etag: Some("W/\"0\"".into()),
             raw: None,
@@ -297,7 +297,7 @@ pub fn generate(n: usize) -> World {
             subnet: Some(subnet_id(i)),
         });
         // Every other ASE NSG exists, with foreign rules outside the band.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             s.insert_nsg(nsg(
                 nsg_id(i),
                 vec![
@@ -308,7 +308,7 @@ pub fn generate(n: usize) -> World {
         }
     }
     for group in 0..n.div_ceil(SHARE) {
-        if group % 3 == 0 {
+        if group.is_multiple_of(3) {
             for k in 0..2 {
                 s.insert_nsg(nsg(
                     backend_nsg_id(group, k),

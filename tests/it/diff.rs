@@ -277,7 +277,10 @@ fn one_changed_port_gives_exactly_one_update_listing_destination_ports() {
     assert_eq!(plan.summary(), (0, 1, 0));
     let r = plan.resource(&nsg_id("ase-two-nsg")).unwrap();
     assert_eq!(r.action, ParentAction::Update);
-    assert_eq!(r.etag, s.network_security_groups[&nsg_id("ase-two-nsg")].etag);
+    assert_eq!(
+        r.etag,
+        s.network_security_groups[&nsg_id("ase-two-nsg")].etag
+    );
     assert_eq!(r.rules.update.len(), 1);
     assert_eq!(
         r.rules.update[0].fields,
@@ -780,7 +783,8 @@ mod properties {
             match d {
                 Drift::Ports(i, p) => {
                     if let Some(&i) = owned.get(*i) {
-                        nsg.rules[i].destination_ports = PortSet::parse_all([p.to_string().as_str()]).unwrap();
+                        nsg.rules[i].destination_ports =
+                            PortSet::parse_all([p.to_string().as_str()]).unwrap();
                     }
                 }
                 Drift::DeleteOwned(i) => {
@@ -798,14 +802,26 @@ mod properties {
                 Drift::Foreign(p, deny) => {
                     if free(nsg, *p) {
                         let access = if *deny { Access::Deny } else { Access::Allow };
-                        nsg.rules.push(rule(&format!("foreign-{n}"), *p, access, "Internet", &["22"]));
+                        nsg.rules.push(rule(
+                            &format!("foreign-{n}"),
+                            *p,
+                            access,
+                            "Internet",
+                            &["22"],
+                        ));
                     }
                 }
                 Drift::Stale(p) => {
                     if free(nsg, *p) {
                         nsg.rules.push(SecurityRule {
                             description: Some("asenet:network/ase-two:old entry".into()),
-                            ..rule(&format!("asenet-ase-two-old-{n}"), *p, Access::Allow, "1.2.3.4", &["81"])
+                            ..rule(
+                                &format!("asenet-ase-two-old-{n}"),
+                                *p,
+                                Access::Allow,
+                                "1.2.3.4",
+                                &["81"],
+                            )
                         });
                     }
                 }
@@ -815,8 +831,10 @@ mod properties {
                     }
                 }
                 Drift::Reassociate => {
-                    s.subnets.get_mut(&subnet_id("ase-two")).unwrap().network_security_group =
-                        Some(nsg_id("elsewhere"));
+                    s.subnets
+                        .get_mut(&subnet_id("ase-two"))
+                        .unwrap()
+                        .network_security_group = Some(nsg_id("elsewhere"));
                 }
             }
         }
