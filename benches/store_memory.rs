@@ -1,0 +1,222 @@
+//! Memory of the controller's spec store (issue 6): the resident set of a process whose
+//! kube-runtime reflector store holds N generated `AseConnectivity` objects, statuses
+//! included, as the operator's store does after its first reconcile of every spec.
+//!
+//! `cargo bench --bench store_memory [-- --specs 10000 --copies 8 --no-status]`
+//!
+//! The parent generates the specs (benches/support/specgen.rs, the fleet of the resolve and
+//! fleet benchmarks), resolves them to compute each spec's status as the controller writes
+//! it (`controller::status::next_status`), and writes the objects as JSON lines, the shape
+//! the API server sends. A fresh child process (this binary again) then reads `VmRSS`,
+//! feeds the objects one by one into a reflector `Writer` as `watcher::Event`s (no API
+//! server needed), and reads `VmRSS` again; the difference is the store. It also clones the
+//! store into `--copies` vectors, as that many concurrent reconciles do (each reconcile
+//! plans with a copy of every spec in the store, `reconcile::store_specs`), and reports the
+//! resident set with those copies alive. Target: <= 150 MiB with 10,000 specs.
+
+#[allow(dead_code)]
+#[path = "support/specgen.rs"]
+mod specgen;
+
+use std::io::{BufRead, BufWriter, Write};
+use std::time::Instant;
+
+use asenet::api::{AseConnectivity, Mode, PlanSummary};
+use asenet::controller::status::{next_status, Finding, PlannedFinding};
+use asenet::diff::{diff, Scope};
+use asenet::resolver::SpecOutcome;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+
+const CHILD_ENV: &str = "ASENET_STORE_MEMORY_FILE";
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The child: baseline, fill the store, measure.
+fn child(path: &str, copies: usize) -> anyhow::Result<()> {
+    let baseline = status_kib("VmRSS:");
+    let (reader, mut writer) = reflector::store::<AseConnectivity>();
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let started = Instant::now();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    let mut n = 0usize;
+    for line in file.lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let obj: AseConnectivity = serde_json::from_str(&line)?;
+        writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+        n += 1;
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let filled = status_kib("VmRSS:");
+    let objects = reader.state().len();
+    // What `copies` concurrent reconciles hold at once: each its own Vec of every spec.
+    let held: Vec<Vec<AseConnectivity>> = (0..copies)
+        .map(|_| reader.state().iter().map(|o| (**o).clone()).collect())
+        .collect();
+    let with_copies = status_kib("VmRSS:");
+    let peak = status_kib("VmHWM:");
+    println!(
+        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"fillMs\":{}}}",
+        held.len(),
+        started.elapsed().as_millis()
+    );
+    drop(held);
+    Ok(())
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The objects as the API server would list them: spec, metadata, and the status the
+/// controller writes after a converged reconcile.
+fn objects(n: usize, with_status: bool) -> Vec<AseConnectivity> {
+    let world = specgen::generate(n);
+    let (valid, _) = asenet::validate::validate_all(&world.specs);
+    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+    let scope = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    let plan = diff(&desired, &world.snapshot, &scope);
+    let _ = plan;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    world
+        .specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let key = asenet::model::SpecKey::new(
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            );
+            s.metadata.generation = Some(1);
+            s.metadata.resource_version = Some(format!("{}", 1000 + i));
+            s.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+            s.metadata.finalizers = Some(vec![asenet::controller::FINALIZER.to_string()]);
+            s.metadata.creation_timestamp = Some(now.clone());
+            if let (true, Some(SpecOutcome::Resolved(resolution))) =
+                (with_status, desired.specs.get(&key))
+            {
+                let finding = Finding::Planned(PlannedFinding {
+                    resolution,
+                    desired: &desired,
+                    pending: PlanSummary::default(),
+                    applied: PlanSummary::default(),
+                    blocked: vec![],
+                    conflicts: vec![],
+                });
+                s.status = Some(next_status(
+                    None,
+                    &key,
+                    Some(1),
+                    Mode::Apply,
+                    &finding,
+                    &now,
+                ));
+            }
+            s
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != "store_memory" && a.parse::<usize>().is_err())
+    {
+        return Ok(());
+    }
+    let copies = arg("--copies", 8);
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        return child(&path, copies);
+    }
+    let n = arg("--specs", 10_000);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("objects.jsonl");
+    let no_status = std::env::args().any(|a| a == "--no-status");
+    let objects = objects(n, !no_status);
+    let mut bytes = 0usize;
+    let with_status = objects.iter().filter(|o| o.status.is_some()).count();
+    {
+        let mut out = BufWriter::new(std::fs::File::create(&path)?);
+        for o in &objects {
+            let line = serde_json::to_string(o)?;
+            bytes += line.len() + 1;
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    drop(objects);
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .env(CHILD_ENV, &path)
+        .arg("--copies")
+        .arg(copies.to_string())
+        .output()?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "the measuring process failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let get = |k: &str| v[k].as_u64().unwrap_or(0);
+    let store = get("filledKib").saturating_sub(get("baselineKib"));
+    println!();
+    println!(
+        "asenet controller store memory ({n} AseConnectivity objects, {with_status} with status)"
+    );
+    println!();
+    println!("| measure | value |");
+    println!("| --- | ---: |");
+    println!("| objects in the store | {} |", get("objects"));
+    println!(
+        "| JSON size of the objects | {:.1} MiB |",
+        bytes as f64 / 1048576.0
+    );
+    println!(
+        "| RSS before (fresh process) | {:.1} MiB |",
+        mib(get("baselineKib"))
+    );
+    println!(
+        "| RSS with the store filled | {:.1} MiB |",
+        mib(get("filledKib"))
+    );
+    println!("| store (difference) | {:.1} MiB |", mib(store));
+    println!(
+        "| RSS with {} reconcile copies of the store | {:.1} MiB |",
+        get("copies"),
+        mib(get("withCopiesKib"))
+    );
+    println!("| peak RSS (VmHWM) | {:.1} MiB |", mib(get("peakKib")));
+    println!("| time to fill the store | {} ms |", get("fillMs"));
+    let target = 150.0;
+    let filled = mib(get("filledKib"));
+    println!(
+        "| target: process RSS with the store <= 150 MiB | {} ({filled:.1} MiB) |",
+        if filled <= target { "met" } else { "MISSED" }
+    );
+    println!();
+    Ok(())
+}
