@@ -26,6 +26,10 @@ pub struct ControllerArgs {
     /// changed VIPs) and writes nothing when in sync.
     #[arg(long, env = "ASENET_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// At most this many reconciles in flight at once (0: unbounded). Reconciles of specs
+    /// sharing an Azure parent run one after the other whatever this is.
+    #[arg(long, env = "ASENET_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+    pub max_concurrent_reconciles: u16,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "ASENET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -122,6 +126,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             metrics_addr: args.metrics_addr,
             lease,
             instance: Some(identity),
+            max_concurrent_reconciles: args.max_concurrent_reconciles,
         };
         controller::run(client, engine, metrics, options).await
     })?;

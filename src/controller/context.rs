@@ -2,7 +2,7 @@
 //! client, the reflector stores of all specs, the engine (the pipeline), the event
 //! recorder, metrics, leadership and settings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ impl Stores {
         Stores(stores)
     }
 
-    /// Every spec in every store, sorted by namespace/name (deterministic plans).
+    /// Every spec in every store, sorted by namespace/name (deterministic plans). Only the
+    /// `Arc`s are copied, never the objects.
     pub fn all(&self) -> Vec<Arc<AseConnectivity>> {
         let mut all: Vec<_> = self.0.iter().flat_map(|s| s.state()).collect();
         all.sort_by_key(|s| key_of(s));
@@ -72,6 +73,50 @@ pub struct Context {
     pub settings: Settings,
     /// Consecutive transient failures per spec, for the backoff of `error_policy`.
     pub(crate) failures: Mutex<HashMap<Key, u32>>,
+    /// Single flight per Azure parent: a reconcile holds the locks of every parent its
+    /// component links to across plan and apply.
+    pub locks: ParentLocks,
+}
+
+/// Keyed async locks, one per Azure parent (normalised resource id). A reconcile takes the
+/// locks of all parents it may plan and write, in sorted order (so two reconciles never wait
+/// on each other in a cycle), and holds them until it has applied: two reconciles never
+/// plan one NSG from the same etag and race to write it (the loser's PUT would get 412).
+/// Entries nobody holds or waits for are dropped on the next acquisition.
+#[derive(Default)]
+pub struct ParentLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The locks one reconcile holds; released on drop.
+pub struct ParentGuards(#[allow(dead_code)] Vec<tokio::sync::OwnedMutexGuard<()>>);
+
+impl ParentLocks {
+    /// Acquires the lock of every id in `ids` (a `BTreeSet`: sorted, no duplicates).
+    pub async fn acquire(&self, ids: &BTreeSet<String>) -> ParentGuards {
+        let mutexes: Vec<Arc<tokio::sync::Mutex<()>>> = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Only this map holds an unused entry: forget it.
+            locks.retain(|_, m| Arc::strong_count(m) > 1);
+            ids.iter()
+                .map(|id| locks.entry(id.clone()).or_default().clone())
+                .collect()
+        };
+        let mut guards = Vec::with_capacity(mutexes.len());
+        for m in mutexes {
+            guards.push(m.lock_owned().await);
+        }
+        ParentGuards(guards)
+    }
+
+    /// How many parents have a lock entry (held, awaited or not yet pruned).
+    pub fn len(&self) -> usize {
+        self.locks.lock().map(|l| l.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Context {
@@ -97,6 +142,7 @@ impl Context {
             leadership,
             settings,
             failures: Mutex::default(),
+            locks: ParentLocks::default(),
         })
     }
 }

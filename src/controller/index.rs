@@ -92,3 +92,117 @@ pub fn dependent_refs(
         .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
         .collect()
 }
+
+/// The Azure parents a spec links to for planning: [`shared_resources`], its subnet, and
+/// the parents its status says it still owns entries in (a spec that moved to another NSG
+/// keeps owned rules in the old one until a plan that covers it deletes them). Normalised
+/// ids.
+pub fn linked_resources(spec: &AseConnectivity) -> BTreeSet<String> {
+    let mut out = shared_resources(spec);
+    out.insert(normalise_id(&spec.spec.subnet.resource_id));
+    if let Some(status) = &spec.status {
+        for rule in &status.rules {
+            out.insert(normalise_id(&rule.parent));
+        }
+    }
+    out.remove("");
+    out
+}
+
+/// The connected component of `root` in `all`: the specs linked to it, transitively, by a
+/// shared NSG, route table or subnet ([`linked_resources`]) or by an `environmentRef` in
+/// either direction. `root` itself is always in it (in the version given, which replaces
+/// the one in `all`). Every contributor of every NSG or route table the component touches
+/// is in it, so merged resources are planned whole. Sorted by key, without duplicates.
+///
+/// Linear in `all` (plus the component's edges); only `Arc`s are copied.
+pub fn component(
+    root: &Arc<AseConnectivity>,
+    all: &[Arc<AseConnectivity>],
+) -> Vec<Arc<AseConnectivity>> {
+    use std::collections::{BTreeMap, HashMap, VecDeque};
+
+    let root_key = key_of(root);
+    let mut by_key: BTreeMap<Key, &Arc<AseConnectivity>> = BTreeMap::new();
+    for spec in all {
+        by_key.insert(key_of(spec), spec);
+    }
+    by_key.insert(root_key.clone(), root);
+
+    // Resource id → specs linked to it; spec → specs it references and that reference it.
+    let mut by_resource: HashMap<String, Vec<Key>> = HashMap::new();
+    let mut edges: HashMap<Key, Vec<Key>> = HashMap::new();
+    for (key, spec) in &by_key {
+        for id in linked_resources(spec) {
+            by_resource.entry(id).or_default().push(key.clone());
+        }
+        for target in references(spec) {
+            if by_key.contains_key(&target) {
+                edges.entry(key.clone()).or_default().push(target.clone());
+                edges.entry(target).or_default().push(key.clone());
+            }
+        }
+    }
+
+    let mut seen: BTreeSet<Key> = BTreeSet::new();
+    let mut queue = VecDeque::from([root_key.clone()]);
+    seen.insert(root_key);
+    while let Some(key) = queue.pop_front() {
+        let Some(spec) = by_key.get(&key) else {
+            continue;
+        };
+        let mut next: Vec<&Key> = edges
+            .get(&key)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        for id in linked_resources(spec) {
+            if let Some(keys) = by_resource.get(&id) {
+                next.extend(keys.iter());
+            }
+        }
+        for k in next {
+            if seen.insert(k.clone()) {
+                queue.push_back(k.clone());
+            }
+        }
+    }
+    seen.iter()
+        .filter_map(|k| by_key.get(k).map(|s| Arc::clone(s)))
+        .collect()
+}
+
+/// The Azure parents (normalised ids) a set of specs links to: the keys of the per-parent
+/// locks a reconcile holds across plan and apply.
+pub fn component_resources<'a>(
+    specs: impl IntoIterator<Item = &'a Arc<AseConnectivity>>,
+) -> BTreeSet<String> {
+    specs
+        .into_iter()
+        .flat_map(|s| linked_resources(s))
+        .collect()
+}
+
+/// What the controller reacts to in a spec's own watch events: its generation (the spec
+/// changed), whether it is being deleted, and whether it carries the asenet finalizer (the
+/// finalizer is added by a metadata patch, after which the next reconcile does the work).
+/// A change of `status` alone, or of labels/annotations, gives the same value, so the
+/// controller's own status writes neither re-reconcile the spec nor wake its dependents.
+///
+/// A predicate for `WatchStreamExt::predicate_filter`.
+pub fn spec_change(spec: &AseConnectivity) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &spec.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == super::FINALIZER))
+        .hash(&mut h);
+    // Objects without a generation (no API server sets none, but fakes may) compare by
+    // their resource version, as `predicates::generation` would let every event through.
+    if meta.generation.is_none() {
+        meta.resource_version.hash(&mut h);
+    }
+    Some(h.finish())
+}

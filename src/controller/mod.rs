@@ -3,10 +3,12 @@
 //! `status`, events and metrics (docs/design.md sections 2-4).
 //!
 //! Data flow: watchers (one per watched namespace, or one for the cluster) feed reflector
-//! stores of all specs → the controller schedules reconciles (a spec changed, a spec it
-//! depends on changed ([`index`]), its resync is due, this replica became leader) →
-//! [`reconcile::reconcile`] plans with every spec in the stores and writes through the
-//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
+//! stores of all specs → the controller schedules reconciles, at most
+//! `max_concurrent_reconciles` at a time (a spec's spec, deletion or finalizer changed — not
+//! its status —, a spec it depends on changed ([`index`]), its resync is due, this replica
+//! became leader) → [`reconcile::reconcile`] plans the spec's connected component (the specs
+//! sharing a parent with it or linked by `environmentRef`s) holding the locks of the
+//! component's Azure parents, and writes through the [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
 //! `Recorder`. [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
 //! Lease.
 
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use kube::api::Api;
+use kube::runtime::controller::Config;
 use kube::runtime::reflector::{self, reflector, ObjectRef};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::Client;
@@ -52,6 +55,21 @@ pub struct RunOptions {
     pub lease: Option<LeaseSettings>,
     /// Reported in events (`reportingInstance`): the pod name.
     pub instance: Option<String>,
+    /// At most this many reconciles in flight per watched scope (`0`: unbounded).
+    pub max_concurrent_reconciles: u16,
+}
+
+/// The default of `--max-concurrent-reconciles`.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
+
+/// The spec changes the controller reacts to, from the touched objects of a watch: status-
+/// only (and label/annotation-only) changes are dropped ([`index::spec_change`]), so the
+/// controller's own status writes neither re-reconcile the spec nor wake its dependents.
+pub fn spec_changes<S>(touched: S) -> impl futures::Stream<Item = S::Item> + Send
+where
+    S: futures::Stream<Item = Result<AseConnectivity, watcher::Error>> + Send,
+{
+    touched.predicate_filter(index::spec_change, Default::default())
 }
 
 /// Runs the operator until SIGTERM/SIGINT, then finishes the reconciles in flight, releases
@@ -169,13 +187,14 @@ pub async fn run(
         let stores = stores.clone();
         let senders = dependents_tx.clone();
         let route = route.clone();
-        // A change of a spec (including its deletion) wakes the specs depending on it.
-        let trigger = reflector(
+        // A change of a spec (including its deletion) wakes the spec and the specs depending
+        // on it; a change of its status alone wakes nobody.
+        let touched = reflector(
             writer,
             watcher(api, watcher_config.clone()).default_backoff(),
         )
-        .touched_objects()
-        .inspect(move |event| {
+        .touched_objects();
+        let trigger = spec_changes(touched).inspect(move |event| {
             if let Ok(changed) = event {
                 for dependent in index::dependent_refs(changed, &stores.all()) {
                     if let Some(i) = route(dependent.namespace.as_deref()) {
@@ -185,6 +204,7 @@ pub async fn run(
             }
         });
         let run = Controller::for_stream(trigger, reader)
+            .with_config(Config::default().concurrency(options.max_concurrent_reconciles))
             .reconcile_on(deps)
             .reconcile_all_on(leader)
             .shutdown_on_signal()

@@ -1,8 +1,11 @@
 //! `reconcile` and `error_policy`: one AseConnectivity spec at a time, level-triggered.
 //!
-//! Named steps (docs/style.md): check leadership → finalizer → plan every resource the spec
-//! touches with the contributions of *all* specs in the store (merged NSGs are computed
-//! whole) → decide what this spec may write → apply → status (server-side apply, only when
+//! Named steps (docs/style.md): check leadership → finalizer → take the locks of the Azure
+//! parents of the spec's connected component (single flight per parent) → plan the
+//! component (the specs linked to this one by a shared NSG, route table or subnet or an
+//! `environmentRef`, transitively: every contributor of a merged NSG is in it, so merged
+//! NSGs are computed whole, and the reads are proportional to the component, not the fleet)
+//! → decide what this spec may write → apply → status (server-side apply, only when
 //! it changed) → events. A reconcile never branches on why it ran.
 //!
 //! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
@@ -27,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{Context, FIELD_MANAGER};
 use super::engine::{EngineError, Planned, Retry};
-use super::index::key_of;
+use super::index::{self, key_of};
 use super::metrics::ModeLabel;
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
 use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
@@ -209,26 +212,27 @@ fn spec_key(obj: &AseConnectivity) -> SpecKey {
     SpecKey::new(ns, name)
 }
 
-/// All specs in the store except `skip` and specs being deleted, plus `with` (the object
-/// being reconciled, in the version the controller handed over, newer than the store's or
-/// equal). Sorted by key.
-fn store_specs(
+/// The specs to plan a reconcile of `obj` with: its connected component
+/// ([`index::component`]) among the specs in the store that are not being deleted, with
+/// `obj` in the version the controller handed over (newer than the store's or equal), and
+/// the Azure parents they link to (the locks to hold). Only the component's objects are
+/// cloned, not the store. Sorted by key.
+fn component_specs(
     ctx: &Context,
-    skip: &SpecKey,
-    with: Option<&AseConnectivity>,
-) -> Vec<AseConnectivity> {
-    let mut specs: Vec<AseConnectivity> = ctx
+    obj: &Arc<AseConnectivity>,
+) -> (Vec<AseConnectivity>, BTreeSet<String>) {
+    let skip = spec_key(obj);
+    let candidates: Vec<Arc<AseConnectivity>> = ctx
         .stores
         .all()
         .into_iter()
-        .filter(|s| &spec_key(s) != skip && s.meta().deletion_timestamp.is_none())
-        .map(|s| (*s).clone())
+        .filter(|s| spec_key(s) != skip && s.meta().deletion_timestamp.is_none())
         .collect();
-    if let Some(obj) = with {
-        specs.push(obj.clone());
-    }
+    let component = index::component(obj, &candidates);
+    let parents = index::component_resources(&component);
+    let mut specs: Vec<AseConnectivity> = component.iter().map(|s| (**s).clone()).collect();
     specs.sort_by_key(key_of);
-    specs
+    (specs, parents)
 }
 
 async fn publish(
@@ -291,16 +295,21 @@ async fn apply(
     let key = spec_key(&obj);
     let mode = obj.spec.mode;
     let generation = obj.meta().generation;
-    let specs = store_specs(ctx, &key, Some(&obj));
+    let (specs, parents) = component_specs(ctx, &obj);
     let scope = Scope::new(specs.iter().map(spec_key), []);
+    // Single flight: no other reconcile plans or writes these parents until this one has
+    // applied (released on return).
+    let _parents = ctx.locks.acquire(&parents).await;
 
-    // observe → validate → resolve → diff, for every spec in the store.
+    // observe → validate → resolve → diff, for the spec's connected component.
     let planned = match ctx.engine.plan(&specs, &scope).await {
         Ok(p) => p,
         Err(e) => {
             if e.retry == Retry::Transient {
+                // A stable message: a repeated failure does not rewrite the status (which
+                // would re-trigger the spec and skip the backoff); the details are logged.
                 let finding = Finding::Unavailable {
-                    message: e.message.clone(),
+                    message: status::transient_summary(&e.message),
                 };
                 let status = next_status(
                     obj.status.as_ref(),
@@ -558,9 +567,10 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
 
     // The removed spec is passed with the others (the pipeline reads its resources) and
     // named in `removing` (it is not resolved, so the diff deletes what it owns).
-    let specs = store_specs(ctx, &key, Some(&obj));
+    let (specs, parents) = component_specs(ctx, &obj);
     let others: Vec<&AseConnectivity> = specs.iter().filter(|s| spec_key(s) != key).collect();
     let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()]);
+    let _parents = ctx.locks.acquire(&parents).await;
     let planned = ctx
         .engine
         .plan(&specs, &scope)

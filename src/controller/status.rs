@@ -399,3 +399,99 @@ mod tests {
         assert_eq!(conds.len(), 1);
     }
 }
+
+/// A stable summary of a transient Azure error for the `AzureUnavailable` condition: what
+/// kind of failure it was (reading or writing; HTTP status and ARM error code, no response,
+/// a long-running operation), never the changing parts (resource names, request ids,
+/// retry times). A repeated failure of the same kind then gives the same status, so it is
+/// not rewritten: the status write would wake the spec at once and skip `error_policy`'s
+/// backoff. The full message goes to the log.
+pub fn transient_summary(message: &str) -> String {
+    let op = if message.starts_with("reading ") {
+        "reading from Azure"
+    } else if message.starts_with("writing ") {
+        "writing to Azure"
+    } else {
+        "calling Azure"
+    };
+    let what = if let Some(at) = message.find("HTTP ") {
+        // "HTTP 429 SubscriptionRequestsThrottled: ..." → "HTTP 429 SubscriptionRequestsThrottled"
+        let rest = &message[at + 5..];
+        let mut words = rest.split([' ', ':']).filter(|w| !w.is_empty());
+        match (words.next(), words.next()) {
+            (Some(code), Some(arm)) if code.chars().all(|c| c.is_ascii_digit()) => {
+                format!("HTTP {code} {arm}")
+            }
+            (Some(code), _) if code.chars().all(|c| c.is_ascii_digit()) => format!("HTTP {code}"),
+            _ => "an HTTP error".to_string(),
+        }
+    } else if message.contains("no response from ARM") {
+        "no response from ARM".to_string()
+    } else if message.contains("long-running operation still") {
+        "a long-running operation did not finish in time".to_string()
+    } else if message.contains("long-running operation ended") {
+        "a long-running operation failed".to_string()
+    } else if message.contains("cannot get an ARM token") {
+        "cannot get an ARM token".to_string()
+    } else {
+        "a transient error".to_string()
+    };
+    format!("{op} failed: {what}")
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+
+    #[test]
+    fn the_transient_summary_is_stable_across_resources_and_attempts() {
+        let a = transient_summary("reading /subscriptions/1/resourceGroups/n/providers/Microsoft.Network/networkSecurityGroups/a: GET /subscriptions/1/.../a: HTTP 429 SubscriptionRequestsThrottled: retry after 4 s (request 1f2e)");
+        let b = transient_summary("reading /subscriptions/1/resourceGroups/n/providers/Microsoft.Network/networkSecurityGroups/b: GET /subscriptions/1/.../b: HTTP 429 SubscriptionRequestsThrottled: retry after 17 s (request 9a0c)");
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            "reading from Azure failed: HTTP 429 SubscriptionRequestsThrottled"
+        );
+        assert_eq!(
+            transient_summary("writing x: PUT x: HTTP 503 ServiceUnavailable: busy"),
+            "writing to Azure failed: HTTP 503 ServiceUnavailable"
+        );
+        assert_eq!(
+            transient_summary("reading y: GET y: no response from ARM: connection reset"),
+            "reading from Azure failed: no response from ARM"
+        );
+        assert_eq!(
+            transient_summary("something else"),
+            "calling Azure failed: a transient error"
+        );
+    }
+
+    #[test]
+    fn a_repeated_transient_failure_does_not_change_the_status() {
+        let key = SpecKey::new("network", "ase-one");
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
+        let first = Finding::Unavailable {
+            message: transient_summary(
+                "reading a: GET a: HTTP 429 SubscriptionRequestsThrottled: retry after 3 s",
+            ),
+        };
+        let s1 = next_status(None, &key, Some(1), Mode::Apply, &first, &t1);
+        let again = Finding::Unavailable {
+            message: transient_summary(
+                "reading b: GET b: HTTP 429 SubscriptionRequestsThrottled: retry after 9 s",
+            ),
+        };
+        let s2 = next_status(Some(&s1), &key, Some(1), Mode::Apply, &again, &t2);
+        assert_eq!(s1, s2, "same status: no write, the backoff applies");
+        let ready = s2.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, "AzureUnavailable");
+        assert!(
+            ready
+                .message
+                .contains("HTTP 429 SubscriptionRequestsThrottled"),
+            "{}",
+            ready.message
+        );
+    }
+}

@@ -828,3 +828,251 @@ async fn a_shared_nsg_is_not_written_while_a_contributing_spec_is_in_mode_plan()
         "{text}"
     );
 }
+
+/// ase-two with its `environmentRef`s replaced by ase-one's own (Internet) sources: it then
+/// shares nothing with ase-one and references nobody.
+fn unrelated_spec() -> AseConnectivity {
+    let one = seed_spec("ase-one");
+    let mut spec = seed_spec("ase-two");
+    for rule in &mut spec.spec.inbound {
+        rule.from = one.spec.inbound[0].from.clone();
+    }
+    spec
+}
+
+#[test]
+fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transitively() {
+    let one = seed_spec("ase-one");
+    let two = seed_spec("ase-two");
+    // Shares ase-one's sql-nsg (a back end), nothing else.
+    let mut reporting = seed_spec("ase-two");
+    reporting.metadata.name = Some("reporting".into());
+    reporting.spec.inbound.clear();
+    reporting.spec.network_security_group.resource_id =
+        NSG_TWO.replace("ase-two-nsg", "reporting-nsg");
+    reporting.spec.subnet.resource_id = reporting
+        .spec
+        .subnet
+        .resource_id
+        .replace("ase-two", "reporting");
+    reporting.spec.route_table = None;
+    reporting.spec.backends = one.spec.backends.clone();
+    // Shares only a subnet with reporting.
+    let mut neighbour = unrelated_spec();
+    neighbour.metadata.name = Some("neighbour".into());
+    neighbour.spec.network_security_group.resource_id =
+        NSG_TWO.replace("ase-two-nsg", "neighbour-nsg");
+    neighbour.spec.route_table = None;
+    neighbour.spec.subnet.resource_id = reporting.spec.subnet.resource_id.to_uppercase();
+    let mut alone = unrelated_spec();
+    alone.metadata.name = Some("alone".into());
+    alone.spec.network_security_group.resource_id = NSG_TWO.replace("ase-two-nsg", "alone-nsg");
+    alone.spec.subnet.resource_id = alone.spec.subnet.resource_id.replace("ase-two", "alone");
+    alone.spec.route_table = None;
+
+    let all: Vec<Arc<AseConnectivity>> = [&one, &two, &reporting, &neighbour, &alone]
+        .map(|s| Arc::new(s.clone()))
+        .to_vec();
+    let names = |c: Vec<Arc<AseConnectivity>>| c.iter().map(|s| s.name_any()).collect::<Vec<_>>();
+    let everyone_but_alone = vec!["ase-one", "ase-two", "neighbour", "reporting"];
+    // ase-two references ase-one; reporting shares sql-nsg with ase-one; neighbour shares
+    // reporting's subnet (ids compare case-insensitively). Each reaches the others.
+    for root in [&one, &two, &reporting, &neighbour] {
+        assert_eq!(
+            names(index::component(&Arc::new(root.clone()), &all)),
+            everyone_but_alone,
+            "component of {}",
+            root.name_any()
+        );
+    }
+    assert_eq!(
+        names(index::component(&Arc::new(alone.clone()), &all)),
+        vec!["alone"]
+    );
+
+    // The root is planned in the version given, even when the store holds another or none.
+    let mut newer = alone.clone();
+    newer.metadata.generation = Some(2);
+    let component = index::component(&Arc::new(newer), &all[..4]);
+    assert_eq!(component.len(), 1);
+    assert_eq!(component[0].metadata.generation, Some(2));
+
+    // Without reporting, ase-one no longer reaches neighbour.
+    let without: Vec<_> = all
+        .iter()
+        .filter(|s| s.name_any() != "reporting")
+        .cloned()
+        .collect();
+    assert_eq!(
+        names(index::component(&Arc::new(one.clone()), &without)),
+        vec!["ase-one", "ase-two"]
+    );
+
+    // A spec whose status says it still owns rules in sql-nsg (it moved away) is planned
+    // with sql-nsg's contributors, so its stale rules can go.
+    let mut moved = alone.clone();
+    moved.metadata.name = Some("moved".into());
+    moved.spec.network_security_group.resource_id = NSG_TWO.replace("ase-two-nsg", "moved-nsg");
+    moved.spec.subnet.resource_id = moved.spec.subnet.resource_id.replace("alone", "moved");
+    moved.status = Some(asenet::api::AseConnectivityStatus {
+        rules: vec![asenet::api::OwnedRuleStatus {
+            parent: one.spec.backends[0]
+                .network_security_group
+                .resource_id
+                .clone(),
+            name: "asenet-moved-old".into(),
+            priority: Some(300),
+            reason: "was here".into(),
+        }],
+        ..Default::default()
+    });
+    let mut with_moved = all.clone();
+    with_moved.push(Arc::new(moved));
+    assert!(
+        names(index::component(&Arc::new(one.clone()), &with_moved)).contains(&"moved".to_string())
+    );
+
+    // The parents whose locks a reconcile holds: every NSG, route table and subnet linked.
+    let parents = index::component_resources(&index::component(&Arc::new(two.clone()), &without));
+    assert!(parents.contains(&NSG_ONE.to_ascii_lowercase()));
+    assert!(parents.contains(&NSG_TWO.to_ascii_lowercase()));
+    assert!(parents.iter().any(|p| p.ends_with("/sql-nsg")));
+    assert!(parents.iter().any(|p| p.ends_with("/subnets/ase-one")));
+}
+
+#[test]
+fn a_status_only_change_triggers_no_reconcile_but_a_spec_change_does() {
+    let spec = with_finalizer(seed_spec("ase-one"));
+    let mut with_status = spec.clone();
+    with_status.metadata.resource_version = Some("2".into());
+    with_status.status = Some(asenet::api::AseConnectivityStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let mut relabelled = with_status.clone();
+    relabelled.metadata.resource_version = Some("3".into());
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("team".into(), "network".into());
+    let mut edited = relabelled.clone();
+    edited.metadata.resource_version = Some("4".into());
+    edited.metadata.generation = Some(2);
+    edited.spec.mode = Mode::Plan;
+    let mut deleted = edited.clone();
+    deleted.metadata.resource_version = Some("5".into());
+    deleted.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    let fresh = seed_spec("ase-one");
+
+    // The predicate: status, labels and resource version do not count.
+    assert_eq!(index::spec_change(&spec), index::spec_change(&with_status));
+    assert_eq!(index::spec_change(&spec), index::spec_change(&relabelled));
+    assert_ne!(index::spec_change(&spec), index::spec_change(&edited));
+    assert_ne!(index::spec_change(&edited), index::spec_change(&deleted));
+    // The finalizer patch must trigger the reconcile that does the work.
+    assert_ne!(index::spec_change(&fresh), index::spec_change(&spec));
+
+    // The trigger stream of `controller::run`: what reaches the controller and the
+    // dependency mapper.
+    let events: Vec<Result<AseConnectivity, watcher::Error>> = vec![
+        Ok(fresh.clone()),
+        Ok(spec.clone()),
+        Ok(with_status.clone()),
+        Ok(relabelled.clone()),
+        Ok(edited.clone()),
+        Ok(edited.clone()),
+        Ok(deleted.clone()),
+    ];
+    let passed: Vec<String> = futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(
+        controller::spec_changes(futures::stream::iter(events)),
+    ))
+    .into_iter()
+    .map(|r| r.unwrap().metadata.resource_version.unwrap_or_default())
+    .collect();
+    // fresh (rv 1), with finalizer (rv 1), edited (rv 4), deleted (rv 5).
+    assert_eq!(passed, vec!["1", "1", "4", "5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_reads_only_the_azure_resources_of_its_component() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let unrelated = with_finalizer(unrelated_spec());
+    let store = [one.clone(), unrelated.clone()];
+    arm.converge(&store).await;
+    assert_eq!(
+        index::component(&Arc::new(one.clone()), &store.clone().map(Arc::new)).len(),
+        1,
+        "ase-one and the other spec share nothing"
+    );
+
+    // Count every GET of the unrelated spec's NSG (a zero-latency fault matching its path).
+    let armed = 1000;
+    arm.mock.state.inject_fault(mock_arm::FaultSpec {
+        method: Some("GET".into()),
+        path: Some("networkSecurityGroups/ase-two-nsg".into()),
+        count: armed,
+        action: mock_arm::FaultAction::Latency { ms: 0 },
+    });
+    let reads_of_unrelated = || {
+        armed
+            - arm
+                .mock
+                .state
+                .pending_faults()
+                .iter()
+                .map(|f| f.remaining)
+                .sum::<u32>()
+    };
+
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let s = one.clone();
+    run(one.clone(), ctx, server, |mut api| async move {
+        api.status_applied(&s).await;
+        api
+    })
+    .await
+    .unwrap();
+    assert!(
+        arm.mock.state.stats().reads() > 0,
+        "ase-one's resources were read"
+    );
+    assert_eq!(
+        reads_of_unrelated(),
+        0,
+        "not one read of the unrelated spec's NSG"
+    );
+    assert_eq!(arm.writes(), 0);
+
+    // The counter does count: reconciling the other spec reads its NSG.
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let s = unrelated.clone();
+    run(unrelated.clone(), ctx, server, |mut api| async move {
+        api.status_applied(&s).await;
+        api
+    })
+    .await
+    .unwrap();
+    assert!(reads_of_unrelated() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_locks_let_one_reconcile_at_a_time_hold_a_parent() {
+    let ctx_locks = asenet::controller::context::ParentLocks::default();
+    let ids: std::collections::BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    let other: std::collections::BTreeSet<String> = ["b".to_string(), "c".to_string()].into();
+    let held = ctx_locks.acquire(&ids).await;
+    // A reconcile touching b waits while the first holds it...
+    let waiting = tokio::time::timeout(Duration::from_millis(100), ctx_locks.acquire(&other)).await;
+    assert!(waiting.is_err(), "b is held");
+    // ...one touching neither does not.
+    let free: std::collections::BTreeSet<String> = ["d".to_string()].into();
+    let _d = tokio::time::timeout(Duration::from_millis(100), ctx_locks.acquire(&free))
+        .await
+        .expect("d is free");
+    drop(held);
+    let _second = tokio::time::timeout(Duration::from_secs(1), ctx_locks.acquire(&other))
+        .await
+        .expect("b is released");
+}
