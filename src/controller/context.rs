@@ -10,11 +10,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::Client;
 
-use super::engine::Engine;
+use super::engine::{Engine, Planned};
 use super::index::{key_of, Key};
 use super::leader::Leadership;
 use super::metrics::Metrics;
-use crate::api::AseConnectivity;
+use crate::api::{AseConnectivity, Mode};
 
 /// The field manager of every write the controller makes (status, finalizer).
 pub const FIELD_MANAGER: &str = "asenet";
@@ -76,6 +76,124 @@ pub struct Context {
     /// Single flight per Azure parent: a reconcile holds the locks of every parent its
     /// component links to across plan and apply.
     pub locks: ParentLocks,
+    /// The last successful outcome of each connected component: one plan per component,
+    /// shared by all its specs until an input changes or the resync interval passes.
+    pub outcomes: OutcomeCache,
+}
+
+/// What a component's plan depends on, per member: the fields a change of which makes the
+/// cached outcome stale. The status is not part of it (the controller writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPrint {
+    pub key: Key,
+    pub generation: Option<i64>,
+    pub deleting: bool,
+    pub mode: Mode,
+    /// A hash of the spec, only for objects without a generation (fakes).
+    pub spec_hash: Option<u64>,
+}
+
+impl MemberPrint {
+    pub fn of(spec: &AseConnectivity) -> Self {
+        use std::hash::{Hash, Hasher};
+        let generation = spec.metadata.generation;
+        let spec_hash = generation.is_none().then(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_string(&spec.spec)
+                .unwrap_or_default()
+                .hash(&mut h);
+            h.finish()
+        });
+        MemberPrint {
+            key: key_of(spec),
+            generation,
+            deleting: spec.metadata.deletion_timestamp.is_some(),
+            mode: spec.spec.mode,
+            spec_hash,
+        }
+    }
+}
+
+/// The fingerprint of a component: its members' prints, sorted by key.
+pub fn fingerprint(specs: &[AseConnectivity]) -> Vec<MemberPrint> {
+    let mut print: Vec<MemberPrint> = specs.iter().map(MemberPrint::of).collect();
+    print.sort_by(|a, b| a.key.cmp(&b.key));
+    print
+}
+
+struct CachedOutcome {
+    fingerprint: Vec<MemberPrint>,
+    at: tokio::time::Instant,
+    outcome: Arc<Planned>,
+}
+
+/// The last successful outcome per component (key: the sorted keys of its members), *after*
+/// its writable changes were applied: a member reconciling while the fingerprint is equal
+/// and the entry younger than the resync interval uses it without reading or writing Azure.
+/// Only successful plans are stored; failures, deletions and cleanups remove entries.
+#[derive(Default)]
+pub struct OutcomeCache {
+    entries: Mutex<HashMap<Vec<Key>, CachedOutcome>>,
+}
+
+impl OutcomeCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<Key>, CachedOutcome>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached outcome of `members` when its fingerprint is `print` and it is younger
+    /// than `max_age`.
+    pub fn get(
+        &self,
+        members: &[Key],
+        print: &[MemberPrint],
+        max_age: Duration,
+    ) -> Option<Arc<Planned>> {
+        let entries = self.entries();
+        let entry = entries.get(members)?;
+        (entry.fingerprint == print && entry.at.elapsed() < max_age).then(|| entry.outcome.clone())
+    }
+
+    /// Stores the outcome of `members`; drops entries of other components sharing a member
+    /// (a spec is in one component at a time) and entries older than `max_age`.
+    pub fn put(
+        &self,
+        members: Vec<Key>,
+        print: Vec<MemberPrint>,
+        outcome: Arc<Planned>,
+        max_age: Duration,
+    ) {
+        let mut entries = self.entries();
+        entries.retain(|k, e| {
+            e.at.elapsed() < max_age && !k.iter().any(|m| members.binary_search(m).is_ok())
+        });
+        entries.insert(
+            members,
+            CachedOutcome {
+                fingerprint: print,
+                at: tokio::time::Instant::now(),
+                outcome,
+            },
+        );
+    }
+
+    /// Forgets the outcome of `members`.
+    pub fn invalidate(&self, members: &[Key]) {
+        self.entries().remove(members);
+    }
+
+    /// Forgets every outcome of a component `spec` is a member of.
+    pub fn forget_spec(&self, spec: &Key) {
+        self.entries().retain(|k, _| !k.contains(spec));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Keyed async locks, one per Azure parent (normalised resource id). A reconcile takes the
@@ -143,6 +261,7 @@ impl Context {
             settings,
             failures: Mutex::default(),
             locks: ParentLocks::default(),
+            outcomes: OutcomeCache::default(),
         })
     }
 }

@@ -5,8 +5,11 @@
 //! component (the specs linked to this one by a shared NSG, route table or subnet or an
 //! `environmentRef`, transitively: every contributor of a merged NSG is in it, so merged
 //! NSGs are computed whole, and the reads are proportional to the component, not the fleet)
-//! → decide what this spec may write → apply → status (server-side apply, only when
-//! it changed) → events. A reconcile never branches on why it ran.
+//! → apply every writable change of the component (one plan per component: the outcome is
+//! cached in `Context::outcomes`, and the other members reuse it without reading or writing
+//! Azure until a member's spec changes or the resync interval passes) → status of this spec
+//! from its part (server-side apply, only when it changed) → events. A reconcile never
+//! branches on why it ran.
 //!
 //! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
 //! resource several specs contribute to is written only when *every* contributing spec is
@@ -28,13 +31,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::{fingerprint, Context, FIELD_MANAGER};
 use super::engine::{EngineError, Planned, Retry};
 use super::index::{self, key_of};
 use super::metrics::ModeLabel;
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
 use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
-use crate::diff::{Plan, ResourceKind, ResourcePlan, Scope};
+use crate::diff::{self, Plan, ResourceKind, ResourcePlan, Scope};
 use crate::error::SpecErrorKind;
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline;
@@ -287,6 +290,89 @@ fn resource_names(resources: &[&ResourcePlan]) -> String {
         .join(", ")
 }
 
+/// The outcome of a component a reconcile works from, and what it wrote to get it.
+struct ComponentOutcome {
+    /// The plan *after* this reconcile's writes (the written changes are no longer in it).
+    planned: Arc<Planned>,
+    /// The resources this reconcile wrote, as planned before the write.
+    written: Vec<ResourcePlan>,
+}
+
+enum ComponentError {
+    Plan(EngineError),
+    Apply(EngineError),
+    LostLeadership,
+}
+
+/// Plans the component and applies every writable change in it: every changed parent whose
+/// contributors are all in mode `Apply` ([`pipeline::withheld_by`]), whichever member runs
+/// the reconcile. On success the post-apply outcome is cached for the other members.
+async fn plan_and_apply(
+    ctx: &Context,
+    specs: &[AseConnectivity],
+    scope: &Scope,
+    members: Vec<index::Key>,
+) -> Result<ComponentOutcome, ComponentError> {
+    // Never work from (or leave behind) an outcome of a failed attempt.
+    ctx.outcomes.invalidate(&members);
+    let print = fingerprint(specs);
+    let planned = ctx
+        .engine
+        .plan(specs, scope)
+        .await
+        .map_err(ComponentError::Plan)?;
+    let read_only = pipeline::read_only_specs(specs);
+    let written: Vec<ResourcePlan> = planned
+        .plan
+        .resources
+        .iter()
+        .filter(|r| has_changes(r) && pipeline::withheld_by(r, &read_only).is_empty())
+        .cloned()
+        .collect();
+    let planned = if written.is_empty() {
+        planned
+    } else {
+        if !ctx.leadership.is_leader() {
+            info!("lost leadership before applying; not writing");
+            return Err(ComponentError::LostLeadership);
+        }
+        let narrowed = Plan {
+            resources: written.clone(),
+            errors: vec![],
+        };
+        let report = ctx
+            .engine
+            .apply(
+                specs,
+                scope,
+                Planned {
+                    plan: narrowed.clone(),
+                    snapshot: planned.snapshot.clone(),
+                    desired: planned.desired.clone(),
+                },
+            )
+            .await
+            .map_err(ComponentError::Apply)?;
+        debug!(writes = report.writes(), "{}", report.summary_line());
+        let applied = summarise(written.iter());
+        ctx.metrics.count_changes(true, &applied);
+        info!(changes = applied.total, resources = %resource_names(&written.iter().collect::<Vec<_>>()), "applied");
+        // What Azure holds now, and the plan from there: the written changes are gone, the
+        // withheld ones remain.
+        let snapshot = diff::apply_to_snapshot(&narrowed, &planned.snapshot);
+        let plan = diff::diff(&planned.desired, &snapshot, scope);
+        Planned {
+            snapshot,
+            desired: planned.desired,
+            plan,
+        }
+    };
+    let planned = Arc::new(planned);
+    ctx.outcomes
+        .put(members, print, planned.clone(), ctx.settings.resync);
+    Ok(ComponentOutcome { planned, written })
+}
+
 async fn apply(
     obj: Arc<AseConnectivity>,
     ctx: &Context,
@@ -298,31 +384,51 @@ async fn apply(
     let (specs, parents) = component_specs(ctx, &obj);
     let scope = Scope::new(specs.iter().map(spec_key), []);
     // Single flight: no other reconcile plans or writes these parents until this one has
-    // applied (released on return).
+    // applied and cached the outcome (released on return), so a second member of the
+    // component waits here and then finds the fresh outcome.
     let _parents = ctx.locks.acquire(&parents).await;
 
-    // observe → validate → resolve → diff, for the spec's connected component.
-    let planned = match ctx.engine.plan(&specs, &scope).await {
-        Ok(p) => p,
-        Err(e) => {
-            if e.retry == Retry::Transient {
-                // A stable message: a repeated failure does not rewrite the status (which
-                // would re-trigger the spec and skip the backoff); the details are logged.
-                let finding = Finding::Unavailable {
-                    message: status::transient_summary(&e.message),
-                };
-                let status = next_status(
-                    obj.status.as_ref(),
-                    &key,
-                    generation,
-                    mode,
-                    &finding,
-                    &now(),
-                );
-                write_status(api, &obj, &status).await?;
+    // One plan per component: a recent outcome with the same inputs is used as it is (no
+    // ARM read, no write); otherwise observe → validate → resolve → diff → apply.
+    let members: Vec<index::Key> = specs.iter().map(key_of).collect();
+    let cached = ctx
+        .outcomes
+        .get(&members, &fingerprint(&specs), ctx.settings.resync);
+    let ComponentOutcome { planned, written } = match cached {
+        Some(planned) => {
+            debug!(
+                specs = members.len(),
+                "component planned recently; using its outcome"
+            );
+            ComponentOutcome {
+                planned,
+                written: vec![],
             }
-            return Err(Error::Engine(e));
         }
+        None => match plan_and_apply(ctx, &specs, &scope, members).await {
+            Ok(o) => o,
+            Err(ComponentError::LostLeadership) => return Ok(Action::await_change()),
+            Err(ComponentError::Apply(e)) => return Err(Error::Engine(e)),
+            Err(ComponentError::Plan(e)) => {
+                if e.retry == Retry::Transient {
+                    // A stable message: a repeated failure does not rewrite the status (which
+                    // would re-trigger the spec and skip the backoff); the details are logged.
+                    let finding = Finding::Unavailable {
+                        message: status::transient_summary(&e.message),
+                    };
+                    let status = next_status(
+                        obj.status.as_ref(),
+                        &key,
+                        generation,
+                        mode,
+                        &finding,
+                        &now(),
+                    );
+                    write_status(api, &obj, &status).await?;
+                }
+                return Err(Error::Engine(e));
+            }
+        },
     };
 
     let resolution = match planned.desired.specs.get(&key) {
@@ -371,15 +477,19 @@ async fn apply(
         }
     };
 
+    // This spec's part: the resources it owns entries in or touches.
+    let is_mine = |r: &ResourcePlan| r.owners.contains(&key) || resolution.touches.contains(&r.id);
     let read_only = pipeline::read_only_specs(&specs);
     let mine: Vec<&ResourcePlan> = planned
         .plan
         .resources
         .iter()
-        .filter(|r| r.owners.contains(&key) || resolution.touches.contains(&r.id))
+        .filter(|r| is_mine(r))
         .collect();
+    // Still changed after this reconcile's writes: withheld, or planned in mode Plan/Observe.
     let changed: Vec<&ResourcePlan> = mine.iter().copied().filter(|r| has_changes(r)).collect();
-    let found = summarise(changed.iter().copied());
+    let mine_written: Vec<&ResourcePlan> = written.iter().filter(|r| is_mine(r)).collect();
+    let found = summarise(mine_written.iter().copied().chain(changed.iter().copied()));
     if found.total > 0 {
         ctx.metrics.count_changes(false, &found);
         let was_in_sync = obj
@@ -392,45 +502,15 @@ async fn apply(
         }
     }
 
-    let mut blocked = Vec::new();
-    let mut writable = Vec::new();
-    for r in &changed {
-        let by = pipeline::withheld_by(r, &read_only);
-        if by.is_empty() {
-            writable.push(*r);
-        } else {
-            blocked.push((*r, by));
-        }
-    }
-
-    let (pending, applied) = match mode {
-        Mode::Apply => {
-            let mut applied = PlanSummary::default();
-            if !writable.is_empty() {
-                if !ctx.leadership.is_leader() {
-                    info!("lost leadership before applying; not writing");
-                    return Ok(Action::await_change());
-                }
-                let narrowed = Planned {
-                    plan: Plan {
-                        resources: writable.iter().map(|r| (*r).clone()).collect(),
-                        errors: vec![],
-                    },
-                    ..planned.clone()
-                };
-                let report = ctx
-                    .engine
-                    .apply(&specs, &scope, narrowed)
-                    .await
-                    .map_err(Error::Engine)?;
-                debug!(writes = report.writes(), "{}", report.summary_line());
-                applied = summarise(writable.iter().copied());
-                ctx.metrics.count_changes(true, &applied);
-                info!(changes = applied.total, resources = %resource_names(&writable), "applied");
-            }
-            (summarise(blocked.iter().map(|(r, _)| *r)), applied)
-        }
-        Mode::Plan | Mode::Observe => (found, PlanSummary::default()),
+    let blocked: Vec<(&ResourcePlan, BTreeSet<SpecKey>)> = changed
+        .iter()
+        .map(|r| (*r, pipeline::withheld_by(r, &read_only)))
+        .filter(|(_, by)| !by.is_empty())
+        .collect();
+    let pending = summarise(changed.iter().copied());
+    let applied = match mode {
+        Mode::Apply => summarise(mine_written.iter().copied()),
+        Mode::Plan | Mode::Observe => PlanSummary::default(),
     };
 
     let conflicts: Vec<String> = mine
@@ -462,13 +542,14 @@ async fn apply(
     );
     let status_changed = write_status(api, &obj, &status).await?;
 
-    // Events: every write, and every new finding (a finding repeated by a resync is not
-    // news: the status did not change).
-    if applied.total > 0 {
+    // Events: every write (this reconcile's, for the whole component), and every new finding
+    // (a finding repeated by a resync is not news: the status did not change).
+    if !written.is_empty() {
+        let all = summarise(written.iter());
         let note = format!(
             "applied {} change(s) to {}",
-            applied.total,
-            resource_names(&writable)
+            all.total,
+            resource_names(&written.iter().collect::<Vec<_>>())
         );
         publish(ctx, &obj, EventType::Normal, "Applied", note).await;
     }
@@ -493,7 +574,9 @@ async fn apply(
                 );
                 publish(ctx, &obj, EventType::Warning, "DriftDetected", note).await;
             }
-            Mode::Apply => {
+            // A change left that nobody withholds (a cached outcome is never written) is
+            // pending until the next fresh plan, without an event.
+            Mode::Apply if !blocked.is_empty() => {
                 let names: Vec<&ResourcePlan> = blocked.iter().map(|(r, _)| *r).collect();
                 let note = format!(
                     "not writing {}: shared with specs not in mode Apply",
@@ -508,6 +591,7 @@ async fn apply(
                 )
                 .await;
             }
+            Mode::Apply => {}
         }
     }
     if status_changed && !conflicts.is_empty() {
@@ -539,6 +623,7 @@ fn own_resource_ids(obj: &AseConnectivity) -> BTreeSet<ResourceId> {
 
 async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Error> {
     let key = spec_key(&obj);
+    ctx.outcomes.forget_spec(&key_of(&obj));
     if obj.spec.deletion_policy == DeletionPolicy::Orphan {
         publish(
             ctx,
@@ -571,6 +656,11 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     let others: Vec<&AseConnectivity> = specs.iter().filter(|s| spec_key(s) != key).collect();
     let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()]);
     let _parents = ctx.locks.acquire(&parents).await;
+    // Azure is about to change under the component: every cached outcome of its members
+    // (with or without the removed spec) is stale.
+    for spec in &specs {
+        ctx.outcomes.forget_spec(&key_of(spec));
+    }
     let planned = ctx
         .engine
         .plan(&specs, &scope)

@@ -1076,3 +1076,123 @@ async fn parent_locks_let_one_reconcile_at_a_time_hold_a_parent() {
         .await
         .expect("b is released");
 }
+
+/// Runs `reconciles` one after the other on one `Context` against one scenario; returns
+/// the ARM stats (reads, writes) measured after each.
+async fn run_on_one_context<F>(
+    arm: &Arm,
+    ctx: Arc<Context>,
+    server: ApiServer,
+    reconciles: Vec<AseConnectivity>,
+    scenario: impl FnOnce(ApiServer) -> F,
+) -> Vec<(u64, u64)>
+where
+    F: std::future::Future<Output = ApiServer> + Send + 'static,
+{
+    let task = tokio::spawn(scenario(server));
+    let mut stats = Vec::new();
+    for obj in reconciles {
+        arm.mock.state.reset_stats();
+        reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
+        stats.push((arm.mock.state.stats().reads(), arm.writes()));
+    }
+    drop(ctx);
+    let server = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("scenario timed out")
+        .expect("scenario failed");
+    server.done().await;
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plan_per_component_the_next_member_reuses_it_without_reading_or_writing_azure() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    let store = [one.clone(), two.clone()];
+    assert_eq!(
+        index::component(&Arc::new(one.clone()), &store.clone().map(Arc::new)).len(),
+        2,
+        "ase-two references ase-one"
+    );
+    assert!(arm.owned_rules(NSG_TWO).is_empty());
+
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let (s1, s2) = (one.clone(), two.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stats = run_on_one_context(
+        &arm,
+        ctx,
+        server,
+        vec![one.clone(), two.clone()],
+        |mut api| async move {
+            let first = api.status_applied(&s1).await;
+            let note = api.event(&s1, "Normal", "Applied").await;
+            let second = api.status_applied(&s2).await;
+            let _ = tx.send((first, note, second));
+            api
+        },
+    )
+    .await;
+    let (first, note, second) = rx.await.unwrap();
+
+    // ase-one's reconcile wrote everything the component needs, ase-two's NSG included.
+    assert!(stats[0].0 > 0 && stats[0].1 > 0, "{stats:?}");
+    assert!(!arm.owned_rules(NSG_ONE).is_empty());
+    assert!(
+        !arm.owned_rules(NSG_TWO).is_empty(),
+        "ase-two's NSG is written by ase-one's reconcile"
+    );
+    assert!(note.contains("ase-two-nsg"), "{note}");
+    assert_eq!(condition(&first, "Ready")["status"], "True");
+    // ase-two's reconcile: zero ARM requests, only its status.
+    assert_eq!(stats[1], (0, 0), "no ARM read and no write");
+    assert_eq!(condition(&second, "Ready")["status"], "True");
+    assert_eq!(condition(&second, "InSync")["status"], "True");
+    assert_eq!(second["plan"]["total"], 0);
+    assert_eq!(second["addresses"]["virtualNetwork"], "10.0.1.64/26");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    let store = [one.clone(), two.clone()];
+    arm.converge(&store).await;
+
+    let mut edited = two.clone();
+    edited.metadata.generation = Some(2);
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let (s1, s2, s3) = (one.clone(), two.clone(), edited.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stats = run_on_one_context(
+        &arm,
+        ctx,
+        server,
+        vec![one.clone(), two.clone(), edited.clone()],
+        |mut api| async move {
+            api.status_applied(&s1).await;
+            api.status_applied(&s2).await;
+            let edited = api.status_applied(&s3).await;
+            let _ = tx.send(edited);
+            api
+        },
+    )
+    .await;
+    let edited_status = rx.await.unwrap();
+
+    assert!(stats[0].0 > 0, "the first reconcile reads: {stats:?}");
+    assert_eq!(
+        stats[1],
+        (0, 0),
+        "the unchanged member uses the cached outcome"
+    );
+    assert!(
+        stats[2].0 > 0,
+        "a generation bump invalidates it: {stats:?}"
+    );
+    assert_eq!(stats[2].1, 0, "converged: nothing to write");
+    assert_eq!(edited_status["observedGeneration"], 2);
+}

@@ -766,7 +766,7 @@ fn forced_tunneling_without_a_route_table_is_invalid() {
 
 fn load_example(dir: &str) -> (Vec<AseConnectivity>, Snapshot) {
     let path = root().join("examples").join(dir);
-    let specs = asenet::load::load_specs(&[path.clone()]).unwrap();
+    let specs = asenet::load::load_specs(std::slice::from_ref(&path)).unwrap();
     let snap = asenet::load::load_snapshot(&path.join("snapshot.yaml")).unwrap();
     (specs.into_iter().map(|l| l.spec).collect(), snap)
 }
