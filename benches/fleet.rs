@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench fleet -- [--sizes 10,100,1000] [--driver controller|batch|both]
 //! [--chaos] [--clock-scale X] [--concurrency K] [--subscriptions S] [--phase-budget SECS]
-//! [--quick]`
+//! [--max-attempts A] [--quick]`
 //!
 //! Per size N: the fleet of benches/support/fleet_world.rs (specgen's sharing, spread over
 //! up to S subscriptions) seeds an in-process mock ARM (127.0.0.1, port 0) with throttling at
@@ -103,6 +103,8 @@ struct Args {
     concurrency: u16,
     subscriptions: usize,
     phase_budget: Duration,
+    /// ARM client attempts per request (the product default is 8).
+    max_attempts: u32,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -114,6 +116,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         concurrency: 8,
         subscriptions: 3,
         phase_budget: Duration::from_secs(60),
+        max_attempts: RetryConfig::default().max_attempts,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -141,11 +144,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                         Driver::ControllerGeneration,
                         Driver::Batch,
                     ],
-                    other => {
-                        return Err(format!(
-                            "--driver {other}: controller, controller-generation, batch, both or all"
-                        ))
-                    }
+                    other => return Err(format!("unknown --driver {other}")),
                 }
             }
             "--chaos" => args.chaos = true,
@@ -167,6 +166,11 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.subscriptions = value("--subscriptions")?
                     .parse()
                     .map_err(|e| format!("--subscriptions: {e}"))?
+            }
+            "--max-attempts" => {
+                args.max_attempts = value("--max-attempts")?
+                    .parse()
+                    .map_err(|e| format!("--max-attempts: {e}"))?
             }
             "--phase-budget" => {
                 let secs: u64 = value("--phase-budget")?
@@ -486,6 +490,29 @@ async fn foreign_writer(
             match resp.status().as_u16() {
                 200 | 201 => {
                     counters.writes.fetch_add(1, Ordering::Relaxed);
+                    let operation = resp
+                        .headers()
+                        .get("azure-asyncoperation")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let reply = resp.json::<Value>().await.ok();
+                    // Like any careful writer, wait for the operation: a write whose
+                    // operation failed (an injected fault hits the foreign writer's PUTs
+                    // too) was rolled back and never stored, so it cannot be lost.
+                    if let Some(op) = operation {
+                        if !operation_succeeded(&http, &op, interval, &stop, &counters).await {
+                            tokio::time::sleep(interval).await;
+                            continue;
+                        }
+                    }
+                    // What ARM stored (normalised by the server) is what must survive.
+                    let stored = reply.and_then(|b| {
+                        rules_of(&b)
+                            .into_iter()
+                            .find(|r| r["name"].as_str() == Some(name.as_str()))
+                            .map(|r| r["properties"].clone())
+                    });
+                    let properties = stored.unwrap_or(properties);
                     if let Ok(mut m) = by_sub.lock() {
                         *m.entry(fleet_world::subscription_of(nsg)).or_default() += 1;
                     }
@@ -510,6 +537,41 @@ async fn foreign_writer(
             }
         }
     }
+}
+
+/// Polls an `Azure-AsyncOperation` URL until it ends; true when it ended `Succeeded`.
+async fn operation_succeeded(
+    http: &reqwest::Client,
+    url: &str,
+    interval: Duration,
+    stop: &AtomicBool,
+    counters: &ForeignCounters,
+) -> bool {
+    for _ in 0..200 {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        tokio::time::sleep(interval / 4).await;
+        let Ok(resp) = http.get(url).bearer_auth("foreign").send().await else {
+            continue;
+        };
+        if resp.status().as_u16() != 200 {
+            counters.throttled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        counters.reads.fetch_add(1, Ordering::Relaxed);
+        let status = resp
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|b| b["status"].as_str().map(str::to_owned));
+        match status.as_deref() {
+            Some("Succeeded") => return true,
+            Some("Failed" | "Canceled") => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Properties compared for "unchanged": everything but the read-only fields.
@@ -547,6 +609,17 @@ fn foreign_rules_lost(
         });
         if !found {
             lost += 1;
+            let same_name = now
+                .iter()
+                .find(|r| r["name"].as_str() == Some(f.name.as_str()));
+            eprintln!(
+                "fleet: foreign rule lost: {} {} (expected {}, now {})",
+                f.nsg,
+                f.name,
+                comparable(&f.properties),
+                same_name.map_or("absent".into(), |r| comparable(&r["properties"])
+                    .to_string())
+            );
         }
     }
     (lost, total)
@@ -714,12 +787,12 @@ struct ChaosResult {
     converged: bool,
 }
 
-fn arm_options(scale: f64) -> ArmClientOptions {
+fn arm_options(scale: f64, max_attempts: u32) -> ArmClientOptions {
     // The client's own delays run on the ARM clock too (ARM's values divided by the scale).
     let s = |d: Duration| d.div_f64(scale);
     ArmClientOptions {
         retry: RetryConfig {
-            max_attempts: 8,
+            max_attempts,
             base_delay: s(Duration::from_millis(500)),
             max_delay: s(Duration::from_secs(30)),
             max_retry_after: s(Duration::from_secs(120)),
@@ -772,7 +845,7 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         &mock.base_url,
         Arc::new(StaticToken::new("fleet")),
         http,
-        arm_options(scale),
+        arm_options(scale, args.max_attempts),
     )?;
     let tags = ServiceTags(fleet.snapshot.service_tags.values().cloned().collect());
     let pipeline = Pipeline::new(
@@ -1033,8 +1106,8 @@ async fn run_controller(
     );
     let (deps_tx, deps_rx) = mpsc::unbounded::<ObjectRef<AseConnectivity>>();
     // As `controller::run`: a change of a spec (its status included) wakes its dependents.
-    let touched = reflector::reflector(writer, watch_rx.map(Ok::<_, watcher::Error>))
-        .touched_objects();
+    let touched =
+        reflector::reflector(writer, watch_rx.map(Ok::<_, watcher::Error>)).touched_objects();
     let touched = if generation_predicate {
         touched
             .predicate_filter(predicates::generation, Default::default())
@@ -1274,8 +1347,9 @@ fn per_parent(writes: u64, parents: usize) -> String {
 fn print_rows(args: &Args, rows: &[Row]) {
     println!();
     println!(
-        "asenet fleet benchmark: clock scale {}, controller concurrency {}, up to {} subscriptions{}",
+        "asenet fleet benchmark: clock scale {}, ARM client attempts {}, concurrency {}, up to {} subscriptions{}",
         args.clock_scale,
+        args.max_attempts,
         args.concurrency,
         args.subscriptions,
         if args.chaos { ", CHAOS" } else { "" }

@@ -59,8 +59,12 @@ impl<F: Fn(&Snapshot) -> Plan + Send + Sync> Replanner for F {
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Concurrent NSG/route-table writes.
+    /// Concurrent ARM reads of this run (re-reads after 412).
     pub max_concurrency: usize,
+    /// Concurrent writes per subscription. ARM refills a subscription's write bucket at
+    /// 10/s and a write takes a PUT, the operation's `Retry-After` and a poll, so reaching
+    /// the refill rate needs refill × write latency writes in flight (domain.md 4.8).
+    pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 or a transient operation failure.
     pub max_replans: u32,
     /// Specs being removed with `deletionPolicy: Delete`: resources asenet created for
@@ -72,6 +76,7 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             max_concurrency: 4,
+            max_write_concurrency: 4,
             max_replans: 5,
             removing: BTreeSet::new(),
         }
@@ -259,11 +264,7 @@ pub async fn execute(
         .filter(|r| r.kind != ResourceKind::Subnet)
         .cloned()
         .collect();
-    let results: Vec<Result<Option<Written>, ApplyError>> = stream::iter(parents)
-        .map(|r| run.write(r))
-        .buffer_unordered(options.max_concurrency.max(1))
-        .collect()
-        .await;
+    let results = run.write_all(parents).await;
     collect(&mut report, results)?;
 
     // Phase 2: subnet associations, serialised per VNet.
@@ -272,11 +273,7 @@ pub async fn execute(
         .filter(|r| r.kind == ResourceKind::Subnet)
         .cloned()
         .collect();
-    let results: Vec<Result<Option<Written>, ApplyError>> = stream::iter(subnets)
-        .map(|r| run.write(r))
-        .buffer_unordered(options.max_concurrency.max(1))
-        .collect()
-        .await;
+    let results = run.write_all(subnets).await;
     collect(&mut report, results)?;
 
     // Phase 3: resources asenet created for removed specs, now empty.
@@ -315,6 +312,36 @@ fn collect(
 }
 
 impl Run<'_> {
+    /// Writes `plans` concurrently: subscriptions interleaved, at most
+    /// `max_write_concurrency` writes in flight per subscription.
+    async fn write_all(
+        &self,
+        plans: Vec<ResourcePlan>,
+    ) -> Vec<Result<Option<Written>, ApplyError>> {
+        let per_sub = self.options.max_write_concurrency.max(1);
+        let plans = observe::interleave_subscriptions(plans, |r| r.id.subscription());
+        let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
+        let jobs: Vec<(Arc<tokio::sync::Semaphore>, ResourcePlan)> = plans
+            .into_iter()
+            .map(|r| {
+                let limit = limits
+                    .entry(r.id.subscription().to_ascii_lowercase())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_sub)))
+                    .clone();
+                (limit, r)
+            })
+            .collect();
+        let total = per_sub.saturating_mul(limits.len().max(1));
+        stream::iter(jobs)
+            .map(|(limit, r)| async move {
+                let _permit = limit.acquire_owned().await;
+                self.write(r).await
+            })
+            .buffer_unordered(total)
+            .collect()
+            .await
+    }
+
     fn vnet_lock(&self, subnet: &ResourceId) -> Arc<tokio::sync::Mutex<Option<String>>> {
         let vnet = subnet.parent().unwrap_or_else(|| subnet.clone());
         self.vnets

@@ -182,7 +182,8 @@ pub async fn observe(
         Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
         Env(ResourceId, Option<Value>),
     }
-    let mut jobs: Vec<futures::future::BoxFuture<'_, Result<Read, ObserveError>>> = Vec::new();
+    type Job<'a> = futures::future::BoxFuture<'a, Result<Vec<Read>, ObserveError>>;
+    let mut jobs: Vec<(String, Job<'_>)> = Vec::new();
     let wrap = |id: &ResourceId| {
         let id = id.to_string();
         move |source| ObserveError::Arm {
@@ -190,44 +191,72 @@ pub async fn observe(
             source: Box::new(source),
         }
     };
-    for id in &targets.network_security_groups {
-        let e = wrap(id);
-        jobs.push(Box::pin(async move {
-            Ok(Read::Nsg(
-                id.clone(),
-                arm.get_nsg(id).await.map_err(e)?.map(Box::new),
-            ))
-        }));
+    // NSGs and route tables: a GET each when a resource group holds a few targets, else
+    // one list of the resource group (paged; the items are the bodies GET returns).
+    for group in by_resource_group(&targets.network_security_groups) {
+        let sub = group[0].subscription().to_owned();
+        jobs.push((
+            sub,
+            Box::pin(async move {
+                let found = fetch_group(arm, &group, "networkSecurityGroups", |id| {
+                    Box::pin(arm.get_nsg(id))
+                })
+                .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(id, f)| Read::Nsg(id, f.map(Box::new)))
+                    .collect())
+            }),
+        ));
     }
-    for id in &targets.route_tables {
-        let e = wrap(id);
-        jobs.push(Box::pin(async move {
-            Ok(Read::RouteTable(
-                id.clone(),
-                arm.get_route_table(id).await.map_err(e)?.map(Box::new),
-            ))
-        }));
+    for group in by_resource_group(&targets.route_tables) {
+        let sub = group[0].subscription().to_owned();
+        jobs.push((
+            sub,
+            Box::pin(async move {
+                let found = fetch_group(arm, &group, "routeTables", |id| {
+                    Box::pin(arm.get_route_table(id))
+                })
+                .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(id, f)| Read::RouteTable(id, f.map(Box::new)))
+                    .collect())
+            }),
+        ));
     }
     for id in targets.virtual_networks() {
         let e = wrap(&id);
-        jobs.push(Box::pin(async move {
-            let r = arm.get_vnet(&id).await.map_err(e)?.map(Box::new);
-            Ok(Read::Vnet(id, r))
-        }));
+        jobs.push((
+            id.subscription().to_owned(),
+            Box::pin(async move {
+                let r = arm.get_vnet(&id).await.map_err(e)?.map(Box::new);
+                Ok(vec![Read::Vnet(id, r)])
+            }),
+        ));
     }
     for id in &targets.environments {
         let e = wrap(id);
-        jobs.push(Box::pin(async move {
-            Ok(Read::Env(
-                id.clone(),
-                arm.get_ase_addresses(id).await.map_err(e)?,
-            ))
-        }));
+        jobs.push((
+            id.subscription().to_owned(),
+            Box::pin(async move {
+                Ok(vec![Read::Env(
+                    id.clone(),
+                    arm.get_ase_addresses(id).await.map_err(e)?,
+                )])
+            }),
+        ));
     }
-    let reads: Vec<Read> = stream::iter(jobs)
+    // Round-robin over subscriptions: each has its own read bucket (domain.md 4.8).
+    let mut ordered: Vec<Job<'_>> = Vec::with_capacity(jobs.len());
+    for (_, job) in interleave_subscriptions(jobs, |(sub, _)| sub.as_str()) {
+        ordered.push(job);
+    }
+    let reads: Vec<Vec<Read>> = stream::iter(ordered)
         .buffer_unordered(max_concurrency.max(1))
         .try_collect()
         .await?;
+    let reads = reads.into_iter().flatten();
 
     let mut snap = Snapshot::default();
     for t in &tags.0 {
@@ -252,6 +281,100 @@ pub async fn observe(
         }
     }
     Ok(snap)
+}
+
+/// `items` reordered round-robin over their subscriptions (each keeps its own order), so
+/// work spreads over every subscription's buckets instead of draining one at a time.
+pub fn interleave_subscriptions<T>(items: Vec<T>, subscription: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut queues: BTreeMap<String, std::collections::VecDeque<T>> = BTreeMap::new();
+    for item in items {
+        queues
+            .entry(subscription(&item).to_ascii_lowercase())
+            .or_default()
+            .push_back(item);
+    }
+    let mut out = Vec::new();
+    while !queues.is_empty() {
+        queues.retain(|_, q| {
+            if let Some(item) = q.pop_front() {
+                out.push(item);
+            }
+            !q.is_empty()
+        });
+    }
+    out
+}
+
+/// `ids` grouped by subscription and resource group (case-insensitively).
+fn by_resource_group(ids: &BTreeSet<ResourceId>) -> Vec<Vec<ResourceId>> {
+    let mut groups: BTreeMap<(String, String), Vec<ResourceId>> = BTreeMap::new();
+    for id in ids {
+        groups
+            .entry((
+                id.subscription().to_ascii_lowercase(),
+                id.resource_group().to_ascii_lowercase(),
+            ))
+            .or_default()
+            .push(id.clone());
+    }
+    groups.into_values().collect()
+}
+
+type GetOne<'a, T> =
+    futures::future::BoxFuture<'a, Result<Option<Fetched<T>>, crate::azure::ArmError>>;
+
+/// From this many targets in one resource group on, observe lists the group instead of
+/// reading each target: below it, GETs cost as little and name every absent one (404).
+const LIST_MIN_TARGETS: usize = 4;
+
+/// The resources `ids` (one resource group): a GET each for a few, else a list of the
+/// group's `collection` that stops paging once every id was seen. Absent ones are `None`.
+async fn fetch_group<'a, T: serde::de::DeserializeOwned>(
+    arm: &'a ArmClient,
+    ids: &'a [ResourceId],
+    collection: &str,
+    get: impl Fn(&'a ResourceId) -> GetOne<'a, T>,
+) -> Result<Vec<(ResourceId, Option<Fetched<T>>)>, ObserveError> {
+    let err = |id: &ResourceId| {
+        let id = id.to_string();
+        move |source| ObserveError::Arm {
+            id,
+            source: Box::new(source),
+        }
+    };
+    if ids.len() < LIST_MIN_TARGETS {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push((id.clone(), get(id).await.map_err(err(id))?));
+        }
+        return Ok(out);
+    }
+    let key = |id: &str| id.to_ascii_lowercase();
+    let wanted: BTreeSet<String> = ids.iter().map(|id| key(id.as_str())).collect();
+    let item_id = |f: &Fetched<T>| f.raw.get("id").and_then(Value::as_str).map(key);
+    let done = |items: &[Fetched<T>]| {
+        let seen: BTreeSet<String> = items.iter().filter_map(item_id).collect();
+        wanted.is_subset(&seen)
+    };
+    let items = arm
+        .list_in_group::<T>(
+            ids[0].subscription(),
+            ids[0].resource_group(),
+            collection,
+            &done,
+        )
+        .await
+        .map_err(err(&ids[0]))?;
+    let mut by_id: BTreeMap<String, Fetched<T>> = BTreeMap::new();
+    for f in items {
+        if let Some(k) = item_id(&f) {
+            by_id.insert(k, f);
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| (id.clone(), by_id.remove(&key(id.as_str()))))
+        .collect())
 }
 
 /// Re-reads one NSG, route table or subnet into `snapshot` (after a 412): present ->

@@ -32,8 +32,11 @@ pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
 /// Knobs of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Concurrent ARM reads (observe) and NSG/route-table writes (apply).
+    /// Concurrent ARM reads (observe).
     pub max_concurrency: usize,
+    /// Concurrent NSG/route-table/subnet writes (apply) per subscription, sized to cover
+    /// ARM's write refill (10/s) times the latency of one write (PUT, LRO, final read).
+    pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 before giving up.
     pub max_replans: u32,
     /// Service tags for forced-tunneling routes and for the evaluator.
@@ -44,6 +47,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             max_concurrency: 8,
+            max_write_concurrency: 64,
             max_replans: 5,
             service_tags: ServiceTags::embedded(),
         }
@@ -59,6 +63,7 @@ impl PipelineOptions {
         };
         Ok(PipelineOptions {
             max_concurrency: args.max_concurrency.max(1),
+            max_write_concurrency: args.max_write_concurrency.max(1),
             service_tags,
             ..PipelineOptions::default()
         })
@@ -267,6 +272,7 @@ impl Pipeline {
         let replanner = |snapshot: &Snapshot| prepared.plan(snapshot).1;
         let options = ApplyOptions {
             max_concurrency: self.options.max_concurrency,
+            max_write_concurrency: self.options.max_write_concurrency,
             max_replans: self.options.max_replans,
             removing: prepared.scope.removing.clone(),
         };

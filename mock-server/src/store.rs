@@ -353,10 +353,45 @@ impl Store {
         body
     }
 
+    /// The subnets that reference `target` (an NSG or route table id), without building
+    /// the whole map: one GET or PUT of a large store would otherwise cost a pass that
+    /// allocates an entry per subnet.
+    pub fn subnet_references_to(&self, target: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in self
+            .resources
+            .values()
+            .filter(|e| e.kind == Kind::VirtualNetwork)
+        {
+            for subnet in entry.children(ChildKind::Subnet) {
+                let props = &subnet["properties"];
+                for field in ["networkSecurityGroup", "routeTable"] {
+                    let referenced = props
+                        .get(field)
+                        .and_then(|r| r.get("id"))
+                        .and_then(Value::as_str);
+                    if let (Some(t), Some(subnet_id)) = (referenced, subnet["id"].as_str()) {
+                        if t.eq_ignore_ascii_case(target) {
+                            out.push(subnet_id.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Render one entry by key.
     pub fn render_key(&self, key: &str) -> Option<Value> {
         let entry = self.resources.get(key)?;
-        Some(self.render(entry, &self.subnet_references()))
+        let mut refs = HashMap::new();
+        if matches!(entry.kind, Kind::NetworkSecurityGroup | Kind::RouteTable) {
+            let users = self.subnet_references_to(entry.id());
+            if !users.is_empty() {
+                refs.insert(entry.id().to_ascii_lowercase(), users);
+            }
+        }
+        Some(self.render(entry, &refs))
     }
 
     // -----------------------------------------------------------------------------------------

@@ -105,7 +105,13 @@ impl Throttle {
                 remaining: state.tokens.floor() as u32,
             }
         } else if rate > 0.0 {
-            let wait = (1.0 - state.tokens) / rate;
+            // ARM sends whole seconds (at least 1, rounded up) on the ARM clock, then the
+            // clock scale shrinks them: waiting requests do not all retry at the instant the
+            // next token arrives.
+            let wait_arm = ((1.0 - state.tokens) / bucket.refill_per_sec)
+                .ceil()
+                .max(1.0);
+            let wait = wait_arm / self.scale;
             Admission::Throttled {
                 retry_after: Duration::try_from_secs_f64(wait.max(0.001)).unwrap_or(Duration::MAX),
             }
@@ -164,6 +170,18 @@ mod tests {
             throttle.admit("s", OpClass::Read, later),
             Admission::Allowed { .. }
         ));
+    }
+
+    #[test]
+    fn retry_after_is_whole_arm_seconds_before_scaling() {
+        let mut throttle = Throttle::new(config(1, 10.0), 20.0);
+        let t0 = Instant::now();
+        throttle.admit("s", OpClass::Read, t0);
+        let Admission::Throttled { retry_after } = throttle.admit("s", OpClass::Read, t0) else {
+            panic!("expected throttling");
+        };
+        // 0.1 ARM s to the next token, rounded up to 1 ARM s, i.e. 50 ms at scale 20.
+        assert!(retry_after > Duration::from_millis(49) && retry_after < Duration::from_millis(51));
     }
 
     #[test]

@@ -361,6 +361,60 @@ impl ArmClient {
         Ok(Some(Fetched { raw, typed, etag }))
     }
 
+    /// Every `Microsoft.Network/{collection}` of one resource group, following `nextLink`
+    /// (domain.md 4.9); each item is the body GET returns. A missing resource group is an
+    /// empty list. `done` is asked after every page: paging stops once it says so.
+    pub async fn list_in_group<T: serde::de::DeserializeOwned>(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        collection: &str,
+        done: &(dyn Fn(&[Fetched<T>]) -> bool + Send + Sync),
+    ) -> Result<Vec<Fetched<T>>, ArmError> {
+        let path = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/{collection}"
+        );
+        let mut url = self.url(&path, NETWORK_API_VERSION)?;
+        let mut out = Vec::new();
+        loop {
+            let page = match self.send(Method::Get, url, None, &[], &path).await {
+                Ok(r) => r.json(&path)?,
+                Err(e) if e.is_not_found() => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            let items = page.get("value").and_then(Value::as_array);
+            for raw in items.into_iter().flatten() {
+                let typed: T =
+                    serde_json::from_value(raw.clone()).map_err(|e| ArmError::Decode {
+                        resource: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
+                out.push(Fetched {
+                    raw: raw.clone(),
+                    typed,
+                    etag,
+                });
+            }
+            let next = page.get("nextLink").and_then(Value::as_str);
+            let Some(next) = next.filter(|_| !done(&out)) else {
+                return Ok(out);
+            };
+            let next = Url::parse(next).map_err(|e| ArmError::Decode {
+                resource: path.clone(),
+                message: format!("nextLink: {e}"),
+            })?;
+            // The token goes only to the endpoint it was meant for.
+            if next.origin() != self.inner.endpoint.origin() {
+                return Err(ArmError::Decode {
+                    resource: path.clone(),
+                    message: format!("nextLink to another host: {next}"),
+                });
+            }
+            url = next;
+        }
+    }
+
     // -----------------------------------------------------------------------------------
     // Raw calls
 

@@ -54,6 +54,21 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// How long 429s (throttling) are waited out, whatever `max_attempts` says: a full
+    /// bucket needs up to minutes to serve everything queued behind it, and giving up
+    /// after a few `Retry-After`s would fail a whole plan for one read (domain.md 4.8).
+    /// 2.5 × `max_retry_after` (5 minutes with the defaults).
+    pub fn throttle_budget(&self) -> Duration {
+        self.max_retry_after.saturating_mul(5) / 2
+    }
+
+    /// A server-given `Retry-After`, capped, plus up to 50 % of jitter so the requests
+    /// that waited for the same token do not all come back at the same instant.
+    pub fn server_delay(&self, retry_after: Duration) -> Duration {
+        let d = retry_after.min(self.max_retry_after);
+        d + d.mul_f64(0.5 * jitter())
+    }
+
     /// Capped exponential backoff with full jitter: uniform in `[d/2, d]`, `d = base * 2^n`.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
@@ -120,6 +135,7 @@ impl ArmRetryPolicy {
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
         let mut attempt: u32 = 0;
+        let started = tokio::time::Instant::now();
         loop {
             attempt += 1;
             let last = attempt >= self.config.max_attempts.max(1);
@@ -135,13 +151,19 @@ impl ArmRetryPolicy {
                 Err(e) => return Err(e),
             };
             let status = u16::from(response.status());
-            if response.status().is_success() || last {
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let delay = retry_after(response.headers())
+                .map(|d| self.config.server_delay(d))
+                .unwrap_or_else(|| self.config.backoff(attempt - 1));
+            // Throttling is retried for a time budget rather than a number of attempts.
+            let throttled_within_budget =
+                status == 429 && started.elapsed() + delay <= self.config.throttle_budget();
+            if last && !throttled_within_budget {
                 return Ok(response);
             }
             if is_retriable_status(status) {
-                let delay = retry_after(response.headers())
-                    .map(|d| d.min(self.config.max_retry_after))
-                    .unwrap_or_else(|| self.config.backoff(attempt - 1));
                 tracing::debug!(url = %request.url(), status, ?delay, "ARM asked to retry");
                 // Drain the body so the connection can be reused.
                 let _ = response.into_body().collect().await;
@@ -154,9 +176,6 @@ impl ArmRetryPolicy {
                 let (st, headers, body) = response.deconstruct();
                 let bytes = body.collect().await.unwrap_or_default();
                 if error_code(&bytes).as_deref() == Some("AnotherOperationInProgress") {
-                    let delay = retry_after(&headers)
-                        .map(|d| d.min(self.config.max_retry_after))
-                        .unwrap_or_else(|| self.config.backoff(attempt - 1));
                     tracing::debug!(url = %request.url(), ?delay, "another operation in progress, waiting");
                     tokio::time::sleep(delay).await;
                     continue;

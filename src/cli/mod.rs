@@ -82,6 +82,10 @@ pub struct AzureArgs {
     /// Maximum concurrent ARM reads.
     #[arg(long, default_value_t = 8)]
     pub max_concurrency: usize,
+    /// Maximum concurrent ARM writes per subscription (ARM refills 10 writes/s; each
+    /// write waits for its long-running operation, so many must be in flight).
+    #[arg(long, default_value_t = 64)]
+    pub max_write_concurrency: usize,
     /// Azure service tags JSON (`ServiceTags_Public_*.json`) or a snapshot file; the
     /// prefixes forced-tunneling routes need. Default: a trimmed fixture built in.
     #[arg(long, env = "ASENET_SERVICE_TAGS")]
