@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::error::SpecError;
 use crate::evaluate::{rules_overlap, TagContext};
 use crate::model::{
-    Access, Direction, Priority, PriorityBand, ResourceId, Route, SecurityRule, SpecKey,
+    Access, Caseless, Direction, Priority, PriorityBand, ResourceId, Route, SecurityRule, SpecKey,
 };
 use crate::resolver::{Desired, DesiredNsg, DesiredRouteTable, OwnedRoute, OwnedRule};
 use crate::snapshot::{NsgState, RouteTableState, Snapshot};
@@ -345,18 +345,15 @@ impl ResourcePlan {
     }
 }
 
+// Names compare as their lower-cased text ([`Caseless`] orders exactly like
+// `to_ascii_lowercase()` strings, without building them on every comparison).
 fn rule_order(a: &SecurityRule, b: &SecurityRule) -> std::cmp::Ordering {
-    (a.direction, a.priority, a.name.to_ascii_lowercase()).cmp(&(
-        b.direction,
-        b.priority,
-        b.name.to_ascii_lowercase(),
-    ))
+    (a.direction, a.priority, Caseless(&a.name)).cmp(&(b.direction, b.priority, Caseless(&b.name)))
 }
 
 fn route_order(a: &Route, b: &Route) -> std::cmp::Ordering {
-    a.name
-        .to_ascii_lowercase()
-        .cmp(&b.name.to_ascii_lowercase())
+    Caseless(&a.name)
+        .cmp(&Caseless(&b.name))
         .then_with(|| a.cmp(b))
 }
 
@@ -521,24 +518,30 @@ fn plan_nsg(
     failed: &BTreeSet<SpecKey>,
     ctx: &TagContext,
 ) -> ResourcePlan {
-    let wanted: BTreeMap<String, &OwnedRule> = want
+    let wanted: BTreeMap<Caseless, &OwnedRule> = want
         .map(|w| {
             w.rules
                 .iter()
-                .map(|r| (r.rule.name.to_ascii_lowercase(), r))
+                .map(|r| (Caseless(&r.rule.name), r))
                 .collect()
         })
         .unwrap_or_default();
     let bands = want.map(bands_of).unwrap_or_default();
-    let mut owners: BTreeSet<SpecKey> = wanted.values().map(|r| r.owner.clone()).collect();
-    owners.extend(bands.keys().cloned());
+    let mut owners: BTreeSet<SpecKey> = wanted
+        .values()
+        .map(|r| &r.owner)
+        .chain(bands.keys())
+        .collect::<BTreeSet<&SpecKey>>()
+        .into_iter()
+        .cloned()
+        .collect();
     let mut ch = EntryChanges::<SecurityRule>::default();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<Caseless> = BTreeSet::new();
     // Foreign entries, with whether they look owned (unknown owner).
     let mut foreign: Vec<(&SecurityRule, bool)> = Vec::new();
 
     for rule in have.map(|h| h.rules.as_slice()).unwrap_or_default() {
-        let key = rule.name.to_ascii_lowercase();
+        let key = Caseless(&rule.name);
         if !is_owned_name(&rule.name) {
             foreign.push((rule, false));
             continue;
@@ -737,11 +740,11 @@ fn plan_route_table(
     scope: &Scope,
     failed: &BTreeSet<SpecKey>,
 ) -> ResourcePlan {
-    let wanted: BTreeMap<String, &OwnedRoute> = want
+    let wanted: BTreeMap<Caseless, &OwnedRoute> = want
         .map(|w| {
             w.routes
                 .iter()
-                .map(|r| (r.route.name.to_ascii_lowercase(), r))
+                .map(|r| (Caseless(&r.route.name), r))
                 .collect()
         })
         .unwrap_or_default();
@@ -757,7 +760,7 @@ fn plan_route_table(
     let mut foreign: Vec<(&Route, bool)> = Vec::new();
 
     for route in have.map(|h| h.routes.as_slice()).unwrap_or_default() {
-        let key = route.name.to_ascii_lowercase();
+        let key = Caseless(&route.name);
         if !is_owned_name(&route.name) {
             foreign.push((route, false));
             continue;

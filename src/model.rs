@@ -39,13 +39,19 @@ pub enum ParseError {
 ///
 /// Comparison, ordering and hashing use the lower-cased text, because ARM compares names
 /// case-insensitively (docs/domain.md 2.2); `Display` keeps the casing it was written with.
+///
+/// The parsed parts live behind one `Arc`: ids are cloned into every rule, flow, plan entry
+/// and map key, and a clone is a reference-count increment rather than six allocations.
 #[derive(Clone)]
-pub struct ResourceId {
+pub struct ResourceId(std::sync::Arc<IdParts>);
+
+struct IdParts {
     text: String,
     key: String,
-    subscription: String,
-    resource_group: String,
-    namespace: String,
+    /// Byte ranges of the subscription, resource group and namespace in `text`.
+    subscription: (u32, u32),
+    resource_group: (u32, u32),
+    namespace: (u32, u32),
     /// `(type, name)` pairs after the namespace, e.g. `[("virtualNetworks","vnet"),("subnets","a")]`.
     segments: Vec<(String, String)>,
 }
@@ -57,42 +63,61 @@ impl ResourceId {
             reason: reason.to_string(),
         };
         let trimmed = value.trim_end_matches('/');
-        let parts: Vec<&str> = trimmed.split('/').collect();
         // "", "subscriptions", sub, "resourceGroups", rg, "providers", ns, type, name, ...
-        if parts.len() < 9 || !parts[0].is_empty() {
+        // The first seven parts are kept on the stack with their byte offsets; the rest
+        // are the (type, name) pairs.
+        let mut head: [(usize, &str); 7] = [(0, ""); 7];
+        let mut count = 0usize;
+        let mut rest_start = trimmed.len();
+        let mut offset = 0usize;
+        let mut any_empty = false;
+        for part in trimmed.split('/') {
+            if count < 7 {
+                head[count] = (offset, part);
+            } else if count == 7 {
+                rest_start = offset;
+            }
+            if count > 0 && part.is_empty() {
+                any_empty = true;
+            }
+            count += 1;
+            offset += part.len() + 1;
+        }
+        if count < 9 || !head[0].1.is_empty() {
             return Err(err("expected /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}"));
         }
-        if !parts[1].eq_ignore_ascii_case("subscriptions") {
+        if !head[1].1.eq_ignore_ascii_case("subscriptions") {
             return Err(err("must start with /subscriptions/"));
         }
-        if !parts[3].eq_ignore_ascii_case("resourceGroups") {
+        if !head[3].1.eq_ignore_ascii_case("resourceGroups") {
             return Err(err("the third segment must be resourceGroups"));
         }
-        if !parts[5].eq_ignore_ascii_case("providers") {
+        if !head[5].1.eq_ignore_ascii_case("providers") {
             return Err(err("the fifth segment must be providers"));
         }
-        if parts.iter().skip(1).any(|p| p.is_empty()) {
+        if any_empty {
             return Err(err("empty path segment"));
         }
-        let rest = &parts[7..];
-        if !rest.len().is_multiple_of(2) {
+        if !(count - 7).is_multiple_of(2) {
             return Err(err("type and name segments must come in pairs"));
         }
-        let segments: Vec<(String, String)> = rest
-            .chunks(2)
-            .map(|c| (c[0].to_string(), c[1].to_string()))
-            .collect();
-        if parts[4].len() > 90 {
+        let mut segments: Vec<(String, String)> = Vec::with_capacity((count - 7) / 2);
+        let mut rest = trimmed[rest_start..].split('/');
+        while let (Some(t), Some(n)) = (rest.next(), rest.next()) {
+            segments.push((t.to_string(), n.to_string()));
+        }
+        if head[4].1.len() > 90 {
             return Err(err("resource group names are at most 90 characters"));
         }
-        Ok(ResourceId {
+        let range = |(o, p): (usize, &str)| (o as u32, (o + p.len()) as u32);
+        Ok(ResourceId(std::sync::Arc::new(IdParts {
             text: trimmed.to_string(),
             key: trimmed.to_ascii_lowercase(),
-            subscription: parts[2].to_string(),
-            resource_group: parts[4].to_string(),
-            namespace: parts[6].to_string(),
+            subscription: range(head[2]),
+            resource_group: range(head[4]),
+            namespace: range(head[6]),
             segments,
-        })
+        })))
     }
 
     /// Builds the id of a Microsoft.Network resource.
@@ -110,59 +135,90 @@ impl ResourceId {
             .unwrap_or_else(|e| panic!("ResourceId::network built an invalid id: {e}"))
     }
 
+    fn part(&self, (from, to): (u32, u32)) -> &str {
+        &self.0.text[from as usize..to as usize]
+    }
+
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
     /// Lower-cased form used as a map key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
     pub fn subscription(&self) -> &str {
-        &self.subscription
+        self.part(self.0.subscription)
     }
     pub fn resource_group(&self) -> &str {
-        &self.resource_group
+        self.part(self.0.resource_group)
     }
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.part(self.0.namespace)
     }
     /// The last name, e.g. the subnet name of a subnet id.
     pub fn name(&self) -> &str {
-        self.segments
+        self.0
+            .segments
             .last()
             .map(|(_, n)| n.as_str())
             .unwrap_or_default()
     }
     /// The full type, e.g. `Microsoft.Network/virtualNetworks/subnets`.
     pub fn resource_type(&self) -> String {
-        let mut t = self.namespace.clone();
-        for (ty, _) in &self.segments {
+        let mut t = self.namespace().to_string();
+        for (ty, _) in &self.0.segments {
             t.push('/');
             t.push_str(ty);
         }
         t
     }
     pub fn segments(&self) -> &[(String, String)] {
-        &self.segments
+        &self.0.segments
     }
     /// The id of the parent resource (a subnet's VNet), if this is a child resource.
     pub fn parent(&self) -> Option<ResourceId> {
-        if self.segments.len() < 2 {
+        if self.0.segments.len() < 2 {
             return None;
         }
-        let cut = self.text.rfind('/')?;
-        let cut = self.text[..cut].rfind('/')?;
-        ResourceId::parse(&self.text[..cut]).ok()
+        let text = &self.0.text;
+        let cut = text.rfind('/')?;
+        let cut = text[..cut].rfind('/')?;
+        ResourceId::parse(&text[..cut]).ok()
     }
     /// True when the type (case-insensitive) equals `ty`, e.g. `Microsoft.Network/networkSecurityGroups`.
     pub fn is_type(&self, ty: &str) -> bool {
-        self.resource_type().eq_ignore_ascii_case(ty)
+        // Same answer as comparing `resource_type()`, without building it.
+        let mut rest = ty.as_bytes();
+        let mut eat = |part: &str, slash: bool| -> bool {
+            if slash {
+                match rest.split_first() {
+                    Some((b'/', r)) => rest = r,
+                    _ => return false,
+                }
+            }
+            match rest.get(..part.len()) {
+                Some(head) if head.eq_ignore_ascii_case(part.as_bytes()) => {
+                    rest = &rest[part.len()..];
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !eat(self.namespace(), false) {
+            return false;
+        }
+        for (t, _) in &self.0.segments {
+            if !eat(t, true) {
+                return false;
+            }
+        }
+        rest.is_empty()
     }
 }
 
 impl PartialEq for ResourceId {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.key == other.0.key
     }
 }
 impl Eq for ResourceId {}
@@ -173,22 +229,25 @@ impl PartialOrd for ResourceId {
 }
 impl Ord for ResourceId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
+        if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.key.cmp(&other.0.key)
     }
 }
 impl std::hash::Hash for ResourceId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state)
+        self.0.key.hash(state)
     }
 }
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0.text)
     }
 }
 impl fmt::Debug for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ResourceId({})", self.text)
+        write!(f, "ResourceId({})", self.0.text)
     }
 }
 impl FromStr for ResourceId {
@@ -199,13 +258,49 @@ impl FromStr for ResourceId {
 }
 impl Serialize for ResourceId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+        s.serialize_str(&self.0.text)
     }
 }
 impl<'de> Deserialize<'de> for ResourceId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         ResourceId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A borrowed name compared, ordered and hashed as its ASCII-lower-cased text (how Azure
+/// compares names, docs/domain.md 2.2), without building the lower-cased copy. Orders
+/// exactly as `to_ascii_lowercase()` strings do.
+#[derive(Debug, Clone, Copy)]
+pub struct Caseless<'a>(pub &'a str);
+
+impl Caseless<'_> {
+    fn lowered(&self) -> impl Iterator<Item = u8> + '_ {
+        self.0.bytes().map(|b| b.to_ascii_lowercase())
+    }
+}
+impl PartialEq for Caseless<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(other.0)
+    }
+}
+impl Eq for Caseless<'_> {}
+impl PartialOrd for Caseless<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Caseless<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.lowered().cmp(other.lowered())
+    }
+}
+impl std::hash::Hash for Caseless<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for b in self.lowered() {
+            state.write_u8(b);
+        }
+        state.write_u8(0xff);
     }
 }
 
@@ -349,12 +444,67 @@ impl fmt::Display for PortRange {
 
 /// A canonical set of ports: sorted, overlapping and adjacent ranges merged; the full
 /// range is `*`. Serialises as `"*"` or a list such as `["80", "443", "10001-10020"]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortSet(Vec<PortRange>);
+///
+/// Almost every set holds a few ranges (`*`, one service's ports), so up to
+/// [`PortSet::INLINE`] ranges are stored in place: cloning a rule then copies them instead
+/// of allocating. Equality, ordering, hashing and `Debug` are those of the range slice.
+#[derive(Clone)]
+pub struct PortSet(PortRanges);
+
+#[derive(Clone)]
+enum PortRanges {
+    Inline {
+        len: u8,
+        ranges: [PortRange; PortSet::INLINE],
+    },
+    Heap(Vec<PortRange>),
+}
+
+impl PartialEq for PortSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.ranges() == other.ranges()
+    }
+}
+impl Eq for PortSet {}
+impl PartialOrd for PortSet {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PortSet {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.ranges().cmp(other.ranges())
+    }
+}
+impl std::hash::Hash for PortSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.ranges().hash(state)
+    }
+}
+impl fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PortSet").field(&self.ranges()).finish()
+    }
+}
 
 impl PortSet {
+    /// Ranges stored without a heap allocation.
+    pub const INLINE: usize = 4;
+
+    fn from_sorted_merged(v: &[PortRange]) -> Self {
+        if v.len() <= Self::INLINE {
+            let mut ranges = [PortRange::ALL; Self::INLINE];
+            ranges[..v.len()].copy_from_slice(v);
+            PortSet(PortRanges::Inline {
+                len: v.len() as u8,
+                ranges,
+            })
+        } else {
+            PortSet(PortRanges::Heap(v.to_vec()))
+        }
+    }
     pub fn any() -> Self {
-        PortSet(vec![PortRange::ALL])
+        Self::from_sorted_merged(&[PortRange::ALL])
     }
     pub fn from_ranges(ranges: impl IntoIterator<Item = PortRange>) -> Self {
         let mut v: Vec<PortRange> = ranges.into_iter().collect();
@@ -369,7 +519,11 @@ impl PortSet {
             }
             out.push(r);
         }
-        PortSet(out)
+        if out.len() <= Self::INLINE {
+            Self::from_sorted_merged(&out)
+        } else {
+            PortSet(PortRanges::Heap(out))
+        }
     }
     pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, ParseError> {
         let ranges = values
@@ -379,32 +533,35 @@ impl PortSet {
         Ok(Self::from_ranges(ranges))
     }
     pub fn is_any(&self) -> bool {
-        self.0 == [PortRange::ALL]
+        self.ranges() == [PortRange::ALL]
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ranges().is_empty()
     }
     pub fn ranges(&self) -> &[PortRange] {
-        &self.0
+        match &self.0 {
+            PortRanges::Inline { len, ranges } => &ranges[..*len as usize],
+            PortRanges::Heap(v) => v,
+        }
     }
     pub fn contains(&self, port: u16) -> bool {
-        self.0.iter().any(|r| r.contains(port))
+        self.ranges().iter().any(|r| r.contains(port))
     }
     /// True when every port of `other` is in `self`.
     pub fn covers(&self, other: &PortSet) -> bool {
         other
-            .0
+            .ranges()
             .iter()
-            .all(|o| self.0.iter().any(|r| r.lo <= o.lo && o.hi <= r.hi))
+            .all(|o| self.ranges().iter().any(|r| r.lo <= o.lo && o.hi <= r.hi))
     }
     pub fn intersects(&self, other: &PortSet) -> bool {
-        self.0
+        self.ranges()
             .iter()
-            .any(|a| other.0.iter().any(|b| a.lo <= b.hi && b.lo <= a.hi))
+            .any(|a| other.ranges().iter().any(|b| a.lo <= b.hi && b.lo <= a.hi))
     }
     /// The strings ARM expects, e.g. `["80", "10001-10020"]` or `["*"]`.
     pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|r| r.to_string()).collect()
+        self.ranges().iter().map(|r| r.to_string()).collect()
     }
 }
 

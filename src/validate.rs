@@ -24,8 +24,8 @@ use crate::api::{
 };
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    check_azure_name, looks_like_tag, parse_prefix, PortRange, PortSet, Priority, PriorityBand,
-    Protocol, ResourceId, SpecKey,
+    check_azure_name, looks_like_tag, parse_prefix, Caseless, PortRange, PortSet, Priority,
+    PriorityBand, Protocol, ResourceId, SpecKey,
 };
 
 /// The band used when a spec gives none.
@@ -242,6 +242,71 @@ pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError
     (ok, errors)
 }
 
+/// A field path such as `spec.inbound[1].from[0].cidr`, written out only when an error
+/// names it (valid specs, the common case, never format their paths).
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    /// Whether a `.` separates this segment from its parent.
+    dot: bool,
+    name: &'a str,
+    index: Option<usize>,
+}
+
+impl<'a> Path<'a> {
+    fn root(name: &'a str) -> Self {
+        Path {
+            parent: None,
+            dot: false,
+            name,
+            index: None,
+        }
+    }
+    /// `self.name`
+    fn field(&'a self, name: &'a str) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            dot: true,
+            name,
+            index: None,
+        }
+    }
+    /// `self.name[i]`
+    fn item(&'a self, name: &'a str, i: usize) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            dot: true,
+            name,
+            index: Some(i),
+        }
+    }
+    /// `self[i]`
+    fn at(&'a self, i: usize) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            dot: false,
+            name: "",
+            index: Some(i),
+        }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.parent {
+            write!(f, "{p}")?;
+        }
+        if self.dot {
+            f.write_str(".")?;
+        }
+        f.write_str(self.name)?;
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
+        }
+        Ok(())
+    }
+}
+
 /// Collects the errors of one spec.
 struct Ctx {
     key: SpecKey,
@@ -251,20 +316,20 @@ struct Ctx {
 impl Ctx {
     fn err(
         &mut self,
-        field: impl Into<String>,
+        field: impl fmt::Display,
         value: impl Into<String>,
         message: impl Into<String>,
     ) {
         self.errors.push(SpecError::new(
             &self.key,
             SpecErrorKind::InvalidField,
-            field,
+            field.to_string(),
             value,
             message,
         ));
     }
 
-    fn resource_id(&mut self, field: &str, value: &str, ty: &str) -> Option<ResourceId> {
+    fn resource_id(&mut self, field: Path<'_>, value: &str, ty: &str) -> Option<ResourceId> {
         match ResourceId::parse(value) {
             Ok(id) if id.is_type(ty) => match check_azure_name(id.name()) {
                 Ok(()) => Some(id),
@@ -291,7 +356,7 @@ impl Ctx {
         }
     }
 
-    fn ip(&mut self, field: &str, value: &str) -> Option<Ipv4Addr> {
+    fn ip(&mut self, field: Path<'_>, value: &str) -> Option<Ipv4Addr> {
         match value.trim().parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -305,7 +370,7 @@ impl Ctx {
         }
     }
 
-    fn prefix(&mut self, field: &str, value: &str) -> Option<Ipv4Net> {
+    fn prefix(&mut self, field: Path<'_>, value: &str) -> Option<Ipv4Net> {
         match parse_prefix(value) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -315,14 +380,14 @@ impl Ctx {
         }
     }
 
-    fn band(&mut self, field: &str, band: Option<&PriorityBandSpec>) -> Option<PriorityBand> {
+    fn band(&mut self, field: Path<'_>, band: Option<&PriorityBandSpec>) -> Option<PriorityBand> {
         let Some(b) = band else {
             return Some(PriorityBand {
                 from: Priority::new(DEFAULT_BAND.0 as i64).ok()?,
                 to: Priority::new(DEFAULT_BAND.1 as i64).ok()?,
             });
         };
-        let value = format!("{}-{}", b.from, b.to);
+        let value = || format!("{}-{}", b.from, b.to);
         let from = Priority::new(b.from);
         let to = Priority::new(b.to);
         match (from, to) {
@@ -330,7 +395,7 @@ impl Ctx {
             (Ok(_), Ok(_)) => {
                 self.err(
                     field,
-                    value,
+                    value(),
                     format!(
                         "priority band `{}-{}` is empty: from must not exceed to",
                         b.from, b.to
@@ -341,7 +406,7 @@ impl Ctx {
             _ => {
                 self.err(
                     field,
-                    value,
+                    value(),
                     format!(
                         "priority band `{}-{}` must lie within 100-4096 (docs/domain.md 2.1)",
                         b.from, b.to
@@ -352,13 +417,13 @@ impl Ctx {
         }
     }
 
-    fn nsg(&mut self, field: &str, nsg: &NsgRef) -> (Option<ResourceId>, Option<PriorityBand>) {
-        let id = self.resource_id(&format!("{field}.resourceId"), &nsg.resource_id, NSG_TYPE);
-        let band = self.band(&format!("{field}.priorities"), nsg.priorities.as_ref());
+    fn nsg(&mut self, field: Path<'_>, nsg: &NsgRef) -> (Option<ResourceId>, Option<PriorityBand>) {
+        let id = self.resource_id(field.field("resourceId"), &nsg.resource_id, NSG_TYPE);
+        let band = self.band(field.field("priorities"), nsg.priorities.as_ref());
         (id, band)
     }
 
-    fn ports(&mut self, field: &str, ports: &[IntOrString]) -> Option<PortSet> {
+    fn ports(&mut self, field: Path<'_>, ports: &[IntOrString]) -> Option<PortSet> {
         if ports.is_empty() {
             self.err(field, "", "at least one port or port range is required");
             return None;
@@ -366,14 +431,14 @@ impl Ctx {
         let mut ranges = Vec::new();
         let mut ok = true;
         for (i, p) in ports.iter().enumerate() {
-            let text = match p {
-                IntOrString::Int(n) => n.to_string(),
-                IntOrString::String(s) => s.clone(),
+            let text: std::borrow::Cow<str> = match p {
+                IntOrString::Int(n) => n.to_string().into(),
+                IntOrString::String(s) => s.as_str().into(),
             };
             match text.parse::<PortRange>() {
                 Ok(r) => ranges.push(r),
                 Err(e) => {
-                    self.err(format!("{field}[{i}]"), text, e.to_string());
+                    self.err(field.at(i), text.into_owned(), e.to_string());
                     ok = false;
                 }
             }
@@ -381,7 +446,7 @@ impl Ctx {
         ok.then(|| PortSet::from_ranges(ranges))
     }
 
-    fn protocol(&mut self, field: &str, value: Option<&str>) -> Option<Protocol> {
+    fn protocol(&mut self, field: Path<'_>, value: Option<&str>) -> Option<Protocol> {
         let Some(v) = value else {
             return Some(Protocol::Tcp);
         };
@@ -400,7 +465,16 @@ impl Ctx {
 
     /// Entry names: Azure name rules (2.2), short, no `.` (reserved as a separator in
     /// generated rule names), unique in the spec (case-insensitively, as Azure compares).
-    fn entry_name(&mut self, field: &str, name: &str, seen: &mut BTreeMap<String, String>) {
+    ///
+    /// `seen` maps the names so far to the list and index of their entry
+    /// (`("inbound", 1)` stands for `spec.inbound[1].name`).
+    fn entry_name<'a>(
+        &mut self,
+        field: Path<'_>,
+        entry: (&'static str, usize),
+        name: &'a str,
+        seen: &mut BTreeMap<Caseless<'a>, (&'static str, usize)>,
+    ) {
         if let Err(e) = check_azure_name(name) {
             self.err(field, name, e.to_string());
             return;
@@ -421,11 +495,11 @@ impl Ctx {
                 format!("`{name}` contains `.`, which generated rule names use as a separator"),
             );
         }
-        if let Some(prev) = seen.insert(name.to_ascii_lowercase(), field.to_string()) {
+        if let Some((list, i)) = seen.insert(Caseless(name), entry) {
             self.err(
                 field,
                 name,
-                format!("name `{name}` is already used by {prev}"),
+                format!("name `{name}` is already used by spec.{list}[{i}].name"),
             );
         }
     }
@@ -487,34 +561,43 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
 
     // Environment.
     let version = s.environment.version;
-    let environment_id = s
-        .environment
-        .resource_id
-        .as_deref()
-        .and_then(|v| cx.resource_id("spec.environment.resourceId", v, ENVIRONMENT_TYPE));
+    let environment_id = s.environment.resource_id.as_deref().and_then(|v| {
+        cx.resource_id(
+            Path::root("spec.environment.resourceId"),
+            v,
+            ENVIRONMENT_TYPE,
+        )
+    });
     let mut addresses = ValidAddresses::default();
     if let Some(a) = &s.environment.addresses {
         addresses.public_vip = a
             .public_vip
             .as_deref()
-            .and_then(|v| cx.ip("spec.environment.addresses.publicVip", v));
+            .and_then(|v| cx.ip(Path::root("spec.environment.addresses.publicVip"), v));
         for (i, o) in a.outbound.iter().enumerate() {
-            if let Some(ip) = cx.ip(&format!("spec.environment.addresses.outbound[{i}]"), o) {
+            if let Some(ip) = cx.ip(Path::root("spec.environment.addresses.outbound").at(i), o) {
                 addresses.outbound.push(ip);
             }
         }
         addresses.internal_ip = a
             .internal_ip
             .as_deref()
-            .and_then(|v| cx.ip("spec.environment.addresses.internalIp", v));
+            .and_then(|v| cx.ip(Path::root("spec.environment.addresses.internalIp"), v));
     }
 
     // Subnet, NSG, route table.
-    let subnet = cx.resource_id("spec.subnet.resourceId", &s.subnet.resource_id, SUBNET_TYPE);
-    let (nsg, band) = cx.nsg("spec.networkSecurityGroup", &s.network_security_group);
+    let subnet = cx.resource_id(
+        Path::root("spec.subnet.resourceId"),
+        &s.subnet.resource_id,
+        SUBNET_TYPE,
+    );
+    let (nsg, band) = cx.nsg(
+        Path::root("spec.networkSecurityGroup"),
+        &s.network_security_group,
+    );
     let route_table = s.route_table.as_ref().and_then(|r| {
         cx.resource_id(
-            "spec.routeTable.resourceId",
+            Path::root("spec.routeTable.resourceId"),
             &r.resource_id,
             ROUTE_TABLE_TYPE,
         )
@@ -523,7 +606,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
 
     let mut extra_prefixes = Vec::new();
     for (i, p) in s.topology.extra_prefixes.iter().enumerate() {
-        if let Some(p) = cx.prefix(&format!("spec.topology.extraPrefixes[{i}]"), p) {
+        if let Some(p) = cx.prefix(Path::root("spec.topology.extraPrefixes").at(i), p) {
             extra_prefixes.push(p);
         }
     }
@@ -531,14 +614,15 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     // Inbound.
     let mut names = BTreeMap::new();
     let mut inbound = Vec::new();
+    let spec_root = Path::root("spec");
     for (i, entry) in s.inbound.iter().enumerate() {
-        let f = format!("spec.inbound[{i}]");
-        cx.entry_name(&format!("{f}.name"), &entry.name, &mut names);
+        let f = spec_root.item("inbound", i);
+        cx.entry_name(f.field("name"), ("inbound", i), &entry.name, &mut names);
         let ports = match (&entry.service, entry.ports.is_empty()) {
             (Some(svc), true) => {
                 if entry.protocol.is_some() {
                     cx.err(
-                        format!("{f}.protocol"),
+                        f.field("protocol"),
                         entry.protocol.clone().unwrap_or_default(),
                         "`protocol` applies to raw `ports` only; a service has its own protocol",
                     );
@@ -548,7 +632,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                     Err(()) => {
                         let valid: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
                         cx.err(
-                            format!("{f}.service"),
+                            f.field("service"),
                             svc,
                             format!(
                                 "unknown service `{svc}`; valid services are {}",
@@ -560,28 +644,28 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                 }
             }
             (None, false) => {
-                let protocol = cx.protocol(&format!("{f}.protocol"), entry.protocol.as_deref());
-                let ports = cx.ports(&format!("{f}.ports"), &entry.ports);
+                let protocol = cx.protocol(f.field("protocol"), entry.protocol.as_deref());
+                let ports = cx.ports(f.field("ports"), &entry.ports);
                 match (ports, protocol) {
                     (Some(ports), Some(protocol)) => Some(InboundPorts::Raw { ports, protocol }),
                     _ => None,
                 }
             }
             (Some(svc), false) => {
-                cx.err(f.clone(), svc, "give either `service` or `ports`, not both");
+                cx.err(f, svc, "give either `service` or `ports`, not both");
                 None
             }
             (None, true) => {
-                cx.err(f.clone(), "", "give either `service` or `ports`");
+                cx.err(f, "", "give either `service` or `ports`");
                 None
             }
         };
         if entry.from.is_empty() {
-            cx.err(format!("{f}.from"), "", "at least one source is required");
+            cx.err(f.field("from"), "", "at least one source is required");
         }
         let mut sources = Vec::new();
         for (j, src) in entry.from.iter().enumerate() {
-            let sf = format!("{f}.from[{j}]");
+            let sf = f.item("from", j);
             let set = [
                 src.cidr.is_some(),
                 src.service_tag.is_some(),
@@ -592,7 +676,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
             .count();
             if set != 1 {
                 cx.err(
-                    sf.clone(),
+                    sf,
                     "",
                     format!(
                         "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef` ({set} given)"
@@ -601,7 +685,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                 continue;
             }
             if let Some(c) = &src.cidr {
-                if let Some(p) = cx.prefix(&format!("{sf}.cidr"), c) {
+                if let Some(p) = cx.prefix(sf.field("cidr"), c) {
                     sources.push(Source::Prefix(p));
                 }
             } else if let Some(t) = &src.service_tag {
@@ -612,7 +696,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                     sources.push(Source::Tag(crate::model::canonical_tag(t)));
                 } else {
                     cx.err(
-                        format!("{sf}.serviceTag"),
+                        sf.field("serviceTag"),
                         t,
                         format!("`{t}` is not a service tag name (letters, digits, `.`, `_`)"),
                     );
@@ -621,7 +705,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                 let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
                 if r.name.trim().is_empty() {
                     cx.err(
-                        format!("{sf}.environmentRef.name"),
+                        sf.field("environmentRef.name"),
                         "",
                         "environmentRef.name is required",
                     );
@@ -644,15 +728,12 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     // Backends.
     let mut backends = Vec::new();
     for (i, b) in s.backends.iter().enumerate() {
-        let f = format!("spec.backends[{i}]");
-        cx.entry_name(&format!("{f}.name"), &b.name, &mut names);
-        let address = cx.prefix(&format!("{f}.address"), &b.address);
-        let ports = cx.ports(&format!("{f}.ports"), &b.ports);
-        let protocol = cx.protocol(&format!("{f}.protocol"), b.protocol.as_deref());
-        let (nsg, band) = cx.nsg(
-            &format!("{f}.networkSecurityGroup"),
-            &b.network_security_group,
-        );
+        let f = spec_root.item("backends", i);
+        cx.entry_name(f.field("name"), ("backends", i), &b.name, &mut names);
+        let address = cx.prefix(f.field("address"), &b.address);
+        let ports = cx.ports(f.field("ports"), &b.ports);
+        let protocol = cx.protocol(f.field("protocol"), b.protocol.as_deref());
+        let (nsg, band) = cx.nsg(f.field("networkSecurityGroup"), &b.network_security_group);
         if let (Some(address), Some(ports), Some(protocol), Some(nsg), Some(band)) =
             (address, ports, protocol, nsg, band)
         {
@@ -687,7 +768,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
         }
         let mut advertised = Vec::new();
         for (i, p) in ft.advertised_prefixes.iter().enumerate() {
-            if let Some(p) = cx.prefix(&format!("{f}.advertisedPrefixes[{i}]"), p) {
+            if let Some(p) = cx.prefix(Path::root(f).item("advertisedPrefixes", i), p) {
                 advertised.push(p);
             }
         }

@@ -9,12 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{SpecError, SpecErrorKind};
-use crate::model::{Direction, NextHopType, Route, RouteDestination, SecurityRule, SpecKey};
+use crate::model::{
+    Caseless, Direction, NextHopType, ResourceId, Route, RouteDestination, SecurityRule, SpecKey,
+};
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
 use super::build::{build, RouteNeed, SpecBuild};
-use super::names::{is_owned_name, owned_name, owner_from_description, stem};
+use super::names::{is_owned_name, owned_name, owner_parts, stem};
 use super::routes::tunnel_prefixes;
 use super::{
     Desired, DesiredNsg, DesiredRouteTable, DesiredSubnet, OwnedRoute, OwnedRule, Resolution,
@@ -40,6 +42,7 @@ pub(crate) fn resolve(specs: &[ValidSpec], snapshot: &Snapshot) -> Desired {
     let colliding = colliding_names(&by_key, snapshot);
 
     let mut failed: Failures = BTreeMap::new();
+    // In key order (so `active` below is sorted by key, which `merge` relies on).
     let mut builds: Vec<SpecBuild> = Vec::new();
     for (key, spec) in &by_key {
         let st = stem(key, colliding.contains(&key.name));
@@ -53,12 +56,12 @@ pub(crate) fn resolve(specs: &[ValidSpec], snapshot: &Snapshot) -> Desired {
 
     // Each round either succeeds or fails at least one more spec, so this ends.
     loop {
-        let active: Vec<&SpecBuild> = builds
-            .iter()
-            .filter(|b| !failed.contains_key(&b.key))
+        let active: Vec<usize> = (0..builds.len())
+            .filter(|n| !failed.contains_key(&builds[*n].key))
             .collect();
-        match merge(&active, snapshot) {
-            Ok(mut desired) => {
+        match merge(&builds, &active, snapshot) {
+            Ok(layout) => {
+                let mut desired = finish(layout, builds, &active);
                 for (k, e) in failed {
                     desired.specs.insert(k, SpecOutcome::Failed { errors: e });
                 }
@@ -85,13 +88,21 @@ fn colliding_names(specs: &BTreeMap<SpecKey, &ValidSpec>, snapshot: &Snapshot) -
     }
     for nsg in snapshot.network_security_groups.values() {
         for r in &nsg.rules {
-            let Some(owner) = r.description.as_deref().and_then(owner_from_description) else {
+            let Some((namespace, name)) = r.description.as_deref().and_then(owner_parts) else {
                 continue;
             };
-            if let Some(set) = namespaces.get_mut(owner.name.as_str()) {
-                let plain = format!("{OWNED_PREFIX}{}-", owner.name);
-                if r.name.to_ascii_lowercase().starts_with(&plain) {
-                    set.insert(owner.namespace.clone());
+            if let Some(set) = namespaces.get_mut(name) {
+                // The rule name, lower-cased, starts with `asenet-<name>-`.
+                let plain = OWNED_PREFIX.bytes().chain(name.bytes()).chain([b'-']);
+                let plain_len = OWNED_PREFIX.len() + name.len() + 1;
+                if r.name.len() >= plain_len
+                    && r.name
+                        .bytes()
+                        .zip(plain)
+                        .all(|(a, b)| a.to_ascii_lowercase() == b)
+                    && !set.contains(namespace)
+                {
+                    set.insert(namespace.to_string());
                 }
             }
         }
@@ -116,14 +127,71 @@ fn fail(
         .push(SpecError::new(key, kind, field, value, message));
 }
 
-fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures> {
+/// Which priority each contributed rule gets in one NSG, and the NSG without its rules.
+struct NsgLayout {
+    nsg: DesiredNsg,
+    /// `(build, rule, priority)`, in contribution order.
+    placed: Vec<(usize, usize, u32)>,
+}
+
+/// A successful merge: everything but the owned rules, which [`finish`] moves out of the
+/// builds (a merge may be run again after a failure, so it only borrows them).
+struct Layout {
+    desired: Desired,
+    nsgs: Vec<NsgLayout>,
+}
+
+/// Priorities 0..=4096 in use in one direction of an NSG. Priorities above `Priority::MAX`
+/// (observed default-like rules) never fall inside a band, so they need no bit.
+struct Taken([u64; Taken::WORDS]);
+
+impl Taken {
+    const WORDS: usize = (crate::model::Priority::MAX as usize) / 64 + 1;
+    fn new() -> Self {
+        Taken([0; Self::WORDS])
+    }
+    /// Marks `p`; false when it was already taken (like `BTreeSet::insert`).
+    fn insert(&mut self, p: u32) -> bool {
+        let Some(word) = self.0.get_mut(p as usize / 64) else {
+            return true;
+        };
+        let bit = 1u64 << (p % 64);
+        let fresh = *word & bit == 0;
+        *word |= bit;
+        fresh
+    }
+    /// The lowest free priority in `from..=to`.
+    fn first_free(&self, from: u32, to: u32) -> Option<u32> {
+        let mut p = from;
+        while p <= to {
+            let word = self.0.get(p as usize / 64)?;
+            let free = !word >> (p % 64);
+            if free != 0 {
+                let q = p + free.trailing_zeros();
+                return (q <= to).then_some(q);
+            }
+            p = (p / 64 + 1) * 64;
+        }
+        None
+    }
+}
+
+fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<Layout, Failures> {
     let mut failures: Failures = BTreeMap::new();
-    let active_keys: BTreeSet<&SpecKey> = active.iter().map(|b| &b.key).collect();
+    // `active` is in key order: owners found in observed descriptions are looked up in it.
+    let is_active = |namespace: &str, name: &str| {
+        active
+            .binary_search_by(|n| {
+                let k = &builds[*n].key;
+                (k.namespace.as_str(), k.name.as_str()).cmp(&(namespace, name))
+            })
+            .is_ok()
+    };
     let mut desired = Desired::default();
 
     // ---- Subnet associations: one spec per subnet (an ASE has a dedicated subnet,
     // domain.md 1.2.6).
-    for b in active {
+    for b in active.iter().map(|n| &builds[*n]) {
         if let Some(prev) = desired.subnets.get(&b.subnet) {
             fail(&mut failures, &b.key, SpecErrorKind::InvalidField, "spec.subnet.resourceId", b.subnet.to_string(),
                 format!("subnet `{}` is already the subnet of spec {}; an ASE needs a dedicated subnet (domain.md 1.2.6)", b.subnet, prev.owner));
@@ -140,61 +208,59 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
         );
     }
 
-    // ---- NSGs.
-    let mut by_nsg: BTreeMap<_, Vec<(&SpecBuild, usize)>> = BTreeMap::new();
-    for b in active {
-        for (i, r) in b.rules.iter().enumerate() {
-            by_nsg.entry(r.nsg.clone()).or_default().push((*b, i));
+    // ---- NSGs. Contributions are in `active` order, then rule order: the rules of one
+    // spec are contiguous and the specs come in key order.
+    let mut by_nsg: BTreeMap<&ResourceId, Vec<(usize, usize)>> = BTreeMap::new();
+    for &n in active {
+        for (i, r) in builds[n].rules.iter().enumerate() {
+            by_nsg.entry(&r.nsg).or_default().push((n, i));
         }
     }
+    let mut nsgs = Vec::with_capacity(by_nsg.len());
     for (nsg_id, contribs) in by_nsg {
-        let observed = snapshot.network_security_groups.get(&nsg_id);
-        let desired_names: BTreeSet<String> = contribs
-            .iter()
-            .map(|(b, i)| b.rules[*i].rule.name.to_ascii_lowercase())
-            .collect();
+        let pending = |(n, i): (usize, usize)| (&builds[n], &builds[n].rules[i]);
+        let observed = snapshot.network_security_groups.get(nsg_id);
+        let observed_rules: &[SecurityRule] = observed.map(|n| n.rules.as_slice()).unwrap_or(&[]);
+        // Names of the desired rules, built only if an observed owned rule carries no owner.
+        let mut desired_names: Option<BTreeSet<Caseless>> = None;
         // Observed rules that stay as they are: foreign rules, and owned rules of specs
         // not resolved in this run (failed, or not in the input).
-        let replaceable = |r: &SecurityRule| {
+        let mut replaceable = |r: &SecurityRule| {
             is_owned_name(&r.name)
-                && match r.description.as_deref().and_then(owner_from_description) {
-                    Some(o) => active_keys.contains(&o),
-                    None => desired_names.contains(&r.name.to_ascii_lowercase()),
+                && match r.description.as_deref().and_then(owner_parts) {
+                    Some((namespace, name)) => is_active(namespace, name),
+                    None => desired_names
+                        .get_or_insert_with(|| {
+                            contribs
+                                .iter()
+                                .map(|c| Caseless(pending(*c).1.rule.name.as_str()))
+                                .collect()
+                        })
+                        .contains(&Caseless(&r.name)),
                 }
         };
-        let observed_rules: &[SecurityRule] = observed.map(|n| n.rules.as_slice()).unwrap_or(&[]);
-        let reserved: Vec<&SecurityRule> =
-            observed_rules.iter().filter(|r| !replaceable(r)).collect();
-        let previous: BTreeMap<String, &SecurityRule> = observed_rules
-            .iter()
-            .filter(|r| replaceable(r))
-            .map(|r| (r.name.to_ascii_lowercase(), r))
-            .collect();
+        let mut reserved: Vec<&SecurityRule> = Vec::new();
+        let mut previous: BTreeMap<Caseless, &SecurityRule> = BTreeMap::new();
+        for r in observed_rules {
+            if replaceable(r) {
+                previous.insert(Caseless(&r.name), r);
+            } else {
+                reserved.push(r);
+            }
+        }
 
         // Limits (domain.md 2.7), spec by spec in key order.
         let mut rules = reserved.len();
         let mut src: usize = reserved.iter().map(|r| r.source.count()).sum();
         let mut dst: usize = reserved.iter().map(|r| r.destination.count()).sum();
-        let mut over: BTreeSet<SpecKey> = BTreeSet::new();
-        let mut by_spec: BTreeMap<&SpecKey, Vec<usize>> = BTreeMap::new();
-        for (n, (b, _)) in contribs.iter().enumerate() {
-            by_spec.entry(&b.key).or_default().push(n);
-        }
-        for (key, idx) in &by_spec {
-            let r = idx.len();
-            let s: usize = idx
+        let mut over: BTreeSet<&SpecKey> = BTreeSet::new();
+        for run in contribs.chunk_by(|a, b| a.0 == b.0) {
+            let key = &builds[run[0].0].key;
+            let r = run.len();
+            let s: usize = run.iter().map(|c| pending(*c).1.rule.source.count()).sum();
+            let d: usize = run
                 .iter()
-                .map(|n| {
-                    let (b, i) = contribs[*n];
-                    b.rules[i].rule.source.count()
-                })
-                .sum();
-            let d: usize = idx
-                .iter()
-                .map(|n| {
-                    let (b, i) = contribs[*n];
-                    b.rules[i].rule.destination.count()
-                })
+                .map(|c| pending(*c).1.rule.destination.count())
                 .sum();
             let problem = if rules + r > MAX_RULES {
                 Some(format!("NSG `{nsg_id}` would hold {} rules, more than Azure's {MAX_RULES} (domain.md 2.7)", rules + r))
@@ -206,16 +272,16 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
                 None
             };
             if let Some(message) = problem {
-                let (b, i) = contribs[idx[0]];
+                let (_, pr) = pending(run[0]);
                 fail(
                     &mut failures,
                     key,
                     SpecErrorKind::LimitExceeded,
-                    &b.rules[i].field,
+                    &pr.field,
                     nsg_id.to_string(),
                     message,
                 );
-                over.insert((*key).clone());
+                over.insert(key);
                 continue;
             }
             rules += r;
@@ -227,36 +293,35 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
         // (stable when other rules come or go), then new rules take the lowest free one.
         let mut priority: Vec<Option<u32>> = vec![None; contribs.len()];
         for dir in [Direction::Inbound, Direction::Outbound] {
-            let mut taken: BTreeSet<u32> = reserved
-                .iter()
-                .filter(|r| r.direction == dir)
-                .map(|r| r.priority)
-                .collect();
-            let mine: Vec<usize> = (0..contribs.len())
-                .filter(|n| {
-                    let (b, i) = contribs[*n];
-                    b.rules[i].rule.direction == dir && !over.contains(&b.key)
+            let mut taken = Taken::new();
+            for r in reserved.iter().filter(|r| r.direction == dir) {
+                taken.insert(r.priority);
+            }
+            let mine = || {
+                (0..contribs.len()).filter(|n| {
+                    let (b, pr) = pending(contribs[*n]);
+                    pr.rule.direction == dir && !over.contains(&b.key)
                 })
-                .collect();
-            for &n in &mine {
-                let (b, i) = contribs[n];
-                let pr = &b.rules[i];
-                if let Some(o) = previous.get(&pr.rule.name.to_ascii_lowercase()) {
-                    if o.direction == dir
-                        && pr.band.contains(o.priority)
-                        && taken.insert(o.priority)
-                    {
-                        priority[n] = Some(o.priority);
+            };
+            if !previous.is_empty() {
+                for n in mine() {
+                    let (_, pr) = pending(contribs[n]);
+                    if let Some(o) = previous.get(&Caseless(&pr.rule.name)) {
+                        if o.direction == dir
+                            && pr.band.contains(o.priority)
+                            && taken.insert(o.priority)
+                        {
+                            priority[n] = Some(o.priority);
+                        }
                     }
                 }
             }
-            for &n in &mine {
+            for n in mine() {
                 if priority[n].is_some() {
                     continue;
                 }
-                let (b, i) = contribs[n];
-                let pr = &b.rules[i];
-                match pr.band.iter().map(u32::from).find(|p| !taken.contains(p)) {
+                let (b, pr) = pending(contribs[n]);
+                match taken.first_free(pr.band.from.get().into(), pr.band.to.get().into()) {
                     Some(p) => {
                         taken.insert(p);
                         priority[n] = Some(p);
@@ -280,48 +345,39 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
             .or_else(|| {
                 contribs
                     .iter()
-                    .find(|(b, _)| b.nsg == nsg_id)
-                    .and_then(|(b, _)| b.location.clone())
+                    .map(|c| pending(*c).0)
+                    .find(|b| b.nsg == *nsg_id)
+                    .and_then(|b| b.location.clone())
             })
-            .or_else(|| contribs.iter().find_map(|(b, _)| b.location.clone()));
-        let mut out: Vec<OwnedRule> = Vec::new();
-        for (n, (b, i)) in contribs.iter().enumerate() {
-            let Some(p) = priority[n] else { continue };
-            let pr = &b.rules[*i];
-            let mut rule = pr.rule.clone();
-            rule.priority = p;
-            out.push(OwnedRule {
-                rule,
-                owner: b.key.clone(),
-                reason: pr.reason.clone(),
-                required: pr.required,
-            });
-        }
-        out.sort_by(|a, b| {
-            (a.rule.direction, a.rule.priority).cmp(&(b.rule.direction, b.rule.priority))
-        });
+            .or_else(|| contribs.iter().find_map(|c| pending(*c).0.location.clone()));
+        let placed: Vec<(usize, usize, u32)> = contribs
+            .iter()
+            .zip(&priority)
+            .filter_map(|((n, i), p)| p.map(|p| (*n, *i, p)))
+            .collect();
         let mut bands = BTreeMap::new();
-        for (b, i) in &contribs {
+        for run in contribs.chunk_by(|a, b| a.0 == b.0) {
+            let (b, pr) = pending(run[0]);
             if !over.contains(&b.key) {
-                bands.entry(b.key.clone()).or_insert(b.rules[*i].band);
+                bands.entry(b.key.clone()).or_insert(pr.band);
             }
         }
-        desired.network_security_groups.insert(
-            nsg_id.clone(),
-            DesiredNsg {
-                id: nsg_id,
+        nsgs.push(NsgLayout {
+            nsg: DesiredNsg {
+                id: nsg_id.clone(),
                 location,
-                rules: out,
+                rules: Vec::new(),
                 bands,
             },
-        );
+            placed,
+        });
     }
 
     // ---- Route tables.
     let mut by_rt: BTreeMap<_, Vec<&SpecBuild>> = BTreeMap::new();
-    for b in active {
+    for b in active.iter().map(|n| &builds[*n]) {
         if let Some(rt) = &b.route_table {
-            by_rt.entry(rt.clone()).or_default().push(*b);
+            by_rt.entry(rt.clone()).or_default().push(b);
         }
     }
     for (rt_id, bs) in by_rt {
@@ -433,9 +489,16 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
     if !failures.is_empty() {
         return Err(failures);
     }
+    Ok(Layout { desired, nsgs })
+}
+
+/// Moves the owned rules and required flows out of the builds of a successful merge.
+fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desired {
+    let Layout { mut desired, nsgs } = layout;
 
     // ---- Per-spec outcomes.
-    for b in active {
+    for &n in active {
+        let b = &mut builds[n];
         let mut touches: BTreeSet<_> = BTreeSet::new();
         touches.insert(b.subnet.clone());
         touches.insert(b.nsg.clone());
@@ -443,21 +506,59 @@ fn merge(active: &[&SpecBuild], snapshot: &Snapshot) -> Result<Desired, Failures
             touches.insert(rt.clone());
         }
         let mut flows = Vec::new();
-        for r in &b.rules {
+        for r in &mut b.rules {
             touches.insert(r.nsg.clone());
-            flows.extend(r.flows.iter().cloned());
+            flows.append(&mut r.flows);
         }
         flows.sort();
         flows.dedup();
         desired.specs.insert(
             b.key.clone(),
             SpecOutcome::Resolved(Resolution {
-                internet_addresses: b.internet_addresses.clone(),
+                internet_addresses: std::mem::take(&mut b.internet_addresses),
                 virtual_network_range: b.subnet_range,
                 touches,
                 required_flows: flows,
             }),
         );
     }
-    Ok(desired)
+
+    // ---- Owned rules, sorted by direction, then priority.
+    for NsgLayout { mut nsg, placed } in nsgs {
+        let mut out: Vec<OwnedRule> = Vec::with_capacity(placed.len());
+        for (n, i, p) in placed {
+            let b = &mut builds[n];
+            let pr = &mut b.rules[i];
+            let mut rule = std::mem::replace(&mut pr.rule, placeholder_rule());
+            rule.priority = p;
+            out.push(OwnedRule {
+                rule,
+                owner: b.key.clone(),
+                reason: std::mem::take(&mut pr.reason),
+                required: pr.required,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.rule.direction, a.rule.priority).cmp(&(b.rule.direction, b.rule.priority))
+        });
+        nsg.rules = out;
+        desired.network_security_groups.insert(nsg.id.clone(), nsg);
+    }
+    desired
+}
+
+/// What is left in a build once its rule has been moved out (allocates nothing).
+fn placeholder_rule() -> SecurityRule {
+    SecurityRule {
+        name: String::new(),
+        priority: 0,
+        direction: Direction::Inbound,
+        access: crate::model::Access::Allow,
+        protocol: crate::model::Protocol::Any,
+        source: crate::model::AddressSet::Any,
+        source_ports: crate::model::PortSet::any(),
+        destination: crate::model::AddressSet::Any,
+        destination_ports: crate::model::PortSet::any(),
+        description: None,
+    }
 }

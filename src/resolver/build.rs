@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
@@ -31,7 +32,8 @@ pub(crate) struct PendingRule {
     pub reason: String,
     pub required: bool,
     /// Field path of the NSG reference this rule lands in (for errors about the NSG).
-    pub field: String,
+    /// Shared by the rules of one NSG reference.
+    pub field: Arc<str>,
     /// Concrete flows this rule must allow (priority-independent).
     pub flows: Vec<RequiredFlow>,
 }
@@ -105,6 +107,15 @@ fn sample_addr(p: &Ipv4Net) -> String {
     }
 }
 
+/// `samples(set).first()`, or an empty text when there is none.
+fn first_sample(set: &AddressSet) -> String {
+    match set {
+        AddressSet::Any => SAMPLE_INTERNET.to_string(),
+        AddressSet::Tag(t) | AddressSet::Other(t) => t.clone(),
+        AddressSet::Prefixes(p) => p.iter().next().map(sample_addr).unwrap_or_default(),
+    }
+}
+
 /// Sample addresses of a rule's source or destination for `RequiredFlow`s.
 fn samples(set: &AddressSet) -> Vec<String> {
     match set {
@@ -132,9 +143,11 @@ struct Builder<'a> {
     spec: &'a ValidSpec,
     stem: String,
     subnet_range: Ipv4Net,
+    /// `sample_addr(subnet_range)`: the sample for `*` on the ASE side of a flow.
+    ase_host: String,
     rules: Vec<PendingRule>,
     /// Field path of the NSG reference of the rules being added.
-    field: String,
+    field: Arc<str>,
 }
 
 impl Builder<'_> {
@@ -153,32 +166,33 @@ impl Builder<'_> {
         required: bool,
     ) {
         let name = owned_name(&self.stem, what);
-        let mut flows = Vec::new();
         // Sample the subnet's first host for `*` on the ASE side of the flow.
-        let ase_host = sample_addr(&self.subnet_range);
         let src_samples = if direction == Direction::Outbound && source == AddressSet::Any {
-            vec![ase_host.clone()]
+            vec![self.ase_host.clone()]
         } else {
             samples(&source)
         };
-        let dst_samples = if direction == Direction::Inbound && destination == AddressSet::Any {
-            vec![ase_host]
+        // Flows go to the first destination sample only.
+        let dst_sample = if direction == Direction::Inbound && destination == AddressSet::Any {
+            self.ase_host.clone()
         } else {
-            samples(&destination)
+            first_sample(&destination)
         };
         let flow_protocol = if protocol == Protocol::Any {
             Protocol::Tcp
         } else {
             protocol
         };
+        let ports_sampled = sample_ports(&ports);
+        let mut flows = Vec::with_capacity(src_samples.len() * ports_sampled.len());
         for s in &src_samples {
-            for port in sample_ports(&ports) {
+            for &port in &ports_sampled {
                 flows.push(RequiredFlow {
                     network_security_group: nsg.clone(),
                     direction,
                     protocol: flow_protocol,
                     source: s.clone(),
-                    destination: dst_samples.first().cloned().unwrap_or_default(),
+                    destination: dst_sample.clone(),
                     port,
                     reason: reason.clone(),
                 });
@@ -407,8 +421,9 @@ pub(crate) fn build(
         spec,
         stem,
         subnet_range,
+        ase_host: sample_addr(&subnet_range),
         rules: Vec::new(),
-        field: "spec.networkSecurityGroup".to_string(),
+        field: Arc::from("spec.networkSecurityGroup"),
     };
     b.required();
 
@@ -435,10 +450,10 @@ pub(crate) fn build(
                 Source::Environment(other) => {
                     // Calls between ASEs are Internet calls, even in one VNet: the callee
                     // sees the caller's outbound addresses (design.md 1.3; domain.md 1.2.4).
-                    let field = format!("spec.inbound[{i}].from[{j}].environmentRef");
+                    let field = || format!("spec.inbound[{i}].from[{j}].environmentRef");
                     let Some(o) = specs.get(other) else {
                         errors.push(unresolved(
-                            &field,
+                            &field(),
                             other.to_string(),
                             format!("environmentRef `{other}` names no AseConnectivity spec in the input"),
                         ));
@@ -447,7 +462,7 @@ pub(crate) fn build(
                     let addrs = internet_addresses(o, snapshot);
                     if addrs.is_empty() {
                         errors.push(unresolved(
-                            &field,
+                            &field(),
                             other.to_string(),
                             format!(
                                 "the ASE of spec `{other}` has no known outbound address (set spec.environment.addresses or an environment.resourceId present in the snapshot)"
@@ -518,7 +533,7 @@ pub(crate) fn build(
     // Back ends: inside the topology they see the ASE subnet, outside the ASE's outbound
     // addresses (design.md section 1 point 2; domain.md 1.2.3).
     for (i, be) in spec.backends.iter().enumerate() {
-        b.field = format!("spec.backends[{i}].networkSecurityGroup");
+        b.field = Arc::from(format!("spec.backends[{i}].networkSecurityGroup"));
         let inside = topology.iter().any(|t| t.contains(&be.address));
         let (source, seen) = if inside {
             (

@@ -69,8 +69,17 @@ fn fit(full: String) -> String {
 
 /// `asenet:<namespace>/<name>:<reason>`, cut to 140 characters.
 pub fn description(owner: &SpecKey, reason: &str) -> String {
-    let full = format!("{DESCRIPTION_PREFIX}{owner}:{reason}");
-    if full.chars().count() <= MAX_DESCRIPTION {
+    let mut full = String::with_capacity(
+        DESCRIPTION_PREFIX.len() + owner.namespace.len() + owner.name.len() + reason.len() + 2,
+    );
+    full.push_str(DESCRIPTION_PREFIX);
+    full.push_str(&owner.namespace);
+    full.push('/');
+    full.push_str(&owner.name);
+    full.push(':');
+    full.push_str(reason);
+    // A text of at most 140 bytes has at most 140 characters: no need to count them.
+    if full.len() <= MAX_DESCRIPTION || full.chars().count() <= MAX_DESCRIPTION {
         return full;
     }
     full.chars().take(MAX_DESCRIPTION).collect()
@@ -79,6 +88,11 @@ pub fn description(owner: &SpecKey, reason: &str) -> String {
 /// The owning spec written in an owned rule's description, if the description has the
 /// `asenet:<namespace>/<name>:` shape.
 pub fn owner_from_description(desc: &str) -> Option<SpecKey> {
+    owner_parts(desc).map(|(ns, name)| SpecKey::new(ns, name))
+}
+
+/// [`owner_from_description`] without allocating: `(namespace, name)` borrowed from `desc`.
+pub(crate) fn owner_parts(desc: &str) -> Option<(&str, &str)> {
     let rest = desc.trim_start().strip_prefix(DESCRIPTION_PREFIX)?;
     let (key, _) = rest.split_once(':')?;
     let (ns, name) = key.split_once('/')?;
@@ -87,7 +101,7 @@ pub fn owner_from_description(desc: &str) -> Option<SpecKey> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
     };
-    (ok(ns) && ok(name)).then(|| SpecKey::new(ns, name))
+    (ok(ns) && ok(name)).then_some((ns, name))
 }
 
 /// True when `name` carries the owned prefix (case-insensitively, as Azure compares names).
