@@ -555,21 +555,7 @@ fn plan_nsg(
                 ..w.rule.clone()
             };
             let fields = rule.changed_fields(&after);
-            if fields.is_empty() {
-                ch.keep.push(Planned {
-                    entry: rule.clone(),
-                    owner: Some(w.owner.clone()),
-                    reason: w.reason.clone(),
-                });
-            } else {
-                ch.update.push(Update {
-                    before: rule.clone(),
-                    after,
-                    fields: fields.into_iter().map(String::from).collect(),
-                    owner: w.owner.clone(),
-                    reason: w.reason.clone(),
-                });
-            }
+            keep_or_update(&mut ch, rule, after, fields, &w.owner, &w.reason);
             continue;
         }
         match rule_owner(rule) {
@@ -772,21 +758,7 @@ fn plan_route_table(
                 ..w.route.clone()
             };
             let fields = route.changed_fields(&after);
-            if fields.is_empty() {
-                ch.keep.push(Planned {
-                    entry: route.clone(),
-                    owner: Some(w.owner.clone()),
-                    reason: w.reason.clone(),
-                });
-            } else {
-                ch.update.push(Update {
-                    before: route.clone(),
-                    after,
-                    fields: fields.into_iter().map(String::from).collect(),
-                    owner: w.owner.clone(),
-                    reason: w.reason.clone(),
-                });
-            }
+            keep_or_update(&mut ch, route, after, fields, &w.owner, &w.reason);
             continue;
         }
         if let Some(f) = failed_claimants.first() {
@@ -955,4 +927,31 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
         }
     }
     out
+}
+
+/// An owned entry that is wanted: kept when no field differs, updated (listing the fields
+/// that change) otherwise. Shared by rules and routes.
+fn keep_or_update<T: Clone>(
+    ch: &mut EntryChanges<T>,
+    observed: &T,
+    after: T,
+    fields: Vec<&'static str>,
+    owner: &SpecKey,
+    reason: &str,
+) {
+    if fields.is_empty() {
+        ch.keep.push(Planned {
+            entry: observed.clone(),
+            owner: Some(owner.clone()),
+            reason: reason.to_string(),
+        });
+    } else {
+        ch.update.push(Update {
+            before: observed.clone(),
+            after,
+            fields: fields.into_iter().map(String::from).collect(),
+            owner: owner.clone(),
+            reason: reason.to_string(),
+        });
+    }
 }
