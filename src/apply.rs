@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition};
-use crate::diff::{ParentAction, Plan, ResourceKind, ResourcePlan};
+use crate::diff::{EntryChanges, ParentAction, Plan, ResourceKind, ResourcePlan};
 use crate::model::{
     Access, Direction, NextHopType, PortSet, Protocol, ResourceId, Route, SecurityRule, SpecKey,
 };
@@ -762,50 +762,26 @@ pub fn build_body(
     let body = match rp.kind {
         ResourceKind::NetworkSecurityGroup => {
             let state = snapshot.network_security_groups.get(&rp.id);
-            let raw_rules = state.map(|s| &s.raw_rules);
-            let carried: BTreeSet<String> = rp
-                .rules
-                .foreign
-                .iter()
-                .chain(rp.rules.keep.iter().map(|p| &p.entry))
-                .map(|r| r.name.to_ascii_lowercase())
-                .collect();
-            let rules: Vec<Value> = rp
-                .target_rules()
-                .iter()
-                .map(|r| {
-                    let key = r.name.to_ascii_lowercase();
-                    match raw_rules.and_then(|m| m.get(&key)) {
-                        Some(raw) if carried.contains(&key) => carried_child(raw),
-                        _ => render_rule(r),
-                    }
-                })
-                .collect();
+            let rules = child_bodies(
+                &rp.rules,
+                &rp.target_rules(),
+                state.map(|s| &s.raw_rules),
+                |r| &r.name,
+                render_rule,
+            );
             let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
             body["properties"]["securityRules"] = Value::Array(rules);
             body
         }
         ResourceKind::RouteTable => {
             let state = snapshot.route_tables.get(&rp.id);
-            let raw_routes = state.map(|s| &s.raw_routes);
-            let carried: BTreeSet<String> = rp
-                .routes
-                .foreign
-                .iter()
-                .chain(rp.routes.keep.iter().map(|p| &p.entry))
-                .map(|r| r.name.to_ascii_lowercase())
-                .collect();
-            let routes: Vec<Value> = rp
-                .target_routes()
-                .iter()
-                .map(|r| {
-                    let key = r.name.to_ascii_lowercase();
-                    match raw_routes.and_then(|m| m.get(&key)) {
-                        Some(raw) if carried.contains(&key) => carried_child(raw),
-                        _ => render_route(r),
-                    }
-                })
-                .collect();
+            let routes = child_bodies(
+                &rp.routes,
+                &rp.target_routes(),
+                state.map(|s| &s.raw_routes),
+                |r| &r.name,
+                render_route,
+            );
             let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
             body["properties"]["routes"] = Value::Array(routes);
             body
@@ -940,4 +916,32 @@ pub fn render_route(r: &Route) -> Value {
         ..Default::default()
     };
     serde_json::to_value(route).unwrap_or(Value::Null)
+}
+
+/// The child list of a parent PUT (rules of an NSG, routes of a route table): entries
+/// carried unchanged (foreign, and owned ones kept) are written back from the JSON Azure
+/// returned, byte for byte; created and updated ones are rendered from the model.
+fn child_bodies<T>(
+    changes: &EntryChanges<T>,
+    targets: &[T],
+    raw: Option<&BTreeMap<String, Value>>,
+    name: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Value,
+) -> Vec<Value> {
+    let carried: BTreeSet<String> = changes
+        .foreign
+        .iter()
+        .chain(changes.keep.iter().map(|p| &p.entry))
+        .map(|e| name(e).to_ascii_lowercase())
+        .collect();
+    targets
+        .iter()
+        .map(|e| {
+            let key = name(e).to_ascii_lowercase();
+            match raw.and_then(|m| m.get(&key)) {
+                Some(raw) if carried.contains(&key) => carried_child(raw),
+                _ => render(e),
+            }
+        })
+        .collect()
 }
