@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use asenet::diff::{apply_to_snapshot, diff, Scope};
 
+// The same allocator as the `asenet` binary (src/main.rs), so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/specgen.rs"]
 mod specgen;
 

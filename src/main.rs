@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+// mimalloc: the resolver and the reflector store hold many small strings and vectors; with
+// glibc malloc a third of the resolve benchmark went to free-list work (docs/benchmarks.md).
+// The benches declare the same allocator so their figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = asenet::cli::Cli::parse();
     asenet::cli::run(cli)
