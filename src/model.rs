@@ -1002,15 +1002,19 @@ impl Route {
 // Spec identity
 // ---------------------------------------------------------------------------------------
 
-/// `namespace/name` of an AseConnectivity spec.
+/// `namespace/name` of an AseConnectivity spec. Shared text (`Arc<str>`): every owned rule,
+/// plan entry and status carries its owner, so a clone must not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SpecKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: std::sync::Arc<str>,
+    pub name: std::sync::Arc<str>,
 }
 
 impl SpecKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<std::sync::Arc<str>>,
+        name: impl Into<std::sync::Arc<str>>,
+    ) -> Self {
         SpecKey {
             namespace: namespace.into(),
             name: name.into(),

@@ -302,16 +302,13 @@ impl Pipeline {
         let by_key: BTreeMap<&SpecKey, &ValidSpec> =
             prepared.active.iter().map(|v| (&v.key, v)).collect();
         for (key, outcome) in &desired.specs {
-            let resolution = match outcome {
-                SpecOutcome::Resolved(r) => r,
-                SpecOutcome::Failed { errors } => {
-                    report.errors.extend(errors.iter().cloned());
-                    continue;
-                }
-            };
+            if let SpecOutcome::Failed { errors } = outcome {
+                report.errors.extend(errors.iter().cloned());
+                continue;
+            }
             let spec = by_key.get(key);
             let extra = spec.map(|s| s.extra_prefixes.clone()).unwrap_or_default();
-            for flow in &resolution.required_flows {
+            for flow in &desired.required_flows(key) {
                 let nsg = snapshot
                     .network_security_groups
                     .get(&flow.network_security_group);

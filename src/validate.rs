@@ -525,7 +525,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     if key_text.len() > MAX_SPEC_KEY {
         cx.err(
             "metadata.name",
-            &key.name,
+            &*key.name,
             format!(
                 "`{key_text}` is longer than {MAX_SPEC_KEY} characters; it is recorded in rule descriptions (at most 140, docs/domain.md 2.1)"
             ),
@@ -543,14 +543,14 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     if !key.name.is_empty() && !k8s_name(&key.name) {
         cx.err(
             "metadata.name",
-            &key.name,
+            &*key.name,
             format!("`{}` is not a valid object name (lower-case letters, digits, `-`, `.`; starting and ending with a letter or digit)", key.name),
         );
     }
     if !k8s_name(&key.namespace) || key.namespace.contains('.') {
         cx.err(
             "metadata.namespace",
-            &key.namespace,
+            &*key.namespace,
             format!(
                 "`{}` is not a valid namespace (lower-case letters, digits, `-`)",
                 key.namespace
@@ -702,7 +702,10 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                     );
                 }
             } else if let Some(r) = &src.environment_ref {
-                let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                let ns = r
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| key.namespace.to_string());
                 if r.name.trim().is_empty() {
                     cx.err(
                         sf.field("environmentRef.name"),

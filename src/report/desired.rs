@@ -166,7 +166,7 @@ pub fn render_text(desired: &Desired) -> String {
                         internet.join(",")
                     },
                     r.virtual_network_range.to_string(),
-                    r.required_flows.len().to_string(),
+                    desired.required_flows(k).len().to_string(),
                 ]
             }
             SpecOutcome::Failed { errors } => vec![

@@ -45,7 +45,7 @@ pub(crate) fn resolve(specs: &[ValidSpec], snapshot: &Snapshot) -> Desired {
     // In key order (so `active` below is sorted by key, which `merge` relies on).
     let mut builds: Vec<SpecBuild> = Vec::new();
     for (key, spec) in &by_key {
-        let st = stem(key, colliding.contains(&key.name));
+        let st = stem(key, colliding.contains(&*key.name));
         match build(spec, &by_key, snapshot, st) {
             Ok(b) => builds.push(b),
             Err(e) => {
@@ -84,7 +84,7 @@ fn colliding_names(specs: &BTreeMap<SpecKey, &ValidSpec>, snapshot: &Snapshot) -
         namespaces
             .entry(&k.name)
             .or_default()
-            .insert(k.namespace.clone());
+            .insert(k.namespace.to_string());
     }
     for nsg in snapshot.network_security_groups.values() {
         for r in &nsg.rules {
@@ -183,7 +183,7 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
         active
             .binary_search_by(|n| {
                 let k = &builds[*n].key;
-                (k.namespace.as_str(), k.name.as_str()).cmp(&(namespace, name))
+                (&*k.namespace, &*k.name).cmp(&(namespace, name))
             })
             .is_ok()
     };
@@ -492,7 +492,7 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
     Ok(Layout { desired, nsgs })
 }
 
-/// Moves the owned rules and required flows out of the builds of a successful merge.
+/// Moves the owned rules out of the builds of a successful merge.
 fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desired {
     let Layout { mut desired, nsgs } = layout;
 
@@ -505,20 +505,15 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
         if let Some(rt) = &b.route_table {
             touches.insert(rt.clone());
         }
-        let mut flows = Vec::new();
-        for r in &mut b.rules {
+        for r in &b.rules {
             touches.insert(r.nsg.clone());
-            flows.append(&mut r.flows);
         }
-        flows.sort();
-        flows.dedup();
         desired.specs.insert(
             b.key.clone(),
             SpecOutcome::Resolved(Resolution {
                 internet_addresses: std::mem::take(&mut b.internet_addresses),
                 virtual_network_range: b.subnet_range,
                 touches,
-                required_flows: flows,
             }),
         );
     }

@@ -21,7 +21,6 @@ use crate::snapshot::Snapshot;
 use crate::validate::{InboundPorts, Source, ValidSpec};
 
 use super::names::{description, owned_name};
-use super::RequiredFlow;
 
 /// A rule a spec asks for, waiting for its priority.
 #[derive(Debug, Clone)]
@@ -34,8 +33,6 @@ pub(crate) struct PendingRule {
     /// Field path of the NSG reference this rule lands in (for errors about the NSG).
     /// Shared by the rules of one NSG reference.
     pub field: Arc<str>,
-    /// Concrete flows this rule must allow (priority-independent).
-    pub flows: Vec<RequiredFlow>,
 }
 
 /// What the route table of a spec must carry.
@@ -68,12 +65,6 @@ pub(crate) struct SpecBuild {
     pub subnet_range: Ipv4Net,
 }
 
-/// A public address used as the sample for `*` sources and destinations (TEST-NET-2,
-/// RFC 5737): it is not in any VNet or service tag.
-pub(crate) const SAMPLE_INTERNET: &str = "198.51.100.10";
-/// The sample port for rules open on every port.
-const SAMPLE_ANY_PORT: u16 = 8080;
-
 /// The addresses callees outside the topology see for `spec`: explicit addresses in the
 /// spec, else the snapshot's view of its ASE (outbound list, else public VIP; docs/domain.md
 /// 1.2.3, 1.5).
@@ -99,52 +90,10 @@ pub(crate) fn internet_addresses(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<I
     v
 }
 
-fn sample_addr(p: &Ipv4Net) -> String {
-    if p.prefix_len() >= 31 {
-        p.addr().to_string()
-    } else {
-        Ipv4Addr::from(u32::from(p.network()) + 1).to_string()
-    }
-}
-
-/// `samples(set).first()`, or an empty text when there is none.
-fn first_sample(set: &AddressSet) -> String {
-    match set {
-        AddressSet::Any => SAMPLE_INTERNET.to_string(),
-        AddressSet::Tag(t) | AddressSet::Other(t) => t.clone(),
-        AddressSet::Prefixes(p) => p.iter().next().map(sample_addr).unwrap_or_default(),
-    }
-}
-
-/// Sample addresses of a rule's source or destination for `RequiredFlow`s.
-fn samples(set: &AddressSet) -> Vec<String> {
-    match set {
-        AddressSet::Any => vec![SAMPLE_INTERNET.to_string()],
-        AddressSet::Tag(t) | AddressSet::Other(t) => vec![t.clone()],
-        AddressSet::Prefixes(p) => p.iter().map(sample_addr).collect(),
-    }
-}
-
-fn sample_ports(ports: &PortSet) -> Vec<u16> {
-    ports
-        .ranges()
-        .iter()
-        .map(|r| {
-            if *r == PortRange::ALL {
-                SAMPLE_ANY_PORT
-            } else {
-                r.lo
-            }
-        })
-        .collect()
-}
-
 struct Builder<'a> {
     spec: &'a ValidSpec,
     stem: String,
     subnet_range: Ipv4Net,
-    /// `sample_addr(subnet_range)`: the sample for `*` on the ASE side of a flow.
-    ase_host: String,
     rules: Vec<PendingRule>,
     /// Field path of the NSG reference of the rules being added.
     field: Arc<str>,
@@ -166,38 +115,6 @@ impl Builder<'_> {
         required: bool,
     ) {
         let name = owned_name(&self.stem, what);
-        // Sample the subnet's first host for `*` on the ASE side of the flow.
-        let src_samples = if direction == Direction::Outbound && source == AddressSet::Any {
-            vec![self.ase_host.clone()]
-        } else {
-            samples(&source)
-        };
-        // Flows go to the first destination sample only.
-        let dst_sample = if direction == Direction::Inbound && destination == AddressSet::Any {
-            self.ase_host.clone()
-        } else {
-            first_sample(&destination)
-        };
-        let flow_protocol = if protocol == Protocol::Any {
-            Protocol::Tcp
-        } else {
-            protocol
-        };
-        let ports_sampled = sample_ports(&ports);
-        let mut flows = Vec::with_capacity(src_samples.len() * ports_sampled.len());
-        for s in &src_samples {
-            for &port in &ports_sampled {
-                flows.push(RequiredFlow {
-                    network_security_group: nsg.clone(),
-                    direction,
-                    protocol: flow_protocol,
-                    source: s.clone(),
-                    destination: dst_sample.clone(),
-                    port,
-                    reason: reason.clone(),
-                });
-            }
-        }
         self.rules.push(PendingRule {
             nsg: nsg.clone(),
             band,
@@ -216,7 +133,6 @@ impl Builder<'_> {
             reason,
             required,
             field: self.field.clone(),
-            flows,
         });
     }
 
@@ -421,7 +337,6 @@ pub(crate) fn build(
         spec,
         stem,
         subnet_range,
-        ase_host: sample_addr(&subnet_range),
         rules: Vec::new(),
         field: Arc::from("spec.networkSecurityGroup"),
     };

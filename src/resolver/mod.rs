@@ -15,6 +15,7 @@ use crate::model::{ResourceId, Route, SecurityRule, SpecKey};
 
 mod assemble;
 mod build;
+mod flows;
 pub mod names;
 pub mod routes;
 
@@ -36,25 +37,76 @@ pub fn resolve(
 pub const OWNED_PREFIX: &str = "asenet-";
 
 /// The desired state of everything the specs touch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
     pub network_security_groups: BTreeMap<ResourceId, DesiredNsg>,
     pub route_tables: BTreeMap<ResourceId, DesiredRouteTable>,
     /// Associations the specs need on their ASE subnets.
     pub subnets: BTreeMap<ResourceId, DesiredSubnet>,
     /// Per spec: what was resolved, or why it failed. Serialised as a map keyed by
-    /// `namespace/name` (JSON keys must be strings).
-    #[serde(serialize_with = "by_spec_text")]
+    /// `namespace/name` (JSON keys must be strings), each resolved spec with its
+    /// `requiredFlows` ([`Desired::required_flows`]).
     pub specs: BTreeMap<SpecKey, SpecOutcome>,
 }
 
+/// How `Desired` serialises: its fields, and per resolved spec the flows it requires
+/// (computed here, not stored: see `flows.rs`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DesiredView<'a> {
+    network_security_groups: &'a BTreeMap<ResourceId, DesiredNsg>,
+    route_tables: &'a BTreeMap<ResourceId, DesiredRouteTable>,
+    subnets: &'a BTreeMap<ResourceId, DesiredSubnet>,
+    #[serde(serialize_with = "by_spec_text")]
+    specs: BTreeMap<&'a SpecKey, OutcomeView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+enum OutcomeView<'a> {
+    #[serde(rename_all = "camelCase")]
+    Resolved {
+        #[serde(flatten)]
+        resolution: &'a Resolution,
+        required_flows: Vec<RequiredFlow>,
+    },
+    Failed {
+        errors: &'a [SpecError],
+    },
+}
+
+impl Serialize for Desired {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let specs = self
+            .specs
+            .iter()
+            .map(|(k, o)| {
+                let view = match o {
+                    SpecOutcome::Resolved(resolution) => OutcomeView::Resolved {
+                        resolution,
+                        required_flows: self.required_flows(k),
+                    },
+                    SpecOutcome::Failed { errors } => OutcomeView::Failed { errors },
+                };
+                (k, view)
+            })
+            .collect();
+        DesiredView {
+            network_security_groups: &self.network_security_groups,
+            route_tables: &self.route_tables,
+            subnets: &self.subnets,
+            specs,
+        }
+        .serialize(s)
+    }
+}
+
 /// A map keyed by spec, serialised with `namespace/name` keys.
-fn by_spec_text<S: Serializer, V: Serialize>(
-    map: &BTreeMap<SpecKey, V>,
+fn by_spec_text<S: Serializer, K: std::borrow::Borrow<SpecKey>, V: Serialize>(
+    map: &BTreeMap<K, V>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
+    s.collect_map(map.iter().map(|(k, v)| (k.borrow().to_string(), v)))
 }
 
 impl Desired {
@@ -160,9 +212,8 @@ pub struct Resolution {
     /// The range a callee inside the topology sees (the ASE subnet).
     pub virtual_network_range: ipnet::Ipv4Net,
     /// Every Azure resource this spec contributes to (NSGs, route tables, its subnet).
+    /// The flows it requires are derived on demand: [`Desired::required_flows`].
     pub touches: BTreeSet<ResourceId>,
-    /// Flows this spec requires, for `asenet verify` and tests.
-    pub required_flows: Vec<RequiredFlow>,
 }
 
 /// A flow that must be allowed by an NSG once the plan is applied.

@@ -44,7 +44,7 @@ pub fn stem(key: &SpecKey, collides: bool) -> String {
     if collides {
         format!("{}-{}", key.name, short_hash(&key.to_string()))
     } else {
-        key.name.clone()
+        key.name.to_string()
     }
 }
 

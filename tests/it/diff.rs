@@ -107,7 +107,6 @@ fn resolved() -> SpecOutcome {
         internet_addresses: vec![],
         virtual_network_range: "10.0.1.0/26".parse().unwrap(),
         touches: BTreeSet::new(),
-        required_flows: vec![],
     })
 }
 

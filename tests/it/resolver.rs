@@ -1185,13 +1185,13 @@ proptest! {
         let ctx = asenet::evaluate::TagContext::from_snapshot(&after, &[]);
         for (key, outcome) in &d.specs {
             let SpecOutcome::Resolved(r) = outcome else { continue };
-            for f in &r.required_flows {
+            for f in &d.required_flows(key) {
                 let rules = &after.network_security_groups[&f.network_security_group].rules;
                 let v = asenet::evaluate::evaluate_required(f, rules, &ctx);
                 prop_assert_eq!(v.access, asenet::model::Access::Allow, "{} {:?} decided by {}", key, f, v.rule);
             }
             // An address no spec lists, to an app port of the ASE subnet.
-            let nsg = w.specs.iter().find(|s| s.metadata.name.as_deref() == Some(key.name.as_str()))
+            let nsg = w.specs.iter().find(|s| s.metadata.name.as_deref() == Some(&*key.name))
                 .map(|s| s.spec.network_security_group.resource_id.clone()).unwrap();
             let rules = &after.network_security_groups[&ResourceId::parse(&nsg).unwrap()].rules;
             for port in [80u16, 443, 21, 8005] {
@@ -1229,11 +1229,11 @@ fn examples_are_valid_azure_rules_and_their_required_flows_hold_after_apply() {
         let again = asenet::diff::diff(&resolve(&valid(&w.specs), &after), &after, &scope);
         assert!(!again.has_changes(), "{dir}: {again:#?}");
         let ctx = asenet::evaluate::TagContext::from_snapshot(&after, &[]);
-        for o in d.specs.values() {
-            let SpecOutcome::Resolved(r) = o else {
+        for (key, o) in &d.specs {
+            let SpecOutcome::Resolved(_) = o else {
                 unreachable!()
             };
-            for f in &r.required_flows {
+            for f in &d.required_flows(key) {
                 let v = asenet::evaluate::evaluate_required(
                     f,
                     &after.network_security_groups[&f.network_security_group].rules,
