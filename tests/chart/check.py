@@ -138,6 +138,9 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
         and container["readinessProbe"]["httpGet"]["path"] == "/readyz",
     }
     args = container["args"]
+    reconciles = values.get("controller", {}).get("maxConcurrentReconciles", 8)
+    checks["--max-concurrent-reconciles from values"] = (
+        f"--max-concurrent-reconciles={reconciles}" in args)
     replicas = deploy["spec"]["replicas"]
     if replicas > 1:
         checks["leader election on with >1 replica"] = "--leader-election=true" in args
