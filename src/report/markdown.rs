@@ -100,15 +100,37 @@ fn rule_cells(r: &SecurityRule) -> String {
 }
 
 fn rule_table(out: &mut String, ch: &EntryChanges<SecurityRule>) {
-    out.push_str("| | Rule | Direction | Priority | Access | Protocol | Source | Destination | Ports | Reason |\n");
-    out.push_str("| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- |\n");
+    entry_table(
+        out,
+        "| | Rule | Direction | Priority | Access | Protocol | Source | Destination | Ports | Reason |\n| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- |\n",
+        ch,
+        rule_cells,
+        rule_field,
+    );
+}
+
+fn route_table(out: &mut String, ch: &EntryChanges<Route>) {
+    entry_table(
+        out,
+        "| | Route | Address prefix | Next hop | Next hop IP | Reason |\n| --- | --- | --- | --- | --- | --- |\n",
+        ch,
+        route_cells,
+        route_field,
+    );
+}
+
+/// One table of the creates, updates (with the fields that change) and deletes of rules or
+/// routes: `cells` renders an entry's columns, `field` one field's value by name.
+fn entry_table<T>(
+    out: &mut String,
+    header: &str,
+    ch: &EntryChanges<T>,
+    cells: fn(&T) -> String,
+    field: fn(&T, &str) -> String,
+) {
+    out.push_str(header);
     for p in &ch.create {
-        let _ = writeln!(
-            out,
-            "| + | {} | {} |",
-            rule_cells(&p.entry),
-            cell(&p.reason)
-        );
+        let _ = writeln!(out, "| + | {} | {} |", cells(&p.entry), cell(&p.reason));
     }
     for u in &ch.update {
         let changes = u
@@ -117,8 +139,8 @@ fn rule_table(out: &mut String, ch: &EntryChanges<SecurityRule>) {
             .map(|f| {
                 format!(
                     "{f}: `{}` → `{}`",
-                    cell(&rule_field(&u.before, f)),
-                    cell(&rule_field(&u.after, f))
+                    cell(&field(&u.before, f)),
+                    cell(&field(&u.after, f))
                 )
             })
             .collect::<Vec<_>>()
@@ -126,18 +148,13 @@ fn rule_table(out: &mut String, ch: &EntryChanges<SecurityRule>) {
         let _ = writeln!(
             out,
             "| ~ | {} | {}<br>{} |",
-            rule_cells(&u.after),
+            cells(&u.after),
             changes,
             cell(&u.reason)
         );
     }
     for p in &ch.delete {
-        let _ = writeln!(
-            out,
-            "| - | {} | {} |",
-            rule_cells(&p.entry),
-            cell(&p.reason)
-        );
+        let _ = writeln!(out, "| - | {} | {} |", cells(&p.entry), cell(&p.reason));
     }
     out.push('\n');
 }
@@ -152,49 +169,6 @@ fn route_cells(r: &Route) -> String {
             .map(|i| i.to_string())
             .unwrap_or_default()
     )
-}
-
-fn route_table(out: &mut String, ch: &EntryChanges<Route>) {
-    out.push_str("| | Route | Address prefix | Next hop | Next hop IP | Reason |\n");
-    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
-    for p in &ch.create {
-        let _ = writeln!(
-            out,
-            "| + | {} | {} |",
-            route_cells(&p.entry),
-            cell(&p.reason)
-        );
-    }
-    for u in &ch.update {
-        let changes = u
-            .fields
-            .iter()
-            .map(|f| {
-                format!(
-                    "{f}: `{}` → `{}`",
-                    cell(&route_field(&u.before, f)),
-                    cell(&route_field(&u.after, f))
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("<br>");
-        let _ = writeln!(
-            out,
-            "| ~ | {} | {}<br>{} |",
-            route_cells(&u.after),
-            changes,
-            cell(&u.reason)
-        );
-    }
-    for p in &ch.delete {
-        let _ = writeln!(
-            out,
-            "| - | {} | {} |",
-            route_cells(&p.entry),
-            cell(&p.reason)
-        );
-    }
-    out.push('\n');
 }
 
 fn association_table(out: &mut String, r: &ResourcePlan) {
