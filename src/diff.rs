@@ -536,27 +536,14 @@ fn plan_nsg(
         .cloned()
         .collect();
     let mut ch = EntryChanges::<SecurityRule>::default();
-    let mut seen: BTreeSet<Caseless> = BTreeSet::new();
     // Foreign entries, with whether they look owned (unknown owner).
     let mut foreign: Vec<(&SecurityRule, bool)> = Vec::new();
 
-    for rule in have.map(|h| h.rules.as_slice()).unwrap_or_default() {
-        let key = Caseless(&rule.name);
+    let observed = have.map(|h| h.rules.as_slice()).unwrap_or_default();
+    match_owned(observed, &wanted, &mut ch, |ch, rule| {
         if !is_owned_name(&rule.name) {
             foreign.push((rule, false));
-            continue;
-        }
-        if let Some(w) = wanted.get(&key) {
-            seen.insert(key);
-            // Keep the observed casing of the name: ARM names are case-insensitive and
-            // a casing change alone is no reason to write.
-            let after = SecurityRule {
-                name: rule.name.clone(),
-                ..w.rule.clone()
-            };
-            let fields = rule.changed_fields(&after);
-            keep_or_update(&mut ch, rule, after, fields, &w.owner, &w.reason);
-            continue;
+            return;
         }
         match rule_owner(rule) {
             Some(o) if failed.contains(&o) => {
@@ -582,16 +569,7 @@ fn plan_nsg(
             }
             _ => foreign.push((rule, true)),
         }
-    }
-    for (key, w) in &wanted {
-        if !seen.contains(key) {
-            ch.create.push(Planned {
-                entry: w.rule.clone(),
-                owner: Some(w.owner.clone()),
-                reason: w.reason.clone(),
-            });
-        }
-    }
+    });
 
     let mut conflicts = Vec::new();
     let desired_rules: Vec<&OwnedRule> = wanted.values().copied().collect();
@@ -737,7 +715,6 @@ fn plan_route_table(
     let mut owners: BTreeSet<SpecKey> = claimed_by.clone();
     owners.extend(wanted.values().map(|r| r.owner.clone()));
     let mut ch = EntryChanges::<Route>::default();
-    let mut seen = BTreeSet::new();
     let mut conflicts = Vec::new();
     let failed_claimants: Vec<&SpecKey> = claimed_by.intersection(failed).collect();
     let single_owner = (claimed_by.len() == 1)
@@ -745,23 +722,11 @@ fn plan_route_table(
         .flatten();
     let mut foreign: Vec<(&Route, bool)> = Vec::new();
 
-    for route in have.map(|h| h.routes.as_slice()).unwrap_or_default() {
-        let key = Caseless(&route.name);
+    let observed = have.map(|h| h.routes.as_slice()).unwrap_or_default();
+    match_owned(observed, &wanted, &mut ch, |ch, route| {
         if !is_owned_name(&route.name) {
             foreign.push((route, false));
-            continue;
-        }
-        if let Some(w) = wanted.get(&key) {
-            seen.insert(key);
-            let after = Route {
-                name: route.name.clone(),
-                ..w.route.clone()
-            };
-            let fields = route.changed_fields(&after);
-            keep_or_update(&mut ch, route, after, fields, &w.owner, &w.reason);
-            continue;
-        }
-        if let Some(f) = failed_claimants.first() {
+        } else if let Some(f) = failed_claimants.first() {
             ch.keep.push(Planned {
                 entry: route.clone(),
                 owner: Some((*f).clone()),
@@ -781,16 +746,7 @@ fn plan_route_table(
         } else {
             foreign.push((route, true));
         }
-    }
-    for (key, w) in &wanted {
-        if !seen.contains(key) {
-            ch.create.push(Planned {
-                entry: w.route.clone(),
-                owner: Some(w.owner.clone()),
-                reason: w.reason.clone(),
-            });
-        }
-    }
+    });
     for (route, owned_looking) in foreign {
         for w in wanted.values() {
             if w.route.address_prefix == route.address_prefix {
@@ -927,6 +883,110 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
         }
     }
     out
+}
+
+/// A rule or route as the diff sees it.
+trait Entry: Clone {
+    fn name(&self) -> &str;
+    /// `self` under another name (the observed casing of a wanted entry's name).
+    fn renamed(&self, name: &str) -> Self;
+    fn changed_fields(&self, other: &Self) -> Vec<&'static str>;
+}
+
+impl Entry for SecurityRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn renamed(&self, name: &str) -> Self {
+        SecurityRule {
+            name: name.to_string(),
+            ..self.clone()
+        }
+    }
+    fn changed_fields(&self, other: &Self) -> Vec<&'static str> {
+        SecurityRule::changed_fields(self, other)
+    }
+}
+
+impl Entry for Route {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn renamed(&self, name: &str) -> Self {
+        Route {
+            name: name.to_string(),
+            ..self.clone()
+        }
+    }
+    fn changed_fields(&self, other: &Self) -> Vec<&'static str> {
+        Route::changed_fields(self, other)
+    }
+}
+
+/// A desired owned entry: the entry, its owner and its reason.
+trait Wanted<T> {
+    fn entry(&self) -> &T;
+    fn owner(&self) -> &SpecKey;
+    fn reason(&self) -> &str;
+}
+
+impl Wanted<SecurityRule> for OwnedRule {
+    fn entry(&self) -> &SecurityRule {
+        &self.rule
+    }
+    fn owner(&self) -> &SpecKey {
+        &self.owner
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl Wanted<Route> for OwnedRoute {
+    fn entry(&self) -> &Route {
+        &self.route
+    }
+    fn owner(&self) -> &SpecKey {
+        &self.owner
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Sorts the observed entries of a parent against the wanted owned ones: an observed entry
+/// whose name is wanted is kept or updated, keeping its observed casing (ARM names are
+/// case-insensitive; a casing change alone is no reason to write); every other observed
+/// entry (foreign, or owned but not wanted) goes to `other`; wanted entries not observed are created. Shared by rules and
+/// routes.
+fn match_owned<'h, T: Entry, W: Wanted<T>>(
+    observed: &'h [T],
+    wanted: &BTreeMap<Caseless<'_>, &W>,
+    ch: &mut EntryChanges<T>,
+    mut other: impl FnMut(&mut EntryChanges<T>, &'h T),
+) {
+    let mut seen: BTreeSet<Caseless> = BTreeSet::new();
+    for entry in observed {
+        let key = Caseless(entry.name());
+        match wanted.get(&key) {
+            Some(w) => {
+                seen.insert(key);
+                let after = w.entry().renamed(entry.name());
+                let fields = entry.changed_fields(&after);
+                keep_or_update(ch, entry, after, fields, w.owner(), w.reason());
+            }
+            None => other(ch, entry),
+        }
+    }
+    for (key, w) in wanted {
+        if !seen.contains(key) {
+            ch.create.push(Planned {
+                entry: w.entry().clone(),
+                owner: Some(w.owner().clone()),
+                reason: w.reason().to_string(),
+            });
+        }
+    }
 }
 
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
