@@ -11,10 +11,12 @@
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation; `--no-server-fields`
 //! leaves them out), and writes the objects as JSON lines, the shape the API server sends. A fresh child process (this binary again) then reads `VmRSS`,
 //! feeds the objects one by one into a reflector `Writer` as `watcher::Event`s (no API
-//! server needed), and reads `VmRSS` again; the difference is the store. It also clones the
-//! store into `--copies` vectors, as that many concurrent reconciles do (each reconcile
-//! plans with a copy of every spec in the store, `reconcile::store_specs`), and reports the
-//! resident set with those copies alive. Target: <= 150 MiB with 10,000 specs.
+//! server needed), each shrunk by `controller::store::for_store` as the controller's watch
+//! streams shrink them, and reads `VmRSS` again; the difference is the store. It also
+//! clones, for `--copies` specs spread over the store, the spec's connected component, as
+//! that many concurrent reconciles do (each plans with a copy of its component,
+//! `reconcile::component_specs`), and reports the resident set with those copies alive.
+//! Target: <= 150 MiB with 10,000 specs.
 
 #[allow(dead_code)]
 #[path = "support/specgen.rs"]
@@ -25,7 +27,9 @@ use std::io::{BufRead, BufWriter, Write};
 use std::time::Instant;
 
 use asenet::api::{AseConnectivity, Mode, PlanSummary};
+use asenet::controller::index;
 use asenet::controller::status::{next_status, Finding, PlannedFinding};
+use asenet::controller::store;
 use asenet::diff::{diff, Scope};
 use asenet::resolver::SpecOutcome;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
@@ -67,20 +71,33 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
             continue;
         }
         let obj: AseConnectivity = serde_json::from_str(&line)?;
-        writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+        // As `controller::run` does: the watch stream shrinks each object for the store.
+        let event = watcher::Event::InitApply(obj).modify(store::for_store);
+        writer.apply_watcher_event(&event);
         n += 1;
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let filled = status_kib("VmRSS:");
     let objects = reader.state().len();
-    // What `copies` concurrent reconciles hold at once: each its own Vec of every spec.
+    // What `copies` concurrent reconciles hold at once: each a clone of the connected
+    // component of the spec it reconciles (`reconcile::component_specs`), for specs spread
+    // over the store.
+    let state = reader.state();
     let held: Vec<Vec<AseConnectivity>> = (0..copies)
-        .map(|_| reader.state().iter().map(|o| (**o).clone()).collect())
+        .map(|i| {
+            let root = &state[i * state.len() / copies.max(1)];
+            index::component(root, &state)
+                .iter()
+                .map(|o| (**o).clone())
+                .collect()
+        })
         .collect();
+    let copied: usize = held.iter().map(Vec::len).sum();
+    drop(state);
     let with_copies = status_kib("VmRSS:");
     let peak = status_kib("VmHWM:");
     println!(
-        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"fillMs\":{}}}",
+        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"copiedSpecs\":{copied},\"fillMs\":{}}}",
         held.len(),
         started.elapsed().as_millis()
     );
@@ -319,8 +336,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| store (difference) | {:.1} MiB |", mib(store));
     println!(
-        "| RSS with {} reconcile copies of the store | {:.1} MiB |",
+        "| RSS with {} reconciles' copies of their components ({} specs) | {:.1} MiB |",
         get("copies"),
+        get("copiedSpecs"),
         mib(get("withCopiesKib"))
     );
     println!("| peak RSS (VmHWM) | {:.1} MiB |", mib(get("peakKib")));
