@@ -2,32 +2,43 @@
 //! kube-runtime reflector store holds N generated `AseConnectivity` objects, statuses
 //! included, as the operator's store does after its first reconcile of every spec.
 //!
-//! `cargo bench --bench store_memory [-- --specs 10000 --copies 8 --no-status]`
+//! `cargo bench --bench store_memory [-- --specs 10000 --copies 8 --no-status --no-server-fields]`
 //!
 //! The parent generates the specs (benches/support/specgen.rs, the fleet of the resolve and
 //! fleet benchmarks), resolves them to compute each spec's status as the controller writes
-//! it (`controller::status::next_status`), and writes the objects as JSON lines, the shape
-//! the API server sends. A fresh child process (this binary again) then reads `VmRSS`,
+//! it (`controller::status::next_status`), adds what the API server adds to an object
+//! applied with `kubectl apply` (`metadata.managedFields`, the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation; `--no-server-fields`
+//! leaves them out), and writes the objects as JSON lines, the shape the API server sends. A fresh child process (this binary again) then reads `VmRSS`,
 //! feeds the objects one by one into a reflector `Writer` as `watcher::Event`s (no API
-//! server needed), and reads `VmRSS` again; the difference is the store. It also clones the
-//! store into `--copies` vectors, as that many concurrent reconciles do (each reconcile
-//! plans with a copy of every spec in the store, `reconcile::store_specs`), and reports the
-//! resident set with those copies alive. Target: <= 150 MiB with 10,000 specs.
+//! server needed), each shrunk by `controller::store::for_store` as the controller's watch
+//! streams shrink them, and reads `VmRSS` again; the difference is the store. It also
+//! clones, for `--copies` specs spread over the store, the spec's connected component, as
+//! that many concurrent reconciles do (each plans with a copy of its component,
+//! `reconcile::component_specs`), and reports the resident set with those copies alive.
+//! Target: <= 150 MiB with 10,000 specs.
 
 #[allow(dead_code)]
 #[path = "support/specgen.rs"]
 mod specgen;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::time::Instant;
 
 use asenet::api::{AseConnectivity, Mode, PlanSummary};
+use asenet::controller::index;
 use asenet::controller::status::{next_status, Finding, PlannedFinding};
+use asenet::controller::store;
 use asenet::diff::{diff, Scope};
 use asenet::resolver::SpecOutcome;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
+
+// The binary's allocator (src/main.rs), so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CHILD_ENV: &str = "ASENET_STORE_MEMORY_FILE";
 
@@ -60,20 +71,33 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
             continue;
         }
         let obj: AseConnectivity = serde_json::from_str(&line)?;
-        writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+        // As `controller::run` does: the watch stream shrinks each object for the store.
+        let event = watcher::Event::InitApply(obj).modify(store::for_store);
+        writer.apply_watcher_event(&event);
         n += 1;
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let filled = status_kib("VmRSS:");
     let objects = reader.state().len();
-    // What `copies` concurrent reconciles hold at once: each its own Vec of every spec.
+    // What `copies` concurrent reconciles hold at once: each a clone of the connected
+    // component of the spec it reconciles (`reconcile::component_specs`), for specs spread
+    // over the store.
+    let state = reader.state();
     let held: Vec<Vec<AseConnectivity>> = (0..copies)
-        .map(|_| reader.state().iter().map(|o| (**o).clone()).collect())
+        .map(|i| {
+            let root = &state[i * state.len() / copies.max(1)];
+            index::component(root, &state)
+                .iter()
+                .map(|o| (**o).clone())
+                .collect()
+        })
         .collect();
+    let copied: usize = held.iter().map(Vec::len).sum();
+    drop(state);
     let with_copies = status_kib("VmRSS:");
     let peak = status_kib("VmHWM:");
     println!(
-        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"fillMs\":{}}}",
+        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"copiedSpecs\":{copied},\"fillMs\":{}}}",
         held.len(),
         started.elapsed().as_millis()
     );
@@ -90,9 +114,107 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The objects as the API server would list them: spec, metadata, and the status the
-/// controller writes after a converged reconcile.
-fn objects(n: usize, with_status: bool) -> Vec<AseConnectivity> {
+/// The `fieldsV1` of a managed-fields entry owning every field of `v`, as the API server
+/// records it: `f:<key>` per object key (`.` for the object itself), lists atomic (the CRD
+/// declares no list type, so a list is owned whole).
+fn fields_v1(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    match v {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            out.insert(".".into(), Value::Object(Map::new()));
+            for (k, v) in map {
+                out.insert(format!("f:{k}"), fields_v1(v));
+            }
+            Value::Object(out)
+        }
+        _ => Value::Object(Map::new()),
+    }
+}
+
+fn managed(
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    fields: serde_json::Value,
+    now: &Time,
+) -> ManagedFieldsEntry {
+    ManagedFieldsEntry {
+        api_version: Some("asenet.io/v1alpha1".into()),
+        fields_type: Some("FieldsV1".into()),
+        fields_v1: Some(FieldsV1(fields)),
+        manager: Some(manager.into()),
+        operation: Some(operation.into()),
+        subresource: subresource.map(str::to_string),
+        time: Some(now.clone()),
+    }
+}
+
+/// What the API server adds to an object applied with `kubectl apply -f` (client-side, its
+/// default), given the asenet finalizer and, if any, a status written by asenet: the
+/// `kubectl.kubernetes.io/last-applied-configuration` annotation (the applied manifest as a
+/// JSON string) and `metadata.managedFields` (kubectl's fields, asenet's finalizer, asenet's
+/// status).
+fn add_server_fields(s: &mut AseConnectivity, now: &Time) -> anyhow::Result<()> {
+    let spec = serde_json::to_value(&s.spec)?;
+    let applied = serde_json::json!({
+        "apiVersion": "asenet.io/v1alpha1",
+        "kind": "AseConnectivity",
+        "metadata": {
+            "annotations": {},
+            "name": s.metadata.name,
+            "namespace": s.metadata.namespace,
+        },
+        "spec": spec,
+    });
+    s.metadata.annotations = Some(BTreeMap::from([(
+        "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+        format!("{}\n", serde_json::to_string(&applied)?),
+    )]));
+    let mut entries = vec![
+        managed(
+            "kubectl-client-side-apply",
+            "Update",
+            None,
+            serde_json::json!({
+                "f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+                "f:spec": fields_v1(&spec),
+            }),
+            now,
+        ),
+        managed(
+            "asenet",
+            "Update",
+            None,
+            serde_json::json!({"f:metadata": {"f:finalizers": {".": {}, "v:\"asenet.io/cleanup\"": {}}}}),
+            now,
+        ),
+    ];
+    if let Some(status) = &s.status {
+        let mut fields = fields_v1(&serde_json::to_value(status)?);
+        if let Some(map) = fields.as_object_mut() {
+            map.remove(".");
+        }
+        entries.push(managed(
+            "asenet",
+            "Apply",
+            Some("status"),
+            serde_json::json!({ "f:status": fields }),
+            now,
+        ));
+    }
+    s.metadata.managed_fields = Some(entries);
+    Ok(())
+}
+
+/// The objects as the API server would list them: spec, metadata (with what the API server
+/// adds, unless `server_fields` is false), and the status the controller writes after a
+/// converged reconcile.
+fn objects(
+    n: usize,
+    with_status: bool,
+    server_fields: bool,
+) -> anyhow::Result<Vec<AseConnectivity>> {
     let world = specgen::generate(n);
     let (valid, _) = asenet::validate::validate_all(&world.specs);
     let desired = asenet::resolver::resolve(&valid, &world.snapshot);
@@ -104,7 +226,7 @@ fn objects(n: usize, with_status: bool) -> Vec<AseConnectivity> {
         .specs
         .into_iter()
         .enumerate()
-        .map(|(i, mut s)| {
+        .map(|(i, mut s)| -> anyhow::Result<AseConnectivity> {
             let key = asenet::model::SpecKey::new(
                 s.metadata.namespace.clone().unwrap_or_default(),
                 s.metadata.name.clone().unwrap_or_default(),
@@ -134,7 +256,10 @@ fn objects(n: usize, with_status: bool) -> Vec<AseConnectivity> {
                     &now,
                 ));
             }
-            s
+            if server_fields {
+                add_server_fields(&mut s, &now)?;
+            }
+            Ok(s)
         })
         .collect()
 }
@@ -154,7 +279,8 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("objects.jsonl");
     let no_status = std::env::args().any(|a| a == "--no-status");
-    let objects = objects(n, !no_status);
+    let server_fields = !std::env::args().any(|a| a == "--no-server-fields");
+    let objects = objects(n, !no_status, server_fields)?;
     let mut bytes = 0usize;
     let with_status = objects.iter().filter(|o| o.status.is_some()).count();
     {
@@ -185,7 +311,12 @@ fn main() -> anyhow::Result<()> {
     let store = get("filledKib").saturating_sub(get("baselineKib"));
     println!();
     println!(
-        "asenet controller store memory ({n} AseConnectivity objects, {with_status} with status)"
+        "asenet controller store memory ({n} AseConnectivity objects, {with_status} with status, {})",
+        if server_fields {
+            "with managedFields and last-applied-configuration"
+        } else {
+            "without managedFields and last-applied-configuration"
+        }
     );
     println!();
     println!("| measure | value |");
@@ -205,8 +336,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| store (difference) | {:.1} MiB |", mib(store));
     println!(
-        "| RSS with {} reconcile copies of the store | {:.1} MiB |",
+        "| RSS with {} reconciles' copies of their components ({} specs) | {:.1} MiB |",
         get("copies"),
+        get("copiedSpecs"),
         mib(get("withCopiesKib"))
     );
     println!("| peak RSS (VmHWM) | {:.1} MiB |", mib(get("peakKib")));

@@ -100,10 +100,9 @@ pub fn dependent_refs(
 pub fn linked_resources(spec: &AseConnectivity) -> BTreeSet<String> {
     let mut out = shared_resources(spec);
     out.insert(normalise_id(&spec.spec.subnet.resource_id));
-    if let Some(status) = &spec.status {
-        for rule in &status.rules {
-            out.insert(normalise_id(&rule.parent));
-        }
+    // From `status.rules`, or what the reflector store keeps of them (`store::for_store`).
+    for parent in super::store::rule_parents(spec) {
+        out.insert(normalise_id(parent));
     }
     out.remove("");
     out

@@ -3,12 +3,14 @@
 //! `status`, events and metrics (docs/design.md sections 2-4).
 //!
 //! Data flow: watchers (one per watched namespace, or one for the cluster) feed reflector
-//! stores of all specs → the controller schedules reconciles, at most
-//! `max_concurrent_reconciles` at a time (a spec's spec, deletion or finalizer changed — not
-//! its status —, a spec it depends on changed ([`index`]), its resync is due, this replica
-//! became leader) → [`reconcile::reconcile`] plans the spec's connected component (the specs
-//! sharing a parent with it or linked by `environmentRef`s) holding the locks of the
-//! component's Azure parents, and writes through the [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
+//! stores of all specs, each object shrunk first ([`store::for_store`]: no managed fields,
+//! no last-applied manifest, a digest of `status.rules`) → the controller schedules
+//! reconciles, at most `max_concurrent_reconciles` at a time (a spec's spec, deletion or
+//! finalizer changed — not its status —, a spec it depends on changed ([`index`]), its
+//! resync is due, this replica became leader) → [`reconcile::reconcile`] plans the spec's
+//! connected component (the specs sharing a parent with it or linked by `environmentRef`s)
+//! holding the locks of the component's Azure parents, and writes through the
+//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
 //! `Recorder`. [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
 //! Lease.
 
@@ -20,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,7 +194,9 @@ pub async fn run(
         // on it; a change of its status alone wakes nobody.
         let touched = reflector(
             writer,
-            watcher(api, watcher_config.clone()).default_backoff(),
+            watcher(api, watcher_config.clone())
+                .default_backoff()
+                .modify(store::for_store),
         )
         .touched_objects();
         let trigger = spec_changes(touched).inspect(move |event| {

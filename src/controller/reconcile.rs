@@ -36,6 +36,7 @@ use super::engine::{EngineError, Planned, Retry};
 use super::index::{self, key_of};
 use super::metrics::ModeLabel;
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
+use super::store;
 use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
 use crate::diff::{self, Plan, ResourceKind, ResourcePlan, Scope};
 use crate::error::SpecErrorKind;
@@ -257,14 +258,29 @@ async fn publish(
     }
 }
 
-/// Writes the status by server-side apply when it differs from what the object carries.
+/// The status the object carries, in full. The reflector store drops `status.rules`
+/// ([`store::for_store`]); a status computed from the previous one that keeps them (a
+/// failed reconcile) needs them, so they are read from the API server then.
+async fn full_status(
+    api: &Api<AseConnectivity>,
+    obj: &AseConnectivity,
+) -> Result<Option<AseConnectivityStatus>, Error> {
+    if !store::rules_dropped(obj) {
+        return Ok(obj.status.clone());
+    }
+    let current = api.get_status(&obj.name_any()).await.map_err(Error::Kube)?;
+    Ok(current.status)
+}
+
+/// Writes the status by server-side apply when it differs from what the object carries
+/// ([`store::status_unchanged`]: the store keeps a digest of the rules, not the rules).
 /// Returns whether it wrote.
 async fn write_status(
     api: &Api<AseConnectivity>,
     obj: &AseConnectivity,
     status: &AseConnectivityStatus,
 ) -> Result<bool, Error> {
-    if obj.status.as_ref() == Some(status) {
+    if store::status_unchanged(obj, status) {
         return Ok(false);
     }
     let patch = json!({
@@ -416,14 +432,9 @@ async fn apply(
                     let finding = Finding::Unavailable {
                         message: status::transient_summary(&e.message),
                     };
-                    let status = next_status(
-                        obj.status.as_ref(),
-                        &key,
-                        generation,
-                        mode,
-                        &finding,
-                        &now(),
-                    );
+                    let prev = full_status(api, &obj).await?;
+                    let status =
+                        next_status(prev.as_ref(), &key, generation, mode, &finding, &now());
                     write_status(api, &obj, &status).await?;
                 }
                 return Err(Error::Engine(e));
@@ -435,14 +446,8 @@ async fn apply(
         Some(SpecOutcome::Resolved(r)) => r.clone(),
         Some(SpecOutcome::Failed { errors }) => {
             let finding = Finding::SpecFailed { errors };
-            let status = next_status(
-                obj.status.as_ref(),
-                &key,
-                generation,
-                mode,
-                &finding,
-                &now(),
-            );
+            let prev = full_status(api, &obj).await?;
+            let status = next_status(prev.as_ref(), &key, generation, mode, &finding, &now());
             let message = status
                 .conditions
                 .iter()
@@ -532,6 +537,8 @@ async fn apply(
             .collect(),
         conflicts: conflicts.clone(),
     });
+    // The rules are computed afresh: the previous status without them (as the store keeps
+    // it) gives the same result.
     let status = next_status(
         obj.status.as_ref(),
         &key,

@@ -313,6 +313,21 @@ impl ApiServer {
         status
     }
 
+    /// GET of the spec's status (the full object, as the API server has it).
+    async fn status_read(&mut self, full: &AseConnectivity) {
+        let (method, path, _, _, send) = self.next().await;
+        assert_eq!(method, Method::GET);
+        assert_eq!(
+            path,
+            format!(
+                "{SPECS}/{}/aseconnectivities/{}/status",
+                full.namespace().unwrap(),
+                full.name_any()
+            )
+        );
+        Self::respond(send, &serde_json::to_value(full).unwrap());
+    }
+
     /// An events.k8s.io/v1 Event about the spec; returns its note.
     async fn event(&mut self, spec: &AseConnectivity, type_: &str, reason: &str) -> String {
         let (method, path, _, body, send) = self.next().await;
@@ -1195,4 +1210,130 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
     );
     assert_eq!(stats[2].1, 0, "converged: nothing to write");
     assert_eq!(edited_status["observedGeneration"], 2);
+}
+
+/// `obj` as the API server sends it after `kubectl apply` (managed fields, the last-applied
+/// manifest) and then as the controller's reflector store keeps it.
+fn as_stored(obj: &AseConnectivity) -> AseConnectivity {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    let mut stored = obj.clone();
+    stored.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some("kubectl-client-side-apply".into()),
+        operation: Some("Update".into()),
+        ..Default::default()
+    }]);
+    stored
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            controller::store::LAST_APPLIED.into(),
+            serde_json::to_string(&obj.spec).unwrap(),
+        );
+    controller::store::for_store(&mut stored);
+    assert_eq!(stored.metadata.managed_fields, None);
+    stored
+}
+
+/// ase-one converged, with the status the controller wrote for it (rules included).
+async fn converged_with_status(arm: &Arm) -> AseConnectivity {
+    let spec = with_finalizer(seed_spec("ase-one"));
+    arm.converge(std::slice::from_ref(&spec)).await;
+    let (ctx, server) = context(arm, std::slice::from_ref(&spec), Leadership::always());
+    let s = spec.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(spec.clone(), ctx, server, |mut api| async move {
+        let _ = tx.send(api.status_applied(&s).await);
+        api
+    })
+    .await
+    .unwrap();
+    let mut spec = spec;
+    spec.status = Some(serde_json::from_value(rx.await.unwrap()).unwrap());
+    assert!(!spec.status.as_ref().unwrap().rules.is_empty());
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_status_is_not_patched_again_though_the_store_dropped_its_rules() {
+    let arm = Arm::start().await;
+    let full = converged_with_status(&arm).await;
+    let stored = as_stored(&full);
+    assert!(stored.status.as_ref().unwrap().rules.is_empty());
+    assert!(controller::store::rules_dropped(&stored));
+
+    // The controller hands the reconcile the stored object: no request at all.
+    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
+    run(stored, ctx, server, |api| async move { api })
+        .await
+        .unwrap();
+    assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_rule_is_patched_in_full_though_the_store_dropped_the_rules() {
+    let arm = Arm::start().await;
+    let full = converged_with_status(&arm).await;
+    // The status carries an older reason for one rule: the computed status differs only in
+    // the rules the store does not hold.
+    let mut older = full.clone();
+    older.status.as_mut().unwrap().rules[0].reason = "an older reason".into();
+    let stored = as_stored(&older);
+
+    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
+    let s = stored.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(stored, ctx, server, |mut api| async move {
+        let _ = tx.send(api.status_applied(&s).await);
+        api
+    })
+    .await
+    .unwrap();
+    let written: asenet::api::AseConnectivityStatus =
+        serde_json::from_value(rx.await.unwrap()).unwrap();
+    assert_eq!(
+        &written,
+        full.status.as_ref().unwrap(),
+        "every rule, in full"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_status() {
+    let arm = Arm::start().await;
+    let full = converged_with_status(&arm).await;
+    let rules = full.status.as_ref().unwrap().rules.clone();
+    // The spec is edited into an invalid one (generation 2); its status still lists the
+    // rules it owns in Azure.
+    let mut invalid = full.clone();
+    invalid.metadata.generation = Some(2);
+    invalid.spec.inbound[0].from =
+        serde_json::from_value(json!([{"cidr": "10.0.0.300/24"}])).unwrap();
+    let stored = as_stored(&invalid);
+
+    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
+    let s = stored.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let result = run(stored, ctx, server, |mut api| async move {
+        api.status_read(&invalid).await;
+        let status = api.status_applied(&s).await;
+        api.event(&s, "Warning", "InvalidField").await;
+        let _ = tx.send(status);
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap_err().category(), "invalidField");
+    let written: asenet::api::AseConnectivityStatus =
+        serde_json::from_value(rx.await.unwrap()).unwrap();
+    assert_eq!(
+        written.rules, rules,
+        "the rules the spec still owns stay in status"
+    );
+    assert_eq!(written.observed_generation, Some(2));
+    let degraded = written
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.status, "True");
 }
