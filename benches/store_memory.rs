@@ -12,10 +12,11 @@
 //! leaves them out), and writes the objects as JSON lines, the shape the API server sends. A fresh child process (this binary again) then reads `VmRSS`,
 //! feeds the objects one by one into a reflector `Writer` as `watcher::Event`s (no API
 //! server needed), each shrunk by `controller::store::for_store` as the controller's watch
-//! streams shrink them, and reads `VmRSS` again; the difference is the store. It also
-//! clones, for `--copies` specs spread over the store, the spec's connected component, as
-//! that many concurrent reconciles do (each plans with a copy of its component,
-//! `reconcile::component_specs`), and reports the resident set with those copies alive.
+//! streams shrink them, and reads `VmRSS` again; the difference is the store. It then holds
+//! what `--copies` concurrent reconciles of specs spread over the store hold: each its
+//! component shared with the store (`reconcile::component_specs`), and per distinct
+//! component one copy to plan from (the reconcile holding the component's locks), and
+//! reports the resident set with those alive.
 //! Target: <= 150 MiB with 10,000 specs.
 
 #[allow(dead_code)]
@@ -79,26 +80,30 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let filled = status_kib("VmRSS:");
     let objects = reader.state().len();
-    // What `copies` concurrent reconciles hold at once: each a clone of the connected
-    // component of the spec it reconciles (`reconcile::component_specs`), for specs spread
-    // over the store.
+    // What `copies` concurrent reconciles hold at once, for specs spread over the store: each
+    // the connected component of its spec, shared with the store (`reconcile::component_specs`),
+    // and, per distinct component, the one reconciling it (the others wait on its locks) a
+    // copy to plan from (`reconcile::owned`).
     let state = reader.state();
-    let held: Vec<Vec<AseConnectivity>> = (0..copies)
-        .map(|i| {
-            let root = &state[i * state.len() / copies.max(1)];
-            index::component(root, &state)
-                .iter()
-                .map(|o| (**o).clone())
-                .collect()
-        })
+    let waiting: Vec<Vec<std::sync::Arc<AseConnectivity>>> = (0..copies)
+        .map(|i| index::component(&state[i * state.len() / copies.max(1)], &state))
         .collect();
-    let copied: usize = held.iter().map(Vec::len).sum();
+    let mut planning: BTreeMap<Vec<index::Key>, Vec<AseConnectivity>> = BTreeMap::new();
+    for component in &waiting {
+        let mut members: Vec<index::Key> = component.iter().map(|o| index::key_of(o)).collect();
+        members.sort();
+        planning
+            .entry(members)
+            .or_insert_with(|| component.iter().map(|o| (**o).clone()).collect());
+    }
+    let copied: usize = planning.values().map(Vec::len).sum();
+    let held = (waiting, planning);
     drop(state);
     let with_copies = status_kib("VmRSS:");
     let peak = status_kib("VmHWM:");
     println!(
         "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"copiedSpecs\":{copied},\"fillMs\":{}}}",
-        held.len(),
+        held.0.len(),
         started.elapsed().as_millis()
     );
     drop(held);
@@ -336,7 +341,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| store (difference) | {:.1} MiB |", mib(store));
     println!(
-        "| RSS with {} reconciles' copies of their components ({} specs) | {:.1} MiB |",
+        "| RSS with {} reconciles in flight (copied for planning: {} specs) | {:.1} MiB |",
         get("copies"),
         get("copiedSpecs"),
         mib(get("withCopiesKib"))

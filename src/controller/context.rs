@@ -115,8 +115,8 @@ impl MemberPrint {
 }
 
 /// The fingerprint of a component: its members' prints, sorted by key.
-pub fn fingerprint(specs: &[AseConnectivity]) -> Vec<MemberPrint> {
-    let mut print: Vec<MemberPrint> = specs.iter().map(MemberPrint::of).collect();
+pub fn fingerprint<S: std::borrow::Borrow<AseConnectivity>>(specs: &[S]) -> Vec<MemberPrint> {
+    let mut print: Vec<MemberPrint> = specs.iter().map(|s| MemberPrint::of(s.borrow())).collect();
     print.sort_by(|a, b| a.key.cmp(&b.key));
     print
 }

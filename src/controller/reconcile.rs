@@ -219,12 +219,13 @@ fn spec_key(obj: &AseConnectivity) -> SpecKey {
 /// The specs to plan a reconcile of `obj` with: its connected component
 /// ([`index::component`]) among the specs in the store that are not being deleted, with
 /// `obj` in the version the controller handed over (newer than the store's or equal), and
-/// the Azure parents they link to (the locks to hold). Only the component's objects are
-/// cloned, not the store. Sorted by key.
+/// the Azure parents they link to (the locks to hold). Sorted by key. The objects are shared
+/// with the store: only a reconcile that plans copies them ([`owned`]), after it holds the
+/// component's locks, so one copy per component is alive however many members wait.
 fn component_specs(
     ctx: &Context,
     obj: &Arc<AseConnectivity>,
-) -> (Vec<AseConnectivity>, BTreeSet<String>) {
+) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
     let skip = spec_key(obj);
     let candidates: Vec<Arc<AseConnectivity>> = ctx
         .stores
@@ -234,9 +235,15 @@ fn component_specs(
         .collect();
     let component = index::component(obj, &candidates);
     let parents = index::component_resources(&component);
-    let mut specs: Vec<AseConnectivity> = component.iter().map(|s| (**s).clone()).collect();
-    specs.sort_by_key(key_of);
+    let mut specs = component;
+    specs.sort_by_key(|s| key_of(s));
     (specs, parents)
+}
+
+/// The engine plans from owned objects: a copy of the component, taken by the reconcile
+/// that plans it.
+fn owned(specs: &[Arc<AseConnectivity>]) -> Vec<AseConnectivity> {
+    specs.iter().map(|s| (**s).clone()).collect()
 }
 
 async fn publish(
@@ -325,13 +332,14 @@ enum ComponentError {
 /// the reconcile. On success the post-apply outcome is cached for the other members.
 async fn plan_and_apply(
     ctx: &Context,
-    specs: &[AseConnectivity],
+    specs: &[Arc<AseConnectivity>],
     scope: &Scope,
     members: Vec<index::Key>,
 ) -> Result<ComponentOutcome, ComponentError> {
     // Never work from (or leave behind) an outcome of a failed attempt.
     ctx.outcomes.invalidate(&members);
     let print = fingerprint(specs);
+    let specs = &owned(specs);
     let planned = ctx
         .engine
         .plan(specs, scope)
@@ -398,7 +406,7 @@ async fn apply(
     let mode = obj.spec.mode;
     let generation = obj.meta().generation;
     let (specs, parents) = component_specs(ctx, &obj);
-    let scope = Scope::new(specs.iter().map(spec_key), []);
+    let scope = Scope::new(specs.iter().map(|s| spec_key(s)), []);
     // Single flight: no other reconcile plans or writes these parents until this one has
     // applied and cached the outcome (released on return), so a second member of the
     // component waits here and then finds the fresh outcome.
@@ -406,7 +414,7 @@ async fn apply(
 
     // One plan per component: a recent outcome with the same inputs is used as it is (no
     // ARM read, no write); otherwise observe → validate → resolve → diff → apply.
-    let members: Vec<index::Key> = specs.iter().map(key_of).collect();
+    let members: Vec<index::Key> = specs.iter().map(|s| key_of(s)).collect();
     let cached = ctx
         .outcomes
         .get(&members, &fingerprint(&specs), ctx.settings.resync);
@@ -484,7 +492,7 @@ async fn apply(
 
     // This spec's part: the resources it owns entries in or touches.
     let is_mine = |r: &ResourcePlan| r.owners.contains(&key) || resolution.touches.contains(&r.id);
-    let read_only = pipeline::read_only_specs(&specs);
+    let read_only = pipeline::read_only_specs(specs.iter().map(|s| &**s));
     let mine: Vec<&ResourcePlan> = planned
         .plan
         .resources
@@ -660,7 +668,7 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     // The removed spec is passed with the others (the pipeline reads its resources) and
     // named in `removing` (it is not resolved, so the diff deletes what it owns).
     let (specs, parents) = component_specs(ctx, &obj);
-    let others: Vec<&AseConnectivity> = specs.iter().filter(|s| spec_key(s) != key).collect();
+    let others: Vec<&Arc<AseConnectivity>> = specs.iter().filter(|s| spec_key(s) != key).collect();
     let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()]);
     let _parents = ctx.locks.acquire(&parents).await;
     // Azure is about to change under the component: every cached outcome of its members
@@ -668,6 +676,7 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     for spec in &specs {
         ctx.outcomes.forget_spec(&key_of(spec));
     }
+    let specs = owned(&specs);
     let planned = ctx
         .engine
         .plan(&specs, &scope)
@@ -694,7 +703,7 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
         .iter()
         .filter(|r| (has_changes(r) && owned_by_me(r)) || own_ids.contains(&r.id))
         .collect();
-    let read_only = pipeline::read_only_specs(others.iter().copied());
+    let read_only = pipeline::read_only_specs(others.iter().map(|s| &***s));
     let blockers: BTreeSet<SpecKey> = mine
         .iter()
         .flat_map(|r| pipeline::withheld_by(r, &read_only))
