@@ -353,6 +353,10 @@ async fn plan_and_apply(
         .filter(|r| has_changes(r) && pipeline::withheld_by(r, &read_only).is_empty())
         .cloned()
         .collect();
+    // A resource re-read and re-planned during apply (412, transient operation failure) was
+    // written from a plan this outcome does not hold: the outcome is used for this
+    // reconcile's status but not cached, so the next member plans afresh.
+    let mut cacheable = true;
     let planned = if written.is_empty() {
         planned
     } else {
@@ -377,7 +381,13 @@ async fn plan_and_apply(
             )
             .await
             .map_err(ComponentError::Apply)?;
-        debug!(writes = report.writes(), "{}", report.summary_line());
+        debug!(
+            writes = report.writes(),
+            replans = report.replans,
+            "{}",
+            report.summary_line()
+        );
+        cacheable = report.replans == 0;
         let applied = summarise(written.iter());
         ctx.metrics.count_changes(true, &applied);
         info!(changes = applied.total, resources = %resource_names(&written.iter().collect::<Vec<_>>()), "applied");
@@ -392,8 +402,12 @@ async fn plan_and_apply(
         }
     };
     let planned = Arc::new(planned);
-    ctx.outcomes
-        .put(members, print, planned.clone(), ctx.settings.resync);
+    if cacheable {
+        ctx.outcomes
+            .put(members, print, planned.clone(), ctx.settings.resync);
+    } else {
+        debug!("resources were re-planned during apply; outcome not cached");
+    }
     Ok(ComponentOutcome { planned, written })
 }
 

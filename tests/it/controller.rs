@@ -1170,6 +1170,61 @@ async fn one_plan_per_component_the_next_member_reuses_it_without_reading_or_wri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_re_planned_during_apply_is_not_cached_so_the_next_member_plans_again() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    let store = [one.clone(), two.clone()];
+    // The first PUT of ase-one's NSG is refused as if the NSG changed since it was read:
+    // apply re-reads it and writes from a fresh plan of that resource.
+    arm.mock.state.inject_fault(mock_arm::faults::FaultSpec {
+        method: Some("PUT".into()),
+        path: Some("networkSecurityGroups/ase-one-nsg".into()),
+        count: 1,
+        action: mock_arm::faults::FaultAction::Error {
+            status: 412,
+            code: None,
+            message: None,
+            retry_after: None,
+        },
+    });
+
+    let (ctx, server) = context(&arm, &store, Leadership::always());
+    let (s1, s2) = (one.clone(), two.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stats = run_on_one_context(
+        &arm,
+        ctx,
+        server,
+        vec![one.clone(), two.clone()],
+        |mut api| async move {
+            let first = api.status_applied(&s1).await;
+            api.event(&s1, "Normal", "Applied").await;
+            let second = api.status_applied(&s2).await;
+            let _ = tx.send((first, second));
+            api
+        },
+    )
+    .await;
+    let (first, second) = rx.await.unwrap();
+
+    assert!(
+        arm.mock.state.pending_faults().is_empty(),
+        "the 412 was served"
+    );
+    assert!(
+        !arm.owned_rules(NSG_ONE).is_empty(),
+        "written after the re-plan"
+    );
+    assert_eq!(condition(&first, "Ready")["status"], "True");
+    // The cached outcome would not hold what the re-plan wrote: ase-two plans afresh (reads
+    // Azure) and finds the component converged (no write).
+    assert!(stats[1].0 > 0, "ase-two re-reads Azure: {stats:?}");
+    assert_eq!(stats[1].1, 0, "converged: nothing to write: {stats:?}");
+    assert_eq!(condition(&second, "InSync")["status"], "True");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
     let arm = Arm::start().await;
     let one = with_finalizer(seed_spec("ase-one"));
