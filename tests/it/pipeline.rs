@@ -884,3 +884,94 @@ async fn the_observer_counts_every_arm_request_by_verb_and_status() {
         "{seen:?}"
     );
 }
+
+/// Records `(started?, id)` of every write, in order.
+#[derive(Default)]
+struct WriteLog(std::sync::Mutex<Vec<(bool, ResourceId)>>);
+
+impl WriteLog {
+    fn on(&self, e: ApplyEvent) {
+        let mark = match e {
+            ApplyEvent::Started { id, .. } => (true, id),
+            ApplyEvent::Done { id, .. } => (false, id),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(mark);
+    }
+    fn position(&self, started: bool, id: &ResourceId) -> Option<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|(s, i)| *s == started && i == id)
+    }
+}
+
+#[tokio::test]
+async fn a_subnet_is_written_after_its_nsg_and_not_at_all_when_that_write_failed() {
+    let first = env("layered").await;
+    let log = WriteLog::default();
+    first
+        .pipeline
+        .apply(&first.specs, &first.scope, first.plan().await, &|e| {
+            log.on(e)
+        })
+        .await
+        .unwrap();
+    for ase in ["fe1ase", "fe2ase", "fe3ase", "apiase"] {
+        let nsg = id(&format!(
+            "Microsoft.Network/networkSecurityGroups/{ase}-nsg"
+        ));
+        let subnet = id(&format!(
+            "Microsoft.Network/virtualNetworks/layered-vnet/subnets/{ase}"
+        ));
+        let nsg_done = log.position(false, &nsg).expect("NSG written");
+        let subnet_started = log.position(true, &subnet).expect("subnet written");
+        assert!(nsg_done < subnet_started, "{ase}: {:?}", log.0.lock());
+    }
+
+    // The creation of one NSG fails: its subnet is not associated, the others are.
+    let env = env("layered").await;
+    env.state().inject_fault(FaultSpec {
+        method: Some("PUT".into()),
+        path: Some("networkSecurityGroups/fe2ase-nsg".into()),
+        count: 1,
+        action: FaultAction::LroFailed {
+            code: "SecurityRuleConflict".into(),
+            message: "rule collides with a policy".into(),
+            keep_write: false,
+        },
+    });
+    let err = env
+        .pipeline
+        .apply(&env.specs, &env.scope, env.plan().await, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(format!("{err}").contains("SecurityRuleConflict"), "{err}");
+    let subnet = |name: &str| {
+        env.state()
+            .history(&format!(
+                "{SUB}/Microsoft.Network/virtualNetworks/layered-vnet"
+            ))
+            .last()
+            .and_then(|v| {
+                v.pointer("/properties/subnets")?
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == json!(name))
+                    .cloned()
+            })
+            .unwrap()
+    };
+    assert!(
+        subnet("fe2ase")
+            .pointer("/properties/networkSecurityGroup")
+            .is_none(),
+        "{}",
+        subnet("fe2ase")
+    );
+    assert!(subnet("fe1ase")
+        .pointer("/properties/networkSecurityGroup/id")
+        .is_some());
+    env.converge().await;
+}
