@@ -1020,3 +1020,39 @@ async fn a_subnet_is_written_after_its_nsg_and_not_at_all_when_that_write_failed
         .is_some());
     env.converge().await;
 }
+
+#[tokio::test]
+async fn four_or_more_nsgs_in_a_resource_group_are_read_with_one_list() {
+    let env = env("layered").await;
+    env.converge().await;
+    let names = ["fe1ase", "fe2ase", "fe3ase", "apiase"];
+    let mut targets = Targets::default();
+    for n in names {
+        targets.network_security_groups.insert(id(&format!(
+            "Microsoft.Network/networkSecurityGroups/{n}-nsg"
+        )));
+    }
+    // One more in the same group that does not exist: absent from the list = absent.
+    let missing = id("Microsoft.Network/networkSecurityGroups/nobody-nsg");
+    targets.network_security_groups.insert(missing.clone());
+    env.state().reset_stats();
+    let snap = asenet::observe::observe(env.pipeline.arm(), &targets, &ServiceTags::default(), 8)
+        .await
+        .unwrap();
+    let stats = env.state().stats();
+    assert_eq!(
+        stats.count("GET", "networkSecurityGroups", 200),
+        1,
+        "one list: {stats:?}"
+    );
+    assert_eq!(stats.reads(), 1, "{stats:?}");
+    assert!(!snap.network_security_groups.contains_key(&missing));
+    for n in names {
+        let nsg = id(&format!("Microsoft.Network/networkSecurityGroups/{n}-nsg"));
+        let listed = snap.network_security_groups.get(&nsg).expect("listed");
+        let got = env.pipeline.arm().get_nsg(&nsg).await.unwrap().unwrap();
+        assert_eq!(listed.raw.as_ref(), Some(&got.raw), "{n}");
+        assert_eq!(listed.etag, got.etag, "{n}");
+        assert!(!listed.rules.is_empty(), "{n}");
+    }
+}
