@@ -70,6 +70,12 @@ use serde_json::{json, Value};
 use fleet_kube::FakeApi;
 use fleet_world::Fleet;
 
+// The same allocator as the `asenet` binary (src/main.rs), so the client's CPU cost is the
+// product's. The in-process mock ARM shares it (its CPU counts on the ARM clock here, not in
+// Azure).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WRITE_BUCKET: f64 = 200.0;
 const WRITE_REFILL: f64 = 10.0;
 /// Seconds (ARM clock) for an empty write bucket to fill again (200 / 10).
