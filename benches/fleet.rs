@@ -33,6 +33,10 @@
 //! 454-455 of a V1/V2 ASE was missing after it had existed.
 //!
 //! Every phase has a real-time budget (`--phase-budget`), so the run always stops.
+//!
+//! `--trace` (batch driver): after each phase, a timeline on stderr: when each plan and
+//! apply ran, per kind of write the first and last start and the latency (PUT to operation
+//! done), writes started and in flight per 10 ARM seconds, and the subnet chains per VNet.
 
 #[path = "support/fleet_kube.rs"]
 mod fleet_kube;
@@ -65,6 +69,12 @@ use serde_json::{json, Value};
 
 use fleet_kube::FakeApi;
 use fleet_world::Fleet;
+
+// The same allocator as the `asenet` binary (src/main.rs), so the client's CPU cost is the
+// product's. The in-process mock ARM shares it (its CPU counts on the ARM clock here, not in
+// Azure).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WRITE_BUCKET: f64 = 200.0;
 const WRITE_REFILL: f64 = 10.0;
@@ -105,6 +115,8 @@ struct Args {
     phase_budget: Duration,
     /// ARM client attempts per request (the product default is 8).
     max_attempts: u32,
+    /// `--trace`: print a timeline of every batch phase (plan, apply, writes) to stderr.
+    trace: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -117,6 +129,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         subscriptions: 3,
         phase_budget: Duration::from_secs(60),
         max_attempts: RetryConfig::default().max_attempts,
+        trace: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -148,6 +161,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 }
             }
             "--chaos" => args.chaos = true,
+            "--trace" => args.trace = true,
             "--quick" => {
                 args.sizes = vec![10, 100];
                 args.phase_budget = Duration::from_secs(30);
@@ -972,6 +986,150 @@ fn phase_end(s: &Setup, shared: &ChaosShared, hist: &HashMap<String, usize>) -> 
     )
 }
 
+/// What `--trace` records of a batch phase.
+#[derive(Debug, Clone)]
+enum Mark {
+    PlanStart,
+    PlanEnd,
+    ApplyStart,
+    ApplyEnd,
+    Start(String),
+    Done(String),
+    Replan,
+}
+
+/// `--trace`: timestamped marks of one phase.
+#[derive(Default)]
+struct Timeline {
+    marks: Mutex<Vec<(Instant, Mark)>>,
+}
+
+impl Timeline {
+    fn mark(&self, m: Mark) {
+        if let Ok(mut v) = self.marks.lock() {
+            v.push((Instant::now(), m));
+        }
+    }
+
+    fn on_event(&self, e: &asenet::pipeline::ApplyEvent) {
+        use asenet::pipeline::ApplyEvent as E;
+        match e {
+            E::Started { id, .. } => self.mark(Mark::Start(id.to_string())),
+            E::Done { id, .. } => self.mark(Mark::Done(id.to_string())),
+            E::Replanning { .. } => self.mark(Mark::Replan),
+            _ => {}
+        }
+    }
+
+    /// Prints the timeline (ARM seconds from `t0`) to stderr.
+    fn print(&self, name: &str, t0: Instant, scale: f64) {
+        let marks = self.marks.lock().map(|m| m.clone()).unwrap_or_default();
+        let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * scale;
+        eprintln!("  trace {name}:");
+        for (t, m) in &marks {
+            match m {
+                Mark::PlanStart => eprintln!("    {:7.1} plan start", at(*t)),
+                Mark::PlanEnd => eprintln!("    {:7.1} plan end", at(*t)),
+                Mark::ApplyStart => eprintln!("    {:7.1} apply start", at(*t)),
+                Mark::ApplyEnd => eprintln!("    {:7.1} apply end", at(*t)),
+                _ => {}
+            }
+        }
+        let kind = |id: &str| {
+            let l = id.to_ascii_lowercase();
+            if l.contains("/subnets/") {
+                "subnet"
+            } else if l.contains("/routetables/") {
+                "rt"
+            } else {
+                "nsg"
+            }
+        };
+        // Writes: start -> done (the last start of an id, after a re-plan).
+        let mut open: HashMap<String, f64> = HashMap::new();
+        let mut writes: Vec<(String, f64, f64)> = Vec::new();
+        let mut replans = 0;
+        for (t, m) in &marks {
+            match m {
+                Mark::Start(id) => {
+                    open.insert(id.clone(), at(*t));
+                }
+                Mark::Done(id) => {
+                    if let Some(s) = open.remove(id) {
+                        writes.push((id.clone(), s, at(*t)));
+                    }
+                }
+                Mark::Replan => replans += 1,
+                _ => {}
+            }
+        }
+        eprintln!(
+            "    writes done {}, unfinished {}, replans {replans}",
+            writes.len(),
+            open.len()
+        );
+        for k in ["nsg", "rt", "subnet"] {
+            let mut w: Vec<&(String, f64, f64)> =
+                writes.iter().filter(|(id, _, _)| kind(id) == k).collect();
+            if w.is_empty() {
+                continue;
+            }
+            w.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let mut lat: Vec<f64> = w.iter().map(|(_, s, e)| e - s).collect();
+            lat.sort_by(f64::total_cmp);
+            let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+            let last_done = w.iter().map(|x| x.2).fold(0.0, f64::max);
+            eprintln!(
+                "    {k:6} n={:5} first start {:6.1} last start {:6.1} last done {:6.1} latency mean {:.2} p50 {:.2} p90 {:.2} max {:.2}",
+                w.len(),
+                w[0].1,
+                w[w.len() - 1].1,
+                last_done,
+                mean,
+                lat[lat.len() / 2],
+                lat[lat.len() * 9 / 10],
+                lat[lat.len() - 1]
+            );
+        }
+        // Per 10 ARM s: writes started and the mean in flight.
+        let end = writes.iter().map(|x| x.2).fold(0.0, f64::max);
+        let mut line = String::new();
+        let mut b = 0.0;
+        while b < end {
+            let started = writes.iter().filter(|x| x.1 >= b && x.1 < b + 10.0).count();
+            let busy: f64 = writes
+                .iter()
+                .map(|x| (x.2.min(b + 10.0) - x.1.max(b)).max(0.0))
+                .sum::<f64>()
+                / 10.0;
+            line.push_str(&format!(" [{b:.0}: {started} st, {busy:.0} fl]"));
+            b += 10.0;
+        }
+        eprintln!("    per 10 s:{line}");
+        // Subnet chains per VNet.
+        let mut chains: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for (id, s, e) in &writes {
+            if kind(id) == "subnet" {
+                let vnet = id.rsplit_once("/subnets/").map(|x| x.0).unwrap_or(id);
+                let short = vnet.rsplit('/').next().unwrap_or(vnet).to_string();
+                chains.entry(short).or_default().push((*s, *e));
+            }
+        }
+        for (vnet, mut c) in chains {
+            c.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let busy: f64 = c.iter().map(|(s, e)| e - s).sum();
+            let span = c[c.len() - 1].1 - c[0].0;
+            eprintln!(
+                "    vnet {vnet}: {} subnet writes, {:.1}..{:.1} (span {span:.1}, busy {busy:.1}, mean {:.2})",
+                c.len(),
+                c[0].0,
+                c[c.len() - 1].1,
+                busy / c.len() as f64
+            );
+        }
+    }
+}
+
 /// The CLI path: plan every spec, apply, until an apply completes (or the budget ends).
 /// Returns (converged, end instant, rounds, last error).
 async fn batch_converge(
@@ -979,13 +1137,20 @@ async fn batch_converge(
     specs: &[AseConnectivity],
     budget: Duration,
     only_plan: bool,
+    trace: Option<&Timeline>,
 ) -> (bool, Instant, u64, String) {
     let scope = asenet::pipeline::scope_of(specs);
     let started = Instant::now();
     let mut rounds = 0;
     let mut last_error = String::new();
+    let mark = |m: Mark| {
+        if let Some(t) = trace {
+            t.mark(m);
+        }
+    };
     while started.elapsed() < budget && rounds < 20 {
         rounds += 1;
+        mark(Mark::PlanStart);
         let outcome = match pipeline.plan(specs, &scope).await {
             Ok(o) => o,
             Err(e) => {
@@ -993,6 +1158,7 @@ async fn batch_converge(
                 continue;
             }
         };
+        mark(Mark::PlanEnd);
         if only_plan || !outcome.plan.has_changes() {
             return (
                 !outcome.plan.has_changes(),
@@ -1001,7 +1167,15 @@ async fn batch_converge(
                 last_error,
             );
         }
-        match pipeline.apply(specs, &scope, outcome, &|_| {}).await {
+        mark(Mark::ApplyStart);
+        let progress = |e: asenet::pipeline::ApplyEvent| {
+            if let Some(t) = trace {
+                t.on_event(&e);
+            }
+        };
+        let applied = pipeline.apply(specs, &scope, outcome, &progress).await;
+        mark(Mark::ApplyEnd);
+        match applied {
             Ok(_) => return (true, Instant::now(), rounds, last_error),
             Err(e) => last_error = e.to_string(),
         }
@@ -1033,9 +1207,14 @@ async fn run_batch(
     // 1. Converge.
     let (hist, t0) = phase_start(s);
     let chaos = start_chaos(args, s, shared, 1, true);
+    let tl = Timeline::default();
+    let trace = args.trace.then_some(&tl);
     let (ok1, end1, rounds1, err1) =
-        batch_converge(&s.pipeline, &s.fleet.specs, budget, false).await;
+        batch_converge(&s.pipeline, &s.fleet.specs, budget, false, trace).await;
     stop_chaos(chaos).await;
+    if args.trace {
+        tl.print("converge", t0, scale);
+    }
     let mut p1 = phase_end(s, shared, &hist);
     p1.arm_secs = (end1 - t0).as_secs_f64() * scale;
     p1.converged = ok1;
@@ -1046,8 +1225,13 @@ async fn run_batch(
 
     // 2. Resync: one plan of the converged fleet.
     let (hist, t0) = phase_start(s);
+    let tl = Timeline::default();
+    let trace = args.trace.then_some(&tl);
     let (ok2, end2, rounds2, err2) =
-        batch_converge(&s.pipeline, &s.fleet.specs, budget, true).await;
+        batch_converge(&s.pipeline, &s.fleet.specs, budget, true, trace).await;
+    if args.trace {
+        tl.print("resync", t0, scale);
+    }
     let mut p2 = phase_end(s, shared, &hist);
     p2.arm_secs = (end2 - t0).as_secs_f64() * scale;
     p2.converged = ok2;
@@ -1058,9 +1242,14 @@ async fn run_batch(
     // 3. 5 % of the specs change.
     let (hist, t0) = phase_start(s);
     let chaos = start_chaos(args, s, shared, 3, true);
+    let tl = Timeline::default();
+    let trace = args.trace.then_some(&tl);
     let (ok3, end3, rounds3, err3) =
-        batch_converge(&s.pipeline, &s.changed_list, budget, false).await;
+        batch_converge(&s.pipeline, &s.changed_list, budget, false, trace).await;
     stop_chaos(chaos).await;
+    if args.trace {
+        tl.print("5 % change", t0, scale);
+    }
     let mut p3 = phase_end(s, shared, &hist);
     p3.arm_secs = (end3 - t0).as_secs_f64() * scale;
     p3.reconciles = rounds3;
@@ -1490,6 +1679,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if args.trace {
+        // The pipeline's own timings (validate, observe, resolve + diff), real milliseconds.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("asenet::pipeline=debug"))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut rows = Vec::new();
     for &n in &args.sizes {
         for &driver in &args.drivers {

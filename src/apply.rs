@@ -1,7 +1,8 @@
 //! apply: executes a `Plan` against ARM (docs/design.md section 3). It decides nothing the
 //! plan did not say, except how to survive ARM: races, throttling, failed operations.
 //!
-//! Per changed parent resource exactly one PUT, in three phases:
+//! Per changed parent resource exactly one PUT, in three phases (1 and 2 overlap: a subnet
+//! write waits only for the NSG and route-table writes it depends on):
 //! 1. NSGs and route tables (concurrent, bounded): the complete rule/route list, foreign
 //!    entries carried from the raw JSON observed (minus the read-only `etag` and
 //!    `provisioningState` ARM re-stamps on every parent write), owned entries rendered from
@@ -31,7 +32,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use azure_mgmt_network::models;
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -258,22 +258,10 @@ pub async fn execute(
     };
     let mut report = ApplyReport::default();
 
-    // Phase 1: NSGs and route tables.
-    let parents: Vec<ResourcePlan> = plan
-        .changed()
-        .filter(|r| r.kind != ResourceKind::Subnet)
-        .cloned()
-        .collect();
-    let results = run.write_all(parents).await;
-    collect(&mut report, results)?;
-
-    // Phase 2: subnet associations, serialised per VNet.
-    let subnets: Vec<ResourcePlan> = plan
-        .changed()
-        .filter(|r| r.kind == ResourceKind::Subnet)
-        .cloned()
-        .collect();
-    let results = run.write_all(subnets).await;
+    // Phases 1 and 2 together: every subnet write waits for the NSG and route-table writes
+    // it depends on, not for all of them.
+    let changed: Vec<ResourcePlan> = plan.changed().cloned().collect();
+    let results = run.write_all(changed).await;
     collect(&mut report, results)?;
 
     // Phase 3: resources asenet created for removed specs, now empty.
@@ -312,34 +300,81 @@ fn collect(
 }
 
 impl Run<'_> {
-    /// Writes `plans` concurrently: subscriptions interleaved, at most
-    /// `max_write_concurrency` writes in flight per subscription.
+    /// Writes `plans` (phases 1 and 2) concurrently.
+    ///
+    /// NSG and route-table writes: subscriptions interleaved, at most
+    /// `max_write_concurrency` in flight per subscription. A subnet write starts as soon as
+    /// the writes of the NSGs and route tables it is associated with, before or after, have
+    /// completed (a subnet never points at a resource before it exists with its rules, and
+    /// NRP answers 409 to a subnet write while a dependent resource is being written,
+    /// domain.md 4.4); one whose dependency failed is not written. Subnet writes are
+    /// serialised per VNet, so the VNets' chains of subnet writes are the longest path of an
+    /// apply: the NSGs and route tables are written in chain order (the first subnet of every
+    /// VNet, then the second, ...) so that every chain starts early and never waits, and
+    /// subnet writes have their own `max_write_concurrency` per subscription, so a chain's
+    /// next write never queues behind NSG writes.
     async fn write_all(
         &self,
         plans: Vec<ResourcePlan>,
     ) -> Vec<Result<Option<Written>, ApplyError>> {
+        type Job<'a> = futures::future::BoxFuture<'a, Result<Option<Written>, ApplyError>>;
         let per_sub = self.options.max_write_concurrency.max(1);
-        let plans = observe::interleave_subscriptions(plans, |r| r.id.subscription());
-        let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
-        let jobs: Vec<(Arc<tokio::sync::Semaphore>, ResourcePlan)> = plans
+        let (parents, subnets): (Vec<ResourcePlan>, Vec<ResourcePlan>) = plans
             .into_iter()
-            .map(|r| {
-                let limit = limits
-                    .entry(r.id.subscription().to_ascii_lowercase())
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_sub)))
-                    .clone();
-                (limit, r)
-            })
-            .collect();
-        let total = per_sub.saturating_mul(limits.len().max(1));
-        stream::iter(jobs)
-            .map(|(limit, r)| async move {
-                let _permit = limit.acquire_owned().await;
-                self.write(r).await
-            })
-            .buffer_unordered(total)
-            .collect()
-            .await
+            .partition(|r| r.kind != ResourceKind::Subnet);
+        let parent_ids: BTreeSet<ResourceId> = parents.iter().map(|r| r.id.clone()).collect();
+        let deps: Vec<BTreeSet<ResourceId>> = {
+            let snap = self.snapshot.lock().await;
+            subnets
+                .iter()
+                .map(|s| subnet_dependencies(s, &snap, &parent_ids))
+                .collect()
+        };
+        let parents = chain_order(parents, &subnets, &deps);
+        let parents = observe::interleave_subscriptions(parents, |r| r.id.subscription());
+
+        let mut gates: BTreeMap<ResourceId, tokio::sync::watch::Receiver<Option<bool>>> =
+            BTreeMap::new();
+        let mut parent_limits = Limits::new(per_sub);
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(parents.len() + subnets.len());
+        for rp in parents {
+            let (done, gate) = tokio::sync::watch::channel(None);
+            gates.insert(rp.id.clone(), gate);
+            let limit = parent_limits.of(&rp.id);
+            jobs.push(Box::pin(async move {
+                let permit = limit.acquire_owned().await;
+                let result = self.write(rp, None).await;
+                drop(permit);
+                // Nobody waiting is not an error.
+                let _ = done.send(Some(result.is_ok()));
+                result
+            }));
+        }
+        let mut subnet_limits = Limits::new(per_sub);
+        for (rp, deps) in subnets.into_iter().zip(deps) {
+            let waits: Vec<tokio::sync::watch::Receiver<Option<bool>>> =
+                deps.iter().filter_map(|d| gates.get(d).cloned()).collect();
+            let limit = subnet_limits.of(&rp.id);
+            let vnet = self.vnet_lock(&rp.id);
+            jobs.push(Box::pin(async move {
+                for mut gate in waits {
+                    let ok = gate
+                        .wait_for(Option::is_some)
+                        .await
+                        .is_ok_and(|v| *v == Some(true));
+                    if !ok {
+                        // The dependency's own error is what the apply reports.
+                        return Ok(None);
+                    }
+                }
+                let guard = vnet.lock_owned().await;
+                let permit = limit.acquire_owned().await;
+                let result = self.write(rp, Some(guard)).await;
+                drop(permit);
+                result
+            }));
+        }
+        futures::future::join_all(jobs).await
     }
 
     fn vnet_lock(&self, subnet: &ResourceId) -> Arc<tokio::sync::Mutex<Option<String>>> {
@@ -352,13 +387,13 @@ impl Run<'_> {
             .clone()
     }
 
-    /// One resource: build the body, PUT it, re-read and re-plan on 412.
-    async fn write(&self, mut rp: ResourcePlan) -> Result<Option<Written>, ApplyError> {
-        let vnet_lock = (rp.kind == ResourceKind::Subnet).then(|| self.vnet_lock(&rp.id));
-        let mut vnet_guard = match &vnet_lock {
-            Some(l) => Some(l.lock().await),
-            None => None,
-        };
+    /// One resource: build the body, PUT it, re-read and re-plan on 412. A subnet is written
+    /// holding its VNet's lock (`vnet_guard`).
+    async fn write(
+        &self,
+        mut rp: ResourcePlan,
+        mut vnet_guard: Option<tokio::sync::OwnedMutexGuard<Option<String>>>,
+    ) -> Result<Option<Written>, ApplyError> {
         let mut attempt = 0;
         loop {
             let action = match (rp.kind, rp.action) {
@@ -669,6 +704,89 @@ impl Run<'_> {
             attempts: self.options.max_replans,
         })
     }
+}
+
+/// A semaphore per subscription, created on first use.
+struct Limits {
+    per_sub: usize,
+    by_sub: BTreeMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Limits {
+    fn new(per_sub: usize) -> Self {
+        Limits {
+            per_sub,
+            by_sub: BTreeMap::new(),
+        }
+    }
+
+    fn of(&mut self, id: &ResourceId) -> Arc<tokio::sync::Semaphore> {
+        self.by_sub
+            .entry(id.subscription().to_ascii_lowercase())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_sub)))
+            .clone()
+    }
+}
+
+/// The NSG and route-table writes of this apply (`written`) that the write of subnet `rp`
+/// must wait for: those it is associated with now (as read) and those it will be
+/// associated with.
+fn subnet_dependencies(
+    rp: &ResourcePlan,
+    snapshot: &Snapshot,
+    written: &BTreeSet<ResourceId>,
+) -> BTreeSet<ResourceId> {
+    let mut related: Vec<&ResourceId> = Vec::new();
+    if let Some(s) = snapshot.subnets.get(&rp.id) {
+        related.extend(s.network_security_group.iter());
+        related.extend(s.route_table.iter());
+    }
+    if let Some(a) = &rp.association {
+        for c in [&a.network_security_group, &a.route_table]
+            .into_iter()
+            .flatten()
+        {
+            related.extend(c.from.iter());
+            related.extend(c.to.iter());
+        }
+    }
+    related
+        .into_iter()
+        .filter(|id| written.contains(*id))
+        .cloned()
+        .collect()
+}
+
+/// `parents` in the order the subnet chains need them: the dependencies of the first
+/// subnet of every VNet, then of the second, and so on; parents no subnet waits for keep
+/// their order after those.
+fn chain_order(
+    parents: Vec<ResourcePlan>,
+    subnets: &[ResourcePlan],
+    deps: &[BTreeSet<ResourceId>],
+) -> Vec<ResourcePlan> {
+    let mut chains: BTreeMap<ResourceId, Vec<&BTreeSet<ResourceId>>> = BTreeMap::new();
+    for (s, d) in subnets.iter().zip(deps) {
+        let vnet = s.id.parent().unwrap_or_else(|| s.id.clone());
+        chains.entry(vnet).or_default().push(d);
+    }
+    let mut rank: BTreeMap<&ResourceId, usize> = BTreeMap::new();
+    let longest = chains.values().map(Vec::len).max().unwrap_or(0);
+    for step in 0..longest {
+        for chain in chains.values() {
+            for id in chain.get(step).into_iter().copied().flatten() {
+                let next = rank.len();
+                rank.entry(id).or_insert(next);
+            }
+        }
+    }
+    let mut keyed: Vec<(usize, usize, ResourcePlan)> = parents
+        .into_iter()
+        .enumerate()
+        .map(|(i, rp)| (rank.get(&rp.id).copied().unwrap_or(usize::MAX), i, rp))
+        .collect();
+    keyed.sort_by_key(|(r, i, _)| (*r, *i));
+    keyed.into_iter().map(|(_, _, rp)| rp).collect()
 }
 
 /// Copies one resource's state from `from` into `to` (present or absent).

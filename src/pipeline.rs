@@ -235,9 +235,19 @@ impl Pipeline {
         specs: &[api::AseConnectivity],
         scope: &Scope,
     ) -> Result<PlanOutcome, PipelineError> {
+        let started = std::time::Instant::now();
         let prepared = Prepared::new(specs, scope);
+        let validated = started.elapsed();
         let snapshot = self.observe(&prepared.all_valid).await?;
+        let observed = started.elapsed();
         let (desired, plan) = prepared.plan(&snapshot);
+        tracing::debug!(
+            specs = specs.len(),
+            validate_ms = validated.as_millis() as u64,
+            observe_ms = (observed - validated).as_millis() as u64,
+            resolve_diff_ms = (started.elapsed() - observed).as_millis() as u64,
+            "planned"
+        );
         Ok(PlanOutcome {
             snapshot,
             desired,

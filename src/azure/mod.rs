@@ -429,7 +429,7 @@ impl ArmClient {
     }
 
     /// PUT the complete resource body with a precondition, then poll its long-running
-    /// operation to the end; returns the final resource body.
+    /// operation to the end; returns the resource as the PUT answered it (see `wait`).
     pub async fn put(
         &self,
         id: &ResourceId,
@@ -541,8 +541,17 @@ impl ArmClient {
         })
     }
 
-    /// Polls a write's operation (domain.md 4.5). Returns the final resource body when the
-    /// operation had to be polled, `None` when the write was already complete.
+    /// Polls a write's operation (domain.md 4.5). Returns the final resource body when it
+    /// differs from `initial` (the PUT response), `None` when `initial` is it.
+    ///
+    /// With `Azure-AsyncOperation`, a `Succeeded` status means the resource is what the PUT
+    /// answered (NRP answers a PUT with the resource as written, etag included, only
+    /// `provisioningState` still `Updating`, on the resource and on the children it wrote),
+    /// so that body is returned with `provisioningState: Succeeded` instead of reading the
+    /// resource once more: one GET less per write. Nothing relies on that etag for
+    /// correctness: the next plan observes afresh, and within an apply a stale etag only
+    /// turns the next conditional write of that resource into a 412 and a re-read
+    /// (domain.md 4.6). A PUT answered without a body is read back.
     async fn wait(
         &self,
         id: &ResourceId,
@@ -555,7 +564,14 @@ impl ArmClient {
         if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
             self.poll_status(id, status_url, first_delay, started, progress)
                 .await?;
-            return self.read_raw(id).await.map(Some);
+            return match initial.filter(|b| b.is_object()) {
+                Some(body) => {
+                    let mut body = body.clone();
+                    settle(&mut body);
+                    Ok(Some(body))
+                }
+                None => self.read_raw(id).await.map(Some),
+            };
         }
         // No operation header: watch the resource's own provisioningState.
         let state = initial
@@ -709,7 +725,8 @@ impl ArmClient {
             .min(self.inner.options.lro_max_poll)
     }
 
-    /// GET any resource raw (used for the final body after an operation).
+    /// GET any resource raw (a write's body when the PUT answered without one, and the
+    /// state of a write polled without an operation URL).
     pub async fn read_raw(&self, id: &ResourceId) -> Result<Value, ArmError> {
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
         self.send(Method::Get, url, None, &[], id.as_str())
@@ -740,6 +757,27 @@ fn header_url(headers: &Headers, name: &'static str) -> Option<Url> {
     headers
         .get_optional_str(&HeaderName::from_static(name))
         .and_then(|v| Url::parse(v).ok())
+}
+
+/// Marks a resource written by a succeeded operation, and every child in it, as
+/// `provisioningState: Succeeded` (where a `provisioningState` is present).
+fn settle(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
+                if let Some(state) = p.get_mut("provisioningState") {
+                    *state = Value::String("Succeeded".into());
+                }
+            }
+            for (k, child) in o.iter_mut() {
+                if k != "provisioningState" {
+                    settle(child);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(settle),
+        _ => {}
+    }
 }
 
 fn is_terminal(state: &str) -> bool {

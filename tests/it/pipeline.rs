@@ -884,3 +884,175 @@ async fn the_observer_counts_every_arm_request_by_verb_and_status() {
         "{seen:?}"
     );
 }
+
+/// Records `(started?, id)` of every write, in order.
+#[derive(Default)]
+struct WriteLog(std::sync::Mutex<Vec<(bool, ResourceId)>>);
+
+impl WriteLog {
+    fn on(&self, e: ApplyEvent) {
+        let mark = match e {
+            ApplyEvent::Started { id, .. } => (true, id),
+            ApplyEvent::Done { id, .. } => (false, id),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(mark);
+    }
+    fn position(&self, started: bool, id: &ResourceId) -> Option<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|(s, i)| *s == started && i == id)
+    }
+}
+
+#[tokio::test]
+async fn a_write_ends_on_its_operation_status_without_reading_the_resource_again() {
+    // Four ASE subnets in one VNet, four NSGs to create: subnet writes are serialised per
+    // VNet and each one's If-Match is the etag the previous subnet PUT answered.
+    let env = env("layered").await;
+    let first = env.plan().await;
+    let subnets = first
+        .plan
+        .changed()
+        .filter(|r| r.kind == asenet::diff::ResourceKind::Subnet)
+        .count();
+    assert!(subnets >= 2, "{:#?}", first.plan);
+    env.state().reset_stats();
+    let report = env
+        .pipeline
+        .apply(&env.specs, &env.scope, first, &|_| {})
+        .await
+        .unwrap();
+    let stats = env.state().stats();
+    assert_eq!(report.replans, 0, "no 412: every etag used was current");
+    assert!(stats.reads() > 0);
+    assert_eq!(
+        stats.reads(),
+        stats.count("GET", "operations", 200),
+        "the only reads of an apply are operation polls: {stats:?}"
+    );
+    assert_eq!(stats.writes(), report.writes() as u64);
+    // The next plan reads what the apply wrote: nothing left to do.
+    let again = env.plan().await;
+    assert!(!again.plan.has_changes(), "{:#?}", again.plan);
+
+    // What `put` returns is what a GET returns once the operation succeeded.
+    let nsg = id("Microsoft.Network/networkSecurityGroups/fe1ase-nsg");
+    let arm = env.pipeline.arm();
+    let mut body = asenet::apply::writable(&arm.read_raw(&nsg).await.unwrap());
+    body["tags"] = json!({"team": "web"});
+    let returned = arm.put(&nsg, &body, None, &|_| {}).await.unwrap();
+    let read = arm.read_raw(&nsg).await.unwrap();
+    assert_eq!(
+        returned["properties"]["provisioningState"],
+        json!("Succeeded")
+    );
+    assert_eq!(returned, read);
+}
+
+#[tokio::test]
+async fn a_subnet_is_written_after_its_nsg_and_not_at_all_when_that_write_failed() {
+    let first = env("layered").await;
+    let log = WriteLog::default();
+    first
+        .pipeline
+        .apply(&first.specs, &first.scope, first.plan().await, &|e| {
+            log.on(e)
+        })
+        .await
+        .unwrap();
+    for ase in ["fe1ase", "fe2ase", "fe3ase", "apiase"] {
+        let nsg = id(&format!(
+            "Microsoft.Network/networkSecurityGroups/{ase}-nsg"
+        ));
+        let subnet = id(&format!(
+            "Microsoft.Network/virtualNetworks/layered-vnet/subnets/{ase}"
+        ));
+        let nsg_done = log.position(false, &nsg).expect("NSG written");
+        let subnet_started = log.position(true, &subnet).expect("subnet written");
+        assert!(nsg_done < subnet_started, "{ase}: {:?}", log.0.lock());
+    }
+
+    // The creation of one NSG fails: its subnet is not associated, the others are.
+    let env = env("layered").await;
+    env.state().inject_fault(FaultSpec {
+        method: Some("PUT".into()),
+        path: Some("networkSecurityGroups/fe2ase-nsg".into()),
+        count: 1,
+        action: FaultAction::LroFailed {
+            code: "SecurityRuleConflict".into(),
+            message: "rule collides with a policy".into(),
+            keep_write: false,
+        },
+    });
+    let err = env
+        .pipeline
+        .apply(&env.specs, &env.scope, env.plan().await, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(format!("{err}").contains("SecurityRuleConflict"), "{err}");
+    let subnet = |name: &str| {
+        env.state()
+            .history(&format!(
+                "{SUB}/Microsoft.Network/virtualNetworks/layered-vnet"
+            ))
+            .last()
+            .and_then(|v| {
+                v.pointer("/properties/subnets")?
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == json!(name))
+                    .cloned()
+            })
+            .unwrap()
+    };
+    assert!(
+        subnet("fe2ase")
+            .pointer("/properties/networkSecurityGroup")
+            .is_none(),
+        "{}",
+        subnet("fe2ase")
+    );
+    assert!(subnet("fe1ase")
+        .pointer("/properties/networkSecurityGroup/id")
+        .is_some());
+    env.converge().await;
+}
+
+#[tokio::test]
+async fn four_or_more_nsgs_in_a_resource_group_are_read_with_one_list() {
+    let env = env("layered").await;
+    env.converge().await;
+    let names = ["fe1ase", "fe2ase", "fe3ase", "apiase"];
+    let mut targets = Targets::default();
+    for n in names {
+        targets.network_security_groups.insert(id(&format!(
+            "Microsoft.Network/networkSecurityGroups/{n}-nsg"
+        )));
+    }
+    // One more in the same group that does not exist: absent from the list = absent.
+    let missing = id("Microsoft.Network/networkSecurityGroups/nobody-nsg");
+    targets.network_security_groups.insert(missing.clone());
+    env.state().reset_stats();
+    let snap = asenet::observe::observe(env.pipeline.arm(), &targets, &ServiceTags::default(), 8)
+        .await
+        .unwrap();
+    let stats = env.state().stats();
+    assert_eq!(
+        stats.count("GET", "networkSecurityGroups", 200),
+        1,
+        "one list: {stats:?}"
+    );
+    assert_eq!(stats.reads(), 1, "{stats:?}");
+    assert!(!snap.network_security_groups.contains_key(&missing));
+    for n in names {
+        let nsg = id(&format!("Microsoft.Network/networkSecurityGroups/{n}-nsg"));
+        let listed = snap.network_security_groups.get(&nsg).expect("listed");
+        let got = env.pipeline.arm().get_nsg(&nsg).await.unwrap().unwrap();
+        assert_eq!(listed.raw.as_ref(), Some(&got.raw), "{n}");
+        assert_eq!(listed.etag, got.etag, "{n}");
+        assert!(!listed.rules.is_empty(), "{n}");
+    }
+}

@@ -514,6 +514,16 @@ fn dispatch(cx: &Ctx, target: Target, body: &[u8]) -> Result<Reply, ArmError> {
 /// One page of a collection with `nextLink` (domain.md 4.9): the skip token is the offset,
 /// and the link repeats the original query (api-version included).
 pub(crate) fn page(cx: &Ctx, items: Vec<Value>) -> Result<Reply, ArmError> {
+    page_of(cx, items, |v| v)
+}
+
+/// One page of `items` (`$skipToken` = offset), rendering only the items on that page:
+/// a list of a large collection would otherwise render every item for every page.
+pub(crate) fn page_of<T>(
+    cx: &Ctx,
+    items: Vec<T>,
+    render: impl Fn(T) -> Value,
+) -> Result<Reply, ArmError> {
     let size = cx.state.config().page_size.max(1);
     let start = match cx.query("$skipToken") {
         None => 0,
@@ -526,7 +536,12 @@ pub(crate) fn page(cx: &Ctx, items: Vec<Value>) -> Result<Reply, ArmError> {
         })?,
     };
     let total = items.len();
-    let value: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    let value: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(size)
+        .map(render)
+        .collect();
     let mut body = Map::new();
     body.insert("value".into(), Value::Array(value));
     if start.saturating_add(size) < total {

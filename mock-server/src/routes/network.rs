@@ -11,7 +11,7 @@ use http::{HeaderName, StatusCode};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use super::{page, retry_after_headers, Ctx, Reply};
+use super::{page, page_of, retry_after_headers, Ctx, Reply};
 use crate::error::ArmError;
 use crate::lro::{self, OpKind, OpState, Operation};
 use crate::model::{ChildKind, Kind};
@@ -241,15 +241,15 @@ pub(super) fn list(cx: &Ctx, sub: &str, rg: Option<&str>, kind: Kind) -> Result<
         }
         None => key(&format!("/subscriptions/{sub}/")),
     };
-    let refs = store.subnet_references();
-    let items = store
+    let items: Vec<&Entry> = store
         .resources
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
         .filter(|(_, e)| e.kind == kind)
-        .map(|(_, e)| store.render(e, &refs))
+        .map(|(_, e)| e)
         .collect();
-    page(cx, items)
+    let refs = store.subnet_references();
+    page_of(cx, items, |e| store.render(e, &refs))
 }
 
 fn item_key(store: &Store, sub: &str, rg: &str, kind: Kind, name: &str) -> Result<(String, Entry)> {
