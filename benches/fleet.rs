@@ -1294,15 +1294,23 @@ async fn run_controller(
         Some("fleet-bench".into()),
     );
     let (deps_tx, deps_rx) = mpsc::unbounded::<ObjectRef<AseConnectivity>>();
-    // As `controller::run`: a change of a spec (its status included) wakes its dependents.
-    let touched =
-        reflector::reflector(writer, watch_rx.map(Ok::<_, watcher::Error>)).touched_objects();
+    // As `controller::run`: objects shrunk before the store (`store::for_store`); a change of
+    // a spec wakes the spec and its dependents, a change of its status alone wakes nobody
+    // (`controller::spec_changes`). The `controller-generation` driver filters with kube's
+    // generation predicate instead (the candidate measured before `spec_changes` existed).
+    let touched = reflector::reflector(
+        writer,
+        watch_rx
+            .map(Ok::<_, watcher::Error>)
+            .modify(controller::store::for_store),
+    )
+    .touched_objects();
     let touched = if generation_predicate {
         touched
             .predicate_filter(predicates::generation, Default::default())
             .boxed()
     } else {
-        touched.boxed()
+        controller::spec_changes(touched).boxed()
     };
     let trigger = touched.inspect(move |event| {
         if let Ok(changed) = event {
@@ -1313,6 +1321,7 @@ async fn run_controller(
     });
     let t1 = tracker.clone();
     let t2 = tracker.clone();
+    let outcomes = ctx.clone();
     let controller_fut = Controller::for_stream(trigger, reader)
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .reconcile_on(deps_rx)
@@ -1404,8 +1413,10 @@ async fn run_controller(
         }
         tokio::time::sleep(refill).await;
 
-        // 2. Resync of the converged fleet: every spec reconciles once.
+        // 2. Resync of the converged fleet: every spec reconciles once, its component's
+        // cached outcome expired (as it is once the resync interval has passed).
         let (hist, t0) = phase_start(s);
+        outcomes.outcomes.clear();
         let _ = all_tx.unbounded_send(());
         let (end, ok2) = wait_idle(&tracker, t0, budget, quiet, || progress("resync", t0)).await;
         let mut p2 = phase_end(s, shared, &hist);

@@ -182,6 +182,12 @@ impl OutcomeCache {
         self.entries().remove(members);
     }
 
+    /// Forgets every outcome: what the resync interval does to outcomes as they age (the
+    /// fleet benchmark triggers a resync without waiting for it).
+    pub fn clear(&self) {
+        self.entries().clear();
+    }
+
     /// Forgets every outcome of a component `spec` is a member of.
     pub fn forget_spec(&self, spec: &Key) {
         self.entries().retain(|k, _| !k.contains(spec));

@@ -30,17 +30,55 @@ fn normalise_id(id: &str) -> String {
     id.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// [`normalise_id`] into a reused buffer (no allocation once it is large enough).
+fn normalise_into<'b>(id: &str, buf: &'b mut String) -> &'b str {
+    buf.clear();
+    buf.push_str(id.trim().trim_end_matches('/'));
+    buf.make_ascii_lowercase();
+    buf
+}
+
+/// `(namespace, name)` borrowed from the object (the namespace defaulted as [`key_of`]).
+fn key_ref(spec: &AseConnectivity) -> (&str, &str) {
+    (
+        spec.metadata.namespace.as_deref().unwrap_or("default"),
+        spec.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The raw ids of the NSGs and route tables a spec contributes to (not normalised).
+fn shared_ids(spec: &AseConnectivity) -> impl Iterator<Item = &str> {
+    let s = &spec.spec;
+    std::iter::once(s.network_security_group.resource_id.as_str())
+        .chain(s.route_table.iter().map(|r| r.resource_id.as_str()))
+        .chain(
+            s.backends
+                .iter()
+                .map(|b| b.network_security_group.resource_id.as_str()),
+        )
+}
+
+/// The raw ids of [`linked_resources`] (not normalised, possibly repeated or empty).
+fn linked_ids(spec: &AseConnectivity) -> impl Iterator<Item = &str> {
+    shared_ids(spec)
+        .chain(std::iter::once(spec.spec.subnet.resource_id.as_str()))
+        .chain(super::store::rule_parents(spec))
+}
+
+/// The `(namespace, name)` of the specs a spec names in `environmentRef`s, borrowed.
+fn reference_refs(spec: &AseConnectivity) -> impl Iterator<Item = (&str, &str)> {
+    let (ns, _) = key_ref(spec);
+    spec.spec
+        .inbound
+        .iter()
+        .flat_map(|i| i.from.iter())
+        .filter_map(|src| src.environment_ref.as_ref())
+        .map(move |r| (r.namespace.as_deref().unwrap_or(ns), r.name.as_str()))
+}
+
 /// The NSGs and route tables a spec contributes to (normalised ids).
 pub fn shared_resources(spec: &AseConnectivity) -> BTreeSet<String> {
-    let s = &spec.spec;
-    let mut out = BTreeSet::new();
-    out.insert(normalise_id(&s.network_security_group.resource_id));
-    if let Some(rt) = &s.route_table {
-        out.insert(normalise_id(&rt.resource_id));
-    }
-    for b in &s.backends {
-        out.insert(normalise_id(&b.network_security_group.resource_id));
-    }
+    let mut out: BTreeSet<String> = shared_ids(spec).map(normalise_id).collect();
     out.remove("");
     out
 }
@@ -64,19 +102,24 @@ pub fn references(spec: &AseConnectivity) -> BTreeSet<Key> {
 
 /// The specs (other than `changed` itself) to reconcile again because `changed` changed,
 /// appeared or went away. Sorted and without duplicates.
+///
+/// Called for every spec change with the whole store: linear in it, and allocating only for
+/// the specs it returns.
 pub fn dependents(changed: &AseConnectivity, all: &[Arc<AseConnectivity>]) -> Vec<Key> {
-    let me = key_of(changed);
+    let me = key_ref(changed);
     let mine = shared_resources(changed);
+    let mut buf = String::new();
     let mut out = BTreeSet::new();
     for other in all {
-        let key = key_of(other);
+        let key = key_ref(other);
         if key == me {
             continue;
         }
-        let refers_to_me = references(other).contains(&me);
-        let shares = !mine.is_disjoint(&shared_resources(other));
-        if refers_to_me || shares {
-            out.insert(key);
+        let refers_to_me = reference_refs(other).any(|r| r == me);
+        let shares =
+            refers_to_me || shared_ids(other).any(|id| mine.contains(normalise_into(id, &mut buf)));
+        if shares {
+            out.insert((key.0.to_string(), key.1.to_string()));
         }
     }
     out.into_iter().collect()
@@ -119,55 +162,75 @@ pub fn component(
     root: &Arc<AseConnectivity>,
     all: &[Arc<AseConnectivity>],
 ) -> Vec<Arc<AseConnectivity>> {
-    use std::collections::{BTreeMap, HashMap, VecDeque};
+    use std::collections::HashMap;
 
-    let root_key = key_of(root);
-    let mut by_key: BTreeMap<Key, &Arc<AseConnectivity>> = BTreeMap::new();
-    for spec in all {
-        by_key.insert(key_of(spec), spec);
-    }
-    by_key.insert(root_key.clone(), root);
-
-    // Resource id → specs linked to it; spec → specs it references and that reference it.
-    let mut by_resource: HashMap<String, Vec<Key>> = HashMap::new();
-    let mut edges: HashMap<Key, Vec<Key>> = HashMap::new();
-    for (key, spec) in &by_key {
-        for id in linked_resources(spec) {
-            by_resource.entry(id).or_default().push(key.clone());
+    // The specs by index, `root` in place of its stored version. Called by every reconcile
+    // with the whole store, so keys and ids are borrowed, not copied.
+    let root_key = key_ref(root);
+    let mut specs: Vec<&Arc<AseConnectivity>> = Vec::with_capacity(all.len() + 1);
+    let mut by_key: HashMap<(&str, &str), usize> = HashMap::with_capacity(all.len() + 1);
+    for spec in all.iter().chain(std::iter::once(root)) {
+        let key = key_ref(spec);
+        match by_key.get(&key) {
+            // A later duplicate replaces the earlier one (root comes last).
+            Some(&i) => specs[i] = spec,
+            None => {
+                by_key.insert(key, specs.len());
+                specs.push(spec);
+            }
         }
-        for target in references(spec) {
-            if by_key.contains_key(&target) {
-                edges.entry(key.clone()).or_default().push(target.clone());
-                edges.entry(target).or_default().push(key.clone());
+    }
+    let Some(&start) = by_key.get(&root_key) else {
+        return vec![Arc::clone(root)];
+    };
+
+    // Resources (interned) ↔ specs, and reference edges in both directions.
+    let mut resource_of: HashMap<String, usize> = HashMap::new();
+    let mut by_resource: Vec<Vec<usize>> = Vec::new();
+    let mut resources: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+    let mut buf = String::new();
+    for (i, spec) in specs.iter().enumerate() {
+        for id in linked_ids(spec) {
+            let id = normalise_into(id, &mut buf);
+            if id.is_empty() {
+                continue;
+            }
+            let r = match resource_of.get(id) {
+                Some(&r) => r,
+                None => {
+                    resource_of.insert(id.to_string(), by_resource.len());
+                    by_resource.push(Vec::new());
+                    by_resource.len() - 1
+                }
+            };
+            by_resource[r].push(i);
+            resources[i].push(r);
+        }
+        for target in reference_refs(spec) {
+            if let Some(&j) = by_key.get(&target) {
+                edges[i].push(j);
+                edges[j].push(i);
             }
         }
     }
 
-    let mut seen: BTreeSet<Key> = BTreeSet::new();
-    let mut queue = VecDeque::from([root_key.clone()]);
-    seen.insert(root_key);
-    while let Some(key) = queue.pop_front() {
-        let Some(spec) = by_key.get(&key) else {
-            continue;
-        };
-        let mut next: Vec<&Key> = edges
-            .get(&key)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        for id in linked_resources(spec) {
-            if let Some(keys) = by_resource.get(&id) {
-                next.extend(keys.iter());
-            }
-        }
-        for k in next {
-            if seen.insert(k.clone()) {
-                queue.push_back(k.clone());
+    let mut seen = vec![false; specs.len()];
+    let mut queue = std::collections::VecDeque::from([start]);
+    seen[start] = true;
+    let mut member = Vec::new();
+    while let Some(i) = queue.pop_front() {
+        member.push(i);
+        let linked = resources[i].iter().flat_map(|r| by_resource[*r].iter());
+        for &j in edges[i].iter().chain(linked) {
+            if !seen[j] {
+                seen[j] = true;
+                queue.push_back(j);
             }
         }
     }
-    seen.iter()
-        .filter_map(|k| by_key.get(k).map(|s| Arc::clone(s)))
-        .collect()
+    member.sort_by_key(|i| key_ref(specs[*i]));
+    member.into_iter().map(|i| Arc::clone(specs[i])).collect()
 }
 
 /// The Azure parents (normalised ids) a set of specs links to: the keys of the per-parent
