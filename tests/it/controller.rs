@@ -1120,24 +1120,19 @@ where
     stats
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_plan_per_component_the_next_member_reuses_it_without_reading_or_writing_azure() {
-    let arm = Arm::start().await;
-    let one = with_finalizer(seed_spec("ase-one"));
-    let two = with_finalizer(seed_spec("ase-two"));
-    let store = [one.clone(), two.clone()];
-    assert_eq!(
-        index::component(&Arc::new(one.clone()), &store.clone().map(Arc::new)).len(),
-        2,
-        "ase-two references ase-one"
-    );
-    assert!(arm.owned_rules(NSG_TWO).is_empty());
-
-    let (ctx, server) = context(&arm, &store, Leadership::always());
+/// Reconciles `one` (which applies, publishing an `Applied` event) and then `two` on one
+/// context whose store holds both. Returns the ARM `(reads, writes)` of each reconcile,
+/// `one`'s status, the event's note and `two`'s status.
+async fn reconcile_one_then_two(
+    arm: &Arm,
+    one: &AseConnectivity,
+    two: &AseConnectivity,
+) -> (Vec<(u64, u64)>, Value, String, Value) {
+    let (ctx, server) = context(arm, &[one.clone(), two.clone()], Leadership::always());
     let (s1, s2) = (one.clone(), two.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stats = run_on_one_context(
-        &arm,
+        arm,
         ctx,
         server,
         vec![one.clone(), two.clone()],
@@ -1151,6 +1146,23 @@ async fn one_plan_per_component_the_next_member_reuses_it_without_reading_or_wri
     )
     .await;
     let (first, note, second) = rx.await.unwrap();
+    (stats, first, note, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plan_per_component_the_next_member_reuses_it_without_reading_or_writing_azure() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    let store = [one.clone(), two.clone()];
+    assert_eq!(
+        index::component(&Arc::new(one.clone()), &store.clone().map(Arc::new)).len(),
+        2,
+        "ase-two references ase-one"
+    );
+    assert!(arm.owned_rules(NSG_TWO).is_empty());
+
+    let (stats, first, note, second) = reconcile_one_then_two(&arm, &one, &two).await;
 
     // ase-one's reconcile wrote everything the component needs, ase-two's NSG included.
     assert!(stats[0].0 > 0 && stats[0].1 > 0, "{stats:?}");
@@ -1174,7 +1186,6 @@ async fn an_outcome_re_planned_during_apply_is_not_cached_so_the_next_member_pla
     let arm = Arm::start().await;
     let one = with_finalizer(seed_spec("ase-one"));
     let two = with_finalizer(seed_spec("ase-two"));
-    let store = [one.clone(), two.clone()];
     // The first PUT of ase-one's NSG is refused as if the NSG changed since it was read:
     // apply re-reads it and writes from a fresh plan of that resource.
     arm.mock.state.inject_fault(mock_arm::faults::FaultSpec {
@@ -1189,24 +1200,7 @@ async fn an_outcome_re_planned_during_apply_is_not_cached_so_the_next_member_pla
         },
     });
 
-    let (ctx, server) = context(&arm, &store, Leadership::always());
-    let (s1, s2) = (one.clone(), two.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stats = run_on_one_context(
-        &arm,
-        ctx,
-        server,
-        vec![one.clone(), two.clone()],
-        |mut api| async move {
-            let first = api.status_applied(&s1).await;
-            api.event(&s1, "Normal", "Applied").await;
-            let second = api.status_applied(&s2).await;
-            let _ = tx.send((first, second));
-            api
-        },
-    )
-    .await;
-    let (first, second) = rx.await.unwrap();
+    let (stats, first, _, second) = reconcile_one_then_two(&arm, &one, &two).await;
 
     assert!(
         arm.mock.state.pending_faults().is_empty(),
