@@ -32,7 +32,7 @@ impl Stores {
     /// `Arc`s are copied, never the objects.
     pub fn all(&self) -> Vec<Arc<AseConnectivity>> {
         let mut all: Vec<_> = self.0.iter().flat_map(|s| s.state()).collect();
-        all.sort_by_key(|s| key_of(s));
+        all.sort_by(|a, b| super::index::key_ref(a).cmp(&super::index::key_ref(b)));
         all
     }
 

@@ -38,8 +38,9 @@ fn normalise_into<'b>(id: &str, buf: &'b mut String) -> &'b str {
     buf
 }
 
-/// `(namespace, name)` borrowed from the object (the namespace defaulted as [`key_of`]).
-fn key_ref(spec: &AseConnectivity) -> (&str, &str) {
+/// `(namespace, name)` borrowed from the object (the namespace defaulted as [`key_of`]):
+/// compares as [`key_of`] does, without allocating.
+pub fn key_ref(spec: &AseConnectivity) -> (&str, &str) {
     (
         spec.metadata.namespace.as_deref().unwrap_or("default"),
         spec.metadata.name.as_deref().unwrap_or_default(),
@@ -162,6 +163,15 @@ pub fn component(
     root: &Arc<AseConnectivity>,
     all: &[Arc<AseConnectivity>],
 ) -> Vec<Arc<AseConnectivity>> {
+    component_with_resources(root, all).0
+}
+
+/// [`component`] and the Azure parents its members link to ([`component_resources`] of
+/// it), from one pass over `all`.
+pub fn component_with_resources(
+    root: &Arc<AseConnectivity>,
+    all: &[Arc<AseConnectivity>],
+) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
     use std::collections::HashMap;
 
     // The specs by index, `root` in place of its stored version. Called by every reconcile
@@ -181,11 +191,12 @@ pub fn component(
         }
     }
     let Some(&start) = by_key.get(&root_key) else {
-        return vec![Arc::clone(root)];
+        return (vec![Arc::clone(root)], linked_resources(root));
     };
 
     // Resources (interned) ↔ specs, and reference edges in both directions.
     let mut resource_of: HashMap<String, usize> = HashMap::new();
+    let mut names: Vec<&str> = Vec::new();
     let mut by_resource: Vec<Vec<usize>> = Vec::new();
     let mut resources: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
@@ -229,8 +240,25 @@ pub fn component(
             }
         }
     }
+    let mut parents: Vec<bool> = vec![false; by_resource.len()];
+    for &i in &member {
+        for &r in &resources[i] {
+            parents[r] = true;
+        }
+    }
+    names.resize(by_resource.len(), "");
+    for (id, &r) in &resource_of {
+        names[r] = id;
+    }
+    let parents: BTreeSet<String> = parents
+        .iter()
+        .enumerate()
+        .filter(|(_, linked)| **linked)
+        .map(|(r, _)| names[r].to_string())
+        .collect();
     member.sort_by_key(|i| key_ref(specs[*i]));
-    member.into_iter().map(|i| Arc::clone(specs[i])).collect()
+    let members = member.into_iter().map(|i| Arc::clone(specs[i])).collect();
+    (members, parents)
 }
 
 /// The Azure parents (normalised ids) a set of specs links to: the keys of the per-parent

@@ -226,18 +226,15 @@ fn component_specs(
     ctx: &Context,
     obj: &Arc<AseConnectivity>,
 ) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
-    let skip = spec_key(obj);
+    let skip = index::key_ref(obj);
     let candidates: Vec<Arc<AseConnectivity>> = ctx
         .stores
         .all()
         .into_iter()
-        .filter(|s| spec_key(s) != skip && s.meta().deletion_timestamp.is_none())
+        .filter(|s| index::key_ref(s) != skip && s.meta().deletion_timestamp.is_none())
         .collect();
-    let component = index::component(obj, &candidates);
-    let parents = index::component_resources(&component);
-    let mut specs = component;
-    specs.sort_by_key(|s| key_of(s));
-    (specs, parents)
+    // Sorted by key already.
+    index::component_with_resources(obj, &candidates)
 }
 
 /// The engine plans from owned objects: a copy of the component, taken by the reconcile

@@ -953,6 +953,14 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
     assert!(parents.contains(&NSG_TWO.to_ascii_lowercase()));
     assert!(parents.iter().any(|p| p.ends_with("/sql-nsg")));
     assert!(parents.iter().any(|p| p.ends_with("/subnets/ase-one")));
+    // The one-pass version the reconciles use gives the same members and parents, with the
+    // moved spec's old NSG (from its status) among the parents.
+    for (root, all) in [(&two, &without), (&one, &with_moved), (&alone, &all)] {
+        let root = Arc::new(root.clone());
+        let (members, linked) = index::component_with_resources(&root, all);
+        assert_eq!(names(members.clone()), names(index::component(&root, all)));
+        assert_eq!(linked, index::component_resources(&members));
+    }
 }
 
 #[test]
