@@ -79,6 +79,9 @@ pub struct Context {
     /// The last successful outcome of each connected component: one plan per component,
     /// shared by all its specs until an input changes or the resync interval passes.
     pub outcomes: OutcomeCache,
+    /// What every reconcile's component computation over the whole store can reuse from
+    /// the last one (interned ids, per-object links).
+    pub(crate) components: Mutex<super::index::ComponentIndex>,
 }
 
 /// What a component's plan depends on, per member: the fields a change of which makes the
@@ -268,6 +271,7 @@ impl Context {
             failures: Mutex::default(),
             locks: ParentLocks::default(),
             outcomes: OutcomeCache::default(),
+            components: Mutex::default(),
         })
     }
 }

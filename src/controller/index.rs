@@ -8,8 +8,8 @@
 //! validation, so that an invalid spec still wakes up the specs it would affect. Resource
 //! ids compare case-insensitively, as ARM compares them (docs/domain.md 2.2).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
 
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -172,93 +172,173 @@ pub fn component_with_resources(
     root: &Arc<AseConnectivity>,
     all: &[Arc<AseConnectivity>],
 ) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
-    use std::collections::HashMap;
+    ComponentIndex::default().component_with_resources(root, all)
+}
 
-    // The specs by index, `root` in place of its stored version. Called by every reconcile
-    // with the whole store, so keys and ids are borrowed, not copied.
-    let root_key = key_ref(root);
-    let mut specs: Vec<&Arc<AseConnectivity>> = Vec::with_capacity(all.len() + 1);
-    let mut by_key: HashMap<(&str, &str), usize> = HashMap::with_capacity(all.len() + 1);
-    for spec in all.iter().chain(std::iter::once(root)) {
-        let key = key_ref(spec);
-        match by_key.get(&key) {
-            // A later duplicate replaces the earlier one (root comes last).
-            Some(&i) => specs[i] = spec,
-            None => {
-                by_key.insert(key, specs.len());
-                specs.push(spec);
+/// Texts numbered in the order first seen.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    texts: Vec<String>,
+}
+
+impl Interner {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = u32::try_from(self.texts.len()).unwrap_or(u32::MAX);
+        self.ids.insert(text.to_string(), id);
+        self.texts.push(text.to_string());
+        id
+    }
+}
+
+/// What [`component`] needs of one object: its key, the parents it links to and the specs
+/// it references, as interned ids.
+struct ObjectLinks {
+    key: u32,
+    resources: Vec<u32>,
+    references: Vec<u32>,
+}
+
+/// [`component_with_resources`] for a caller that asks again and again over a store whose
+/// objects mostly stay the same `Arc`s (the controller: every reconcile, over the whole
+/// store). Resource ids and keys are interned once, and each object's links are computed
+/// once per object version (keyed by the `Arc`'s address; the `Weak` kept with them holds
+/// the allocation, so the address is not reused while the entry lives). Same results as
+/// the free function.
+#[derive(Default)]
+pub struct ComponentIndex {
+    resources: Interner,
+    keys: Interner,
+    objects: HashMap<usize, (Weak<AseConnectivity>, Arc<ObjectLinks>)>,
+    buf: String,
+}
+
+impl ComponentIndex {
+    fn key_id(&mut self, (namespace, name): (&str, &str)) -> u32 {
+        self.buf.clear();
+        self.buf.push_str(namespace);
+        self.buf.push('/');
+        self.buf.push_str(name);
+        let text = std::mem::take(&mut self.buf);
+        let id = self.keys.intern(&text);
+        self.buf = text;
+        id
+    }
+
+    fn links(&mut self, spec: &Arc<AseConnectivity>) -> Arc<ObjectLinks> {
+        let address = Arc::as_ptr(spec) as usize;
+        if let Some((weak, links)) = self.objects.get(&address) {
+            if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(spec)) && weak.strong_count() > 0 {
+                return Arc::clone(links);
             }
         }
-    }
-    let Some(&start) = by_key.get(&root_key) else {
-        return (vec![Arc::clone(root)], linked_resources(root));
-    };
-
-    // Resources (interned) ↔ specs, and reference edges in both directions.
-    let mut resource_of: HashMap<String, usize> = HashMap::new();
-    let mut names: Vec<&str> = Vec::new();
-    let mut by_resource: Vec<Vec<usize>> = Vec::new();
-    let mut resources: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
-    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
-    let mut buf = String::new();
-    for (i, spec) in specs.iter().enumerate() {
+        let key = self.key_id(key_ref(spec));
+        let mut resources = Vec::new();
+        let mut buf = String::new();
         for id in linked_ids(spec) {
             let id = normalise_into(id, &mut buf);
-            if id.is_empty() {
-                continue;
-            }
-            let r = match resource_of.get(id) {
-                Some(&r) => r,
-                None => {
-                    resource_of.insert(id.to_string(), by_resource.len());
-                    by_resource.push(Vec::new());
-                    by_resource.len() - 1
-                }
-            };
-            by_resource[r].push(i);
-            resources[i].push(r);
-        }
-        for target in reference_refs(spec) {
-            if let Some(&j) = by_key.get(&target) {
-                edges[i].push(j);
-                edges[j].push(i);
+            if !id.is_empty() {
+                resources.push(self.resources.intern(id));
             }
         }
+        resources.sort_unstable();
+        resources.dedup();
+        let references = reference_refs(spec)
+            .map(|target| self.key_id(target))
+            .collect();
+        let links = Arc::new(ObjectLinks {
+            key,
+            resources,
+            references,
+        });
+        self.objects
+            .insert(address, (Arc::downgrade(spec), Arc::clone(&links)));
+        links
     }
 
-    let mut seen = vec![false; specs.len()];
-    let mut queue = std::collections::VecDeque::from([start]);
-    seen[start] = true;
-    let mut member = Vec::new();
-    while let Some(i) = queue.pop_front() {
-        member.push(i);
-        let linked = resources[i].iter().flat_map(|r| by_resource[*r].iter());
-        for &j in edges[i].iter().chain(linked) {
-            if !seen[j] {
-                seen[j] = true;
-                queue.push_back(j);
+    /// [`component_with_resources`], remembering what it computed for the next call.
+    pub fn component_with_resources(
+        &mut self,
+        root: &Arc<AseConnectivity>,
+        all: &[Arc<AseConnectivity>],
+    ) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
+        // Entries of objects no longer alive anywhere.
+        if self.objects.len() > 2 * (all.len() + 1) + 64 {
+            self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+        // The specs by index, `root` in place of its stored version (it comes last).
+        let mut specs: Vec<(&Arc<AseConnectivity>, Arc<ObjectLinks>)> =
+            Vec::with_capacity(all.len() + 1);
+        let mut spec_of_key: Vec<usize> = Vec::new();
+        for spec in all.iter().chain(std::iter::once(root)) {
+            let links = self.links(spec);
+            let k = links.key as usize;
+            if spec_of_key.len() <= k {
+                spec_of_key.resize(self.keys.texts.len().max(k + 1), usize::MAX);
+            }
+            match spec_of_key[k] {
+                usize::MAX => {
+                    spec_of_key[k] = specs.len();
+                    specs.push((spec, links));
+                }
+                i => specs[i] = (spec, links),
             }
         }
-    }
-    let mut parents: Vec<bool> = vec![false; by_resource.len()];
-    for &i in &member {
-        for &r in &resources[i] {
-            parents[r] = true;
+        spec_of_key.resize(self.keys.texts.len(), usize::MAX);
+        let start = spec_of_key[self.links(root).key as usize];
+
+        // Resource → specs and reference edges (both directions), as adjacency lists.
+        let mut by_resource: Vec<Vec<usize>> = vec![Vec::new(); self.resources.texts.len()];
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+        for (i, (_, links)) in specs.iter().enumerate() {
+            for &r in &links.resources {
+                by_resource[r as usize].push(i);
+            }
+            for &target in &links.references {
+                if let Some(&j) = spec_of_key.get(target as usize) {
+                    if j != usize::MAX {
+                        edges[i].push(j);
+                        edges[j].push(i);
+                    }
+                }
+            }
         }
+
+        let mut seen = vec![false; specs.len()];
+        let mut queue = std::collections::VecDeque::from([start]);
+        seen[start] = true;
+        let mut member = Vec::new();
+        let mut parents = vec![false; by_resource.len()];
+        while let Some(i) = queue.pop_front() {
+            member.push(i);
+            let links = &specs[i].1;
+            for &r in &links.resources {
+                parents[r as usize] = true;
+            }
+            let linked = links
+                .resources
+                .iter()
+                .flat_map(|r| by_resource[*r as usize].iter());
+            for &j in edges[i].iter().chain(linked) {
+                if !seen[j] {
+                    seen[j] = true;
+                    queue.push_back(j);
+                }
+            }
+        }
+        let parents: BTreeSet<String> = parents
+            .iter()
+            .enumerate()
+            .filter(|(_, linked)| **linked)
+            .map(|(r, _)| self.resources.texts[r].clone())
+            .collect();
+        member.sort_by_key(|i| key_ref(specs[*i].0));
+        let members = member.into_iter().map(|i| Arc::clone(specs[i].0)).collect();
+        (members, parents)
     }
-    names.resize(by_resource.len(), "");
-    for (id, &r) in &resource_of {
-        names[r] = id;
-    }
-    let parents: BTreeSet<String> = parents
-        .iter()
-        .enumerate()
-        .filter(|(_, linked)| **linked)
-        .map(|(r, _)| names[r].to_string())
-        .collect();
-    member.sort_by_key(|i| key_ref(specs[*i]));
-    let members = member.into_iter().map(|i| Arc::clone(specs[i])).collect();
-    (members, parents)
 }
 
 /// The Azure parents (normalised ids) a set of specs links to: the keys of the per-parent

@@ -234,7 +234,10 @@ fn component_specs(
         .filter(|s| index::key_ref(s) != skip && s.meta().deletion_timestamp.is_none())
         .collect();
     // Sorted by key already.
-    index::component_with_resources(obj, &candidates)
+    ctx.components
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .component_with_resources(obj, &candidates)
 }
 
 /// The engine plans from owned objects: a copy of the component, taken by the reconcile

@@ -961,6 +961,31 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
         assert_eq!(names(members.clone()), names(index::component(&root, all)));
         assert_eq!(linked, index::component_resources(&members));
     }
+
+    // One index kept across calls, as the controller keeps it, gives the fresh results while
+    // the store changes under it: here `alone` is replaced by a version that joins sql-nsg.
+    let mut joined = alone.clone();
+    joined.spec.backends = one.spec.backends.clone();
+    let mut changed = all.clone();
+    changed[4] = Arc::new(joined);
+    let mut kept = index::ComponentIndex::default();
+    for (root, all) in [
+        (&one, &all),
+        (&two, &without),
+        (&one, &with_moved),
+        (&one, &changed),
+        (&alone, &all),
+        (&one, &all),
+    ] {
+        let root = Arc::new(root.clone());
+        let (members, linked) = kept.component_with_resources(&root, all);
+        let (fresh, fresh_linked) = index::component_with_resources(&root, all);
+        assert_eq!(names(members), names(fresh));
+        assert_eq!(linked, fresh_linked);
+    }
+    assert!(
+        names(index::component(&Arc::new(one.clone()), &changed)).contains(&"alone".to_string())
+    );
 }
 
 #[test]
