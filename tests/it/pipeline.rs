@@ -539,12 +539,12 @@ async fn injected_faults_end_in_convergence_without_losing_required_rules() {
     }
 }
 
-#[tokio::test]
-async fn a_permanently_failed_operation_surfaces_azure_code_and_message() {
-    let env = env("seed").await;
+/// Makes the operation of the first PUT of NSG `nsg` fail (`SecurityRuleConflict`, the
+/// write rolled back), applies the plan and returns the apply's error.
+async fn apply_with_failed_nsg(env: &Env, nsg: &str) -> asenet::pipeline::PipelineError {
     env.state().inject_fault(FaultSpec {
         method: Some("PUT".into()),
-        path: Some("networkSecurityGroups/ase-one-nsg".into()),
+        path: Some(format!("networkSecurityGroups/{nsg}")),
         count: 1,
         action: FaultAction::LroFailed {
             code: "SecurityRuleConflict".into(),
@@ -552,11 +552,16 @@ async fn a_permanently_failed_operation_surfaces_azure_code_and_message() {
             keep_write: false,
         },
     });
-    let err = env
-        .pipeline
+    env.pipeline
         .apply(&env.specs, &env.scope, env.plan().await, &|_| {})
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_permanently_failed_operation_surfaces_azure_code_and_message() {
+    let env = env("seed").await;
+    let err = apply_with_failed_nsg(&env, "ase-one-nsg").await;
     let text = format!("{err}");
     assert!(
         text.contains("SecurityRuleConflict") && text.contains("rule collides with a policy"),
@@ -977,21 +982,7 @@ async fn a_subnet_is_written_after_its_nsg_and_not_at_all_when_that_write_failed
 
     // The creation of one NSG fails: its subnet is not associated, the others are.
     let env = env("layered").await;
-    env.state().inject_fault(FaultSpec {
-        method: Some("PUT".into()),
-        path: Some("networkSecurityGroups/fe2ase-nsg".into()),
-        count: 1,
-        action: FaultAction::LroFailed {
-            code: "SecurityRuleConflict".into(),
-            message: "rule collides with a policy".into(),
-            keep_write: false,
-        },
-    });
-    let err = env
-        .pipeline
-        .apply(&env.specs, &env.scope, env.plan().await, &|_| {})
-        .await
-        .unwrap_err();
+    let err = apply_with_failed_nsg(&env, "fe2ase-nsg").await;
     assert!(format!("{err}").contains("SecurityRuleConflict"), "{err}");
     let subnet = |name: &str| {
         env.state()
