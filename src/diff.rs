@@ -590,19 +590,14 @@ fn plan_nsg(
     });
     conflicts.dedup();
 
-    let action = match have {
-        None => ParentAction::Create,
-        Some(_) if ch.has_changes() => ParentAction::Update,
-        Some(_) => ParentAction::NoChange,
-    };
     ResourcePlan {
         id: id.clone(),
         kind: ResourceKind::NetworkSecurityGroup,
-        action,
-        location: match have {
-            None => want.and_then(|w| w.location.clone()),
-            Some(h) => h.location.clone(),
-        },
+        action: parent_action(have.is_some(), ch.has_changes()),
+        location: parent_location(
+            have.map(|h| &h.location),
+            want.and_then(|w| w.location.as_ref()),
+        ),
         etag: have.and_then(|h| h.etag.clone()),
         owners,
         rules: ch,
@@ -778,19 +773,14 @@ fn plan_route_table(
     sort_changes(&mut ch, route_order);
     conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
 
-    let action = match have {
-        None => ParentAction::Create,
-        Some(_) if ch.has_changes() => ParentAction::Update,
-        Some(_) => ParentAction::NoChange,
-    };
     ResourcePlan {
         id: id.clone(),
         kind: ResourceKind::RouteTable,
-        action,
-        location: match have {
-            None => want.and_then(|w| w.location.clone()),
-            Some(h) => h.location.clone(),
-        },
+        action: parent_action(have.is_some(), ch.has_changes()),
+        location: parent_location(
+            have.map(|h| &h.location),
+            want.and_then(|w| w.location.as_ref()),
+        ),
         etag: have.and_then(|h| h.etag.clone()),
         owners,
         rules: EntryChanges::default(),
@@ -883,6 +873,25 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
         }
     }
     out
+}
+
+/// What happens to an NSG or route table: created when it does not exist, else one PUT
+/// when any of its entries changes.
+fn parent_action(exists: bool, changes: bool) -> ParentAction {
+    match (exists, changes) {
+        (false, _) => ParentAction::Create,
+        (true, true) => ParentAction::Update,
+        (true, false) => ParentAction::NoChange,
+    }
+}
+
+/// The location of a parent: the observed one when it exists (`observed` is `Some`), else
+/// the one desired for creating it.
+fn parent_location(observed: Option<&Option<String>>, desired: Option<&String>) -> Option<String> {
+    match observed {
+        Some(location) => location.clone(),
+        None => desired.cloned(),
+    }
 }
 
 /// A rule or route as the diff sees it.

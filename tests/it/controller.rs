@@ -241,8 +241,13 @@ impl ApiServer {
         );
     }
 
-    /// PATCH of the spec adding the finalizer (JSON patch with a `test` guard).
-    async fn finalizer_added(&mut self, spec: &AseConnectivity) {
+    /// A JSON PATCH of `spec` with exactly `expected` as body, answered with `after`.
+    async fn spec_patched(
+        &mut self,
+        spec: &AseConnectivity,
+        expected: Value,
+        after: AseConnectivity,
+    ) {
         let (method, path, _, body, send) = self.next().await;
         assert_eq!(method, Method::PATCH);
         assert_eq!(
@@ -253,41 +258,29 @@ impl ApiServer {
                 spec.name_any()
             )
         );
-        assert_eq!(
-            body,
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": null},
-                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-            ])
-        );
-        Self::respond(
-            send,
-            &serde_json::to_value(with_finalizer(spec.clone())).unwrap(),
-        );
+        assert_eq!(body, expected);
+        Self::respond(send, &serde_json::to_value(after).unwrap());
+    }
+
+    /// PATCH of the spec adding the finalizer (JSON patch with a `test` guard).
+    async fn finalizer_added(&mut self, spec: &AseConnectivity) {
+        let expected = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]);
+        self.spec_patched(spec, expected, with_finalizer(spec.clone()))
+            .await;
     }
 
     /// PATCH of the spec removing the finalizer.
     async fn finalizer_removed(&mut self, spec: &AseConnectivity) {
-        let (method, path, _, body, send) = self.next().await;
-        assert_eq!(method, Method::PATCH);
-        assert_eq!(
-            path,
-            format!(
-                "{SPECS}/{}/aseconnectivities/{}",
-                spec.namespace().unwrap(),
-                spec.name_any()
-            )
-        );
-        assert_eq!(
-            body,
-            json!([
-                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
-                {"op": "remove", "path": "/metadata/finalizers/0"},
-            ])
-        );
+        let expected = json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ]);
         let mut released = spec.clone();
         released.metadata.finalizers = None;
-        Self::respond(send, &serde_json::to_value(released).unwrap());
+        self.spec_patched(spec, expected, released).await;
     }
 
     /// Server-side apply of the status under the field manager `asenet`; returns the status.
