@@ -123,12 +123,34 @@ pub struct ApiVersions {
     pub resources: Vec<String>,
 }
 
+/// The `api-version` that each current Microsoft Network SDK sends on every
+/// `Microsoft.Network` call, read from the published package itself (issue 11 item 3):
+///
+/// - Rust `azure_mgmt_network` 0.21.0 (crates.io, feature `default_tag` = `package-2024-03`):
+///   `src/package_2024_03/mod.rs` appends `api-version=2024-03-01`.
+/// - Python `azure-mgmt-network` 33.1.0 (PyPI wheel): every operation in
+///   `operations/_operations.py` defaults to `"2026-03-01"`.
+/// - JavaScript `@azure/arm-network` 39.0.0 (npm tarball, modular client): every operation in
+///   `dist/*/api/*/operations.js` sends `"api%2Dversion": "2026-01-01"`.
+///
+/// All three also send `2018-10-01`, but only for `Microsoft.Compute/virtualMachineScaleSets`
+/// paths (VMSS NICs and public IPs), which the mock does not serve.
+pub const SDK_NETWORK_API_VERSIONS: &[(&str, &str)] = &[
+    ("azure_mgmt_network 0.21.0 (Rust)", "2024-03-01"),
+    ("azure-mgmt-network 33.1.0 (Python)", "2026-03-01"),
+    ("@azure/arm-network 39.0.0 (JavaScript)", "2026-01-01"),
+];
+
 impl Default for ApiVersions {
     fn default() -> Self {
         let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
         Self {
-            // 2024-03-01: the swagger in azure-specs and the Rust SDK 0.21; 2026-03-01: the
-            // Python azure-mgmt-network default; 2025-05-01 and a few recent ones for other SDKs.
+            // Every default of SDK_NETWORK_API_VERSIONS (the swagger in azure-specs is
+            // 2024-03-01 too), the versions the Python 33.1.0 operations accept when a caller
+            // pins `api_version` (its `api_versions_list`: 2025-05-01 .. 2026-03-01), and the
+            // stable versions between them that earlier SDK majors sent. The request and
+            // response shapes of the resources served are the same in all of them for every
+            // field the mock models; README "API versions" lists the later additions it ignores.
             network: list(&[
                 "2023-09-01",
                 "2023-11-01",
@@ -139,6 +161,9 @@ impl Default for ApiVersions {
                 "2024-10-01",
                 "2025-01-01",
                 "2025-05-01",
+                "2025-07-01",
+                "2025-09-01",
+                "2026-01-01",
                 "2026-03-01",
             ]),
             web: list(&[
@@ -163,5 +188,21 @@ mod duration_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sdk_default_network_version_is_accepted_by_default() {
+        let accepted = ApiVersions::default().network;
+        for (sdk, version) in SDK_NETWORK_API_VERSIONS {
+            assert!(
+                accepted.iter().any(|v| v == version),
+                "{sdk} sends {version}, which the default list lacks"
+            );
+        }
     }
 }
