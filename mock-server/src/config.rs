@@ -134,7 +134,8 @@ pub struct ApiVersions {
 ///   `dist/*/api/*/operations.js` sends `"api%2Dversion": "2026-01-01"`.
 ///
 /// All three also send `2018-10-01`, but only for `Microsoft.Compute/virtualMachineScaleSets`
-/// paths (VMSS NICs and public IPs), which the mock does not serve.
+/// paths (VMSS NICs and public IPs), which the mock does not serve. A version outside the
+/// accepted list stays 400 `InvalidApiVersionParameter` (domain.md 4.1, 4.7).
 pub const SDK_NETWORK_API_VERSIONS: &[(&str, &str)] = &[
     ("azure_mgmt_network 0.21.0 (Rust)", "2024-03-01"),
     ("azure-mgmt-network 33.1.0 (Python)", "2026-03-01"),

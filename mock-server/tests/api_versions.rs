@@ -42,8 +42,7 @@ async fn finish(arm: &Arm, answer: &Answer, version: &str, what: &str) {
 }
 
 #[tokio::test]
-async fn every_network_api_version_microsofts_sdks_send_round_trips_nsgs_route_tables_and_subnets(
-) {
+async fn every_sdk_api_version_round_trips_nsgs_route_tables_and_subnets() {
     let mock = mock().await;
     let arm = Arm::new(&mock);
     for (index, (sdk, version)) in SDK_VERSIONS.iter().enumerate() {
@@ -65,10 +64,7 @@ async fn every_network_api_version_microsofts_sdks_send_round_trips_nsgs_route_t
         assert_eq!(got.status, 200, "{sdk}");
         let rule0 = &got.body["properties"]["securityRules"][0];
         assert_eq!(
-            (
-                &rule0["name"],
-                &rule0["properties"]["destinationPortRange"]
-            ),
+            (&rule0["name"], &rule0["properties"]["destinationPortRange"]),
             (&json!("AllowManagement"), &json!("454-455")),
             "{sdk}"
         );
@@ -87,7 +83,11 @@ async fn every_network_api_version_microsofts_sdks_send_round_trips_nsgs_route_t
         finish(&arm, &table, version, sdk).await;
         let routes = get(&arm, &format!("{rt}/routes"), version).await;
         assert_eq!(routes.status, 200, "{sdk}");
-        assert_eq!(routes.body["value"].as_array().map(Vec::len), Some(2), "{sdk}");
+        assert_eq!(
+            routes.body["value"].as_array().map(Vec::len),
+            Some(2),
+            "{sdk}"
+        );
 
         let associated = put(
             &arm,
@@ -97,7 +97,11 @@ async fn every_network_api_version_microsofts_sdks_send_round_trips_nsgs_route_t
                 "networkSecurityGroup": {"id": nsg}, "routeTable": {"id": rt}}}),
         )
         .await;
-        assert_eq!(associated.status, 201, "{sdk} {version}: {}", associated.body);
+        assert_eq!(
+            associated.status, 201,
+            "{sdk} {version}: {}",
+            associated.body
+        );
         finish(&arm, &associated, version, sdk).await;
         let stored = get(&arm, &subnet, version).await;
         assert_eq!(
@@ -114,7 +118,11 @@ async fn every_network_api_version_microsofts_sdks_send_round_trips_nsgs_route_t
         // Delete through the same version: 202, then the operation ends Succeeded.
         for path in [&subnet, &nsg, &rt] {
             let deleted = arm.send(arm.http.delete(at(&arm, path, version))).await;
-            assert_eq!(deleted.status, 202, "{sdk}: DELETE {path}: {}", deleted.body);
+            assert_eq!(
+                deleted.status, 202,
+                "{sdk}: DELETE {path}: {}",
+                deleted.body
+            );
             finish(&arm, &deleted, version, sdk).await;
             assert_eq!(get(&arm, path, version).await.status, 404, "{sdk}: {path}");
         }
@@ -144,7 +152,9 @@ async fn an_api_version_no_sdk_sends_is_refused_naming_it_and_writes_nothing() {
             (400, "InvalidApiVersionParameter"),
             "{unknown}"
         );
-        let message = refused.body["error"]["message"].as_str().unwrap_or_default();
+        let message = refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
             message.contains(&format!("'{unknown}'")) && message.contains("2026-01-01"),
             "{unknown}: {message}"
