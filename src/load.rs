@@ -26,6 +26,8 @@ pub enum LoadError {
     },
     #[error("no AseConnectivity specs found in `{path}`")]
     Empty { path: PathBuf },
+    #[error("`{path}`: bad tenancy policy: {errors}")]
+    Policy { path: PathBuf, errors: String },
 }
 
 /// A spec and the file it came from.
@@ -107,6 +109,58 @@ pub fn parse_specs(file: &Path, text: &str) -> Result<Vec<LoadedSpec>, LoadError
         });
     }
     Ok(out)
+}
+
+/// Loads a tenancy policy file (`--policy FILE`): `AseTenancyPolicy` and `AseBackendGrant`
+/// documents, as the operator reads them from the cluster. Any other kind is an error (a
+/// misspelt kind would otherwise silently grant nothing), and so is a bad entry: the CLI
+/// refuses to plan under a policy it cannot read whole.
+pub fn load_policy(path: &Path) -> Result<crate::tenancy::PolicySet, LoadError> {
+    use crate::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet};
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut policies: Vec<AseTenancyPolicy> = Vec::new();
+    let mut grants: Vec<AseBackendGrant> = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let parse = |message: String| LoadError::Parse {
+            path: path.to_path_buf(),
+            index,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("AseTenancyPolicy") => {
+                policies.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
+            }
+            Some("AseBackendGrant") => {
+                grants.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
+            }
+            other => {
+                return Err(parse(format!(
+                    "kind: `{}` is not AseTenancyPolicy or AseBackendGrant",
+                    other.unwrap_or_default()
+                )))
+            }
+        }
+    }
+    let (set, errors) = PolicySet::enforce(&policies, &grants);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadError::Policy {
+            path: path.to_path_buf(),
+            errors: errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
 }
 
 /// Loads a snapshot file (YAML or JSON, see `snapshot::Snapshot`).

@@ -11,6 +11,7 @@ use kube::CustomResourceExt;
 
 use super::AzureArgs;
 use crate::controller::{self, Engine, LeaseSettings, Metrics, RunOptions, Settings};
+use crate::tenancy::TenancyMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -59,9 +60,21 @@ pub struct ControllerArgs {
     /// Seconds before expiry at which the leader renews.
     #[arg(long, default_value_t = 5)]
     pub lease_grace_seconds: u64,
+    /// Tenancy: `enforce` lets a spec write only the Azure scopes the AseTenancyPolicy
+    /// objects give its namespace (and back-end NSGs an AseBackendGrant opens to it); with
+    /// no policy objects nothing is allowed. `off`: any spec may write anything the
+    /// operator's identity can reach (one team per cluster).
+    #[arg(long, env = "ASENET_TENANCY", default_value = "enforce", value_parser = parse_tenancy)]
+    pub tenancy: TenancyMode,
     /// Log format: `json` (one object per line, for log collectors) or `text`.
     #[arg(long, env = "ASENET_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+}
+
+fn parse_tenancy(value: &str) -> Result<TenancyMode, String> {
+    value
+        .parse()
+        .map_err(|e: crate::tenancy::ModeError| e.to_string())
 }
 
 fn init_logging(format: LogFormat) {
@@ -122,6 +135,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             label_selector: args.label_selector.clone(),
             settings: Settings {
                 resync: Duration::from_secs(args.resync_seconds.max(1)),
+                tenancy: args.tenancy,
             },
             metrics_addr: args.metrics_addr,
             lease,

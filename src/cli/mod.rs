@@ -58,6 +58,11 @@ pub struct ResolveArgs {
     pub snapshot: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
+    /// writing outside what it allows their namespace are refused, as by the operator with
+    /// `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Option<PathBuf>,
 }
 
 /// How to reach Azure Resource Manager.
@@ -106,6 +111,11 @@ pub enum CredentialKind {
 pub struct PlanArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
+    /// writing outside what it allows their namespace are refused, as by the operator with
+    /// `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -119,6 +129,11 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
+    /// writing outside what it allows their namespace are refused, as by the operator with
+    /// `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -127,6 +142,11 @@ pub struct ApplyArgs {
 pub struct VerifyArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
+    /// writing outside what it allows their namespace are refused, as by the operator with
+    /// `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -138,6 +158,14 @@ pub struct DemoArgs {
     /// The seed folder (specs, mock seed).
     #[arg(long, default_value = "examples/seed")]
     pub seed: PathBuf,
+}
+
+/// The tenancy policy of a CLI run: the `--policy` file, else off.
+pub fn policy_of(path: Option<&std::path::Path>) -> anyhow::Result<crate::tenancy::PolicySet> {
+    Ok(match path {
+        Some(p) => crate::load::load_policy(p)?,
+        None => crate::tenancy::PolicySet::off(),
+    })
 }
 
 /// Runs a parsed command line and maps the outcome to an exit code.
