@@ -26,8 +26,8 @@ pub enum LoadError {
     },
     #[error("no AseConnectivity specs found in `{path}`")]
     Empty { path: PathBuf },
-    #[error("`{path}`: bad tenancy policy: {errors}")]
-    Policy { path: PathBuf, errors: String },
+    #[error("{paths}: bad tenancy policy: {errors}")]
+    Policy { paths: String, errors: String },
 }
 
 /// A spec and the file it came from.
@@ -111,21 +111,58 @@ pub fn parse_specs(file: &Path, text: &str) -> Result<Vec<LoadedSpec>, LoadError
     Ok(out)
 }
 
-/// Loads a tenancy policy file (`--policy FILE`): `AseTenancyPolicy` and `AseBackendGrant`
-/// documents, as the operator reads them from the cluster. Any other kind is an error (a
-/// misspelt kind would otherwise silently grant nothing), and so is a bad entry: the CLI
-/// refuses to plan under a policy it cannot read whole.
-pub fn load_policy(path: &Path) -> Result<crate::tenancy::PolicySet, LoadError> {
-    use crate::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet};
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut policies: Vec<AseTenancyPolicy> = Vec::new();
-    let mut grants: Vec<AseBackendGrant> = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let parse = |message: String| LoadError::Parse {
+/// Loads tenancy policy files (`--policy FILE`, repeatable): `AseTenancyPolicy` and
+/// `AseBackendGrant` documents, as the operator reads them from the cluster. Any other kind
+/// is an error (a misspelt kind would otherwise silently grant nothing), and so is a bad
+/// entry: the CLI refuses to plan under a policy it cannot read whole.
+pub fn load_policy(paths: &[PathBuf]) -> Result<crate::tenancy::PolicySet, LoadError> {
+    use crate::tenancy::PolicySet;
+    let mut policies = Vec::new();
+    let mut grants = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
+            source,
+        })?;
+        let (p, g) = parse_policy(path, &text)?;
+        policies.extend(p);
+        grants.extend(g);
+    }
+    let (set, errors) = PolicySet::enforce(&policies, &grants);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadError::Policy {
+            paths: paths
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            errors: errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
+/// The tenancy documents of one multi-document YAML text.
+pub fn parse_policy(
+    file: &Path,
+    text: &str,
+) -> Result<
+    (
+        Vec<crate::tenancy::AseTenancyPolicy>,
+        Vec<crate::tenancy::AseBackendGrant>,
+    ),
+    LoadError,
+> {
+    let mut policies = Vec::new();
+    let mut grants = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let parse = |message: String| LoadError::Parse {
+            path: file.to_path_buf(),
             index,
             message,
         };
@@ -142,25 +179,13 @@ pub fn load_policy(path: &Path) -> Result<crate::tenancy::PolicySet, LoadError> 
             }
             other => {
                 return Err(parse(format!(
-                    "kind: `{}` is not AseTenancyPolicy or AseBackendGrant",
+                    "kind `{}` is not AseTenancyPolicy or AseBackendGrant",
                     other.unwrap_or_default()
                 )))
             }
         }
     }
-    let (set, errors) = PolicySet::enforce(&policies, &grants);
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(LoadError::Policy {
-            path: path.to_path_buf(),
-            errors: errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
-    }
+    Ok((policies, grants))
 }
 
 /// Loads a snapshot file (YAML or JSON, see `snapshot::Snapshot`).

@@ -58,11 +58,11 @@ pub struct ResolveArgs {
     pub snapshot: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
-    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
-    /// writing outside what it allows their namespace are refused, as by the operator with
-    /// `--tenancy enforce`. Without it, tenancy is off.
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
     #[arg(long = "policy")]
-    pub policy: Option<PathBuf>,
+    pub policy: Vec<PathBuf>,
 }
 
 /// How to reach Azure Resource Manager.
@@ -111,11 +111,11 @@ pub enum CredentialKind {
 pub struct PlanArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
-    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
-    /// writing outside what it allows their namespace are refused, as by the operator with
-    /// `--tenancy enforce`. Without it, tenancy is off.
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
     #[arg(long = "policy")]
-    pub policy: Option<PathBuf>,
+    pub policy: Vec<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -129,11 +129,11 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
-    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
-    /// writing outside what it allows their namespace are refused, as by the operator with
-    /// `--tenancy enforce`. Without it, tenancy is off.
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
     #[arg(long = "policy")]
-    pub policy: Option<PathBuf>,
+    pub policy: Vec<PathBuf>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -142,11 +142,11 @@ pub struct ApplyArgs {
 pub struct VerifyArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
-    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents): specs
-    /// writing outside what it allows their namespace are refused, as by the operator with
-    /// `--tenancy enforce`. Without it, tenancy is off.
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
     #[arg(long = "policy")]
-    pub policy: Option<PathBuf>,
+    pub policy: Vec<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -160,11 +160,12 @@ pub struct DemoArgs {
     pub seed: PathBuf,
 }
 
-/// The tenancy policy of a CLI run: the `--policy` file, else off.
-pub fn policy_of(path: Option<&std::path::Path>) -> anyhow::Result<crate::tenancy::PolicySet> {
-    Ok(match path {
-        Some(p) => crate::load::load_policy(p)?,
-        None => crate::tenancy::PolicySet::off(),
+/// The tenancy policy of a CLI run: the `--policy` files, else off.
+pub fn policy_of(paths: &[PathBuf]) -> anyhow::Result<crate::tenancy::PolicySet> {
+    Ok(if paths.is_empty() {
+        crate::tenancy::PolicySet::off()
+    } else {
+        crate::load::load_policy(paths)?
     })
 }
 

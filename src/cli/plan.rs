@@ -42,7 +42,7 @@ pub fn render_plan(plan: &Plan, output: OutputFormat, color: bool) -> String {
 
 pub fn run_plan(args: super::PlanArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
-    let policy = super::policy_of(args.policy.as_deref())?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;
@@ -67,7 +67,7 @@ pub fn plan_exit_code(plan: &Plan) -> ExitCode {
 
 pub fn run_apply(args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
-    let policy = super::policy_of(args.policy.as_deref())?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let color = std::io::stdout().is_terminal();
     rt.block_on(async {
@@ -250,7 +250,7 @@ pub fn render_apply_report(r: &ApplyReport, color: bool) -> String {
 
 pub fn run_verify(args: super::VerifyArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
-    let policy = super::policy_of(args.policy.as_deref())?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let report = rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;

@@ -21,7 +21,7 @@ pub fn run(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         None => Snapshot::default(),
     };
     let specs: Vec<_> = loaded.into_iter().map(|l| l.spec).collect();
-    let refused = super::policy_of(args.policy.as_deref())?.refusals(&specs);
+    let refused = super::policy_of(&args.policy)?.refusals(&specs);
     let (mut valid, mut invalid) = validate_all(&specs);
     // Refused specs (tenancy) are treated as invalid ones, as `plan` treats them.
     valid.retain(|v| !refused.contains_key(&v.key));
