@@ -36,8 +36,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the Kubernetes operator.
     Controller(controller::ControllerArgs),
-    /// Print the AseConnectivity CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (default: AseConnectivity).
+    Crd(controller::CrdArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,7 +178,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => plan::run_verify(a),
         Command::Demo(a) => demo::run(a),
         Command::Controller(a) => controller::run(a),
-        Command::Crd => controller::print_crd(),
+        Command::Crd(a) => controller::print_crd(a),
     };
     match result {
         Ok(code) => code,

@@ -347,3 +347,45 @@ fn a_grant_given_or_revoked_wakes_exactly_the_specs_it_decides_differently() {
         .iter()
         .all(|s| s.namespace().as_deref() == Some("network")));
 }
+
+#[test]
+fn asenet_crd_prints_the_committed_tenancy_crds() {
+    // Regenerate with: cargo run -q -- crd --kind AseTenancyPolicy > crds/asetenancypolicies.asenet.io.yaml
+    //                  cargo run -q -- crd --kind AseBackendGrant > crds/asebackendgrants.asenet.io.yaml
+    //                  cp crds/asetenancypolicies.asenet.io.yaml crds/asebackendgrants.asenet.io.yaml charts/asenet/crds/
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (kind, file, scope) in [
+        (
+            "AseTenancyPolicy",
+            "asetenancypolicies.asenet.io.yaml",
+            "Cluster",
+        ),
+        (
+            "AseBackendGrant",
+            "asebackendgrants.asenet.io.yaml",
+            "Namespaced",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+            .args(["crd", "--kind", kind])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let printed = String::from_utf8(out.stdout).unwrap();
+        for committed in [format!("crds/{file}"), format!("charts/asenet/crds/{file}")] {
+            let text = std::fs::read_to_string(root.join(&committed)).unwrap();
+            assert!(
+                text == printed,
+                "{committed} differs from `asenet crd --kind {kind}`; regenerate it (see this test's comment)"
+            );
+        }
+        let crd: Value = serde_yaml::from_str(&printed).unwrap();
+        assert_eq!(crd["spec"]["names"]["kind"], kind);
+        assert_eq!(crd["spec"]["scope"], scope);
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+        .args(["crd", "--kind", "Secret"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
