@@ -151,26 +151,20 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CrdKind {
     #[value(name = "AseConnectivity")]
-    AseConnectivity,
+    Connectivity,
     #[value(name = "AseTenancyPolicy")]
-    AseTenancyPolicy,
+    TenancyPolicy,
     #[value(name = "AseBackendGrant")]
-    AseBackendGrant,
+    BackendGrant,
 }
 
 impl CrdKind {
-    pub const ALL: [CrdKind; 3] = [
-        CrdKind::AseConnectivity,
-        CrdKind::AseTenancyPolicy,
-        CrdKind::AseBackendGrant,
-    ];
-
     /// The committed file name, in `crds/` and `charts/asenet/crds/`.
     pub fn file_name(self) -> &'static str {
         match self {
-            CrdKind::AseConnectivity => "aseconnectivities.asenet.io.yaml",
-            CrdKind::AseTenancyPolicy => "asetenancypolicies.asenet.io.yaml",
-            CrdKind::AseBackendGrant => "asebackendgrants.asenet.io.yaml",
+            CrdKind::Connectivity => "aseconnectivities.asenet.io.yaml",
+            CrdKind::TenancyPolicy => "asetenancypolicies.asenet.io.yaml",
+            CrdKind::BackendGrant => "asebackendgrants.asenet.io.yaml",
         }
     }
 }
@@ -185,13 +179,13 @@ pub struct CrdArgs {
 /// The CRD as YAML, exactly as committed in `crds/` (and `charts/asenet/crds/`).
 pub fn crd_yaml(kind: CrdKind) -> anyhow::Result<String> {
     let (crd, source, flag) = match kind {
-        CrdKind::AseConnectivity => (crate::api::AseConnectivity::crd(), "src/api.rs", ""),
-        CrdKind::AseTenancyPolicy => (
+        CrdKind::Connectivity => (crate::api::AseConnectivity::crd(), "src/api.rs", ""),
+        CrdKind::TenancyPolicy => (
             crate::tenancy::AseTenancyPolicy::crd(),
             "src/tenancy/api.rs",
             " --kind AseTenancyPolicy",
         ),
-        CrdKind::AseBackendGrant => (
+        CrdKind::BackendGrant => (
             crate::tenancy::AseBackendGrant::crd(),
             "src/tenancy/api.rs",
             " --kind AseBackendGrant",

@@ -8,8 +8,6 @@
 //! spec is planned like an invalid one: nothing it contributes is written, what it owns in
 //! Azure stays as it is, its status says `Ready=False`, reason `NotPermitted`.
 
-use std::collections::HashMap;
-
 use futures::{FutureExt, Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
@@ -20,7 +18,7 @@ use tracing::{debug, warn};
 use super::context::{Context, Stores};
 use super::index::key_of;
 use crate::api::AseConnectivity;
-use crate::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet, Refusal, TenancyMode};
+use crate::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet, TenancyMode};
 
 /// The reflector stores of the tenancy objects (watched across the cluster: a grant lives
 /// in its owner's namespace, which the operator need not watch for specs).
@@ -112,11 +110,12 @@ fn changed<K>(event: Result<watcher::Event<K>, watcher::Error>, kind: &str) -> O
     }
 }
 
-/// Which specs a new policy set decides differently from the last one each was judged
-/// with here. Specs not seen before count as changed; specs gone are forgotten.
+/// Which specs a new policy set decides differently from the previous one. Both sets judge
+/// the specs as they are now (a spec edited since the last change is compared fairly); on
+/// the first set, every spec counts as changed.
 #[derive(Default)]
 pub struct Decisions {
-    last: HashMap<(String, String), Vec<Refusal>>,
+    last: Option<PolicySet>,
 }
 
 impl Decisions {
@@ -125,17 +124,18 @@ impl Decisions {
         set: &PolicySet,
         specs: &[std::sync::Arc<AseConnectivity>],
     ) -> Vec<ObjectRef<AseConnectivity>> {
-        let mut out = Vec::new();
-        let mut seen = HashMap::with_capacity(specs.len());
-        for spec in specs {
-            let key = key_of(spec);
-            let decision = set.decide(spec);
-            if self.last.get(&key) != Some(&decision) {
-                out.push(ObjectRef::new(&key.1).within(&key.0));
-            }
-            seen.insert(key, decision);
-        }
-        self.last = seen;
+        let out = specs
+            .iter()
+            .filter(|spec| match &self.last {
+                Some(last) => last.decide(spec) != set.decide(spec),
+                None => true,
+            })
+            .map(|spec| {
+                let (namespace, name) = key_of(spec);
+                ObjectRef::new(&name).within(&namespace)
+            })
+            .collect();
+        self.last = Some(set.clone());
         out
     }
 }

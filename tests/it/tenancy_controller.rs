@@ -343,6 +343,12 @@ fn a_grant_given_or_revoked_wakes_exactly_the_specs_it_decides_differently() {
     assert!(decisions.changed(&granted, &specs).is_empty(), "no change");
     assert_eq!(names(decisions.changed(&revoked, &specs)), ["ase-one"]);
     assert_eq!(names(decisions.changed(&granted, &specs)), ["ase-one"]);
+    // A spec edited since (ase-one drops its back end) is judged as it is now: the grant
+    // no longer matters to it, so revoking it wakes nobody.
+    let mut edited = (*specs[0]).clone();
+    edited.spec.backends.clear();
+    let specs = vec![Arc::new(edited), specs[1].clone()];
+    assert!(decisions.changed(&revoked, &specs).is_empty());
     assert!(specs
         .iter()
         .all(|s| s.namespace().as_deref() == Some("network")));
