@@ -63,8 +63,10 @@ pub struct ControllerArgs {
     /// Tenancy: `enforce` lets a spec write only the Azure scopes the AseTenancyPolicy
     /// objects give its namespace (and back-end NSGs an AseBackendGrant opens to it); with
     /// no policy objects nothing is allowed. `off`: any spec may write anything the
-    /// operator's identity can reach (one team per cluster).
-    #[arg(long, env = "ASENET_TENANCY", default_value = "enforce", value_parser = parse_tenancy)]
+    /// operator's identity can reach (one team per cluster). The chart passes its value
+    /// `tenancy.mode`, `enforce` unless set; the flag's own default keeps a bare
+    /// `asenet controller` as it was before tenancy existed.
+    #[arg(long, env = "ASENET_TENANCY", default_value = "off", value_parser = parse_tenancy)]
     pub tenancy: TenancyMode,
     /// Log format: `json` (one object per line, for log collectors) or `text`.
     #[arg(long, env = "ASENET_LOG_FORMAT", value_enum, default_value = "json")]

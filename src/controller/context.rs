@@ -73,9 +73,8 @@ pub struct Settings {
     /// drift and VIP changes, writes nothing when in sync.
     pub resync: Duration,
     /// Whether specs may write only what the tenancy objects allow their namespace
-    /// (`controller::tenancy`). `asenet controller --tenancy` and the chart default to
-    /// `enforce`; this library default is `off`, so an embedder (the tests, the fleet
-    /// benchmark) that sets up no tenancy objects sees the behaviour without tenancy.
+    /// (`controller::tenancy`). Default `off`, as the `--tenancy` flag's; the chart
+    /// installs with `enforce` (docs/operator.md, "Tenancy").
     pub tenancy: TenancyMode,
 }
 

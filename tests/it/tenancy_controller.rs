@@ -395,3 +395,25 @@ fn asenet_crd_prints_the_committed_tenancy_crds() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn the_tenancy_flag_defaults_to_off_and_accepts_only_enforce_or_off() {
+    use asenet::cli::{Cli, Command};
+    use clap::Parser;
+    let mode = |args: &[&str]| -> Result<TenancyMode, String> {
+        let mut argv = vec!["asenet", "controller"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Controller(a),
+            }) => Ok(a.tenancy),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    assert_eq!(mode(&[]), Ok(TenancyMode::Off));
+    assert_eq!(mode(&["--tenancy", "enforce"]), Ok(TenancyMode::Enforce));
+    assert_eq!(mode(&["--tenancy=off"]), Ok(TenancyMode::Off));
+    let e = mode(&["--tenancy", "Enforce"]).unwrap_err();
+    assert!(e.contains("`Enforce` is not a tenancy mode"), "{e}");
+}
