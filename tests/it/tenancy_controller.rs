@@ -417,3 +417,67 @@ fn the_tenancy_flag_defaults_to_off_and_accepts_only_enforce_or_off() {
     let e = mode(&["--tenancy", "Enforce"]).unwrap_err();
     assert!(e.contains("`Enforce` is not a tenancy mode"), "{e}");
 }
+
+#[tokio::test]
+async fn the_waker_wakes_every_spec_once_the_stores_are_read_then_only_those_a_change_affects() {
+    let specs: Vec<AseConnectivity> = ["ase-one", "ase-two"]
+        .iter()
+        .map(|n| seed_spec(n))
+        .collect();
+    let (reader, mut writer) = reflector::store::<AseConnectivity>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for s in &specs {
+        writer.apply_watcher_event(&watcher::Event::InitApply(s.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (policies, mut policy_writer) = reflector::store::<AseTenancyPolicy>();
+    let (grants, mut grant_writer) = reflector::store::<AseBackendGrant>();
+    let (tick, ticks) = futures::channel::mpsc::unbounded::<()>();
+    let (woken_tx, mut woken) = futures::channel::mpsc::unbounded::<String>();
+    let task = tokio::spawn(asenet::controller::tenancy::wake_changed(
+        ticks,
+        TenancyStores { policies, grants },
+        Stores::new(vec![reader]),
+        move |r| {
+            let _ = woken_tx.unbounded_send(r.name);
+        },
+    ));
+    let next = |woken: &mut futures::channel::mpsc::UnboundedReceiver<String>| {
+        let mut names = Vec::new();
+        while let Ok(n) = woken.try_recv() {
+            names.push(n);
+        }
+        names
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
+
+    // A change before both stores have their initial list wakes nobody.
+    tick.unbounded_send(()).unwrap();
+    settle().await;
+    assert!(next(&mut woken).is_empty());
+
+    // Both lists read (policies, and the grant): every spec is judged and woken once.
+    policy_writer.apply_watcher_event(&watcher::Event::Init);
+    for p in tenancy_objects("policy.yaml").0 {
+        policy_writer.apply_watcher_event(&watcher::Event::InitApply(p));
+    }
+    policy_writer.apply_watcher_event(&watcher::Event::InitDone);
+    grant_writer.apply_watcher_event(&watcher::Event::Init);
+    grant_writer.apply_watcher_event(&watcher::Event::InitApply(the_grant()));
+    grant_writer.apply_watcher_event(&watcher::Event::InitDone);
+    tick.unbounded_send(()).unwrap();
+    settle().await;
+    assert_eq!(next(&mut woken), ["ase-one", "ase-two"]);
+
+    // The grant is revoked: only ase-one, whose back end it opened, is woken.
+    grant_writer.apply_watcher_event(&watcher::Event::Delete(the_grant()));
+    tick.unbounded_send(()).unwrap();
+    settle().await;
+    assert_eq!(next(&mut woken), ["ase-one"]);
+
+    drop(tick);
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the waker ends with its change stream")
+        .unwrap();
+}
