@@ -9,7 +9,9 @@
 //! Azure stays as it is, its status says `Ready=False`, reason `NotPermitted`.
 
 use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -21,33 +23,48 @@ use crate::api::AseConnectivity;
 use crate::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet, TenancyMode};
 
 /// The reflector stores of the tenancy objects (watched across the cluster: a grant lives
-/// in its owner's namespace, which the operator need not watch for specs).
+/// in its owner's namespace, which the operator need not watch for specs), and of the
+/// namespaces' metadata (their labels, for `namespaceSelector`).
 #[derive(Clone)]
 pub struct TenancyStores {
     pub policies: Store<AseTenancyPolicy>,
     pub grants: Store<AseBackendGrant>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 impl TenancyStores {
-    /// The policy set of the objects in the stores, enforcing. Bad entries grant nothing;
-    /// they are logged by [`wake_changed`] when they appear.
-    pub fn policy_set(&self) -> PolicySet {
+    /// The policy set of the objects in the stores, enforcing, and the errors of their bad
+    /// entries (which grant nothing; [`wake_changed`] logs them when they appear).
+    pub fn judge(&self) -> (PolicySet, Vec<crate::tenancy::PolicyError>) {
         let policies = self.policies.state();
         let grants = self.grants.state();
-        PolicySet::enforce(policies.iter().map(|p| &**p), grants.iter().map(|g| &**g)).0
+        let (set, errors) =
+            PolicySet::enforce(policies.iter().map(|p| &**p), grants.iter().map(|g| &**g));
+        let labels = self.namespaces.state().into_iter().filter_map(|ns| {
+            let name = ns.metadata.name.clone()?;
+            Some((name, ns.metadata.labels.clone().unwrap_or_default()))
+        });
+        (set.with_namespace_labels(labels), errors)
     }
 
-    /// True once both stores have seen their initial list.
+    /// The policy set of the objects in the stores, enforcing.
+    pub fn policy_set(&self) -> PolicySet {
+        self.judge().0
+    }
+
+    /// True once every store has seen its initial list.
     pub fn is_ready(&self) -> bool {
-        matches!(
-            self.policies.wait_until_ready().now_or_never(),
-            Some(Ok(()))
-        ) && matches!(self.grants.wait_until_ready().now_or_never(), Some(Ok(())))
+        let ready =
+            |r: Option<Result<(), reflector::store::WriterDropped>>| matches!(r, Some(Ok(())));
+        ready(self.policies.wait_until_ready().now_or_never())
+            && ready(self.grants.wait_until_ready().now_or_never())
+            && ready(self.namespaces.wait_until_ready().now_or_never())
     }
 
     pub async fn wait_until_ready(&self) -> bool {
         self.policies.wait_until_ready().await.is_ok()
             && self.grants.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
     }
 }
 
@@ -66,8 +83,9 @@ pub fn policy_set(ctx: &Context) -> Option<PolicySet> {
     }
 }
 
-/// Starts watching the tenancy objects: the stores, and a stream that yields once per
-/// change (an object applied or deleted, or an initial list completed).
+/// Starts watching the tenancy objects and the namespaces' metadata: the stores, and a
+/// stream that yields once per change (an object applied or deleted, or an initial list
+/// completed). A namespace's label change counts: it may change what a selector selects.
 pub fn watch(client: Client) -> (TenancyStores, impl Stream<Item = ()> + Send + 'static) {
     let (policies, policy_writer) = reflector::store::<AseTenancyPolicy>();
     let (grants, grant_writer) = reflector::store::<AseBackendGrant>();
@@ -83,15 +101,33 @@ pub fn watch(client: Client) -> (TenancyStores, impl Stream<Item = ()> + Send + 
     let grant_changes = reflector(
         grant_writer,
         watcher(
-            Api::<AseBackendGrant>::all(client),
+            Api::<AseBackendGrant>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff(),
     )
     .filter_map(|e| async move { changed(e, "AseBackendGrant") });
+    // Labels only: the metadata of namespaces, not their specs and statuses.
+    let (namespaces, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_changes = reflector(
+        namespace_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .filter_map(|e| async move { changed(e, "Namespace") });
     (
-        TenancyStores { policies, grants },
-        futures::stream::select(policy_changes, grant_changes),
+        TenancyStores {
+            policies,
+            grants,
+            namespaces,
+        },
+        futures::stream::select(
+            futures::stream::select(policy_changes, grant_changes),
+            namespace_changes,
+        ),
     )
 }
 
@@ -156,10 +192,7 @@ pub async fn wake_changed(
         if !tenancy.is_ready() {
             continue;
         }
-        let policies = tenancy.policies.state();
-        let grants = tenancy.grants.state();
-        let (set, errors) =
-            PolicySet::enforce(policies.iter().map(|p| &**p), grants.iter().map(|g| &**g));
+        let (set, errors) = tenancy.judge();
         for e in &errors {
             warn!(error = %e, "bad tenancy entry; it grants nothing");
         }

@@ -10,6 +10,7 @@
 //! [`super::PolicySet`] and gets an error naming the object, the field and the value. The
 //! operator reads them from reflector stores, the CLI from `--policy FILE`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +31,13 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AseTenancyPolicySpec {
     /// The namespaces this policy applies to (exact names).
+    #[serde(default)]
     #[schemars(length(max = 256))]
     pub namespaces: Vec<String>,
+    /// More namespaces, by their labels (a standard label selector; `{}` selects every
+    /// namespace). A namespace matches when it is named in `namespaces` or selected here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
     /// What their specs may write: a spec's NSG, subnet and route table, and the NSGs of its
     /// back ends, must each lie in one of these scopes (a back-end NSG may instead be
     /// granted by an `AseBackendGrant`).

@@ -28,6 +28,8 @@ pub use api::{
     GrantedNsg,
 };
 
+use kube::core::{Selector, SelectorExt};
+
 use crate::api::AseConnectivity;
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
@@ -198,6 +200,8 @@ impl fmt::Display for Grantable {
 pub struct Policy {
     pub name: String,
     pub namespaces: BTreeSet<String>,
+    /// `namespaceSelector`, matched against the labels of namespaces the set knows.
+    pub selector: Option<Selector>,
     pub scopes: Vec<Grantable>,
 }
 
@@ -245,6 +249,9 @@ pub struct PolicySet {
     mode: TenancyMode,
     policies: Vec<Policy>,
     grants: Vec<Grant>,
+    /// The labels of every namespace known (the operator's Namespace store; the CLI's
+    /// `Namespace` documents). A selector never matches a namespace not known here.
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl PolicySet {
@@ -278,9 +285,25 @@ impl PolicySet {
                     Err(e) => errors.push(e),
                 }
             }
+            let selector = match &p.spec.namespace_selector {
+                None => None,
+                Some(s) => match Selector::try_from(s.clone()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        errors.push(PolicyError {
+                            object: object.clone(),
+                            field: "spec.namespaceSelector".into(),
+                            value: serde_json::to_string(s).unwrap_or_default(),
+                            message: format!("is not a valid label selector: {e}"),
+                        });
+                        None
+                    }
+                },
+            };
             set.policies.push(Policy {
                 name,
                 namespaces: p.spec.namespaces.iter().cloned().collect(),
+                selector,
                 scopes,
             });
         }
@@ -323,8 +346,26 @@ impl PolicySet {
         (set, errors)
     }
 
+    /// This set with the labels of the namespaces it knows (for `namespaceSelector`).
+    pub fn with_namespace_labels(
+        mut self,
+        labels: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,
+    ) -> Self {
+        self.namespace_labels = labels.into_iter().collect();
+        self
+    }
+
     pub fn mode(&self) -> TenancyMode {
         self.mode
+    }
+
+    /// True when `policy` applies to `namespace`: named, or selected by its labels.
+    fn applies(&self, policy: &Policy, namespace: &str) -> bool {
+        policy.namespaces.contains(namespace)
+            || match (&policy.selector, self.namespace_labels.get(namespace)) {
+                (Some(selector), Some(labels)) => selector.matches(labels),
+                _ => false,
+            }
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -341,7 +382,7 @@ impl PolicySet {
             || self
                 .policies
                 .iter()
-                .filter(|p| p.namespaces.contains(namespace))
+                .filter(|p| self.applies(p, namespace))
                 .any(|p| p.scopes.iter().any(|s| s.covers(id)))
     }
 
@@ -501,6 +542,7 @@ spec:
             },
             spec: AseTenancyPolicySpec {
                 namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                namespace_selector: None,
                 scopes,
             },
         }
@@ -795,6 +837,85 @@ spec:
             .to_string()
             .contains("`/subscriptions/x/resourceGroup/team-a`"));
         assert_eq!(set.decide(&spec("a", None)).len(), 3);
+    }
+
+    #[test]
+    fn a_namespace_selector_matches_only_namespaces_whose_labels_are_known_and_match() {
+        let selector = |yaml: &str| -> AseTenancyPolicy {
+            let mut p = policy("sel", &[], vec![rg("team-a")]);
+            p.spec.namespace_selector = Some(serde_yaml::from_str(yaml).unwrap());
+            p
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let known = [
+            ("x".to_string(), labels(&[("team", "a")])),
+            ("y".to_string(), labels(&[("team", "b")])),
+            ("bare".to_string(), labels(&[])),
+        ];
+        // (selector, namespace, allowed)
+        let cases = [
+            ("matchLabels: {team: a}", "x", true),
+            ("matchLabels: {team: a}", "y", false),
+            ("matchLabels: {team: a}", "unknown", false),
+            (
+                "matchExpressions: [{key: team, operator: NotIn, values: [b]}]",
+                "x",
+                true,
+            ),
+            (
+                "matchExpressions: [{key: team, operator: NotIn, values: [b]}]",
+                "bare",
+                true,
+            ),
+            (
+                "matchExpressions: [{key: team, operator: NotIn, values: [b]}]",
+                "y",
+                false,
+            ),
+            // Not known: no selector selects it, not even one every known label set passes.
+            (
+                "matchExpressions: [{key: team, operator: NotIn, values: [b]}]",
+                "unknown",
+                false,
+            ),
+            (
+                "matchExpressions: [{key: team, operator: Exists}]",
+                "bare",
+                false,
+            ),
+            ("{}", "bare", true),
+            ("{}", "unknown", false),
+        ];
+        for (yaml, namespace, allowed) in cases {
+            let (set, errors) = PolicySet::enforce(&[selector(yaml)], []);
+            assert!(errors.is_empty(), "{yaml}: {errors:?}");
+            let set = set.with_namespace_labels(known.clone());
+            assert_eq!(
+                set.decide(&spec(namespace, None)).is_empty(),
+                allowed,
+                "{yaml} on namespace {namespace}"
+            );
+        }
+        let (set, errors) = PolicySet::enforce(
+            &[selector(
+                "matchExpressions: [{key: team, operator: Maybe, values: [a]}]",
+            )],
+            [],
+        );
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.namespaceSelector");
+        assert!(errors[0].to_string().contains("Maybe"), "{}", errors[0]);
+        let set = set.with_namespace_labels(known);
+        assert_eq!(
+            set.decide(&spec("x", None)).len(),
+            3,
+            "a bad selector selects nothing"
+        );
     }
 
     #[test]

@@ -166,11 +166,14 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     checks[f"--tenancy={tenancy}"] = f"--tenancy={tenancy}" in args
     tenancy_roles = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-tenancy")]
     if tenancy == "enforce":
-        checks["tenancy ClusterRole only reads the tenancy kinds"] = (
+        checks["tenancy ClusterRole only reads the tenancy kinds and namespaces"] = (
             len(tenancy_roles) == 1
             and tenancy_roles[0]["rules"] == [{
                 "apiGroups": ["asenet.io"],
                 "resources": ["asetenancypolicies", "asebackendgrants"],
+                "verbs": ["get", "list", "watch"]}, {
+                "apiGroups": [""],
+                "resources": ["namespaces"],
                 "verbs": ["get", "list", "watch"]}]
             and any(b["roleRef"]["name"] == tenancy_roles[0]["metadata"]["name"]
                     for b in by_kind(docs, "ClusterRoleBinding")))

@@ -10,7 +10,9 @@ use asenet::api::AseConnectivity;
 use asenet::controller::tenancy::{Decisions, TenancyStores};
 use asenet::controller::{error_policy, reconcile, Context, Leadership, Metrics, Settings, Stores};
 use asenet::tenancy::{AseBackendGrant, AseTenancyPolicy, PolicySet, TenancyMode};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
@@ -55,6 +57,28 @@ fn context(
     store: &[AseConnectivity],
     with_grant: bool,
 ) -> (Arc<Context>, ApiServer, TenancyWriters) {
+    let grants = if with_grant {
+        vec![the_grant()]
+    } else {
+        vec![]
+    };
+    context_with(
+        arm,
+        store,
+        tenancy_objects("policy.yaml").0,
+        grants,
+        ready_namespaces(&[]),
+    )
+}
+
+/// A Context with tenancy enforced over these objects and namespace labels.
+fn context_with(
+    arm: &Arm,
+    store: &[AseConnectivity],
+    policy_objects: Vec<AseTenancyPolicy>,
+    grant_objects: Vec<AseBackendGrant>,
+    namespaces: NamespaceStore,
+) -> (Arc<Context>, ApiServer, TenancyWriters) {
     let (service, handle) = tower_test::mock::pair();
     let client = Client::new(service, "default");
     let (reader, mut writer) = reflector::store::<AseConnectivity>();
@@ -65,19 +89,23 @@ fn context(
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let (policies, mut policy_writer) = reflector::store::<AseTenancyPolicy>();
     policy_writer.apply_watcher_event(&watcher::Event::Init);
-    for p in tenancy_objects("policy.yaml").0 {
+    for p in policy_objects {
         policy_writer.apply_watcher_event(&watcher::Event::InitApply(p));
     }
     policy_writer.apply_watcher_event(&watcher::Event::InitDone);
     let (grants, mut grant_writer) = reflector::store::<AseBackendGrant>();
     grant_writer.apply_watcher_event(&watcher::Event::Init);
-    if with_grant {
-        grant_writer.apply_watcher_event(&watcher::Event::InitApply(the_grant()));
+    for g in grant_objects {
+        grant_writer.apply_watcher_event(&watcher::Event::InitApply(g));
     }
     grant_writer.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Context::new(
         client,
-        Stores::new(vec![reader]).with_tenancy(TenancyStores { policies, grants }),
+        Stores::new(vec![reader]).with_tenancy(TenancyStores {
+            policies,
+            grants,
+            namespaces,
+        }),
         arm.pipeline.clone(),
         Metrics::new(),
         Leadership::always(),
@@ -95,6 +123,31 @@ fn context(
             _policies: policy_writer,
         },
     )
+}
+
+type NamespaceStore = kube::runtime::reflector::Store<PartialObjectMeta<Namespace>>;
+
+/// A namespace store that has its initial list: these namespaces with these labels.
+fn ready_namespaces(namespaces: &[(&str, &[(&str, &str)])]) -> NamespaceStore {
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for (name, labels) in namespaces {
+        let meta = kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        writer.apply_watcher_event(&watcher::Event::InitApply(
+            meta.into_response_partial::<Namespace>(),
+        ));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
 }
 
 fn sql_rules(arm: &Arm) -> Vec<(String, Value)> {
@@ -297,7 +350,11 @@ async fn before_the_tenancy_objects_are_read_a_reconcile_backs_off_without_any_c
     let (grants, _gw) = reflector::store::<AseBackendGrant>();
     let ctx = Context::new(
         client,
-        Stores::new(vec![reader]).with_tenancy(TenancyStores { policies, grants }),
+        Stores::new(vec![reader]).with_tenancy(TenancyStores {
+            policies,
+            grants,
+            namespaces: ready_namespaces(&[]),
+        }),
         arm.pipeline.clone(),
         Metrics::new(),
         Leadership::always(),
@@ -436,7 +493,11 @@ async fn the_waker_wakes_every_spec_once_the_stores_are_read_then_only_those_a_c
     let (woken_tx, mut woken) = futures::channel::mpsc::unbounded::<String>();
     let task = tokio::spawn(asenet::controller::tenancy::wake_changed(
         ticks,
-        TenancyStores { policies, grants },
+        TenancyStores {
+            policies,
+            grants,
+            namespaces: ready_namespaces(&[]),
+        },
         Stores::new(vec![reader]),
         move |r| {
             let _ = woken_tx.unbounded_send(r.name);
@@ -480,4 +541,56 @@ async fn the_waker_wakes_every_spec_once_the_stores_are_read_then_only_those_a_c
         .await
         .expect("the waker ends with its change stream")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_selecting_the_namespace_by_its_labels_lets_its_spec_write() {
+    let arm = Arm::start().await;
+    let spec = with_finalizer(seed_spec("ase-one"));
+    // examples/tenancy's `network` policy, selecting by label instead of by name.
+    let mut policies = tenancy_objects("policy.yaml").0;
+    policies[0].spec.namespaces.clear();
+    policies[0].spec.namespace_selector =
+        Some(serde_yaml::from_str("matchLabels: {asenet.io/team: ase}").unwrap());
+
+    // Labelled otherwise: refused, nothing written.
+    let (ctx, server, _w) = context_with(
+        &arm,
+        std::slice::from_ref(&spec),
+        policies.clone(),
+        vec![the_grant()],
+        ready_namespaces(&[("network", &[("asenet.io/team", "data")])]),
+    );
+    let s = spec.clone();
+    let result = run(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        not_permitted(&status);
+        api.event(&s, "Warning", "NotPermitted").await;
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap_err().category(), "notPermitted");
+    assert_eq!(arm.writes(), 0);
+
+    // Labelled as selected: written.
+    let (ctx, server, _w) = context_with(
+        &arm,
+        std::slice::from_ref(&spec),
+        policies,
+        vec![the_grant()],
+        ready_namespaces(&[("network", &[("asenet.io/team", "ase")])]),
+    );
+    let s = spec.clone();
+    run(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+        api.event(&s, "Normal", "Applied").await;
+        api
+    })
+    .await
+    .unwrap();
+    assert!(arm
+        .owned_rules(SQL_NSG)
+        .iter()
+        .any(|n| n.starts_with("asenet-ase-one")));
 }

@@ -273,3 +273,50 @@ async fn the_cli_honours_the_policy_files_in_resolve_plan_and_verify() {
     );
     assert_eq!(writes(&env), 0);
 }
+
+#[tokio::test]
+async fn a_policy_file_selects_namespaces_by_the_labels_of_its_namespace_documents() {
+    // examples/tenancy's policies with `network` selected by label, plus the grant.
+    let policy = std::fs::read_to_string(example("tenancy").join("policy.yaml"))
+        .unwrap()
+        .replacen(
+            "  namespaces: [network]",
+            "  namespaceSelector: {matchLabels: {asenet.io/team: ase}}",
+            1,
+        );
+    let grant = std::fs::read_to_string(example("tenancy").join("grant.yaml")).unwrap();
+    let file = |namespace_doc: &str| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!("{policy}\n---\n{grant}\n---\n{namespace_doc}"),
+        )
+        .unwrap();
+        f
+    };
+    let labelled = file("apiVersion: v1\nkind: Namespace\nmetadata: {name: network, labels: {asenet.io/team: ase}}\n");
+    let other = file("apiVersion: v1\nkind: Namespace\nmetadata: {name: network, labels: {asenet.io/team: data}}\n");
+
+    let mut env = env("seed").await;
+    enforce(
+        &mut env,
+        &asenet::load::load_policy(&[other.path().to_path_buf()]).unwrap(),
+    );
+    let refused = env.plan().await;
+    assert!(
+        refused
+            .plan
+            .errors
+            .iter()
+            .any(|e| e.kind == SpecErrorKind::NotPermitted
+                && e.field == "spec.networkSecurityGroup.resourceId"),
+        "{:#?}",
+        refused.plan.errors
+    );
+    enforce(
+        &mut env,
+        &asenet::load::load_policy(&[labelled.path().to_path_buf()]).unwrap(),
+    );
+    let allowed = env.plan().await;
+    assert!(allowed.plan.errors.is_empty(), "{:#?}", allowed.plan.errors);
+}
