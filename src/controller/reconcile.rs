@@ -66,7 +66,7 @@ pub enum Error {
     },
     #[error("cleanup of {spec} waits: {message}")]
     CleanupBlocked { spec: SpecKey, message: String },
-    #[error("tenancy is enforced but the AseTenancyPolicy and AseBackendGrant objects are not read yet (is their CRD installed?)")]
+    #[error("tenancy is enforced but the AseTenancyPolicy, AseBackendGrant and Namespace objects are not read yet (are the tenancy CRDs installed?)")]
     TenancyNotReady,
 }
 
