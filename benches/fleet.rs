@@ -1290,6 +1290,7 @@ async fn run_controller(
         Settings {
             // Resyncs are triggered by the benchmark, not by the clock.
             resync: Duration::from_secs(86_400),
+            ..Settings::default()
         },
         Some("fleet-bench".into()),
     );

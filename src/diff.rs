@@ -51,6 +51,10 @@ pub struct Scope {
     /// attributes owned routes of a removed spec. Tables named in the desired state need no
     /// entry here.
     pub route_tables: BTreeMap<ResourceId, BTreeSet<SpecKey>>,
+    /// Specs that may not write what they name (tenancy, `crate::tenancy`), with why. The
+    /// pipeline treats them as invalid specs: not resolved, recorded as failed, so the diff
+    /// keeps every entry they own exactly as it is. The diff itself does not read this.
+    pub refused: BTreeMap<SpecKey, Vec<SpecError>>,
 }
 
 impl Scope {
@@ -63,7 +67,14 @@ impl Scope {
             specs: specs.into_iter().collect(),
             removing: removing.into_iter().collect(),
             route_tables: BTreeMap::new(),
+            refused: BTreeMap::new(),
         }
+    }
+
+    /// This scope with the refusals of a tenancy decision (`PolicySet::refusals`).
+    pub fn with_refused(mut self, refused: BTreeMap<SpecKey, Vec<SpecError>>) -> Self {
+        self.refused = refused;
+        self
     }
 
     /// True when entries owned by `spec` may be deleted.

@@ -23,6 +23,9 @@ pub enum SpecErrorKind {
     BandFull,
     /// An Azure limit would be exceeded (rules or prefixes per NSG, routes per table).
     LimitExceeded,
+    /// The spec names an Azure resource its namespace may not write (tenancy,
+    /// `src/tenancy/`): fixed by a policy or grant change, or by editing the spec.
+    NotPermitted,
 }
 
 impl SpecErrorKind {
@@ -32,6 +35,7 @@ impl SpecErrorKind {
             SpecErrorKind::UnresolvedReference => "UnresolvedReference",
             SpecErrorKind::BandFull => "BandFull",
             SpecErrorKind::LimitExceeded => "LimitExceeded",
+            SpecErrorKind::NotPermitted => "NotPermitted",
         }
     }
 }

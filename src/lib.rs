@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod report;
 pub mod resolver;
 pub mod snapshot;
+pub mod tenancy;
 pub mod validate;

@@ -26,6 +26,8 @@ pub enum LoadError {
     },
     #[error("no AseConnectivity specs found in `{path}`")]
     Empty { path: PathBuf },
+    #[error("{paths}: bad tenancy policy: {errors}")]
+    Policy { paths: String, errors: String },
 }
 
 /// A spec and the file it came from.
@@ -105,6 +107,113 @@ pub fn parse_specs(file: &Path, text: &str) -> Result<Vec<LoadedSpec>, LoadError
             source: file.to_path_buf(),
             spec,
         });
+    }
+    Ok(out)
+}
+
+/// Loads tenancy policy files (`--policy FILE`, repeatable): `AseTenancyPolicy` and
+/// `AseBackendGrant` documents, as the operator reads them from the cluster, and `Namespace`
+/// documents for the labels `namespaceSelector` matches (a namespace without one has no
+/// labels the CLI knows: no selector selects it). Any other kind is an error (a misspelt
+/// kind would otherwise silently grant nothing), and so is a bad entry: the CLI refuses to
+/// plan under a policy it cannot read whole.
+pub fn load_policy(paths: &[PathBuf]) -> Result<crate::tenancy::PolicySet, LoadError> {
+    use crate::tenancy::PolicySet;
+    let mut policies = Vec::new();
+    let mut grants = Vec::new();
+    let mut labels = std::collections::BTreeMap::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (p, g) = parse_policy(path, &text)?;
+        policies.extend(p);
+        grants.extend(g);
+        labels.extend(parse_namespace_labels(path, &text)?);
+    }
+    let (set, errors) = PolicySet::enforce(&policies, &grants);
+    let set = set.with_namespace_labels(labels);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadError::Policy {
+            paths: paths
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            errors: errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
+/// The tenancy objects of a policy file.
+pub type PolicyDocuments = (
+    Vec<crate::tenancy::AseTenancyPolicy>,
+    Vec<crate::tenancy::AseBackendGrant>,
+);
+
+/// The tenancy documents of one multi-document YAML text.
+pub fn parse_policy(file: &Path, text: &str) -> Result<PolicyDocuments, LoadError> {
+    let mut policies = Vec::new();
+    let mut grants = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let parse = |message: String| LoadError::Parse {
+            path: file.to_path_buf(),
+            index,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("AseTenancyPolicy") => {
+                policies.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
+            }
+            Some("AseBackendGrant") => {
+                grants.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
+            }
+            Some("Namespace") => {}
+            other => {
+                return Err(parse(format!(
+                    "kind `{}` is not AseTenancyPolicy, AseBackendGrant or Namespace",
+                    other.unwrap_or_default()
+                )))
+            }
+        }
+    }
+    Ok((policies, grants))
+}
+
+/// A namespace's name and labels.
+pub type NamespaceLabels = (String, std::collections::BTreeMap<String, String>);
+
+/// The labels of the `Namespace` documents of one multi-document YAML text, by name.
+pub fn parse_namespace_labels(file: &Path, text: &str) -> Result<Vec<NamespaceLabels>, LoadError> {
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let parse = |message: String| LoadError::Parse {
+            path: file.to_path_buf(),
+            index,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some("Namespace") {
+            continue;
+        }
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?;
+        let name = ns
+            .metadata
+            .name
+            .ok_or_else(|| parse("metadata.name is missing".to_string()))?;
+        out.push((name, ns.metadata.labels.unwrap_or_default()));
     }
     Ok(out)
 }

@@ -151,11 +151,14 @@ struct Prepared {
 
 impl Prepared {
     fn new(specs: &[api::AseConnectivity], scope: &Scope) -> Self {
-        let (valid, errors) = validate::validate_all(specs);
-        let mut invalid: BTreeMap<SpecKey, Vec<SpecError>> = BTreeMap::new();
+        let (mut valid, errors) = validate::validate_all(specs);
+        // Refused specs (tenancy) are invalid specs: their refusals come first, so the
+        // reason a status and an event show is `NotPermitted`.
+        let mut invalid: BTreeMap<SpecKey, Vec<SpecError>> = scope.refused.clone();
         for e in errors {
             invalid.entry(e.spec.clone()).or_default().push(e);
         }
+        valid.retain(|v| !scope.refused.contains_key(&v.key));
         let mut scope = scope.clone();
         let policy: BTreeMap<SpecKey, DeletionPolicy> = valid
             .iter()
@@ -302,7 +305,17 @@ impl Pipeline {
         &self,
         specs: &[api::AseConnectivity],
     ) -> Result<VerifyReport, PipelineError> {
-        let prepared = Prepared::new(specs, &Scope::default());
+        self.verify_in(specs, &Scope::default()).await
+    }
+
+    /// `verify` where the specs in `scope.refused` (tenancy) are reported as errors and not
+    /// read.
+    pub async fn verify_in(
+        &self,
+        specs: &[api::AseConnectivity],
+        scope: &Scope,
+    ) -> Result<VerifyReport, PipelineError> {
+        let prepared = Prepared::new(specs, scope);
         let snapshot = self.observe(&prepared.all_valid).await?;
         let desired = resolver::resolve(&prepared.active, &snapshot);
         let mut report = VerifyReport::default();
@@ -369,6 +382,12 @@ pub fn spec_key(spec: &api::AseConnectivity) -> SpecKey {
 /// Every spec key in `specs` (the scope a CLI run plans: exactly the files given).
 pub fn scope_of(specs: &[api::AseConnectivity]) -> Scope {
     Scope::new(specs.iter().map(spec_key), [])
+}
+
+/// `scope_of(specs)` with the refusals of `policy` (tenancy): the specs it refuses write
+/// nothing, and the entries they own stay as they are.
+pub fn scope_under(specs: &[api::AseConnectivity], policy: &crate::tenancy::PolicySet) -> Scope {
+    scope_of(specs).with_refused(policy.refusals(specs))
 }
 
 /// Specs whose `mode` forbids writing to Azure (`Plan`, `Observe`).

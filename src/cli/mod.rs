@@ -36,8 +36,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the Kubernetes operator.
     Controller(controller::ControllerArgs),
-    /// Print the AseConnectivity CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (default: AseConnectivity).
+    Crd(controller::CrdArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,6 +58,11 @@ pub struct ResolveArgs {
     pub snapshot: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Vec<PathBuf>,
 }
 
 /// How to reach Azure Resource Manager.
@@ -106,6 +111,11 @@ pub enum CredentialKind {
 pub struct PlanArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Vec<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -119,6 +129,11 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Vec<PathBuf>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -127,6 +142,11 @@ pub struct ApplyArgs {
 pub struct VerifyArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Tenancy policy file (`AseTenancyPolicy` and `AseBackendGrant` documents;
+    /// repeatable): specs writing outside what it allows their namespace are refused, as by
+    /// the operator with `--tenancy enforce`. Without it, tenancy is off.
+    #[arg(long = "policy")]
+    pub policy: Vec<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -140,6 +160,15 @@ pub struct DemoArgs {
     pub seed: PathBuf,
 }
 
+/// The tenancy policy of a CLI run: the `--policy` files, else off.
+pub fn policy_of(paths: &[PathBuf]) -> anyhow::Result<crate::tenancy::PolicySet> {
+    Ok(if paths.is_empty() {
+        crate::tenancy::PolicySet::off()
+    } else {
+        crate::load::load_policy(paths)?
+    })
+}
+
 /// Runs a parsed command line and maps the outcome to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -149,7 +178,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => plan::run_verify(a),
         Command::Demo(a) => demo::run(a),
         Command::Controller(a) => controller::run(a),
-        Command::Crd => controller::print_crd(),
+        Command::Crd(a) => controller::print_crd(a),
     };
     match result {
         Ok(code) => code,

@@ -42,10 +42,12 @@ pub fn render_plan(plan: &Plan, output: OutputFormat, color: bool) -> String {
 
 pub fn run_plan(args: super::PlanArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;
-        p.plan(&specs, &pipeline::scope_of(&specs)).await
+        p.plan(&specs, &pipeline::scope_under(&specs, &policy))
+            .await
     })?;
     let color = std::io::stdout().is_terminal();
     print!("{}", render_plan(&outcome.plan, args.output, color));
@@ -65,11 +67,12 @@ pub fn plan_exit_code(plan: &Plan) -> ExitCode {
 
 pub fn run_apply(args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let color = std::io::stdout().is_terminal();
     rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;
-        let scope = pipeline::scope_of(&specs);
+        let scope = pipeline::scope_under(&specs, &policy);
         let mut outcome = p.plan(&specs, &scope).await?;
         print!("{}", report::render_text(&outcome.plan, color));
         // Specs in mode Plan or Observe never cause a write, here as in the operator: a
@@ -247,10 +250,12 @@ pub fn render_apply_report(r: &ApplyReport, color: bool) -> String {
 
 pub fn run_verify(args: super::VerifyArgs) -> anyhow::Result<ExitCode> {
     let specs = load(&args.files)?;
+    let policy = super::policy_of(&args.policy)?;
     let rt = runtime()?;
     let report = rt.block_on(async {
         let p = Pipeline::from_args(&args.azure)?;
-        p.verify(&specs).await
+        p.verify_in(&specs, &pipeline::scope_under(&specs, &policy))
+            .await
     })?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

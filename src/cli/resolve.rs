@@ -21,7 +21,11 @@ pub fn run(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         None => Snapshot::default(),
     };
     let specs: Vec<_> = loaded.into_iter().map(|l| l.spec).collect();
-    let (valid, invalid) = validate_all(&specs);
+    let refused = super::policy_of(&args.policy)?.refusals(&specs);
+    let (mut valid, mut invalid) = validate_all(&specs);
+    // Refused specs (tenancy) are treated as invalid ones, as `plan` treats them.
+    valid.retain(|v| !refused.contains_key(&v.key));
+    invalid.splice(0..0, refused.into_values().flatten());
     let mut desired = resolve(&valid, &snapshot);
     // Invalid specs are reported next to the ones that failed to resolve.
     for e in &invalid {

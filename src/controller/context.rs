@@ -14,18 +14,34 @@ use super::engine::{Engine, Planned};
 use super::index::{key_of, Key};
 use super::leader::Leadership;
 use super::metrics::Metrics;
+use super::tenancy::TenancyStores;
 use crate::api::{AseConnectivity, Mode};
+use crate::diff::Scope;
+use crate::error::SpecError;
+use crate::model::SpecKey;
+use crate::tenancy::TenancyMode;
 
 /// The field manager of every write the controller makes (status, finalizer).
 pub const FIELD_MANAGER: &str = "asenet";
 
-/// The reflector stores of every watched namespace (one store when watching the cluster).
+/// The reflector stores of every watched namespace (one store when watching the cluster),
+/// and those of the tenancy objects when tenancy is enforced.
 #[derive(Clone, Default)]
-pub struct Stores(Vec<Store<AseConnectivity>>);
+pub struct Stores(Vec<Store<AseConnectivity>>, Option<TenancyStores>);
 
 impl Stores {
     pub fn new(stores: Vec<Store<AseConnectivity>>) -> Self {
-        Stores(stores)
+        Stores(stores, None)
+    }
+
+    /// These stores with the tenancy objects' stores (`--tenancy enforce`).
+    pub fn with_tenancy(mut self, tenancy: TenancyStores) -> Self {
+        self.1 = Some(tenancy);
+        self
+    }
+
+    pub fn tenancy(&self) -> Option<&TenancyStores> {
+        self.1.as_ref()
     }
 
     /// Every spec in every store, sorted by namespace/name (deterministic plans). Only the
@@ -43,7 +59,10 @@ impl Stores {
                 return false;
             }
         }
-        true
+        match &self.1 {
+            Some(t) => t.wait_until_ready().await,
+            None => true,
+        }
     }
 }
 
@@ -53,12 +72,17 @@ pub struct Settings {
     /// Requeue interval of a spec whose reconcile succeeded: re-observes Azure, catches
     /// drift and VIP changes, writes nothing when in sync.
     pub resync: Duration,
+    /// Whether specs may write only what the tenancy objects allow their namespace
+    /// (`controller::tenancy`). Default `off`, as the `--tenancy` flag's; the chart
+    /// installs with `enforce` (docs/operator.md, "Tenancy").
+    pub tenancy: TenancyMode,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             resync: Duration::from_secs(600),
+            tenancy: TenancyMode::Off,
         }
     }
 }
@@ -94,6 +118,9 @@ pub struct MemberPrint {
     pub mode: Mode,
     /// A hash of the spec, only for objects without a generation (fakes).
     pub spec_hash: Option<u64>,
+    /// The member's tenancy refusals ([`fingerprint_in`]): a grant given or revoked makes
+    /// the outcome stale.
+    pub refused: Vec<SpecError>,
 }
 
 impl MemberPrint {
@@ -113,6 +140,7 @@ impl MemberPrint {
             deleting: spec.metadata.deletion_timestamp.is_some(),
             mode: spec.spec.mode,
             spec_hash,
+            refused: Vec::new(),
         }
     }
 }
@@ -121,6 +149,24 @@ impl MemberPrint {
 pub fn fingerprint<S: std::borrow::Borrow<AseConnectivity>>(specs: &[S]) -> Vec<MemberPrint> {
     let mut print: Vec<MemberPrint> = specs.iter().map(|s| MemberPrint::of(s.borrow())).collect();
     print.sort_by(|a, b| a.key.cmp(&b.key));
+    print
+}
+
+/// The fingerprint of a component planned in `scope`: [`fingerprint`] with each member's
+/// tenancy refusals (`scope.refused`).
+pub fn fingerprint_in<S: std::borrow::Borrow<AseConnectivity>>(
+    specs: &[S],
+    scope: &Scope,
+) -> Vec<MemberPrint> {
+    let mut print = fingerprint(specs);
+    if !scope.refused.is_empty() {
+        for p in &mut print {
+            let key = SpecKey::new(p.key.0.clone(), p.key.1.clone());
+            if let Some(errors) = scope.refused.get(&key) {
+                p.refused = errors.clone();
+            }
+        }
+    }
     print
 }
 

@@ -31,7 +31,8 @@ pub struct ModeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `transient`, `invalidField`, `unresolvedReference`, `bandFull`, `limitExceeded`, `kube`.
+    /// `transient`, `invalidField`, `unresolvedReference`, `bandFull`, `limitExceeded`,
+    /// `notPermitted`, `kube`.
     pub category: String,
 }
 

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod status;
 pub mod store;
+pub mod tenancy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,7 +115,15 @@ pub async fn run(
         leader_tx.push(tx);
         leader_rx.push(rx);
     }
-    let stores = Stores::new(readers.clone());
+    let mut stores = Stores::new(readers.clone());
+    // Tenancy enforced: the policies and grants are watched; a change wakes the specs it
+    // decides differently (below).
+    let mut tenancy_changes = None;
+    if options.settings.tenancy == crate::tenancy::TenancyMode::Enforce {
+        let (tenancy_stores, changes) = tenancy::watch(client.clone());
+        stores = stores.with_tenancy(tenancy_stores);
+        tenancy_changes = Some(changes);
+    }
 
     let leadership = if options.lease.is_some() {
         Leadership::follower()
@@ -180,6 +189,24 @@ pub async fn run(
         }
     };
 
+    let tenancy_task = match (tenancy_changes, stores.tenancy()) {
+        (Some(changes), Some(tenancy_stores)) => {
+            let senders = dependents_tx.clone();
+            let route = route.clone();
+            Some(tokio::spawn(tenancy::wake_changed(
+                changes,
+                tenancy_stores.clone(),
+                stores.clone(),
+                move |spec| {
+                    if let Some(i) = route(spec.namespace.as_deref()) {
+                        let _ = senders[i].unbounded_send(spec);
+                    }
+                },
+            )))
+        }
+        _ => None,
+    };
+
     let mut controllers = Vec::new();
     for (((api, writer), reader), (deps, leader)) in apis
         .into_iter()
@@ -225,6 +252,9 @@ pub async fn run(
     drop(dependents_tx);
     futures::future::join_all(controllers).await;
     info!("controllers stopped");
+    if let Some(task) = tenancy_task {
+        task.abort();
+    }
 
     if let Some(election) = election {
         election.stop().await;

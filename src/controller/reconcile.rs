@@ -31,12 +31,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{fingerprint, Context, FIELD_MANAGER};
+use super::context::{fingerprint_in, Context, FIELD_MANAGER};
 use super::engine::{EngineError, Planned, Retry};
 use super::index::{self, key_of};
 use super::metrics::ModeLabel;
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
 use super::store;
+use super::tenancy;
 use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
 use crate::diff::{self, Plan, ResourceKind, ResourcePlan, Scope};
 use crate::error::SpecErrorKind;
@@ -65,6 +66,8 @@ pub enum Error {
     },
     #[error("cleanup of {spec} waits: {message}")]
     CleanupBlocked { spec: SpecKey, message: String },
+    #[error("tenancy is enforced but the AseTenancyPolicy, AseBackendGrant and Namespace objects are not read yet (are the tenancy CRDs installed?)")]
+    TenancyNotReady,
 }
 
 /// What `error_policy` does with an error.
@@ -99,8 +102,10 @@ impl Error {
                 SpecErrorKind::UnresolvedReference => "unresolvedReference",
                 SpecErrorKind::BandFull => "bandFull",
                 SpecErrorKind::LimitExceeded => "limitExceeded",
+                SpecErrorKind::NotPermitted => "notPermitted",
             },
             Error::CleanupBlocked { .. } => "cleanupBlocked",
+            Error::TenancyNotReady => "tenancyNotReady",
         }
     }
 
@@ -121,11 +126,14 @@ impl Error {
             // An invalid field is fixed only by editing the spec. A missing reference, a full
             // band or a limit can be fixed by another spec or by Azure: the resync looks again
             // (and a change of a referenced spec wakes this one through the index).
+            // A refusal (tenancy) is lifted by a policy or grant change, which wakes the spec
+            // (`controller::tenancy`), or by a spec change.
             Error::Spec { kind, .. } => match kind {
-                SpecErrorKind::InvalidField => Policy::AwaitChange,
+                SpecErrorKind::InvalidField | SpecErrorKind::NotPermitted => Policy::AwaitChange,
                 _ => Policy::Resync,
             },
             Error::CleanupBlocked { .. } => Policy::Resync,
+            Error::TenancyNotReady => Policy::Backoff,
         }
     }
 }
@@ -338,7 +346,7 @@ async fn plan_and_apply(
 ) -> Result<ComponentOutcome, ComponentError> {
     // Never work from (or leave behind) an outcome of a failed attempt.
     ctx.outcomes.invalidate(&members);
-    let print = fingerprint(specs);
+    let print = fingerprint_in(specs, scope);
     let specs = &owned(specs);
     let planned = ctx
         .engine
@@ -420,7 +428,10 @@ async fn apply(
     let mode = obj.spec.mode;
     let generation = obj.meta().generation;
     let (specs, parents) = component_specs(ctx, &obj);
-    let scope = Scope::new(specs.iter().map(|s| spec_key(s)), []);
+    // Tenancy: members that may not write what they name are planned as invalid specs.
+    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
+    let scope = Scope::new(specs.iter().map(|s| spec_key(s)), [])
+        .with_refused(policy.refusals(specs.iter().map(|s| &**s)));
     // Single flight: no other reconcile plans or writes these parents until this one has
     // applied and cached the outcome (released on return), so a second member of the
     // component waits here and then finds the fresh outcome.
@@ -429,9 +440,11 @@ async fn apply(
     // One plan per component: a recent outcome with the same inputs is used as it is (no
     // ARM read, no write); otherwise observe → validate → resolve → diff → apply.
     let members: Vec<index::Key> = specs.iter().map(|s| key_of(s)).collect();
-    let cached = ctx
-        .outcomes
-        .get(&members, &fingerprint(&specs), ctx.settings.resync);
+    let cached = ctx.outcomes.get(
+        &members,
+        &fingerprint_in(&specs, &scope),
+        ctx.settings.resync,
+    );
     let ComponentOutcome { planned, written } = match cached {
         Some(planned) => {
             debug!(
@@ -683,7 +696,16 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     // named in `removing` (it is not resolved, so the diff deletes what it owns).
     let (specs, parents) = component_specs(ctx, &obj);
     let others: Vec<&Arc<AseConnectivity>> = specs.iter().filter(|s| spec_key(s) != key).collect();
-    let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()]);
+    // Tenancy: the other members are judged as in a reconcile; the removed spec's cleanup
+    // writes only the resources its namespace may write (docs/operator.md, "Tenancy").
+    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
+    let not_permitted: BTreeSet<ResourceId> = policy
+        .decide(&obj)
+        .iter()
+        .filter_map(|r| ResourceId::parse(&r.resource_id).ok())
+        .collect();
+    let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()])
+        .with_refused(policy.refusals(others.iter().map(|s| &***s)));
     let _parents = ctx.locks.acquire(&parents).await;
     // Azure is about to change under the component: every cached outcome of its members
     // (with or without the removed spec) is stale.
@@ -716,7 +738,23 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
         .resources
         .iter()
         .filter(|r| (has_changes(r) && owned_by_me(r)) || own_ids.contains(&r.id))
+        .filter(|r| !not_permitted.contains(&r.id))
         .collect();
+    if !not_permitted.is_empty() {
+        let ids: Vec<String> = not_permitted.iter().map(|id| id.to_string()).collect();
+        publish(
+            ctx,
+            &obj,
+            EventType::Warning,
+            SpecErrorKind::NotPermitted.as_str(),
+            format!(
+                "not removing what this spec owns in {}: namespace `{}` may not write it; it stays in Azure as it is",
+                ids.join(", "),
+                key.namespace
+            ),
+        )
+        .await;
+    }
     let read_only = pipeline::read_only_specs(others.iter().map(|s| &***s));
     let blockers: BTreeSet<SpecKey> = mine
         .iter()

@@ -31,6 +31,9 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "asenet"
 CRD = ROOT / "crds" / "aseconnectivities.asenet.io.yaml"
+# The tenancy CRDs (src/tenancy/api.rs), checked like the spec CRD.
+TENANCY_CRDS = [ROOT / "crds" / "asetenancypolicies.asenet.io.yaml",
+                ROOT / "crds" / "asebackendgrants.asenet.io.yaml"]
 KUBE_VERSION = "1.31.0"
 RELEASE = "asenet"
 NAMESPACE = "asenet-system"
@@ -158,14 +161,32 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     if cred == "static":
         checks["static token from a Secret"] = "secretKeyRef" in env["ASENET_TOKEN"]["valueFrom"]
     namespaces = values.get("controller", {}).get("watchNamespaces", [])
+    tenancy = values.get("tenancy", {}).get("mode", "enforce")
+    tenancy = "off" if tenancy is False else tenancy
+    checks[f"--tenancy={tenancy}"] = f"--tenancy={tenancy}" in args
+    tenancy_roles = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-tenancy")]
+    if tenancy == "enforce":
+        checks["tenancy ClusterRole only reads the tenancy kinds and namespaces"] = (
+            len(tenancy_roles) == 1
+            and tenancy_roles[0]["rules"] == [{
+                "apiGroups": ["asenet.io"],
+                "resources": ["asetenancypolicies", "asebackendgrants"],
+                "verbs": ["get", "list", "watch"]}, {
+                "apiGroups": [""],
+                "resources": ["namespaces"],
+                "verbs": ["get", "list", "watch"]}]
+            and any(b["roleRef"]["name"] == tenancy_roles[0]["metadata"]["name"]
+                    for b in by_kind(docs, "ClusterRoleBinding")))
+    else:
+        checks["no tenancy ClusterRole with tenancy off"] = not tenancy_roles
     roles = by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
     rules = [r for role in roles for r in role["rules"]]
     checks["RBAC without wildcards"] = all(
         "*" not in r.get("verbs", []) and "*" not in r.get("resources", []) for r in rules)
     checks["RBAC never deletes"] = all("delete" not in r.get("verbs", []) for r in rules)
     if namespaces:
-        checks["one spec Role per watched namespace, no ClusterRole"] = (
-            not by_kind(docs, "ClusterRole")
+        checks["one spec Role per watched namespace, no ClusterRole but the tenancy one"] = (
+            all(r in tenancy_roles for r in by_kind(docs, "ClusterRole"))
             and sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")
                        if not r["metadata"]["name"].endswith("leader-election")) == sorted(namespaces))
         checks["--namespace flags"] = all(f"--namespace={ns}" in args for ns in namespaces)
@@ -188,10 +209,11 @@ def chart_checks() -> None:
         kubernetes_validate(docs, label)
         check_properties(label, values, docs)
     chart = helm.Chart.load(str(CHART))
-    crds = chart.crds
-    same = len(crds) == 1 and crds[0]["data"] == CRD.read_text()
-    (ok if same else fail)("charts/asenet/crds/ holds the same CRD as crds/")
-    kubernetes_validate([dict(yaml.safe_load(CRD.read_text()), _source="crds")], "CRD")
+    crds = sorted(c["data"] for c in chart.crds)
+    same = crds == sorted(p.read_text() for p in [CRD, *TENANCY_CRDS])
+    (ok if same else fail)("charts/asenet/crds/ holds the same CRDs as crds/")
+    for path in [CRD, *TENANCY_CRDS]:
+        kubernetes_validate([dict(yaml.safe_load(path.read_text()), _source="crds")], path.name)
 
 
 def openapi_to_jsonschema(node):
@@ -252,12 +274,43 @@ def examples() -> None:
         ok(f"{count} AseConnectivity documents checked")
 
 
+def tenancy_examples() -> None:
+    print("== tenancy documents in examples/ against their CRDs' openAPIV3Schema (jsonschema)")
+    validators = {}
+    for path in TENANCY_CRDS:
+        crd = yaml.safe_load(path.read_text())
+        [version] = crd["spec"]["versions"]
+        schema = openapi_to_jsonschema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+        schema["properties"].update({
+            "apiVersion": {"const": f"{crd['spec']['group']}/{version['name']}"},
+            "kind": {"const": crd["spec"]["names"]["kind"]},
+            "metadata": {"type": "object"},
+        })
+        validators[crd["spec"]["names"]["kind"]] = jsonschema.Draft7Validator(schema)
+    count = 0
+    for path in sorted((ROOT / "examples").rglob("*.y*ml")):
+        rel = path.relative_to(ROOT / "examples").as_posix()
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if not doc or doc.get("kind") not in validators:
+                continue
+            count += 1
+            name = f"{rel}#{i} ({doc['kind']} {doc['metadata'].get('name')})"
+            errors = list(validators[doc["kind"]].iter_errors(doc))
+            for e in errors:
+                fail(f"{name}: {'.'.join(map(str, e.path))}: {e.message}")
+            if not errors:
+                ok(name)
+    if count == 0:
+        fail("no AseTenancyPolicy or AseBackendGrant documents found under examples/")
+
+
 def main() -> None:
     lint()
     end_group("helm lint")
     chart_checks()
     end_group("rendered manifests")
     examples()
+    tenancy_examples()
     end_group("examples")
     print("\nchart, CRD and example checks passed")
 

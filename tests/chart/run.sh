@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CRD, Helm chart and example checks. CI calls `bash tests/chart/run.sh`.
 #
-# 1. `asenet crd` (built from this tree) must equal crds/aseconnectivities.asenet.io.yaml
-#    and charts/asenet/crds/aseconnectivities.asenet.io.yaml. To regenerate both:
-#      cargo run -q -- crd > crds/aseconnectivities.asenet.io.yaml
-#      cp crds/aseconnectivities.asenet.io.yaml charts/asenet/crds/
+# 1. `asenet crd --kind K` (built from this tree) must equal crds/<plural>.asenet.io.yaml
+#    and charts/asenet/crds/<plural>.asenet.io.yaml for each kind (AseConnectivity,
+#    AseTenancyPolicy, AseBackendGrant). To regenerate, e.g.:
+#      cargo run -q -- crd --kind AseTenancyPolicy > crds/asetenancypolicies.asenet.io.yaml
+#      cp crds/asetenancypolicies.asenet.io.yaml charts/asenet/crds/
 # 2. tests/chart/check.py: helm lint + render (helm-python-sdk, no helm binary),
 #    kubernetes-validate --strict, rendered-manifest properties, examples/ vs the CRD schema.
 #
@@ -22,19 +23,23 @@ fi
 echo "== asenet crd vs the committed CRDs"
 generated=$(mktemp)
 trap 'rm -f "$generated"' EXIT
-if [ -n "${ASENET_BIN:-}" ]; then
-  "$ASENET_BIN" crd > "$generated"
-else
-  cargo run --quiet --bin asenet -- crd > "$generated"
-fi
 status=0
-for committed in crds/aseconnectivities.asenet.io.yaml charts/asenet/crds/aseconnectivities.asenet.io.yaml; do
-  if diff -u "$committed" "$generated"; then
-    echo "  ok   $committed is up to date"
+for kind_file in AseConnectivity:aseconnectivities AseTenancyPolicy:asetenancypolicies AseBackendGrant:asebackendgrants; do
+  kind=${kind_file%%:*}
+  file=${kind_file#*:}.asenet.io.yaml
+  if [ -n "${ASENET_BIN:-}" ]; then
+    "$ASENET_BIN" crd --kind "$kind" > "$generated"
   else
-    echo "  FAIL $committed differs from \`asenet crd\`; regenerate: cargo run -q -- crd > crds/aseconnectivities.asenet.io.yaml && cp crds/aseconnectivities.asenet.io.yaml charts/asenet/crds/"
-    status=1
+    cargo run --quiet --bin asenet -- crd --kind "$kind" > "$generated"
   fi
+  for committed in "crds/$file" "charts/asenet/crds/$file"; do
+    if diff -u "$committed" "$generated"; then
+      echo "  ok   $committed is up to date"
+    else
+      echo "  FAIL $committed differs from \`asenet crd --kind $kind\`; regenerate: cargo run -q -- crd --kind $kind > crds/$file && cp crds/$file charts/asenet/crds/"
+      status=1
+    fi
+  done
 done
 [ "$status" -eq 0 ] || exit 1
 

@@ -26,10 +26,10 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub(crate) type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-const SEED: &str = "examples/seed";
-const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
+pub(crate) const SEED: &str = "examples/seed";
+pub(crate) const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
 const NSG_TWO: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-two-nsg";
 
 // ---------------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn load(path: &str) -> Vec<AseConnectivity> {
+pub(crate) fn load(path: &str) -> Vec<AseConnectivity> {
     asenet::load::load_specs(&[root().join(path)])
         .unwrap()
         .into_iter()
@@ -48,7 +48,7 @@ fn load(path: &str) -> Vec<AseConnectivity> {
         .collect()
 }
 
-fn seed_spec(name: &str) -> AseConnectivity {
+pub(crate) fn seed_spec(name: &str) -> AseConnectivity {
     let mut spec = load(SEED)
         .into_iter()
         .find(|s| s.name_any() == name)
@@ -59,24 +59,24 @@ fn seed_spec(name: &str) -> AseConnectivity {
     spec
 }
 
-fn with_finalizer(mut spec: AseConnectivity) -> AseConnectivity {
+pub(crate) fn with_finalizer(mut spec: AseConnectivity) -> AseConnectivity {
     spec.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
     spec
 }
 
-fn deleting(mut spec: AseConnectivity) -> AseConnectivity {
+pub(crate) fn deleting(mut spec: AseConnectivity) -> AseConnectivity {
     spec.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     spec
 }
 
 /// The in-process mock ARM, seeded with the topology of examples/seed.
-struct Arm {
-    mock: mock_arm::RunningMock,
-    pipeline: Arc<Pipeline>,
+pub(crate) struct Arm {
+    pub(crate) mock: mock_arm::RunningMock,
+    pub(crate) pipeline: Arc<Pipeline>,
 }
 
 impl Arm {
-    async fn start() -> Arm {
+    pub(crate) async fn start() -> Arm {
         let dir = root().join(SEED);
         let specs = load(SEED);
         let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
@@ -134,12 +134,12 @@ impl Arm {
         }
     }
 
-    fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.mock.state.stats().writes() + self.mock.state.stats().deletes()
     }
 
     /// Names of the rules of an NSG in the mock, with their source prefixes.
-    fn rules(&self, nsg: &str) -> Vec<(String, Value)> {
+    pub(crate) fn rules(&self, nsg: &str) -> Vec<(String, Value)> {
         let body = self.mock.state.get_resource(nsg).unwrap_or(Value::Null);
         body.pointer("/properties/securityRules")
             .and_then(Value::as_array)
@@ -153,7 +153,7 @@ impl Arm {
             .collect()
     }
 
-    fn owned_rules(&self, nsg: &str) -> Vec<String> {
+    pub(crate) fn owned_rules(&self, nsg: &str) -> Vec<String> {
         self.rules(nsg)
             .into_iter()
             .map(|(n, _)| n)
@@ -162,7 +162,7 @@ impl Arm {
     }
 
     /// Applies `specs` with the pipeline directly (the state a previous leader left).
-    async fn converge(&self, specs: &[AseConnectivity]) {
+    pub(crate) async fn converge(&self, specs: &[AseConnectivity]) {
         let scope = asenet::pipeline::scope_of(specs);
         let outcome = self.pipeline.plan(specs, &scope).await.unwrap();
         self.pipeline
@@ -203,12 +203,12 @@ fn context(
 // The API server side of a scenario
 // ---------------------------------------------------------------------------------------
 
-struct ApiServer(ApiServerHandle);
+pub(crate) struct ApiServer(pub(crate) ApiServerHandle);
 
 const SPECS: &str = "/apis/asenet.io/v1alpha1/namespaces";
 
 impl ApiServer {
-    async fn next(
+    pub(crate) async fn next(
         &mut self,
     ) -> (
         Method,
@@ -233,7 +233,7 @@ impl ApiServer {
         (method, path, query, body, send)
     }
 
-    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
+    pub(crate) fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
         send.send_response(
             Response::builder()
                 .body(Body::from(serde_json::to_vec(body).unwrap()))
@@ -273,7 +273,7 @@ impl ApiServer {
     }
 
     /// PATCH of the spec removing the finalizer.
-    async fn finalizer_removed(&mut self, spec: &AseConnectivity) {
+    pub(crate) async fn finalizer_removed(&mut self, spec: &AseConnectivity) {
         let expected = json!([
             {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
             {"op": "remove", "path": "/metadata/finalizers/0"},
@@ -284,7 +284,7 @@ impl ApiServer {
     }
 
     /// Server-side apply of the status under the field manager `asenet`; returns the status.
-    async fn status_applied(&mut self, spec: &AseConnectivity) -> Value {
+    pub(crate) async fn status_applied(&mut self, spec: &AseConnectivity) -> Value {
         let (method, path, query, body, send) = self.next().await;
         assert_eq!(method, Method::PATCH);
         assert_eq!(
@@ -322,7 +322,12 @@ impl ApiServer {
     }
 
     /// An events.k8s.io/v1 Event about the spec; returns its note.
-    async fn event(&mut self, spec: &AseConnectivity, type_: &str, reason: &str) -> String {
+    pub(crate) async fn event(
+        &mut self,
+        spec: &AseConnectivity,
+        type_: &str,
+        reason: &str,
+    ) -> String {
         let (method, path, _, body, send) = self.next().await;
         assert_eq!(method, Method::POST);
         assert_eq!(
@@ -342,7 +347,7 @@ impl ApiServer {
     }
 
     /// After every client is dropped: no request is left.
-    async fn done(mut self) {
+    pub(crate) async fn done(mut self) {
         let left = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
             .await
             .expect("the client is still alive");
@@ -352,7 +357,7 @@ impl ApiServer {
     }
 }
 
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == type_))
@@ -360,7 +365,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 }
 
 /// Runs a reconcile against a scenario and returns its result once both ended.
-async fn run<F>(
+pub(crate) async fn run<F>(
     obj: AseConnectivity,
     ctx: Arc<Context>,
     server: ApiServer,

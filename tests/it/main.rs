@@ -4,3 +4,5 @@ mod controller;
 mod diff;
 mod pipeline;
 mod resolver;
+mod tenancy_controller;
+mod tenancy_pipeline;

@@ -24,13 +24,13 @@ use serde_json::{json, Value};
 const SUB: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers";
 
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
         .join(name)
 }
 
-fn id(path: &str) -> ResourceId {
+pub(crate) fn id(path: &str) -> ResourceId {
     ResourceId::parse(&format!("{SUB}/{path}")).unwrap()
 }
 
@@ -67,28 +67,28 @@ fn fast_options() -> ArmClientOptions {
     }
 }
 
-struct Env {
-    mock: RunningMock,
-    pipeline: Pipeline,
-    specs: Vec<AseConnectivity>,
-    scope: Scope,
+pub(crate) struct Env {
+    pub(crate) mock: RunningMock,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) specs: Vec<AseConnectivity>,
+    pub(crate) scope: Scope,
 }
 
 impl Env {
-    fn state(&self) -> &mock_arm::MockState {
+    pub(crate) fn state(&self) -> &mock_arm::MockState {
         &self.mock.state
     }
-    async fn plan(&self) -> pipeline::PlanOutcome {
+    pub(crate) async fn plan(&self) -> pipeline::PlanOutcome {
         self.pipeline.plan(&self.specs, &self.scope).await.unwrap()
     }
-    async fn apply(&self) -> pipeline::ApplyReport {
+    pub(crate) async fn apply(&self) -> pipeline::ApplyReport {
         let outcome = self.plan().await;
         self.pipeline
             .apply(&self.specs, &self.scope, outcome, &|_| {})
             .await
             .unwrap()
     }
-    async fn converge(&self) {
+    pub(crate) async fn converge(&self) {
         self.apply().await;
         let again = self.plan().await;
         assert!(
@@ -149,7 +149,7 @@ async fn env_with(name: &str, tweak: impl FnOnce(&mut Value)) -> Env {
     }
 }
 
-async fn env(name: &str) -> Env {
+pub(crate) async fn env(name: &str) -> Env {
     env_with(name, |_| {}).await
 }
 
@@ -172,7 +172,7 @@ fn without_etag(v: &Value) -> Value {
     v
 }
 
-fn names(nsg: &Value) -> Vec<String> {
+pub(crate) fn names(nsg: &Value) -> Vec<String> {
     nsg.pointer("/properties/securityRules")
         .and_then(Value::as_array)
         .map(|a| {

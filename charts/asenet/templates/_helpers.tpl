@@ -51,3 +51,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else }}{{ fail (printf "azure.credential must be workloadIdentity, managedIdentity, clientSecret, static or auto, not %q" $c) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The tenancy mode, `enforce` (the default) or `off`. An unquoted `off` in YAML is the
+boolean false: it means off. Anything else fails the render.
+*/}}
+{{- define "asenet.tenancyMode" -}}
+{{- $t := .Values.tenancy | default dict -}}
+{{- $mode := "enforce" -}}
+{{- if hasKey $t "mode" -}}
+{{- $raw := get $t "mode" -}}
+{{- if kindIs "bool" $raw -}}
+{{- if $raw -}}
+{{- fail "tenancy.mode: true is not enforce or off" -}}
+{{- end -}}
+{{- $mode = "off" -}}
+{{- else -}}
+{{- $mode = toString $raw -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has $mode (list "enforce" "off")) -}}
+{{- fail (printf "tenancy.mode: %q is not enforce or off" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end }}
