@@ -74,6 +74,11 @@ impl Election {
 
 /// Starts the election. `became_leader` receives `()` each time this replica acquires the
 /// Lease (one sender per controller).
+///
+/// Never fails: the Lease is looked up in a background task that retries with backoff
+/// (1 s doubling, at most 30 s) while the API server is unreachable, as the watches do, so a
+/// replica started during an API-server outage serves `/healthz`, stays not ready and a
+/// follower, and joins the election once the API server answers (issue 10, defect 4).
 pub async fn start(
     client: kube::Client,
     settings: LeaseSettings,
@@ -81,17 +86,33 @@ pub async fn start(
     metrics: Arc<Metrics>,
     became_leader: Vec<UnboundedSender<()>>,
 ) -> anyhow::Result<Election> {
-    let manager = LeaseManagerBuilder::new(client, settings.name.clone())
-        .with_namespace(settings.namespace.clone())
-        .with_identity(settings.identity.clone())
-        .with_duration(settings.duration)
-        .with_grace(settings.grace)
-        .with_field_manager(format!("asenet-lease-{}", settings.identity))
-        .build()
-        .await?;
-    let (mut state, handle) = manager.watch().await;
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        let manager = loop {
+            let built = LeaseManagerBuilder::new(client.clone(), settings.name.clone())
+                .with_namespace(settings.namespace.clone())
+                .with_identity(settings.identity.clone())
+                .with_duration(settings.duration)
+                .with_grace(settings.grace)
+                .with_field_manager(format!("asenet-lease-{}", settings.identity))
+                .build();
+            tokio::select! {
+                _ = &mut stopped => return,
+                built = built => match built {
+                    Ok(manager) => break manager,
+                    Err(e) => {
+                        warn!(error = %e, lease = %settings.name, retry_in = ?delay, "cannot reach the leader Lease; retrying");
+                    }
+                },
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        };
+        let (mut state, handle) = manager.watch().await;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,

@@ -75,6 +75,31 @@ where
     touched.predicate_filter(index::spec_change, Default::default())
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl+C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // No SIGTERM handler could be installed: Ctrl+C still works.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
 /// Runs the operator until SIGTERM/SIGINT, then finishes the reconciles in flight, releases
 /// the Lease and stops serving.
 pub async fn run(
@@ -83,6 +108,24 @@ pub async fn run(
     metrics: Arc<Metrics>,
     options: RunOptions,
 ) -> anyhow::Result<()> {
+    run_until(client, engine, metrics, options, shutdown_signal()).await
+}
+
+/// [`run`] until `shutdown` resolves (tests pass their own trigger; `run` passes the
+/// signals).
+pub async fn run_until(
+    client: Client,
+    engine: Arc<dyn Engine>,
+    metrics: Arc<Metrics>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
     let mut watcher_config = watcher::Config::default();
     if let Some(selector) = &options.label_selector {
         watcher_config = watcher_config.labels(selector);
@@ -212,7 +255,13 @@ pub async fn run(
             .with_config(Config::default().concurrency(options.max_concurrent_reconciles))
             .reconcile_on(deps)
             .reconcile_all_on(leader)
-            .shutdown_on_signal()
+            .graceful_shutdown_on({
+                let mut rx = shutdown_rx.clone();
+                async move {
+                    // An error: the sender is gone, which happens only after it sent.
+                    let _ = rx.wait_for(|stop| *stop).await;
+                }
+            })
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| async move {
                 match result {

@@ -1,0 +1,550 @@
+//! The whole `controller::run` stream (watch → store → readiness → leader election →
+//! reconcile → ARM), not only `reconcile()`: issue 10's defects are what this level shows.
+//!
+//! The API server is a fake tower service ([`FakeApi`]) behind a real `kube::Client`: it
+//! serves the spec list (the watch that follows stays open without events), the Lease, status
+//! and finalizer patches and events, records what it received, and can be made unreachable
+//! as a whole or for Lease requests only (a replica partitioned from the API server). ARM
+//! is the in-process mock seeded with `examples/seed`, the engine the real pipeline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use asenet::api::AseConnectivity;
+use asenet::azure::credential::StaticToken;
+use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::controller::{self, Engine, LeaseSettings, Metrics, RunOptions, Settings, FINALIZER};
+use asenet::observe::ServiceTags;
+use asenet::pipeline::{Pipeline, PipelineOptions};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type FakeBody = BoxBody<Bytes, BoxError>;
+
+const SEED: &str = "examples/seed";
+pub const LEASE_NAME: &str = "asenet-controller";
+pub const LEASE_NS: &str = "asenet-system";
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The seed's specs as the API server would hold them: uid, generation, resourceVersion,
+/// and the finalizer already there (an earlier leader added it; the watch of this fake never
+/// delivers the event a finalizer patch would cause).
+pub fn seed_specs() -> Vec<AseConnectivity> {
+    asenet::load::load_specs(&[root().join(SEED)])
+        .unwrap()
+        .into_iter()
+        .map(|l| {
+            let mut spec = l.spec;
+            spec.metadata.uid = Some(format!("uid-{}", spec.name_any()));
+            spec.metadata.generation = Some(1);
+            spec.metadata.resource_version = Some("1".into());
+            spec.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+            spec
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake API server
+// ---------------------------------------------------------------------------------------
+
+/// What the fake API server received, and switches to make it fail.
+#[derive(Default)]
+pub struct FakeState {
+    specs: Mutex<Vec<AseConnectivity>>,
+    lease: Mutex<Option<Value>>,
+    lease_version: Mutex<u64>,
+    /// Every request is answered with a transport error (the API server is unreachable).
+    pub down: AtomicBool,
+    /// Lease requests only fail (a partition that the lease sees first; the rest keeps
+    /// answering, so the replica keeps reconciling unless it stops by itself).
+    pub lease_down: AtomicBool,
+    /// Lease writes that succeeded: when, and the Lease as stored.
+    pub lease_writes: Mutex<Vec<(std::time::Instant, Value)>>,
+    /// Event requests: method and body.
+    pub events: Mutex<Vec<(Method, Value)>>,
+    pub status_patches: Mutex<u64>,
+    pub requests: Mutex<u64>,
+}
+
+#[derive(Clone)]
+pub struct FakeApi(pub Arc<FakeState>);
+
+impl FakeApi {
+    pub fn new(specs: Vec<AseConnectivity>) -> Self {
+        let state = FakeState::default();
+        *state.specs.lock().unwrap() = specs;
+        FakeApi(Arc::new(state))
+    }
+
+    pub fn client(&self) -> Client {
+        let api = self.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let api = api.clone();
+            async move { api.serve(req).await }
+        });
+        Client::new(service, "default")
+    }
+
+    pub fn lease(&self) -> Option<Value> {
+        self.0.lease.lock().unwrap().clone()
+    }
+
+    pub fn holder(&self) -> Option<String> {
+        self.lease()
+            .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
+            .and_then(|h| h.as_str().map(str::to_owned))
+            .filter(|h| !h.is_empty())
+    }
+
+    pub fn events(&self) -> Vec<(Method, Value)> {
+        self.0.events.lock().unwrap().clone()
+    }
+
+    async fn serve(&self, req: Request<Body>) -> Result<Response<FakeBody>, BoxError> {
+        *self.0.requests.lock().unwrap() += 1;
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err("connection refused (the fake API server is down)".into());
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let body = req.into_body().collect_bytes().await?;
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if path.starts_with("/apis/coordination.k8s.io/") {
+            if self.0.lease_down.load(Ordering::SeqCst) {
+                return Err("connection reset (the Lease is partitioned away)".into());
+            }
+            return Ok(self.lease_request(&method, &segments, body));
+        }
+        if path.starts_with("/apis/events.k8s.io/") {
+            self.0.events.lock().unwrap().push((method, body.clone()));
+            return Ok(json_response(StatusCode::CREATED, &body));
+        }
+        if path.starts_with("/apis/asenet.io/") {
+            return Ok(self.spec_request(&method, &segments, &query, body));
+        }
+        Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &status_body(404, "NotFound", &format!("no route {method} {path}")),
+        ))
+    }
+
+    fn spec_request(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        query: &str,
+        body: Value,
+    ) -> Response<FakeBody> {
+        // /apis/asenet.io/v1alpha1[/namespaces/{ns}]/aseconnectivities[/{name}[/status]]
+        let at = segments
+            .iter()
+            .position(|s| *s == "aseconnectivities")
+            .unwrap_or(segments.len());
+        let name = segments.get(at + 1).copied();
+        let status = segments.get(at + 2) == Some(&"status");
+        let specs = self.0.specs.lock().unwrap().clone();
+        match (method.clone(), name) {
+            (Method::GET, None) if query.contains("watch=true") => {
+                // An open watch without events: nothing changes in this fake cluster.
+                let stream =
+                    futures::stream::pending::<Result<hyper::body::Frame<Bytes>, BoxError>>();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .body(http_body_util::StreamBody::new(stream).boxed())
+                    .unwrap()
+            }
+            (_, None) => {
+                let items: Vec<Value> = specs
+                    .iter()
+                    .map(|s| serde_json::to_value(s).unwrap())
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "asenet.io/v1alpha1",
+                        "kind": "AseConnectivityList",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": items,
+                    }),
+                )
+            }
+            (_, Some(name)) => {
+                let Some(spec) = specs.into_iter().find(|s| s.name_any() == name) else {
+                    return json_response(
+                        StatusCode::NOT_FOUND,
+                        &status_body(
+                            404,
+                            "NotFound",
+                            &format!("aseconnectivities {name} not found"),
+                        ),
+                    );
+                };
+                let mut obj = serde_json::to_value(&spec).unwrap();
+                if status && *method == Method::PATCH {
+                    *self.0.status_patches.lock().unwrap() += 1;
+                    if let Some(s) = body.get("status") {
+                        obj["status"] = s.clone();
+                    }
+                }
+                json_response(StatusCode::OK, &obj)
+            }
+        }
+    }
+
+    fn lease_request(&self, method: &Method, segments: &[&str], body: Value) -> Response<FakeBody> {
+        let mut lease = self.0.lease.lock().unwrap();
+        let mut version = self.0.lease_version.lock().unwrap();
+        let not_found = || {
+            json_response(
+                StatusCode::NOT_FOUND,
+                &status_body(404, "NotFound", "leases.coordination.k8s.io not found"),
+            )
+        };
+        let conflict = || {
+            json_response(
+                StatusCode::CONFLICT,
+                &status_body(409, "Conflict", "the object has been modified"),
+            )
+        };
+        let named = segments.last() != Some(&"leases");
+        let mut store = |mut new: Value, lease: &mut Option<Value>| {
+            *version += 1;
+            new["apiVersion"] = json!("coordination.k8s.io/v1");
+            new["kind"] = json!("Lease");
+            new["metadata"]["name"] = json!(LEASE_NAME);
+            new["metadata"]["namespace"] = json!(LEASE_NS);
+            new["metadata"]["resourceVersion"] = json!(version.to_string());
+            self.0
+                .lease_writes
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), new.clone()));
+            *lease = Some(new.clone());
+            json_response(StatusCode::OK, &new)
+        };
+        match (method.clone(), named) {
+            (Method::GET, true) => match lease.as_ref() {
+                Some(l) => json_response(StatusCode::OK, l),
+                None => not_found(),
+            },
+            (Method::POST, false) => {
+                if lease.is_some() {
+                    return json_response(
+                        StatusCode::CONFLICT,
+                        &status_body(409, "AlreadyExists", "the lease exists"),
+                    );
+                }
+                store(body, &mut lease)
+            }
+            (Method::PUT, true) => {
+                let Some(current) = lease.as_ref() else {
+                    return not_found();
+                };
+                if body.pointer("/metadata/resourceVersion")
+                    != current.pointer("/metadata/resourceVersion")
+                {
+                    return conflict();
+                }
+                store(body, &mut lease)
+            }
+            (Method::PATCH, true) => {
+                // Strategic merge and server-side apply alike: merge the patch's fields.
+                let mut merged = lease.clone().unwrap_or_else(|| json!({}));
+                merge(&mut merged, &body);
+                store(merged, &mut lease)
+            }
+            (Method::DELETE, true) => {
+                *lease = None;
+                json_response(StatusCode::OK, &status_body(200, "Success", "deleted"))
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": if code < 300 { "Success" } else { "Failure" },
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<FakeBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            http_body_util::Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// ARM and the operator
+// ---------------------------------------------------------------------------------------
+
+/// The in-process mock ARM seeded with examples/seed.
+pub struct Arm {
+    pub mock: mock_arm::RunningMock,
+}
+
+impl Arm {
+    pub async fn start() -> Arm {
+        let dir = root().join(SEED);
+        let specs: Vec<AseConnectivity> = seed_specs();
+        let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
+        let (valid, _) = asenet::validate::validate_all(&specs);
+        let seed = asenet::azure::mock_seed::seed(&snapshot, &valid).unwrap();
+        let config = mock_arm::Config {
+            lro_delay: Duration::from_millis(20),
+            lro_retry_after: Duration::from_millis(10),
+            ..mock_arm::Config::default()
+        };
+        let state = mock_arm::MockState::new(config, seed).unwrap();
+        let mock = mock_arm::start(
+            state,
+            mock_arm::ServeOptions {
+                port: 0,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        Arm { mock }
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.mock.state.stats().writes() + self.mock.state.stats().deletes()
+    }
+}
+
+/// A pipeline writing to `endpoint` with quick retries (a unit of the tests' time scale).
+pub fn arm_client(endpoint: &str, retry: RetryConfig) -> ArmClient {
+    let http: Arc<dyn azure_core::HttpClient> =
+        Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
+    let options = ArmClientOptions {
+        retry,
+        lro_default_poll: Duration::from_millis(10),
+        lro_max_poll: Duration::from_millis(50),
+        lro_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
+    };
+    ArmClient::new(endpoint, Arc::new(StaticToken::new("test")), http, options).unwrap()
+}
+
+pub fn quick_retries() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_retry_after: Duration::from_millis(100),
+    }
+}
+
+pub fn pipeline(arm: ArmClient) -> Arc<dyn Engine> {
+    let tags = ServiceTags::load(&root().join(SEED).join("snapshot.yaml"))
+        .unwrap_or_else(|_| ServiceTags::embedded());
+    Arc::new(Pipeline::new(
+        arm,
+        PipelineOptions {
+            service_tags: tags,
+            ..PipelineOptions::default()
+        },
+    ))
+}
+
+/// A free loopback address for the probes (bound, read, released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn lease_settings(identity: &str) -> LeaseSettings {
+    LeaseSettings {
+        name: LEASE_NAME.into(),
+        namespace: LEASE_NS.into(),
+        identity: identity.into(),
+        duration: 2,
+        grace: 1,
+    }
+}
+
+pub fn options(addr: SocketAddr, lease: Option<LeaseSettings>) -> RunOptions {
+    RunOptions {
+        namespaces: vec![],
+        label_selector: None,
+        settings: Settings {
+            resync: Duration::from_secs(600),
+        },
+        metrics_addr: addr,
+        lease,
+        instance: Some("replica-a".into()),
+        max_concurrent_reconciles: 4,
+    }
+}
+
+/// A running `controller::run_until`, stopped by [`Operator::stop`].
+pub struct Operator {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Operator {
+    pub fn start(client: Client, engine: Arc<dyn Engine>, options: RunOptions) -> Operator {
+        let metrics = Metrics::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = options.metrics_addr;
+        let task = tokio::spawn(controller::run_until(
+            client,
+            engine,
+            metrics.clone(),
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Operator {
+            addr,
+            metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// What `/healthz` or `/readyz` answers: the status code, or 0 when nothing answers.
+    pub async fn probe(&self, path: &str) -> u16 {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        match client
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    pub fn leader(&self) -> i64 {
+        self.metrics.leader.get()
+    }
+
+    /// Sends the shutdown trigger (what SIGTERM does) and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap()
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passed; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 4: start-up with the API server unreachable
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_operator_started_while_the_api_server_is_unreachable_waits_unready_and_then_leads() {
+    let arm = Arm::start().await;
+    let api = FakeApi::new(seed_specs());
+    api.0.down.store(true, Ordering::SeqCst);
+    let op = Operator::start(
+        api.client(),
+        pipeline(arm_client(&arm.mock.base_url, quick_retries())),
+        options(free_addr(), Some(lease_settings("replica-a"))),
+    );
+
+    // Alive but not ready, and not the leader, for as long as the API server is away.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            op.probe("/healthz").await == 200
+        })
+        .await,
+        "/healthz answers while the API server is unreachable"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !op.task.is_finished(),
+        "the operator does not exit when the API server is unreachable at start"
+    );
+    assert_eq!(op.probe("/healthz").await, 200);
+    assert_eq!(
+        op.probe("/readyz").await,
+        503,
+        "not ready without the initial list"
+    );
+    assert_eq!(op.leader(), 0);
+    assert_eq!(arm.writes(), 0);
+    assert!(*api.0.requests.lock().unwrap() >= 2, "it kept trying");
+
+    // The API server comes back: the operator takes the Lease and converges the seed.
+    api.0.down.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(30), || async { op.leader() == 1 }).await,
+        "the operator acquires the Lease once the API server answers"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async { arm.writes() > 0 }).await,
+        "and reconciles: the seed's changes are written"
+    );
+    assert_eq!(api.holder().as_deref(), Some("replica-a"));
+    op.stop().await.unwrap();
+}
