@@ -36,7 +36,10 @@ impl Stores {
         all
     }
 
-    /// Resolves once every store has seen its initial list.
+    /// Resolves once every store has seen its initial list. Each store's readiness is a
+    /// one-shot that wakes a single waiter, and kube-runtime's `Controller` waits on it: do
+    /// not wait here while a `Controller` runs on the same store (`controller::run` watches
+    /// its streams for `InitDone` instead).
     pub async fn wait_until_ready(&self) -> bool {
         for s in &self.0 {
             if s.wait_until_ready().await.is_err() {

@@ -75,6 +75,33 @@ where
     touched.predicate_filter(index::spec_change, Default::default())
 }
 
+/// Which watch streams have delivered their initial list; sets `ready` (and logs "spec
+/// stores synced") once all have.
+struct Synced {
+    stores: Vec<AtomicBool>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Synced {
+    fn new(n: usize, ready: Arc<AtomicBool>) -> Self {
+        Synced {
+            stores: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            ready,
+        }
+    }
+
+    fn mark(&self, store: usize) {
+        if let Some(flag) = self.stores.get(store) {
+            flag.store(true, Ordering::Release);
+        }
+        if self.stores.iter().all(|f| f.load(Ordering::Acquire))
+            && !self.ready.swap(true, Ordering::AcqRel)
+        {
+            info!("spec stores synced");
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl+C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -188,16 +215,11 @@ pub async fn run_until(
             let _ = http_stop_rx.await;
         },
     ));
-    {
-        let stores = stores.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            if stores.wait_until_ready().await {
-                info!("spec stores synced");
-                ready.store(true, Ordering::Release);
-            }
-        });
-    }
+    // Ready once every watch delivered its initial list, seen on the watch streams
+    // themselves. Not `Store::wait_until_ready`: its one-shot wakes a single waiter, and
+    // kube-runtime's `Controller` already waits on it, so a second waiter here was never
+    // woken and `/readyz` stayed 503 (issue 10, defect 2).
+    let synced = Arc::new(Synced::new(apis.len(), ready.clone()));
 
     let election = match &options.lease {
         Some(lease) => Some(
@@ -224,15 +246,17 @@ pub async fn run_until(
     };
 
     let mut controllers = Vec::new();
-    for (((api, writer), reader), (deps, leader)) in apis
+    for (i, (((api, writer), reader), (deps, leader))) in apis
         .into_iter()
         .zip(writers)
         .zip(readers)
         .zip(dependents_rx.into_iter().zip(leader_rx))
+        .enumerate()
     {
         let stores = stores.clone();
         let senders = dependents_tx.clone();
         let route = route.clone();
+        let synced = synced.clone();
         // A change of a spec (including its deletion) wakes the spec and the specs depending
         // on it; a change of its status alone wakes nobody.
         let touched = reflector(
@@ -241,6 +265,12 @@ pub async fn run_until(
                 .default_backoff()
                 .modify(store::for_store),
         )
+        .inspect(move |event| {
+            // The reflector applied the event to the store before passing it on.
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced.mark(i);
+            }
+        })
         .touched_objects();
         let trigger = spec_changes(touched).inspect(move |event| {
             if let Ok(changed) = event {

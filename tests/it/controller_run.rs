@@ -497,6 +497,93 @@ where
     }
 }
 
+/// Captures what the operator logs (the tests run on one thread: every task logs here).
+pub struct Logs {
+    buf: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn capture() -> Logs {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        Logs {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 2: readiness
+// ---------------------------------------------------------------------------------------
+
+async fn readiness_after_the_initial_lists(namespaces: Vec<String>) {
+    let logs = Logs::capture();
+    let arm = Arm::start().await;
+    let api = FakeApi::new(seed_specs());
+    let mut options = options(free_addr(), None);
+    options.namespaces = namespaces;
+    let op = Operator::start(
+        api.client(),
+        pipeline(arm_client(&arm.mock.base_url, quick_retries())),
+        options,
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            op.probe("/readyz").await == 200
+        })
+        .await,
+        "/readyz turns 200 once every watch delivered its initial list"
+    );
+    assert!(
+        logs.text().contains("spec stores synced"),
+        "{}",
+        logs.text()
+    );
+    // The same stream reconciles: the seed's changes reach ARM, the statuses the API server.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            arm.writes() > 0 && *api.0.status_patches.lock().unwrap() > 0
+        })
+        .await,
+        "the controller reconciled from the store"
+    );
+    assert_eq!(op.probe("/readyz").await, 200);
+    op.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_turns_200_after_the_initial_list_while_the_controller_waits_on_the_same_store() {
+    readiness_after_the_initial_lists(vec![]).await;
+}
+
+#[tokio::test]
+async fn readyz_turns_200_once_each_of_two_watched_namespaces_has_its_initial_list() {
+    readiness_after_the_initial_lists(vec!["network".into(), "other".into()]).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Defect 4: start-up with the API server unreachable
 // ---------------------------------------------------------------------------------------
