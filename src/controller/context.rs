@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::Client;
 
 use super::engine::{Engine, Planned};
+use super::events::EventRecorder;
 use super::index::{key_of, Key};
 use super::leader::Leadership;
 use super::metrics::Metrics;
@@ -70,7 +71,7 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub engine: Arc<dyn Engine>,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub metrics: Arc<Metrics>,
     pub leadership: Leadership,
     pub settings: Settings,
@@ -264,7 +265,7 @@ impl Context {
             instance,
         };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), reporter),
             client,
             stores,
             engine,

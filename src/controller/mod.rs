@@ -10,12 +10,13 @@
 //! resync is due, this replica became leader) → [`reconcile::reconcile`] plans the spec's
 //! connected component (the specs sharing a parent with it or linked by `environmentRef`s)
 //! holding the locks of the component's Azure parents, and writes through the
-//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
-//! `Recorder`. [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
+//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by
+//! [`events::EventRecorder`] (the note is part of what makes an event distinct). [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
 //! Lease.
 
 pub mod context;
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod index;
 pub mod leader;

@@ -7,6 +7,7 @@
 //! as a whole or for Lease requests only (a replica partitioned from the API server). ARM
 //! is the in-process mock seeded with `examples/seed`, the engine the real pipeline.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -582,6 +583,107 @@ async fn readyz_turns_200_after_the_initial_list_while_the_controller_waits_on_t
 #[tokio::test]
 async fn readyz_turns_200_once_each_of_two_watched_namespaces_has_its_initial_list() {
     readiness_after_the_initial_lists(vec!["network".into(), "other".into()]).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 3: event notes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn events_with_another_note_are_new_events_and_only_the_same_note_counts_into_a_series() {
+    use asenet::controller::events::EventRecorder;
+    use kube::runtime::events::{Event, EventType, Reporter};
+    use kube::Resource;
+
+    let api = FakeApi::new(vec![]);
+    let recorder = EventRecorder::new(
+        api.client(),
+        Reporter {
+            controller: "asenet".into(),
+            instance: Some("replica-a".into()),
+        },
+    );
+    let spec = seed_specs().remove(0);
+    let applied = |note: &str| Event {
+        type_: EventType::Normal,
+        reason: "Applied".into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // The writes the issue saw: 2 to ase-two-nsg, 1 to ase-one-nsg, 1 to ase-two-nsg again.
+    for note in [
+        "applied 2 change(s) to ase-two-nsg",
+        "applied 1 change(s) to ase-one-nsg",
+        "applied 1 change(s) to ase-two-nsg",
+        "applied 1 change(s) to ase-two-nsg",
+    ] {
+        recorder
+            .publish(&applied(note), &spec.object_ref(&()))
+            .await
+            .unwrap();
+    }
+
+    let requests = api.events();
+    let summary: Vec<(String, String, i64)> = requests
+        .iter()
+        .map(|(method, body)| {
+            (
+                method.to_string(),
+                body["note"].as_str().unwrap_or_default().to_string(),
+                body.pointer("/series/count")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "POST".into(),
+                "applied 2 change(s) to ase-two-nsg".into(),
+                1
+            ),
+            (
+                "POST".into(),
+                "applied 1 change(s) to ase-one-nsg".into(),
+                1
+            ),
+            (
+                "POST".into(),
+                "applied 1 change(s) to ase-two-nsg".into(),
+                1
+            ),
+            (
+                "PATCH".into(),
+                "applied 1 change(s) to ase-two-nsg".into(),
+                2
+            ),
+        ],
+        "each distinct note is its own event; only a repeated note grows a series"
+    );
+    // What `kubectl describe` shows: the last version of each Event object, by name.
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    for (_, body) in &requests {
+        shown.insert(
+            body.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap()
+                .to_string(),
+            body["note"].as_str().unwrap().to_string(),
+        );
+    }
+    let mut notes: Vec<&String> = shown.values().collect();
+    notes.sort();
+    assert_eq!(
+        notes,
+        vec![
+            "applied 1 change(s) to ase-one-nsg",
+            "applied 1 change(s) to ase-two-nsg",
+            "applied 2 change(s) to ase-two-nsg",
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
