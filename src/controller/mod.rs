@@ -57,11 +57,22 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// `None`: leader election off, this replica always writes (one replica only!).
     pub lease: Option<LeaseSettings>,
+    /// This replica's leadership: the same handle must fence the engine's ARM client
+    /// (`ArmClient::with_write_fence`), so that no write leaves once it is lost. `run` makes it
+    /// a follower until the Lease is acquired (or a leader without end when `lease` is
+    /// `None`).
+    pub leadership: Leadership,
+    /// After SIGTERM: at most this long to cancel in-flight work, release the Lease and stop
+    /// serving (`--shutdown-timeout`; keep it well inside the pod's grace period).
+    pub shutdown_timeout: std::time::Duration,
     /// Reported in events (`reportingInstance`): the pod name.
     pub instance: Option<String>,
     /// At most this many reconciles in flight per watched scope (`0`: unbounded).
     pub max_concurrent_reconciles: u16,
 }
+
+/// The default of `--shutdown-timeout` (the chart's grace period is 30 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The default of `--max-concurrent-reconciles`.
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
@@ -128,8 +139,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the operator until SIGTERM/SIGINT, then finishes the reconciles in flight, releases
-/// the Lease and stops serving.
+/// Runs the operator until SIGTERM/SIGINT, then stops writing at once (in-flight reconciles
+/// and their ARM retries are cancelled, writes fenced), releases the Lease and stops
+/// serving, within `options.shutdown_timeout`.
 pub async fn run(
     client: Client,
     engine: Arc<dyn Engine>,
@@ -148,12 +160,27 @@ pub async fn run_until(
     options: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
+    let leadership = options.leadership.clone();
+    if options.lease.is_some() {
+        leadership.step_down();
+    } else {
+        leadership.set(true);
+        metrics.leader.set(1);
+    }
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    {
+        let leadership = leadership.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: cancelling in-flight work, releasing the Lease");
+            // Retired for good (a renewal finishing now cannot make it leader again): writes
+            // are fenced and every reconcile in flight is cancelled at once.
+            leadership.retire();
+            metrics.leader.set(0);
+            let _ = shutdown_tx.send(true);
+        });
+    }
     let mut watcher_config = watcher::Config::default();
     if let Some(selector) = &options.label_selector {
         watcher_config = watcher_config.labels(selector);
@@ -187,12 +214,6 @@ pub async fn run_until(
     }
     let stores = Stores::new(readers.clone());
 
-    let leadership = if options.lease.is_some() {
-        Leadership::follower()
-    } else {
-        metrics.leader.set(1);
-        Leadership::always()
-    };
     let ctx = Context::new(
         client.clone(),
         stores.clone(),
@@ -222,19 +243,16 @@ pub async fn run_until(
     // woken and `/readyz` stayed 503 (issue 10, defect 2).
     let synced = Arc::new(Synced::new(apis.len(), ready.clone()));
 
-    let election = match &options.lease {
-        Some(lease) => Some(
-            leader::start(
-                client.clone(),
-                lease.clone(),
-                leadership.clone(),
-                metrics.clone(),
-                leader_tx.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let election = options.lease.as_ref().map(|lease| {
+        leader::start(
+            Api::namespaced(client.clone(), &lease.namespace),
+            lease.clone(),
+            leadership.clone(),
+            metrics.clone(),
+            leader_tx.clone(),
+            shutdown_rx.clone(),
+        )
+    });
 
     // Which controller owns a namespace (index into the per-namespace vectors).
     let namespaces = options.namespaces.clone();
@@ -303,17 +321,38 @@ pub async fn run_until(
         controllers.push(run);
     }
     drop(dependents_tx);
-    futures::future::join_all(controllers).await;
-    info!("controllers stopped");
-
-    if let Some(election) = election {
-        election.stop().await;
+    let controllers = futures::future::join_all(controllers);
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {}
+        // An error: the sender is gone, which happens only after it sent.
+        _ = shutdown_rx.wait_for(|stop| *stop) => {}
+    }
+    // The budget starts at the signal: the reconciles are cancelled (they return at once),
+    // the election releases the Lease, the probes stop; whatever is still waiting when the
+    // budget is spent is abandoned, so the process exits before the kubelet's SIGKILL.
+    let budget = options.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + budget;
+    let drained = tokio::time::timeout_at(deadline, async {
+        controllers.await;
+        info!("controllers stopped");
+        if let Some(election) = election {
+            election.wait().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            ?budget,
+            "shutdown budget spent; exiting without waiting for the rest"
+        );
     }
     let _ = http_stop_tx.send(());
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
-        Err(e) => warn!(error = %e, "metrics server task failed"),
+    match tokio::time::timeout_at(deadline, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "metrics server failed"),
+        Ok(Err(e)) => warn!(error = %e, "metrics server task failed"),
+        Err(_) => warn!("metrics server still serving at the end of the shutdown budget"),
     }
     Ok(())
 }

@@ -141,6 +141,12 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     reconciles = values.get("controller", {}).get("maxConcurrentReconciles", 8)
     checks["--max-concurrent-reconciles from values"] = (
         f"--max-concurrent-reconciles={reconciles}" in args)
+    flags = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    shutdown = int(flags.get("--shutdown-timeout", 20))
+    checks["--shutdown-timeout well inside terminationGracePeriodSeconds"] = shutdown + 5 <= grace
+    lease = [int(flags.get(f"--lease-{f}-seconds", 0)) for f in ("duration", "renew-deadline", "retry-period")]
+    checks["lease duration > renew deadline > retry period > 0"] = lease[0] > lease[1] > lease[2] > 0
     replicas = deploy["spec"]["replicas"]
     if replicas > 1:
         checks["leader election on with >1 replica"] = "--leader-election=true" in args

@@ -16,7 +16,9 @@ use std::time::Duration;
 use asenet::api::AseConnectivity;
 use asenet::azure::credential::StaticToken;
 use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
-use asenet::controller::{self, Engine, LeaseSettings, Metrics, RunOptions, Settings, FINALIZER};
+use asenet::controller::{
+    self, Engine, Leadership, LeaseSettings, Metrics, RunOptions, Settings, FINALIZER,
+};
 use asenet::observe::ServiceTags;
 use asenet::pipeline::{Pipeline, PipelineOptions};
 use bytes::Bytes;
@@ -71,6 +73,8 @@ pub struct FakeState {
     /// Lease requests only fail (a partition that the lease sees first; the rest keeps
     /// answering, so the replica keeps reconciling unless it stops by itself).
     pub lease_down: AtomicBool,
+    /// Lease requests never get an answer (a black-holed API server).
+    pub lease_hangs: AtomicBool,
     /// Lease writes that succeeded: when, and the Lease as stored.
     pub lease_writes: Mutex<Vec<(std::time::Instant, Value)>>,
     /// Event requests: method and body.
@@ -129,6 +133,9 @@ impl FakeApi {
         };
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if path.starts_with("/apis/coordination.k8s.io/") {
+            if self.0.lease_hangs.load(Ordering::SeqCst) {
+                futures::future::pending::<()>().await;
+            }
             if self.0.lease_down.load(Ordering::SeqCst) {
                 return Err("connection reset (the Lease is partitioned away)".into());
             }
@@ -402,8 +409,10 @@ pub fn lease_settings(identity: &str) -> LeaseSettings {
         name: LEASE_NAME.into(),
         namespace: LEASE_NS.into(),
         identity: identity.into(),
-        duration: 2,
-        grace: 1,
+        // client-go's 15 s / 10 s / 2 s, scaled down.
+        duration: Duration::from_millis(2000),
+        renew_deadline: Duration::from_millis(1000),
+        retry_period: Duration::from_millis(200),
     }
 }
 
@@ -418,7 +427,19 @@ pub fn options(addr: SocketAddr, lease: Option<LeaseSettings>) -> RunOptions {
         lease,
         instance: Some("replica-a".into()),
         max_concurrent_reconciles: 4,
+        leadership: Leadership::follower(),
+        shutdown_timeout: Duration::from_secs(5),
     }
+}
+
+/// The pipeline to `endpoint`, its writes fenced on the operator's leadership (as
+/// `asenet controller` builds it).
+pub fn fenced_pipeline(
+    endpoint: &str,
+    retry: RetryConfig,
+    options: &RunOptions,
+) -> Arc<dyn Engine> {
+    pipeline(arm_client(endpoint, retry).with_write_fence(Arc::new(options.leadership.clone())))
 }
 
 /// A running `controller::run_until`, stopped by [`Operator::stop`].
@@ -548,7 +569,7 @@ async fn readiness_after_the_initial_lists(namespaces: Vec<String>) {
     options.namespaces = namespaces;
     let op = Operator::start(
         api.client(),
-        pipeline(arm_client(&arm.mock.base_url, quick_retries())),
+        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
         options,
     );
     assert!(
@@ -695,10 +716,11 @@ async fn an_operator_started_while_the_api_server_is_unreachable_waits_unready_a
     let arm = Arm::start().await;
     let api = FakeApi::new(seed_specs());
     api.0.down.store(true, Ordering::SeqCst);
+    let options = options(free_addr(), Some(lease_settings("replica-a")));
     let op = Operator::start(
         api.client(),
-        pipeline(arm_client(&arm.mock.base_url, quick_retries())),
-        options(free_addr(), Some(lease_settings("replica-a"))),
+        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
+        options,
     );
 
     // Alive but not ready, and not the leader, for as long as the API server is away.
@@ -736,4 +758,313 @@ async fn an_operator_started_while_the_api_server_is_unreachable_waits_unready_a
     );
     assert_eq!(api.holder().as_deref(), Some("replica-a"));
     op.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 1: leadership that cannot split
+// ---------------------------------------------------------------------------------------
+
+const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
+
+/// A foreign edit: deletes one rule asenet owns in ase-one-nsg (drift the leader repairs).
+fn remove_an_owned_rule(arm: &Arm) -> bool {
+    let Some(mut body) = arm.mock.state.get_resource(NSG_ONE) else {
+        return false;
+    };
+    let Some(rules) = body
+        .pointer_mut("/properties/securityRules")
+        .and_then(Value::as_array_mut)
+    else {
+        return false;
+    };
+    let Some(i) = rules
+        .iter()
+        .position(|r| r["name"].as_str().is_some_and(|n| n.starts_with("asenet-")))
+    else {
+        return false;
+    };
+    rules.remove(i);
+    arm.mock.state.put_raw(NSG_ONE, body).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_renewals_fail_stops_writing_at_the_renew_deadline_and_leads_again_only_after_a_fresh_acquire(
+) {
+    let arm = Arc::new(Arm::start().await);
+    let api = FakeApi::new(seed_specs());
+    let mut options = options(free_addr(), Some(lease_settings("replica-a")));
+    // Reconciles come round often, so a replica that believes it leads writes often.
+    options.settings.resync = Duration::from_millis(200);
+    let leadership = options.leadership.clone();
+    let lease = lease_settings("replica-a");
+    let op = Operator::start(
+        api.client(),
+        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
+        options,
+    );
+    assert!(eventually(Duration::from_secs(20), || async { op.leader() == 1 }).await);
+    assert!(eventually(Duration::from_secs(30), || async { arm.writes() > 0 }).await);
+
+    // Someone keeps deleting an owned rule: the leader keeps repairing it.
+    let drift = {
+        let arm = arm.clone();
+        tokio::spawn(async move {
+            loop {
+                remove_an_owned_rule(&arm);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let before = arm.writes();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            arm.writes() > before + 2
+        })
+        .await,
+        "the leader repairs the drift"
+    );
+
+    // The partition: every Lease request fails from now on.
+    api.0.lease_down.store(true, Ordering::SeqCst);
+    let partitioned = std::time::Instant::now();
+    let last_renewal = api.0.lease_writes.lock().unwrap().last().unwrap().0;
+    assert!(last_renewal <= partitioned);
+    // The deadline is at most the renew deadline after the last successful renewal; a write
+    // sent just before it may still be on the wire for a few milliseconds.
+    let deadline = last_renewal + lease.renew_deadline;
+    tokio::time::sleep(
+        (deadline + Duration::from_millis(300))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    assert!(
+        !leadership.is_leader(),
+        "leadership ends at the renew deadline"
+    );
+    assert_eq!(op.leader(), 0, "asenet_leader drops to 0");
+    let at_deadline = arm.writes();
+    // Well past the Lease duration, with the drift still being made and reconciles due.
+    tokio::time::sleep(lease.duration + Duration::from_secs(1)).await;
+    assert_eq!(
+        arm.writes(),
+        at_deadline,
+        "no ARM write after the renew deadline while the Lease cannot be renewed"
+    );
+    assert_eq!(op.leader(), 0, "still not the leader: it never renewed");
+    assert!(!leadership.is_leader());
+
+    // The partition heals: leadership comes back only through a successful Lease write.
+    let lease_writes_before = api.0.lease_writes.lock().unwrap().len();
+    let healed = std::time::Instant::now();
+    api.0.lease_down.store(false, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(10), || async { op.leader() == 1 }).await);
+    let writes = api.0.lease_writes.lock().unwrap().clone();
+    assert!(
+        writes.len() > lease_writes_before,
+        "a fresh acquire wrote the Lease"
+    );
+    assert!(writes[lease_writes_before].0 >= healed);
+    assert_eq!(api.holder().as_deref(), Some("replica-a"));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            arm.writes() > at_deadline
+        })
+        .await,
+        "the new term repairs the drift again"
+    );
+    drift.abort();
+    op.stop().await.unwrap();
+}
+
+/// A fence that lets `allowed` writes through, then closes.
+struct Countdown(std::sync::atomic::AtomicU32);
+
+impl asenet::azure::WriteFence for Countdown {
+    fn may_write(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[tokio::test]
+async fn the_write_fence_is_checked_before_every_attempt_so_a_retry_after_the_fence_closed_is_never_sent(
+) {
+    use asenet::azure::{ArmError, WriteFence};
+    use asenet::model::ResourceId;
+    let arm = Arm::start().await;
+    // An NSG of the seed (the seed's foreign-rule NSG; ase-one-nsg exists only once applied).
+    let body = arm
+        .mock
+        .state
+        .all_resources()
+        .into_iter()
+        .find(|r| r["type"] == "Microsoft.Network/networkSecurityGroups")
+        .unwrap();
+    let id = ResourceId::parse(body["id"].as_str().unwrap()).unwrap();
+    arm.mock.state.inject_fault(mock_arm::FaultSpec {
+        method: Some("PUT".into()),
+        path: Some("networkSecurityGroups".into()),
+        count: 1,
+        action: mock_arm::FaultAction::Error {
+            status: 500,
+            code: None,
+            message: None,
+            retry_after: None,
+        },
+    });
+    arm.mock.state.reset_stats();
+    // One attempt allowed: the first PUT goes out, gets a 500; its retry is fenced.
+    let fence: Arc<dyn WriteFence> = Arc::new(Countdown(1.into()));
+    let client = arm_client(&arm.mock.base_url, quick_retries()).with_write_fence(fence);
+    let err = client.put(&id, &body, None, &|_| {}).await.unwrap_err();
+    assert!(matches!(err, ArmError::Fenced { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no longer holds the leader Lease"),
+        "{err}"
+    );
+    assert_eq!(arm.mock.state.stats().writes(), 1, "the retry was not sent");
+
+    // Reads are never fenced; a closed fence sends no write at all.
+    let closed = arm_client(&arm.mock.base_url, quick_retries())
+        .with_write_fence(Arc::new(Countdown(0.into())));
+    assert!(closed.get_nsg(&id).await.unwrap().is_some());
+    let err = closed.delete(&id, None, &|_| {}).await.unwrap_err();
+    assert!(matches!(err, ArmError::Fenced { .. }), "{err}");
+    assert_eq!(
+        arm.mock.state.stats().writes() + arm.mock.state.stats().deletes(),
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 5: shutdown within its budget
+// ---------------------------------------------------------------------------------------
+
+/// ARM that never answers: every plan waits for ever (counted when it starts).
+struct HangingArm(std::sync::atomic::AtomicU32);
+
+impl Engine for HangingArm {
+    fn plan<'a>(
+        &'a self,
+        _specs: &'a [AseConnectivity],
+        _scope: &'a asenet::diff::Scope,
+    ) -> futures::future::BoxFuture<'a, Result<controller::Planned, controller::EngineError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(futures::future::pending())
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _specs: &'a [AseConnectivity],
+        _scope: &'a asenet::diff::Scope,
+        _planned: controller::Planned,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<asenet::pipeline::ApplyReport, controller::EngineError>,
+    > {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_while_arm_hangs_cancels_the_reconciles_releases_the_lease_and_returns_within_the_budget(
+) {
+    let api = FakeApi::new(seed_specs());
+    let engine = Arc::new(HangingArm(0.into()));
+    let mut options = options(free_addr(), Some(lease_settings("replica-a")));
+    options.shutdown_timeout = Duration::from_secs(20);
+    let op = Operator::start(api.client(), engine.clone(), options);
+    // Leader, with reconciles stuck in ARM (virtual time: the clock is paused).
+    assert!(eventually(Duration::from_secs(60), || async { op.leader() == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            engine.0.load(Ordering::SeqCst) > 0
+        })
+        .await
+    );
+    assert_eq!(api.holder().as_deref(), Some("replica-a"));
+
+    let signalled = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(120), op.stop()).await;
+    let took = signalled.elapsed();
+    assert!(
+        stopped.is_ok(),
+        "run returned after SIGTERM although ARM never answered"
+    );
+    stopped.unwrap().unwrap();
+    assert!(
+        took < Duration::from_secs(1),
+        "in-flight reconciles are cancelled at once, not waited for: {took:?}"
+    );
+    assert_eq!(api.holder(), None, "the Lease was released");
+    assert_eq!(
+        api.lease().unwrap().pointer("/spec/leaseDurationSeconds"),
+        Some(&json!(1))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_up_on_an_unreachable_api_server_when_its_budget_is_spent() {
+    // The Lease cannot be released (the API server went away with the signal): run returns
+    // at the budget anyway, so the kubelet's SIGKILL never comes first.
+    let api = FakeApi::new(seed_specs());
+    let engine = Arc::new(HangingArm(0.into()));
+    let mut options = options(free_addr(), Some(lease_settings("replica-a")));
+    options.shutdown_timeout = Duration::from_secs(20);
+    let op = Operator::start(api.client(), engine.clone(), options);
+    assert!(eventually(Duration::from_secs(60), || async { op.leader() == 1 }).await);
+    // Releasing needs the API server, which no longer answers at all.
+    api.0.lease_hangs.store(true, Ordering::SeqCst);
+    let signalled = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(120), op.stop()).await;
+    assert!(stopped.is_ok(), "run returned within the budget");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(20) && took <= Duration::from_secs(21),
+        "the budget, not the hanging release, ended the shutdown: {took:?}"
+    );
+    assert_eq!(
+        api.holder().as_deref(),
+        Some("replica-a"),
+        "the release never reached the API server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_arm_is_unreachable_stops_long_before_the_arm_retries_would_end() {
+    // ARM refuses connections; the default retry policy would go on for ~50 s (the issue's
+    // measurement). Nothing is written, so nothing needs waiting for.
+    let closed = free_addr();
+    let api = FakeApi::new(seed_specs());
+    let mut options = options(free_addr(), None);
+    options.shutdown_timeout = Duration::from_secs(20);
+    let metrics_addr = options.metrics_addr;
+    let engine = fenced_pipeline(
+        &format!("http://{closed}"),
+        RetryConfig::default(),
+        &options,
+    );
+    let op = Operator::start(api.client(), engine, options);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            op.probe("/readyz").await == 200
+        })
+        .await
+    );
+    // Reconciles are in ARM retries now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signalled = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(45), op.stop()).await;
+    assert!(stopped.is_ok(), "run returned after SIGTERM");
+    // Generous: the point is seconds, not the ~50 s the ARM retries would take.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        std::net::TcpStream::connect(metrics_addr).is_err(),
+        "the probes stopped"
+    );
 }
