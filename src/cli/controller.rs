@@ -120,8 +120,28 @@ fn engine(
     )))
 }
 
+/// The Lease timings of the flags, checked (`duration > renew deadline > retry period`)
+/// before anything starts.
+fn lease_timings(args: &ControllerArgs) -> anyhow::Result<(Duration, Duration, Duration)> {
+    let timings = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: String::new(),
+        identity: String::new(),
+        duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+        retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+    };
+    timings.check()?;
+    Ok((
+        timings.duration,
+        timings.renew_deadline,
+        timings.retry_period,
+    ))
+}
+
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
+    let (duration, renew_deadline, retry_period) = lease_timings(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
@@ -134,13 +154,10 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string()),
             identity: identity.clone(),
-            duration: Duration::from_secs(args.lease_duration_seconds),
-            renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
-            retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+            duration,
+            renew_deadline,
+            retry_period,
         });
-        if let Some(lease) = &lease {
-            lease.check()?;
-        }
         let leadership = Leadership::follower();
         let engine = engine(&args.azure, metrics.clone(), &leadership)?;
         let options = RunOptions {

@@ -1068,3 +1068,24 @@ async fn sigterm_while_arm_is_unreachable_stops_long_before_the_arm_retries_woul
         "the probes stopped"
     );
 }
+
+#[test]
+fn asenet_controller_refuses_lease_timings_that_could_split_the_leadership() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+        .args([
+            "controller",
+            "--lease-duration-seconds",
+            "10",
+            "--lease-renew-deadline-seconds",
+            "12",
+        ])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--lease-duration-seconds `10s` must be longer than --lease-renew-deadline-seconds `12s`"),
+        "{stderr}"
+    );
+}
