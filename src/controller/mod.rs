@@ -102,6 +102,10 @@ impl Synced {
         }
     }
 
+    fn all(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     fn mark(&self, store: usize) {
         if let Some(flag) = self.stores.get(store) {
             flag.store(true, Ordering::Release);
@@ -334,8 +338,14 @@ pub async fn run_until(
     let budget = options.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + budget;
     let drained = tokio::time::timeout_at(deadline, async {
-        controllers.await;
-        info!("controllers stopped");
+        // kube-runtime holds a controller's runner until its store has the initial list, and
+        // a graceful shutdown waits for the runner: with a store never synced (API server
+        // unreachable since start) it would wait out the whole budget. There is nothing to
+        // finish then (no reconcile ever ran), so the controllers are dropped.
+        if synced.all() {
+            controllers.await;
+            info!("controllers stopped");
+        }
         if let Some(election) = election {
             election.wait().await;
         }

@@ -179,6 +179,10 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     if "--leader-election=true" in args:
         checks["Lease Role in the release namespace"] = (
             len(lease_roles) == 1 and lease_roles[0]["metadata"]["namespace"] == NAMESPACE)
+        # What src/controller/leader.rs sends: GET, POST (create), PUT (update).
+        checks["Lease Role allows get, create, update"] = len(lease_roles) == 1 and any(
+            "leases" in r.get("resources", []) and {"get", "create", "update"} <= set(r.get("verbs", []))
+            for r in lease_roles[0]["rules"])
     for sm in by_kind(docs, "ServiceMonitor"):
         checks["ServiceMonitor scrapes the metrics port"] = sm["spec"]["endpoints"][0]["port"] == "metrics"
     for name, passed in checks.items():

@@ -1088,3 +1088,25 @@ fn asenet_controller_refuses_lease_timings_that_could_split_the_leadership() {
         "{stderr}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_before_the_api_server_ever_answered_returns_at_once() {
+    // Nothing was listed, nothing reconciled, no Lease held: nothing to wait for.
+    let api = FakeApi::new(seed_specs());
+    api.0.down.store(true, Ordering::SeqCst);
+    let engine = Arc::new(HangingArm(0.into()));
+    let mut options = options(free_addr(), Some(lease_settings("replica-a")));
+    options.shutdown_timeout = Duration::from_secs(20);
+    let op = Operator::start(api.client(), engine.clone(), options);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!op.task.is_finished());
+    let signalled = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(120), op.stop()).await;
+    assert!(stopped.is_ok());
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "not the whole budget: {took:?}"
+    );
+    assert_eq!(engine.0.load(Ordering::SeqCst), 0);
+}
