@@ -78,6 +78,10 @@ pub enum ArmError {
     /// Bad endpoint, CA file or credential settings.
     #[error("ARM client configuration: {0}")]
     Config(String),
+    /// The write fence was closed (this replica is no longer the leader): the request was
+    /// not sent.
+    #[error("{method} {resource}: not sent: this replica no longer holds the leader Lease")]
+    Fenced { method: String, resource: String },
 }
 
 impl ArmError {
@@ -101,7 +105,8 @@ impl ArmError {
             }
             ArmError::OperationTimeout { .. }
             | ArmError::Connection { .. }
-            | ArmError::Credential(_) => ErrorCategory::Transient,
+            | ArmError::Credential(_)
+            | ArmError::Fenced { .. } => ErrorCategory::Transient,
             ArmError::Decode { .. } | ArmError::Config(_) => ErrorCategory::Permanent,
         }
     }

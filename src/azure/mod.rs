@@ -37,7 +37,7 @@ use azure_mgmt_network::models;
 use serde_json::Value;
 
 pub use error::{ArmError, ErrorCategory};
-pub use policy::{ArmObserver, RetryConfig};
+pub use policy::{ArmObserver, RetryConfig, WriteFence};
 
 use crate::model::ResourceId;
 
@@ -110,6 +110,7 @@ struct Inner {
     credential: Arc<dyn TokenCredential>,
     scopes: Vec<String>,
     observers: Arc<policy::Observers>,
+    fence: Arc<policy::FenceSlot>,
     options: ArmClientOptions,
 }
 
@@ -187,12 +188,20 @@ impl ArmClient {
     ) -> Result<Self, ArmError> {
         let endpoint = check_endpoint(endpoint)?;
         let observers = Arc::new(policy::Observers::default());
+        let fence = Arc::new(policy::FenceSlot::default());
         let mut client_options =
             ClientOptions::new(TransportOptions::new(http)).retry(RetryOptions::none());
         client_options
             .per_retry_policies_mut()
             .push(Arc::new(policy::ArmRetryPolicy {
                 config: options.retry.clone(),
+            }));
+        // After the retry policy: every attempt of a write, retries included, is checked
+        // right before it is sent; before the observer: a write not sent is not counted.
+        client_options
+            .per_retry_policies_mut()
+            .push(Arc::new(policy::FencePolicy {
+                fence: fence.clone(),
             }));
         client_options
             .per_retry_policies_mut()
@@ -222,6 +231,7 @@ impl ArmClient {
                 credential,
                 scopes,
                 observers,
+                fence,
                 options,
             }),
         })
@@ -249,6 +259,15 @@ impl ArmClient {
     /// Adds an observer told about every HTTP attempt (method, resource type, status).
     pub fn with_observer(self, observer: Arc<dyn ArmObserver>) -> Self {
         self.inner.observers.add(observer);
+        self
+    }
+
+    /// Fences every write (PUT, DELETE, PATCH, POST) on `fence`: each attempt, retries
+    /// included, is sent only while `fence.may_write()`; otherwise it fails with
+    /// [`ArmError::Fenced`] without reaching ARM. The operator passes its leadership, so a
+    /// replica whose Lease renewal deadline passed cannot write (issue 10, defect 1).
+    pub fn with_write_fence(self, fence: Arc<dyn WriteFence>) -> Self {
+        self.inner.fence.set(fence);
         self
     }
 
@@ -801,6 +820,12 @@ fn check_terminal(id: &ResourceId, state: &str, _body: Option<&Value>) -> Result
 /// Maps an `azure_core` error (HTTP status with ARM's code and message, I/O, credential)
 /// to an `ArmError`.
 pub fn map_error(method: &str, resource: &str, e: azure_core::Error) -> ArmError {
+    if e.downcast_ref::<policy::Fenced>().is_some() {
+        return ArmError::Fenced {
+            method: method.to_string(),
+            resource: resource.to_string(),
+        };
+    }
     if let Some(h) = e.as_http_error() {
         return ArmError::Http {
             method: method.to_string(),

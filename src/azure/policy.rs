@@ -1,6 +1,7 @@
-//! Two `azure_core` pipeline policies: ARM-aware retries and the request observer.
+//! Three `azure_core` pipeline policies: ARM-aware retries, the write fence and the
+//! request observer.
 //!
-//! Both sit in the per-retry slot of the one pipeline every ARM call goes through (the
+//! All sit in the per-retry slot of the one pipeline every ARM call goes through (the
 //! generated `azure_mgmt_network` builders and asenet's own raw calls), right before the
 //! transport, so they see every attempt and its raw response with headers.
 //!
@@ -305,4 +306,86 @@ pub fn resource_type(path: &str) -> String {
         .and_then(|i| rest.get(i))
         .map(|s| s.to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether writes may be sent now. The operator's leadership implements it: a replica whose
+/// Lease renewal deadline passed must not write (issue 10, defect 1).
+pub trait WriteFence: Send + Sync {
+    fn may_write(&self) -> bool;
+}
+
+/// The fence of one client; empty (every write allowed) until `ArmClient::with_write_fence`.
+#[derive(Default)]
+pub struct FenceSlot(RwLock<Option<Arc<dyn WriteFence>>>);
+
+impl std::fmt::Debug for FenceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FenceSlot")
+    }
+}
+
+impl FenceSlot {
+    pub fn set(&self, fence: Arc<dyn WriteFence>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fence);
+    }
+
+    fn may_write(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|f| f.may_write())
+    }
+}
+
+/// The error a fenced attempt fails with (mapped to `ArmError::Fenced`).
+#[derive(Debug, thiserror::Error)]
+#[error("write fenced: this replica no longer holds the leader Lease")]
+pub struct Fenced;
+
+/// Refuses to send a write (any method but GET and HEAD) while the fence is closed. Sits
+/// after the retry policy, so it decides right before each attempt reaches the transport.
+#[derive(Debug)]
+pub struct FencePolicy {
+    pub fence: Arc<FenceSlot>,
+}
+
+impl FencePolicy {
+    async fn run(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let read = matches!(
+            *request.method(),
+            azure_core::Method::Get | azure_core::Method::Head
+        );
+        if !read && !self.fence.may_write() {
+            tracing::warn!(method = %request.method(), url = %request.url(), "not the leader: write not sent");
+            return Err(azure_core::Error::new(ErrorKind::Other, Fenced));
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+impl Policy for FencePolicy {
+    fn send<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 self,
+        ctx: &'life1 Context,
+        request: &'life2 mut Request,
+        next: &'life3 [Arc<dyn Policy>],
+    ) -> BoxFuture<'async_trait, PolicyResult>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.run(ctx, request, next))
+    }
 }

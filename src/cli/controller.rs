@@ -10,7 +10,7 @@ use clap::{ArgAction, ValueEnum};
 use kube::CustomResourceExt;
 
 use super::AzureArgs;
-use crate::controller::{self, Engine, LeaseSettings, Metrics, RunOptions, Settings};
+use crate::controller::{self, Engine, Leadership, LeaseSettings, Metrics, RunOptions, Settings};
 use crate::tenancy::TenancyMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,12 +54,26 @@ pub struct ControllerArgs {
     /// host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Seconds a Lease stays valid after its last renewal.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds another replica waits, after it last saw the Lease change, before taking it
+    /// over. Must be longer than the renew deadline.
+    #[arg(long, env = "ASENET_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
-    /// Seconds before expiry at which the leader renews.
-    #[arg(long, default_value_t = 5)]
-    pub lease_grace_seconds: u64,
+    /// Seconds after its last successful renewal at which the leader stops writing and steps
+    /// down. Must be longer than the retry period.
+    #[arg(
+        long,
+        env = "ASENET_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    pub lease_renew_deadline_seconds: u64,
+    /// Seconds between two renewals by the leader, or two acquire attempts by a follower.
+    #[arg(long, env = "ASENET_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub lease_retry_period_seconds: u64,
+    /// Seconds the operator takes at most to stop after SIGTERM (cancel in-flight reconciles
+    /// and ARM retries, release the Lease). Keep it well below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "ASENET_SHUTDOWN_TIMEOUT", default_value_t = controller::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+    pub shutdown_timeout: u64,
     /// Tenancy: `enforce` lets a spec write only the Azure scopes the AseTenancyPolicy
     /// objects give its namespace (and back-end NSGs an AseBackendGrant opens to it); with
     /// no policy objects nothing is allowed. `off`: any spec may write anything the
@@ -104,23 +118,49 @@ fn host_name() -> String {
         .unwrap_or_else(|| format!("asenet-{}", uuid::Uuid::new_v4().simple()))
 }
 
-/// The pipeline against ARM, with every ARM response counted in `metrics`.
-fn engine(args: &AzureArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Engine>> {
+/// The pipeline against ARM, with every ARM response counted in `metrics` and every write
+/// fenced on this replica's leadership.
+fn engine(
+    args: &AzureArgs,
+    metrics: Arc<Metrics>,
+    leadership: &Leadership,
+) -> anyhow::Result<Arc<dyn Engine>> {
     use crate::pipeline::{Pipeline, PipelineOptions};
-    let arm = crate::azure::ArmClient::from_args(args)?.with_observer(metrics);
+    let arm = crate::azure::ArmClient::from_args(args)?
+        .with_observer(metrics)
+        .with_write_fence(Arc::new(leadership.clone()));
     Ok(Arc::new(Pipeline::new(
         arm,
         PipelineOptions::from_args(args)?,
     )))
 }
 
+/// The Lease timings of the flags, checked (`duration > renew deadline > retry period`)
+/// before anything starts.
+fn lease_timings(args: &ControllerArgs) -> anyhow::Result<(Duration, Duration, Duration)> {
+    let timings = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: String::new(),
+        identity: String::new(),
+        duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+        retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+    };
+    timings.check()?;
+    Ok((
+        timings.duration,
+        timings.renew_deadline,
+        timings.retry_period,
+    ))
+}
+
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
+    let (duration, renew_deadline, retry_period) = lease_timings(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
         let metrics = Metrics::new();
-        let engine = engine(&args.azure, metrics.clone())?;
         let identity = args.identity.clone().unwrap_or_else(host_name);
         let lease = args.leader_election.then(|| LeaseSettings {
             name: args.lease_name.clone(),
@@ -129,9 +169,12 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string()),
             identity: identity.clone(),
-            duration: args.lease_duration_seconds,
-            grace: args.lease_grace_seconds,
+            duration,
+            renew_deadline,
+            retry_period,
         });
+        let leadership = Leadership::follower();
+        let engine = engine(&args.azure, metrics.clone(), &leadership)?;
         let options = RunOptions {
             namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
@@ -143,6 +186,8 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             lease,
             instance: Some(identity),
             max_concurrent_reconciles: args.max_concurrent_reconciles,
+            leadership,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         };
         controller::run(client, engine, metrics, options).await
     })?;

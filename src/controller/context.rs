@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::Client;
 
 use super::engine::{Engine, Planned};
+use super::events::EventRecorder;
 use super::index::{key_of, Key};
 use super::leader::Leadership;
 use super::metrics::Metrics;
@@ -52,7 +53,10 @@ impl Stores {
         all
     }
 
-    /// Resolves once every store has seen its initial list.
+    /// Resolves once every store has seen its initial list. Each store's readiness is a
+    /// one-shot that wakes a single waiter, and kube-runtime's `Controller` waits on it: do
+    /// not wait here while a `Controller` runs on the same store (`controller::run` watches
+    /// its streams for `InitDone` instead).
     pub async fn wait_until_ready(&self) -> bool {
         for s in &self.0 {
             if s.wait_until_ready().await.is_err() {
@@ -91,7 +95,7 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub engine: Arc<dyn Engine>,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub metrics: Arc<Metrics>,
     pub leadership: Leadership,
     pub settings: Settings,
@@ -307,7 +311,7 @@ impl Context {
             instance,
         };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), reporter),
             client,
             stores,
             engine,

@@ -10,12 +10,13 @@
 //! resync is due, this replica became leader) → [`reconcile::reconcile`] plans the spec's
 //! connected component (the specs sharing a parent with it or linked by `environmentRef`s)
 //! holding the locks of the component's Azure parents, and writes through the
-//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by kube's
-//! `Recorder`. [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
+//! [`engine::Engine`] (the pipeline) → status by server-side apply, events by
+//! [`events::EventRecorder`] (the note is part of what makes an event distinct). [`http`] serves `/metrics`, `/healthz`, `/readyz`; [`leader`] holds the
 //! Lease.
 
 pub mod context;
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod index;
 pub mod leader;
@@ -57,11 +58,22 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// `None`: leader election off, this replica always writes (one replica only!).
     pub lease: Option<LeaseSettings>,
+    /// This replica's leadership: the same handle must fence the engine's ARM client
+    /// (`ArmClient::with_write_fence`), so that no write leaves once it is lost. `run` makes it
+    /// a follower until the Lease is acquired (or a leader without end when `lease` is
+    /// `None`).
+    pub leadership: Leadership,
+    /// After SIGTERM: at most this long to cancel in-flight work, release the Lease and stop
+    /// serving (`--shutdown-timeout`; keep it well inside the pod's grace period).
+    pub shutdown_timeout: std::time::Duration,
     /// Reported in events (`reportingInstance`): the pod name.
     pub instance: Option<String>,
     /// At most this many reconciles in flight per watched scope (`0`: unbounded).
     pub max_concurrent_reconciles: u16,
 }
+
+/// The default of `--shutdown-timeout` (the chart's grace period is 30 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The default of `--max-concurrent-reconciles`.
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
@@ -76,14 +88,104 @@ where
     touched.predicate_filter(index::spec_change, Default::default())
 }
 
-/// Runs the operator until SIGTERM/SIGINT, then finishes the reconciles in flight, releases
-/// the Lease and stops serving.
+/// Which watch streams have delivered their initial list; sets `ready` (and logs "spec
+/// stores synced") once all have.
+struct Synced {
+    stores: Vec<AtomicBool>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Synced {
+    fn new(n: usize, ready: Arc<AtomicBool>) -> Self {
+        Synced {
+            stores: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            ready,
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn mark(&self, store: usize) {
+        if let Some(flag) = self.stores.get(store) {
+            flag.store(true, Ordering::Release);
+        }
+        if self.stores.iter().all(|f| f.load(Ordering::Acquire))
+            && !self.ready.swap(true, Ordering::AcqRel)
+        {
+            info!("spec stores synced");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl+C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // No SIGTERM handler could be installed: Ctrl+C still works.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Runs the operator until SIGTERM/SIGINT, then stops writing at once (in-flight reconciles
+/// and their ARM retries are cancelled, writes fenced), releases the Lease and stops
+/// serving, within `options.shutdown_timeout`.
 pub async fn run(
     client: Client,
     engine: Arc<dyn Engine>,
     metrics: Arc<Metrics>,
     options: RunOptions,
 ) -> anyhow::Result<()> {
+    run_until(client, engine, metrics, options, shutdown_signal()).await
+}
+
+/// [`run`] until `shutdown` resolves (tests pass their own trigger; `run` passes the
+/// signals).
+pub async fn run_until(
+    client: Client,
+    engine: Arc<dyn Engine>,
+    metrics: Arc<Metrics>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let leadership = options.leadership.clone();
+    if options.lease.is_some() {
+        leadership.step_down();
+    } else {
+        leadership.set(true);
+        metrics.leader.set(1);
+    }
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    {
+        let leadership = leadership.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: cancelling in-flight work, releasing the Lease");
+            // Retired for good (a renewal finishing now cannot make it leader again): writes
+            // are fenced and every reconcile in flight is cancelled at once.
+            leadership.retire();
+            metrics.leader.set(0);
+            let _ = shutdown_tx.send(true);
+        });
+    }
     let mut watcher_config = watcher::Config::default();
     if let Some(selector) = &options.label_selector {
         watcher_config = watcher_config.labels(selector);
@@ -125,12 +227,6 @@ pub async fn run(
         tenancy_changes = Some(changes);
     }
 
-    let leadership = if options.lease.is_some() {
-        Leadership::follower()
-    } else {
-        metrics.leader.set(1);
-        Leadership::always()
-    };
     let ctx = Context::new(
         client.clone(),
         stores.clone(),
@@ -154,30 +250,22 @@ pub async fn run(
             let _ = http_stop_rx.await;
         },
     ));
-    {
-        let stores = stores.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            if stores.wait_until_ready().await {
-                info!("spec stores synced");
-                ready.store(true, Ordering::Release);
-            }
-        });
-    }
+    // Ready once every watch delivered its initial list, seen on the watch streams
+    // themselves. Not `Store::wait_until_ready`: its one-shot wakes a single waiter, and
+    // kube-runtime's `Controller` already waits on it, so a second waiter here was never
+    // woken and `/readyz` stayed 503 (issue 10, defect 2).
+    let synced = Arc::new(Synced::new(apis.len(), ready.clone()));
 
-    let election = match &options.lease {
-        Some(lease) => Some(
-            leader::start(
-                client.clone(),
-                lease.clone(),
-                leadership.clone(),
-                metrics.clone(),
-                leader_tx.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let election = options.lease.as_ref().map(|lease| {
+        leader::start(
+            Api::namespaced(client.clone(), &lease.namespace),
+            lease.clone(),
+            leadership.clone(),
+            metrics.clone(),
+            leader_tx.clone(),
+            shutdown_rx.clone(),
+        )
+    });
 
     // Which controller owns a namespace (index into the per-namespace vectors).
     let namespaces = options.namespaces.clone();
@@ -208,15 +296,17 @@ pub async fn run(
     };
 
     let mut controllers = Vec::new();
-    for (((api, writer), reader), (deps, leader)) in apis
+    for (i, (((api, writer), reader), (deps, leader))) in apis
         .into_iter()
         .zip(writers)
         .zip(readers)
         .zip(dependents_rx.into_iter().zip(leader_rx))
+        .enumerate()
     {
         let stores = stores.clone();
         let senders = dependents_tx.clone();
         let route = route.clone();
+        let synced = synced.clone();
         // A change of a spec (including its deletion) wakes the spec and the specs depending
         // on it; a change of its status alone wakes nobody.
         let touched = reflector(
@@ -225,6 +315,12 @@ pub async fn run(
                 .default_backoff()
                 .modify(store::for_store),
         )
+        .inspect(move |event| {
+            // The reflector applied the event to the store before passing it on.
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced.mark(i);
+            }
+        })
         .touched_objects();
         let trigger = spec_changes(touched).inspect(move |event| {
             if let Ok(changed) = event {
@@ -239,7 +335,13 @@ pub async fn run(
             .with_config(Config::default().concurrency(options.max_concurrent_reconciles))
             .reconcile_on(deps)
             .reconcile_all_on(leader)
-            .shutdown_on_signal()
+            .graceful_shutdown_on({
+                let mut rx = shutdown_rx.clone();
+                async move {
+                    // An error: the sender is gone, which happens only after it sent.
+                    let _ = rx.wait_for(|stop| *stop).await;
+                }
+            })
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| async move {
                 match result {
@@ -250,20 +352,47 @@ pub async fn run(
         controllers.push(run);
     }
     drop(dependents_tx);
-    futures::future::join_all(controllers).await;
-    info!("controllers stopped");
+    let controllers = futures::future::join_all(controllers);
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {}
+        // An error: the sender is gone, which happens only after it sent.
+        _ = shutdown_rx.wait_for(|stop| *stop) => {}
+    }
+    // The budget starts at the signal: the reconciles are cancelled (they return at once),
+    // the election releases the Lease, the probes stop; whatever is still waiting when the
+    // budget is spent is abandoned, so the process exits before the kubelet's SIGKILL.
+    let budget = options.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + budget;
+    let drained = tokio::time::timeout_at(deadline, async {
+        // kube-runtime holds a controller's runner until its store has the initial list, and
+        // a graceful shutdown waits for the runner: with a store never synced (API server
+        // unreachable since start) it would wait out the whole budget. There is nothing to
+        // finish then (no reconcile ever ran), so the controllers are dropped.
+        if synced.all() {
+            controllers.await;
+            info!("controllers stopped");
+        }
+        if let Some(election) = election {
+            election.wait().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            ?budget,
+            "shutdown budget spent; exiting without waiting for the rest"
+        );
+    }
     if let Some(task) = tenancy_task {
         task.abort();
     }
-
-    if let Some(election) = election {
-        election.stop().await;
-    }
     let _ = http_stop_tx.send(());
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
-        Err(e) => warn!(error = %e, "metrics server task failed"),
+    match tokio::time::timeout_at(deadline, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "metrics server failed"),
+        Ok(Err(e)) => warn!(error = %e, "metrics server task failed"),
+        Err(_) => warn!("metrics server still serving at the end of the shutdown budget"),
     }
     Ok(())
 }

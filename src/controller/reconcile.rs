@@ -167,14 +167,24 @@ pub async fn reconcile(obj: Arc<AseConnectivity>, ctx: Arc<Context>) -> Result<A
     ctx.metrics.count_reconcile(mode_label(&obj));
     let failure_key = key_of(&obj);
     let api: Api<AseConnectivity> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, obj, |event| async {
+    let work = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx, &api).await,
             Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    });
+    // Leadership lost (the Lease's renew deadline passed) or shutting down: the reconcile is
+    // dropped wherever it waits (an ARM retry, a long-running operation, a parent's lock).
+    // Writes are fenced in the ARM client too; this only stops the waiting. The next leader
+    // reconciles everything afresh.
+    let result = tokio::select! {
+        biased;
+        _ = ctx.leadership.lost() => {
+            info!("no longer the leader (Lease lost or shutting down); reconcile cancelled");
+            return Ok(Action::await_change());
+        }
+        result = work => result.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     if result.is_ok() {
         if let Ok(mut failures) = ctx.failures.lock() {
             failures.remove(&failure_key);

@@ -144,6 +144,12 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     reconciles = values.get("controller", {}).get("maxConcurrentReconciles", 8)
     checks["--max-concurrent-reconciles from values"] = (
         f"--max-concurrent-reconciles={reconciles}" in args)
+    flags = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    shutdown = int(flags.get("--shutdown-timeout", 20))
+    checks["--shutdown-timeout well inside terminationGracePeriodSeconds"] = shutdown + 5 <= grace
+    lease = [int(flags.get(f"--lease-{f}-seconds", 0)) for f in ("duration", "renew-deadline", "retry-period")]
+    checks["lease duration > renew deadline > retry period > 0"] = lease[0] > lease[1] > lease[2] > 0
     replicas = deploy["spec"]["replicas"]
     if replicas > 1:
         checks["leader election on with >1 replica"] = "--leader-election=true" in args
@@ -194,6 +200,10 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     if "--leader-election=true" in args:
         checks["Lease Role in the release namespace"] = (
             len(lease_roles) == 1 and lease_roles[0]["metadata"]["namespace"] == NAMESPACE)
+        # What src/controller/leader.rs sends: GET, POST (create), PUT (update).
+        checks["Lease Role allows get, create, update"] = len(lease_roles) == 1 and any(
+            "leases" in r.get("resources", []) and {"get", "create", "update"} <= set(r.get("verbs", []))
+            for r in lease_roles[0]["rules"])
     for sm in by_kind(docs, "ServiceMonitor"):
         checks["ServiceMonitor scrapes the metrics port"] = sm["spec"]["endpoints"][0]["port"] == "metrics"
     for name, passed in checks.items():

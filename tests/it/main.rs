@@ -1,6 +1,7 @@
 //! Integration tests, one binary (linking kube and the Azure SDK once, not once per file).
 
 mod controller;
+mod controller_run;
 mod diff;
 mod pipeline;
 mod resolver;
