@@ -2,5 +2,6 @@
 
 mod controller;
 mod diff;
+mod ownership;
 mod pipeline;
 mod resolver;
