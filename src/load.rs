@@ -413,13 +413,19 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
     }
     let kind = value.get("kind");
     let api_version = value.get("apiVersion");
-    if kind.is_none() && api_version.is_none() {
-        let variant = case_variant(map, "kind").or_else(|| case_variant(map, "apiVersion"));
-        if let Some(k) = variant {
-            let want = if k.eq_ignore_ascii_case("kind") { "kind" } else { "apiVersion" };
-            cx.err(k, "", format!("unknown field `{k}`; did you mean `{want}`?"));
-            return None;
+    // `Kind:` or `apiversion:` instead of the field itself.
+    let mut miscased = false;
+    for (present, want) in [(kind.is_some(), "kind"), (api_version.is_some(), "apiVersion")] {
+        if let Some(k) = case_variant(map, want).filter(|_| !present) {
+            let found = value.get(k).map(compact).unwrap_or_default();
+            cx.err(k, found, format!("unknown field `{k}`; did you mean `{want}`?"));
+            miscased = true;
         }
+    }
+    if miscased {
+        return None;
+    }
+    if kind.is_none() && api_version.is_none() {
         let data_only = map
             .keys()
             .all(|k| k.as_str().is_some_and(|k| DATA_FILE_KEYS.contains(&k)));
@@ -673,11 +679,13 @@ fn suggestion(parent: &[Seg], name: &str) -> Option<String> {
     let lower = name.to_ascii_lowercase();
     known_fields(parent)
         .into_iter()
-        .map(|k| {
-            let d = strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase());
-            (d, k)
+        .filter_map(|k| {
+            let known = k.to_ascii_lowercase();
+            let d = strsim::damerau_levenshtein(&lower, &known);
+            // An edit or two, or a shared stem (`priority` for `priorities`).
+            let close = d <= 2 || strsim::jaro_winkler(&lower, &known) >= 0.9;
+            close.then_some((d, k))
         })
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min()
         .map(|(_, k)| k)
 }

@@ -5,3 +5,4 @@ mod diff;
 mod ownership;
 mod pipeline;
 mod resolver;
+mod strict_input;

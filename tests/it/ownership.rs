@@ -24,7 +24,7 @@ use serde_json::Value;
 
 const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
-fn net(path: &str) -> String {
+pub(super) fn net(path: &str) -> String {
     format!("/subscriptions/{SUB}/resourceGroups/network/providers/Microsoft.Network/{path}")
 }
 
@@ -63,14 +63,14 @@ fn snapshot() -> Snapshot {
 
 /// One generated spec.
 #[derive(Debug, Clone)]
-struct Gen {
-    nsg: usize,
+pub(super) struct Gen {
+    pub nsg: usize,
     /// Route table, and whether the tunnel is handled by a service-tag route.
-    route: Option<(usize, bool)>,
+    pub route: Option<(usize, bool)>,
     /// Third octets of /24 sources of an inbound `Https` entry.
-    sources: Vec<u8>,
+    pub sources: Vec<u8>,
     /// Calls the SQL back end (in sql-nsg, a band of its own).
-    backend: bool,
+    pub backend: bool,
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -90,7 +90,7 @@ fn gen() -> impl Strategy<Value = Gen> {
 
 /// Spec `ase-<i>`: its own band in whichever NSG it uses (bands of specs sharing an NSG
 /// never overlap), so where its rules land depends on nothing but itself.
-fn spec(i: usize, g: &Gen) -> AseConnectivity {
+pub(super) fn spec(i: usize, g: &Gen) -> AseConnectivity {
     let from = g
         .sources
         .iter()
@@ -142,7 +142,7 @@ fn options() -> ArmClientOptions {
 }
 
 /// A mock seeded with `snapshot()` and a pipeline against it.
-async fn start(specs: &[AseConnectivity]) -> (RunningMock, Pipeline) {
+pub(super) async fn start(specs: &[AseConnectivity]) -> (RunningMock, Pipeline) {
     let (valid, _) = asenet::validate::validate_all(specs);
     let seed = asenet::azure::mock_seed::seed_value(&snapshot(), &valid);
     let seed: mock_arm::Seed = serde_json::from_value(seed).unwrap();
@@ -174,7 +174,7 @@ async fn start(specs: &[AseConnectivity]) -> (RunningMock, Pipeline) {
     (mock, Pipeline::new(arm, PipelineOptions::default()))
 }
 
-async fn apply(p: &Pipeline, specs: &[AseConnectivity]) -> Plan {
+pub(super) async fn apply(p: &Pipeline, specs: &[AseConnectivity]) -> Plan {
     let scope = pipeline::scope_of(specs);
     let outcome = p.plan(specs, &scope).await.unwrap();
     let plan = outcome.plan.clone();
@@ -183,7 +183,7 @@ async fn apply(p: &Pipeline, specs: &[AseConnectivity]) -> Plan {
 }
 
 /// Every rule and route in Azure, keyed by parent and lower-cased name, without etags.
-fn entries(mock: &RunningMock) -> BTreeMap<(String, String), Value> {
+pub(super) fn entries(mock: &RunningMock) -> BTreeMap<(String, String), Value> {
     let mut out = BTreeMap::new();
     for id in parents() {
         let Some(parent) = mock.state.get_resource(&id) else {
