@@ -2,6 +2,7 @@
 
 mod controller;
 mod diff;
+mod fuzz;
 mod ownership;
 mod pipeline;
 mod resolver;
