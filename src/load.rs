@@ -548,6 +548,21 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
             };
             let message = match missing {
                 Some(_) => "required field is missing".to_string(),
+                // serde_yaml's words for an enum given as a number, list or map.
+                None if message.contains("Value::Tagged enum") => {
+                    let names = schema_at(&segs)
+                        .and_then(|n| n.get("enum"))
+                        .and_then(|e| e.as_array())
+                        .map(|e| {
+                            e.iter()
+                                .filter_map(|v| v.as_str())
+                                .map(|v| format!("`{v}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default();
+                    format!("expected one of the names {names}")
+                }
                 None => message,
             };
             cx.err(segments_text(&segs), found, message);
@@ -648,26 +663,26 @@ fn crd_schema() -> Option<&'static serde_json::Value> {
         .as_ref()
 }
 
+/// The CRD schema of the field at `path`.
+fn schema_at(path: &[Seg]) -> Option<&'static serde_json::Value> {
+    let mut node = crd_schema()?;
+    for seg in path {
+        node = match seg {
+            Seg::Key(k) => node.get("properties")?.get(k.as_str())?,
+            Seg::Index(_) => node.get("items")?,
+        };
+    }
+    Some(node)
+}
+
 /// The field names known at `parent`.
 fn known_fields(parent: &[Seg]) -> Vec<String> {
     if parent == [Seg::Key("metadata".into())] {
         return METADATA_FIELDS.iter().map(|s| s.to_string()).collect();
     }
-    let Some(mut node) = crd_schema() else {
+    let Some(node) = schema_at(parent) else {
         return vec![];
     };
-    for seg in parent {
-        node = match seg {
-            Seg::Key(k) => match node.pointer(&format!("/properties/{k}")) {
-                Some(n) => n,
-                None => return vec![],
-            },
-            Seg::Index(_) => match node.get("items") {
-                Some(n) => n,
-                None => return vec![],
-            },
-        };
-    }
     node.get("properties")
         .and_then(|p| p.as_object())
         .map(|p| p.keys().cloned().collect())

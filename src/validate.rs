@@ -707,7 +707,15 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
             if any {
                 sources.push(Source::Prefix(Ipv4Net::default()));
             } else if let Some(c) = &src.cidr {
-                if let Some(p) = cx.prefix(sf.field("cidr"), c) {
+                if let Err(crate::model::ParseError::HostBits { len: 0, address, .. }) =
+                    parse_network(c)
+                {
+                    cx.err(
+                        sf.field("cidr"),
+                        c,
+                        format!("`{c}` has host bits set and a /0 length: it would admit every address (the whole Internet); write `{address}` for the single address, or `{{any: true}}` as the source if every address is meant"),
+                    );
+                } else if let Some(p) = cx.prefix(sf.field("cidr"), c) {
                     if p.prefix_len() == 0 {
                         cx.err(
                             sf.field("cidr"),

@@ -140,7 +140,8 @@ fn a_prefix_with_host_bits_is_an_error_naming_the_network_it_would_mean() {
     let by_field: Vec<(&str, &str)> = e.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect();
     for (field, value, network) in [
         ("spec.topology.extraPrefixes[0]", "10.0.0.5/8", "10.0.0.0/8"),
-        ("spec.inbound[0].from[0].cidr", "203.0.113.7/0", "0.0.0.0/0"),
+        // An inbound source is pointed at the single address or `{any: true}`.
+        ("spec.inbound[0].from[0].cidr", "203.0.113.7/0", "{any: true}"),
         ("spec.backends[0].address", "10.0.2.4/0", "0.0.0.0/0"),
         ("spec.outbound.forcedTunneling.advertisedPrefixes[0]", "1.2.3.4/0", "0.0.0.0/0"),
     ] {
@@ -227,6 +228,14 @@ fn a_type_error_names_the_field_path_and_the_value() {
         let line = hit.to_string();
         assert!(line.starts_with("`specs/a.yaml` document 0 (spec network/ase-0): "), "{line}");
     }
+}
+
+#[test]
+fn an_enum_given_as_a_number_or_a_list_lists_the_names_it_accepts() {
+    let (e, line) = one_error(&yaml("ase-0", "").replace("version: V2", "version: 2"));
+    assert_eq!(e.field, "spec.environment.version");
+    assert_eq!(e.value, "2");
+    assert!(line.ends_with("expected one of the names `V1`, `V2`, `V3`"), "{line}");
 }
 
 #[test]
