@@ -90,7 +90,11 @@ pub enum LoadError {
     #[error(
         "`{path}` is {size} bytes; spec and snapshot files are limited to {limit} bytes (8 MiB)"
     )]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("`{path}` is nested more than {limit} directories deep")]
     TooDeep { path: PathBuf, limit: usize },
     #[error("{}", join_lines(.0))]
@@ -291,7 +295,10 @@ pub fn read_capped(path: &Path) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|e| {
         io(path)(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         ))
     })
 }
@@ -364,7 +371,12 @@ struct DocCx<'a> {
 }
 
 impl DocCx<'_> {
-    fn err(&mut self, field: impl Into<String>, value: impl Into<String>, message: impl Into<String>) {
+    fn err(
+        &mut self,
+        field: impl Into<String>,
+        value: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(DocumentError {
             path: self.path.to_path_buf(),
             index: self.index,
@@ -415,10 +427,17 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
     let api_version = value.get("apiVersion");
     // `Kind:` or `apiversion:` instead of the field itself.
     let mut miscased = false;
-    for (present, want) in [(kind.is_some(), "kind"), (api_version.is_some(), "apiVersion")] {
+    for (present, want) in [
+        (kind.is_some(), "kind"),
+        (api_version.is_some(), "apiVersion"),
+    ] {
         if let Some(k) = case_variant(map, want).filter(|_| !present) {
             let found = value.get(k).map(compact).unwrap_or_default();
-            cx.err(k, found, format!("unknown field `{k}`; did you mean `{want}`?"));
+            cx.err(
+                k,
+                found,
+                format!("unknown field `{k}`; did you mean `{want}`?"),
+            );
             miscased = true;
         }
     }
@@ -435,7 +454,9 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
         cx.err(
             "kind",
             "",
-            format!("missing: every document must be `kind: {KIND}` with `apiVersion: {API_VERSION}`"),
+            format!(
+                "missing: every document must be `kind: {KIND}` with `apiVersion: {API_VERSION}`"
+            ),
         );
         return None;
     }
@@ -468,15 +489,19 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
     match api_version.and_then(Value::as_str) {
         Some(API_VERSION) => {}
         other => {
-            let v = other.map(str::to_string).unwrap_or_else(|| {
-                api_version.map(compact).unwrap_or_default()
-            });
+            let v = other
+                .map(str::to_string)
+                .unwrap_or_else(|| api_version.map(compact).unwrap_or_default());
             let hint = if other.is_some_and(|a| a.eq_ignore_ascii_case(API_VERSION)) {
                 format!("; did you mean `{API_VERSION}`? (apiVersion is case-sensitive)")
             } else {
                 String::new()
             };
-            let what = if api_version.is_none() { "missing" } else { "wrong" };
+            let what = if api_version.is_none() {
+                "missing"
+            } else {
+                "wrong"
+            };
             cx.err(
                 "apiVersion",
                 v,
@@ -513,11 +538,7 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
         let found = lookup(&value, segs).map(compact).unwrap_or_default();
-        cx.err(
-            text.clone(),
-            found,
-            format!("unknown field `{last}`{hint}"),
-        );
+        cx.err(text.clone(), found, format!("unknown field `{last}`{hint}"));
     }
     let mut spec = match result {
         Ok(spec) => spec,
@@ -528,7 +549,9 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
                 .filter_map(|s| match s {
                     serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
                     serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                    serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(Seg::Key(variant.clone()))
+                    }
                     serde_path_to_error::Segment::Unknown => None,
                 })
                 .collect();
@@ -658,7 +681,8 @@ fn crd_schema() -> Option<&'static serde_json::Value> {
         .get_or_init(|| {
             use kube::CustomResourceExt;
             let crd = serde_json::to_value(AseConnectivity::crd()).ok()?;
-            crd.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned()
+            crd.pointer("/spec/versions/0/schema/openAPIV3Schema")
+                .cloned()
         })
         .as_ref()
 }

@@ -116,10 +116,9 @@ impl ResourceId {
             if part == "." || part == ".." {
                 return Err(err(&format!("`{part}` is not a name")));
             }
-            if let Some(c) = part
-                .chars()
-                .find(|c| matches!(c, '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control())
-            {
+            if let Some(c) = part.chars().find(|c| {
+                matches!(c, '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
+            }) {
                 return Err(err(&format!(
                     "segment `{part}` holds {}, which no Azure name may hold",
                     match c {
@@ -384,12 +383,8 @@ pub fn check_resource_id(id: &ResourceId) -> Result<(), ParseError> {
             }
         } else {
             check_azure_name(name).and_then(|()| {
-                if ty.eq_ignore_ascii_case("virtualNetworks") && name.len() < 2 {
-                    Err(ParseError::Name {
-                        value: name.clone(),
-                        reason: "virtual network names are 2-64 characters".into(),
-                    })
-                } else if ty.eq_ignore_ascii_case("virtualNetworks") && name.len() > 64 {
+                let vnet = ty.eq_ignore_ascii_case("virtualNetworks");
+                if vnet && !(2..=64).contains(&name.len()) {
                     Err(ParseError::Name {
                         value: name.clone(),
                         reason: "virtual network names are 2-64 characters".into(),
@@ -1212,8 +1207,14 @@ mod tests {
             assert!(e.contains(&format!("`{bad}`")), "{e}");
             assert!(e.contains(&format!("`{network}`")), "{e}");
         }
-        assert_eq!(parse_network("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_network("10.0.0.5").unwrap().to_string(), "10.0.0.5/32");
+        assert_eq!(
+            parse_network("10.0.0.0/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_network("10.0.0.5").unwrap().to_string(),
+            "10.0.0.5/32"
+        );
         assert_eq!(parse_network("0.0.0.0/0").unwrap(), Ipv4Net::default());
     }
 
@@ -1239,7 +1240,7 @@ mod tests {
             format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a b/{tail}"),
             format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a?x=1/{tail}"),
             format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a#b/{tail}"),
-            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/.."),
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/..".to_string(),
         ] {
             assert!(ResourceId::parse(&bad).is_err(), "{bad} was accepted");
         }
@@ -1250,13 +1251,24 @@ mod tests {
         let ok = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net(work)_1.a/providers/Microsoft.Network/virtualNetworks/vnet/subnets/ase-one";
         check_resource_id(&ResourceId::parse(ok).unwrap()).unwrap();
         for (bad, what) in [
-            (ok.replace("00000000-0000-0000-0000-000000000001", "sub"), "subscription `sub` is not a GUID"),
+            (
+                ok.replace("00000000-0000-0000-0000-000000000001", "sub"),
+                "subscription `sub` is not a GUID",
+            ),
             (ok.replace("net(work)_1.a", "rg."), "resource group `rg.`"),
             (ok.replace("net(work)_1.a", "r*g"), "resource group `r*g`"),
-            (ok.replace("virtualNetworks/vnet", "virtualNetworks/v"), "2-64"),
-            (ok.replace("virtualNetworks/vnet", "virtualNetworks/-vnet"), "`-vnet`"),
+            (
+                ok.replace("virtualNetworks/vnet", "virtualNetworks/v"),
+                "2-64",
+            ),
+            (
+                ok.replace("virtualNetworks/vnet", "virtualNetworks/-vnet"),
+                "`-vnet`",
+            ),
         ] {
-            let e = check_resource_id(&ResourceId::parse(&bad).unwrap()).unwrap_err().to_string();
+            let e = check_resource_id(&ResourceId::parse(&bad).unwrap())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(what), "{bad}: {e}");
         }
     }

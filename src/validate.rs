@@ -24,8 +24,8 @@ use crate::api::{
 };
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    check_azure_name, check_resource_id, looks_like_tag, parse_network, Caseless, PortRange, PortSet, Priority,
-    PriorityBand, Protocol, ResourceId, SpecKey,
+    check_azure_name, check_resource_id, looks_like_tag, parse_network, Caseless, PortRange,
+    PortSet, Priority, PriorityBand, Protocol, ResourceId, SpecKey,
 };
 
 /// The band used when a spec gives none.
@@ -707,8 +707,9 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
             if any {
                 sources.push(Source::Prefix(Ipv4Net::default()));
             } else if let Some(c) = &src.cidr {
-                if let Err(crate::model::ParseError::HostBits { len: 0, address, .. }) =
-                    parse_network(c)
+                if let Err(crate::model::ParseError::HostBits {
+                    len: 0, address, ..
+                }) = parse_network(c)
                 {
                     cx.err(
                         sf.field("cidr"),

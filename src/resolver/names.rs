@@ -148,7 +148,9 @@ fn is_route_what_prefix(rest: &str) -> bool {
             .is_some_and(|t| t.is_empty() || crate::model::looks_like_tag(t))
         || (!rest.is_empty()
             && rest.starts_with(|c: char| c.is_ascii_digit())
-            && rest.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
             && rest.matches('-').count() <= 1)
 }
 
@@ -174,7 +176,7 @@ fn route_match(name: &str, st: &str) -> Option<usize> {
     if name.len() <= MAX_NAME {
         if let Some((cut, hash)) = lower.rsplit_once('-') {
             let hex = hash.len() == 6 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-            if hex && cut.len() >= OWNED_PREFIX.len() + 1 {
+            if hex && cut.len() > OWNED_PREFIX.len() {
                 let whole = format!("{head}-");
                 let fits = if cut.len() <= whole.len() {
                     whole.starts_with(cut)
@@ -258,7 +260,10 @@ mod tests {
         assert_eq!(owner("asenet-ase-one-internet-default"), Some(one.clone()));
         assert_eq!(owner("asenet-ase-two-internet-default"), Some(two.clone()));
         assert_eq!(owner("asenet-ase-internet-default"), Some(ase.clone()));
-        assert_eq!(owner("asenet-ase-one-tag-AppServiceManagement"), Some(one.clone()));
+        assert_eq!(
+            owner("asenet-ase-one-tag-AppServiceManagement"),
+            Some(one.clone())
+        );
         assert_eq!(owner("asenet-ase-one-52.0.0.0-8"), Some(one.clone()));
         assert_eq!(owner("ASENET-ASE-ONE-INTERNET-DEFAULT"), Some(one.clone()));
         // Not a name asenet gives a route of any of them.
@@ -278,7 +283,11 @@ mod tests {
     fn a_route_name_cut_to_80_characters_still_names_its_owner() {
         let long = SpecKey::new("network", "a".repeat(60));
         let longer = SpecKey::new("network", format!("{}-b", "a".repeat(60)));
-        for what in ["internet-default", "tag-AppServiceManagement", "52.123.45.0-24"] {
+        for what in [
+            "internet-default",
+            "tag-AppServiceManagement",
+            "52.123.45.0-24",
+        ] {
             let n = owned_name(&stem(&long, false), what);
             assert_eq!(n.len(), 80, "{n}");
             assert_eq!(route_owner(&n, [&long, &longer]), Some(&long), "{n}");

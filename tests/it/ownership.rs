@@ -43,7 +43,12 @@ fn parents() -> Vec<String> {
 /// rule each, rt-0 exists with a foreign route.
 fn snapshot() -> Snapshot {
     let subnets: String = (0..4)
-        .map(|i| format!("  - {{id: {}, addressPrefix: 10.0.{i}.0/26}}\n", net(&format!("virtualNetworks/vnet/subnets/ase-{i}"))))
+        .map(|i| {
+            format!(
+                "  - {{id: {}, addressPrefix: 10.0.{i}.0/26}}\n",
+                net(&format!("virtualNetworks/vnet/subnets/ase-{i}"))
+            )
+        })
         .collect();
     let rule = |name: &str, priority: u32| {
         format!("      - {{name: {name}, priority: {priority}, direction: Inbound, access: Allow, protocol: Tcp, source: 172.16.0.0/12, sourcePorts: '*', destination: '*', destinationPorts: '3389', description: corp}}\n")

@@ -81,7 +81,8 @@ fn a_misspelt_field_is_an_error_naming_file_document_spec_path_value_and_the_fie
         assert!(!e.value.is_empty(), "{line}");
     }
     // In metadata too.
-    let text = yaml("ase-0", "").replace("namespace: network}", "namespace: network, lables: {a: b}}");
+    let text =
+        yaml("ase-0", "").replace("namespace: network}", "namespace: network, lables: {a: b}}");
     let (e, line) = one_error(&text);
     assert_eq!(e.field, "metadata.lables");
     assert!(line.contains("did you mean `labels`?"), "{line}");
@@ -90,11 +91,36 @@ fn a_misspelt_field_is_an_error_naming_file_document_spec_path_value_and_the_fie
 #[test]
 fn a_wrong_or_miscased_api_version_or_kind_is_an_error_with_the_right_spelling() {
     for (from, to, field, hint) in [
-        ("apiVersion: asenet.io/v1alpha1", "apiVersion: example.com/v1", "apiVersion", "asenet.io/v1alpha1"),
-        ("apiVersion: asenet.io/v1alpha1", "apiVersion: Asenet.io/v1alpha1", "apiVersion", "did you mean `asenet.io/v1alpha1`?"),
-        ("kind: AseConnectivity", "kind: Aseconnectivity", "kind", "did you mean `AseConnectivity`?"),
-        ("kind: AseConnectivity", "Kind: AseConnectivity", "Kind", "did you mean `kind`?"),
-        ("kind: AseConnectivity", "kind: ConfigMap", "kind", "only AseConnectivity documents"),
+        (
+            "apiVersion: asenet.io/v1alpha1",
+            "apiVersion: example.com/v1",
+            "apiVersion",
+            "asenet.io/v1alpha1",
+        ),
+        (
+            "apiVersion: asenet.io/v1alpha1",
+            "apiVersion: Asenet.io/v1alpha1",
+            "apiVersion",
+            "did you mean `asenet.io/v1alpha1`?",
+        ),
+        (
+            "kind: AseConnectivity",
+            "kind: Aseconnectivity",
+            "kind",
+            "did you mean `AseConnectivity`?",
+        ),
+        (
+            "kind: AseConnectivity",
+            "Kind: AseConnectivity",
+            "Kind",
+            "did you mean `kind`?",
+        ),
+        (
+            "kind: AseConnectivity",
+            "kind: ConfigMap",
+            "kind",
+            "only AseConnectivity documents",
+        ),
     ] {
         let text = yaml("ase-0", "").replace(from, to);
         let (e, line) = one_error(&text);
@@ -137,20 +163,34 @@ fn a_prefix_with_host_bits_is_an_error_naming_the_network_it_would_mean() {
         "ase-0",
         "  topology: {extraPrefixes: [10.0.0.5/8]}\n  inbound:\n    - {name: web, service: Http, from: [{cidr: 203.0.113.7/0}]}\n  backends:\n    - {name: sql, address: 10.0.2.4/0, ports: ['1433'], networkSecurityGroup: {resourceId: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/sql-nsg}}\n  routeTable: {resourceId: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/routeTables/rt-0}\n  outbound:\n    forcedTunneling: {advertisedPrefixes: [1.2.3.4/0]}\n",
     ));
-    let by_field: Vec<(&str, &str)> = e.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect();
+    let by_field: Vec<(&str, &str)> = e
+        .iter()
+        .map(|e| (e.field.as_str(), e.message.as_str()))
+        .collect();
     for (field, value, network) in [
         ("spec.topology.extraPrefixes[0]", "10.0.0.5/8", "10.0.0.0/8"),
         // An inbound source is pointed at the single address or `{any: true}`.
-        ("spec.inbound[0].from[0].cidr", "203.0.113.7/0", "{any: true}"),
+        (
+            "spec.inbound[0].from[0].cidr",
+            "203.0.113.7/0",
+            "{any: true}",
+        ),
         ("spec.backends[0].address", "10.0.2.4/0", "0.0.0.0/0"),
-        ("spec.outbound.forcedTunneling.advertisedPrefixes[0]", "1.2.3.4/0", "0.0.0.0/0"),
+        (
+            "spec.outbound.forcedTunneling.advertisedPrefixes[0]",
+            "1.2.3.4/0",
+            "0.0.0.0/0",
+        ),
     ] {
         let m = by_field
             .iter()
             .find(|(f, _)| *f == field)
             .unwrap_or_else(|| panic!("no error for {field}: {by_field:?}"))
             .1;
-        assert!(m.contains(&format!("`{value}`")) && m.contains(&format!("`{network}`")), "{m}");
+        assert!(
+            m.contains(&format!("`{value}`")) && m.contains(&format!("`{network}`")),
+            "{m}"
+        );
     }
 }
 
@@ -195,7 +235,13 @@ async fn a_spec_given_twice_is_invalid_for_plan_and_apply_and_nothing_of_it_is_w
     let before = entries(&mock);
     let plan = apply(&p, &specs).await;
     assert!(!plan.errors.is_empty());
-    assert!(plan.errors.iter().all(|e| e.message.contains("given 2 times")), "{:?}", plan.errors);
+    assert!(
+        plan.errors
+            .iter()
+            .all(|e| e.message.contains("given 2 times")),
+        "{:?}",
+        plan.errors
+    );
     assert!(!plan.has_changes(), "{plan:#?}");
     assert_eq!(entries(&mock), before);
     // `resolve` and `validate_all` agree: neither copy is used.
@@ -235,13 +281,19 @@ fn an_enum_given_as_a_number_or_a_list_lists_the_names_it_accepts() {
     let (e, line) = one_error(&yaml("ase-0", "").replace("version: V2", "version: 2"));
     assert_eq!(e.field, "spec.environment.version");
     assert_eq!(e.value, "2");
-    assert!(line.ends_with("expected one of the names `V1`, `V2`, `V3`"), "{line}");
+    assert!(
+        line.ends_with("expected one of the names `V1`, `V2`, `V3`"),
+        "{line}"
+    );
 }
 
 #[test]
 fn a_missing_field_names_its_full_path() {
     let text = yaml("ase-0", "").replace(
-        &format!("subnet: {{resourceId: {}}}", net("virtualNetworks/vnet/subnets/ase-0")),
+        &format!(
+            "subnet: {{resourceId: {}}}",
+            net("virtualNetworks/vnet/subnets/ase-0")
+        ),
         "subnet: {}",
     );
     let (e, line) = one_error(&text);
@@ -279,19 +331,30 @@ fn a_fifo_or_a_device_named_yaml_is_refused_without_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), yaml("ase-0", "")).unwrap();
     let fifo = dir.path().join("f.yaml");
-    let ok = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(ok.success());
     let path = dir.path().to_path_buf();
     let e = within(move || load_specs(&[path])).unwrap_err().to_string();
-    assert!(e.contains("f.yaml") && e.contains("a FIFO, not a regular file"), "{e}");
+    assert!(
+        e.contains("f.yaml") && e.contains("a FIFO, not a regular file"),
+        "{e}"
+    );
     std::fs::remove_file(&fifo).unwrap();
 
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.yaml")).unwrap();
     let path = dir.path().to_path_buf();
     let e = within(move || load_specs(&[path])).unwrap_err().to_string();
-    assert!(e.contains("z.yaml") && e.contains("a character device"), "{e}");
+    assert!(
+        e.contains("z.yaml") && e.contains("a character device"),
+        "{e}"
+    );
     // Named directly, too.
-    let e = within(|| load_specs(&[PathBuf::from("/dev/zero")])).unwrap_err().to_string();
+    let e = within(|| load_specs(&[PathBuf::from("/dev/zero")]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a regular file"), "{e}");
 }
 
@@ -301,11 +364,17 @@ fn a_file_over_the_cap_is_refused_before_it_is_read() {
     let big = dir.path().join("big.yaml");
     // Sparse: the size says 8 MiB + 1 without writing it, so only the size check can
     // refuse it this fast.
-    std::fs::File::create(&big).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_FILE_BYTES + 1)
+        .unwrap();
     let e = within(move || load_specs(&[big])).unwrap_err();
     assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains(&(MAX_FILE_BYTES + 1).to_string()) && text.contains("8388608"), "{text}");
+    assert!(
+        text.contains(&(MAX_FILE_BYTES + 1).to_string()) && text.contains("8388608"),
+        "{text}"
+    );
 }
 
 // ---- Defect 7: every segment of a resource id.
@@ -344,6 +413,9 @@ fn the_cli_refuses_a_misspelt_mode_with_exit_1_and_the_field_meant() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.Mode = Plan: unknown field `Mode`; did you mean `mode`?"), "{err}");
+    assert!(
+        err.contains("spec.Mode = Plan: unknown field `Mode`; did you mean `mode`?"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
