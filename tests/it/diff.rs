@@ -549,7 +549,10 @@ fn routes_of_a_removed_spec_go_and_foreign_routes_with_the_same_destination_are_
     // both stay with the foreign route.
     assert_eq!(r.routes.delete.len(), 1);
     assert_eq!(r.routes.delete[0].entry.name, "asenet-ase-two-13.64.0.0-16");
-    assert_eq!(r.routes.delete[0].reason, "spec network/ase-two is being removed");
+    assert_eq!(
+        r.routes.delete[0].reason,
+        "spec network/ase-two is being removed"
+    );
     assert_eq!(r.target_routes().len(), 3);
     // Without that hint the diff does not visit the table: nothing is deleted.
     let plan = diff(&Desired::default(), &s, &Scope::new([], [two()]));

@@ -419,3 +419,56 @@ fn the_cli_refuses_a_misspelt_mode_with_exit_1_and_the_field_meant() {
     );
     assert!(out.stdout.is_empty());
 }
+
+// ---- Defect 8: an error's causes are printed once.
+
+#[tokio::test]
+async fn the_cli_prints_each_cause_of_a_failed_write_once() {
+    let g = Gen {
+        nsg: 0,
+        route: None,
+        sources: vec![1],
+        backend: false,
+    };
+    let specs = vec![spec(0, &g)];
+    let (mock, _) = start(&specs).await;
+    // The NSG's PUT is refused (a 400 is not retried, so the test is fast).
+    mock.state.inject_fault(mock_arm::FaultSpec {
+        method: Some("PUT".into()),
+        path: Some("networkSecurityGroups/nsg-0".into()),
+        count: 1,
+        action: mock_arm::FaultAction::Error {
+            status: 400,
+            code: Some("InvalidRequestFormat".into()),
+            message: Some("injected persistent fault".into()),
+            retry_after: None,
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&specs[0]).unwrap()).unwrap();
+    let url = mock.base_url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+            .args(["apply", "--auto-approve", "-f"])
+            .arg(&file)
+            .args(["--endpoint", &url, "--credential", "static", "--token", "t"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        line.matches("injected persistent fault").count(),
+        1,
+        "{line}"
+    );
+    assert_eq!(line.matches("HTTP 400").count(), 1, "{line}");
+}
