@@ -76,6 +76,9 @@ pub(super) struct Gen {
     pub sources: Vec<u8>,
     /// Calls the SQL back end (in sql-nsg, a band of its own).
     pub backend: bool,
+    /// Admits `ase-<n>` too (which may be outside the subset, or not exist at all: the
+    /// spec then fails to resolve and keeps what it owns).
+    pub peer: Option<u8>,
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -84,12 +87,14 @@ fn gen() -> impl Strategy<Value = Gen> {
         proptest::option::of((0..2usize, any::<bool>())),
         proptest::collection::vec(0..8u8, 1..3),
         any::<bool>(),
+        proptest::option::weighted(0.3, 0..4u8),
     )
-        .prop_map(|(nsg, route, sources, backend)| Gen {
+        .prop_map(|(nsg, route, sources, backend, peer)| Gen {
             nsg,
             route,
             sources,
             backend,
+            peer,
         })
 }
 
@@ -100,6 +105,10 @@ pub(super) fn spec(i: usize, g: &Gen) -> AseConnectivity {
         .sources
         .iter()
         .map(|o| format!("{{cidr: 198.51.{o}.0/24}}"))
+        .chain(
+            g.peer
+                .map(|p| format!("{{environmentRef: {{name: ase-{p}}}}}")),
+        )
         .collect::<Vec<_>>()
         .join(", ");
     let mut y = format!(
@@ -311,6 +320,7 @@ async fn applying_one_spec_of_two_sharing_a_route_table_keeps_the_other_specs_ro
         route: Some((0, false)),
         sources: vec![1],
         backend: true,
+        peer: None,
     };
     let full = vec![spec(0, &g(0)), spec(1, &g(1))];
     let (mock, p) = start(&full).await;
@@ -341,13 +351,14 @@ async fn applying_one_spec_of_two_sharing_nsgs_keeps_the_other_specs_rules() {
         route: None,
         sources: vec![1, 2],
         backend: true,
+        peer: None,
     };
     check(vec![g.clone(), g], vec![vec![0, 1], vec![1], vec![0]]).await;
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 32,
         max_shrink_iters: 20,
         ..ProptestConfig::default()
     })]

@@ -226,6 +226,7 @@ async fn a_spec_given_twice_is_invalid_for_plan_and_apply_and_nothing_of_it_is_w
         route: Some((0, false)),
         sources: vec![1],
         backend: false,
+        peer: None,
     };
     let first = spec(0, &g);
     let mut second = first.clone();
@@ -429,6 +430,7 @@ async fn the_cli_prints_each_cause_of_a_failed_write_once() {
         route: None,
         sources: vec![1],
         backend: false,
+        peer: None,
     };
     let specs = vec![spec(0, &g)];
     let (mock, _) = start(&specs).await;
