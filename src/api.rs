@@ -212,13 +212,19 @@ pub struct InboundSpec {
     pub from: Vec<SourceSpec>,
 }
 
-/// A source of inbound traffic: exactly one of the fields.
+/// A source of inbound traffic: exactly one of the fields. Every address (`0.0.0.0/0`,
+/// `*`) is only admitted by `any: true`, never by a `cidr`, so that the whole Internet is
+/// never opened by a typo (a `/0` or a host address with a lost prefix length).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
-    /// An IPv4 address or CIDR.
+    /// An IPv4 address or CIDR (host bits clear; not `/0`: use `any`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
+    /// `true` admits every source address: the whole Internet. The explicit opt-in for
+    /// what `0.0.0.0/0` or `*` would mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<bool>,
     /// A service tag (`VirtualNetwork`, `AzureFrontDoor.Backend`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_tag: Option<String>,

@@ -10,10 +10,11 @@
 //!   `0.0.0.0/0`, host bits, singular vs plural fields, tag casing; docs/domain.md 2.10);
 //!   etag, id and provisioningState are not in the model. Owned entries are matched by
 //!   name, case-insensitively (docs/domain.md 2.2).
-//! - Owned entries carry the `asenet-` prefix. An owned rule's owner is parsed from its
-//!   description; routes have no description in ARM (docs/domain.md 3.1), so an owned
-//!   route belongs to the specs that name its route table (in the desired state, or in
-//!   [`Scope::route_tables`] for specs being removed).
+//! - Owned entries carry the `asenet-` prefix. Ownership is read from the entry itself:
+//!   an owned rule's owner from its description (`asenet:<namespace>/<name>:`); routes
+//!   have no description in ARM (docs/domain.md 3.1), so an owned route's owner from its
+//!   name (`resolver::route_owner`), never from which specs name its route table: a
+//!   spec applied alone must not take over a route of another spec sharing the table.
 //! - Owned entries not desired are deleted only when their owner is in scope
 //!   (`specs` or `removing`). Entries of specs that failed to resolve are kept as they are.
 //!   Owned-looking entries of unknown or out-of-scope owners are treated as foreign:
@@ -47,9 +48,9 @@ pub struct Scope {
     /// Specs being deleted: everything they own goes.
     pub removing: BTreeSet<SpecKey>,
     /// Route tables named by specs that are not in the desired state (specs being removed),
-    /// and which specs name them. Routes carry no description, so this is how the diff
-    /// attributes owned routes of a removed spec. Tables named in the desired state need no
-    /// entry here.
+    /// and which specs name them: the tables the diff must visit to delete a removed spec's
+    /// routes (whose owner it reads from their names). Tables named in the desired state
+    /// need no entry here.
     pub route_tables: BTreeMap<ResourceId, BTreeSet<SpecKey>>,
     /// Specs that may not write what they name (tenancy, `crate::tenancy`), with why. The
     /// pipeline treats them as invalid specs: not resolved, recorded as failed, so the diff
@@ -722,35 +723,45 @@ fn plan_route_table(
     owners.extend(wanted.values().map(|r| r.owner.clone()));
     let mut ch = EntryChanges::<Route>::default();
     let mut conflicts = Vec::new();
-    let failed_claimants: Vec<&SpecKey> = claimed_by.intersection(failed).collect();
-    let single_owner = (claimed_by.len() == 1)
-        .then(|| claimed_by.iter().next().cloned())
-        .flatten();
+    // Who may own a route here: every spec the plan knows. The owner of an owned route is
+    // read from its own name (routes have no description, docs/domain.md 3.1); a route no
+    // known spec named belongs to a spec outside the input and is carried unchanged, even
+    // when specs in the input share the table (issue 12).
+    let candidates: BTreeSet<&SpecKey> = scope
+        .specs
+        .iter()
+        .chain(&scope.removing)
+        .chain(failed)
+        .chain(claimed_by)
+        .chain(wanted.values().map(|r| &r.owner))
+        .collect();
     let mut foreign: Vec<(&Route, bool)> = Vec::new();
 
     let observed = have.map(|h| h.routes.as_slice()).unwrap_or_default();
     match_owned(observed, &wanted, &mut ch, |ch, route| {
         if !is_owned_name(&route.name) {
             foreign.push((route, false));
-        } else if let Some(f) = failed_claimants.first() {
-            ch.keep.push(Planned {
+            return;
+        }
+        match crate::resolver::route_owner(&route.name, candidates.iter().copied()) {
+            Some(o) if failed.contains(o) => ch.keep.push(Planned {
                 entry: route.clone(),
-                owner: Some((*f).clone()),
-                reason: format!("kept as is: spec {f} failed to resolve"),
-            });
-        } else if !claimed_by.is_empty() && claimed_by.iter().all(|s| scope.covers(s)) {
-            let reason = if claimed_by.iter().all(|s| scope.removing.contains(s)) {
-                format!("spec {} is being removed", join_specs(claimed_by))
-            } else {
-                format!("no longer wanted by spec {}", join_specs(claimed_by))
-            };
-            ch.delete.push(Planned {
-                entry: route.clone(),
-                owner: single_owner.clone(),
-                reason,
-            });
-        } else {
-            foreign.push((route, true));
+                owner: Some(o.clone()),
+                reason: format!("kept as is: spec {o} failed to resolve"),
+            }),
+            Some(o) if scope.covers(o) => {
+                let reason = if scope.removing.contains(o) {
+                    format!("spec {o} is being removed")
+                } else {
+                    format!("no longer wanted by spec {o}")
+                };
+                ch.delete.push(Planned {
+                    entry: route.clone(),
+                    owner: Some(o.clone()),
+                    reason,
+                });
+            }
+            _ => foreign.push((route, true)),
         }
     });
     for (route, owned_looking) in foreign {
@@ -799,14 +810,6 @@ fn plan_route_table(
         association: None,
         conflicts,
     }
-}
-
-fn join_specs(specs: &BTreeSet<SpecKey>) -> String {
-    specs
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn sort_changes<T>(ch: &mut EntryChanges<T>, order: fn(&T, &T) -> std::cmp::Ordering) {

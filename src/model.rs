@@ -21,6 +21,13 @@ pub enum ParseError {
     PortRange { value: String },
     #[error("`{value}` is not a valid IPv4 address or CIDR prefix")]
     Prefix { value: String },
+    #[error("`{value}` has host bits set: the /{len} network it would mean is `{network}`; write `{network}` if that is meant, or `{address}` for the single address")]
+    HostBits {
+        value: String,
+        len: u8,
+        network: String,
+        address: String,
+    },
     #[error("`{value}` is not a valid Azure resource id ({reason})")]
     ResourceId { value: String, reason: String },
     #[error("`{value}` is not a valid Azure name ({reason}; docs/domain.md 2.2)")]
@@ -100,6 +107,27 @@ impl ResourceId {
         }
         if !(count - 7).is_multiple_of(2) {
             return Err(err("type and name segments must come in pairs"));
+        }
+        // Request paths are built from these segments: a segment that URL normalisation or
+        // an HTTP server would reinterpret (`..`, `.`, `%2F`, `?`, `#`, `\`, spaces) could
+        // send a request to another resource (issue 12), so no id may hold one. The full
+        // ARM naming rules are checked on user input by `check_resource_id`.
+        for part in trimmed.split('/').skip(1) {
+            if part == "." || part == ".." {
+                return Err(err(&format!("`{part}` is not a name")));
+            }
+            if let Some(c) = part.chars().find(|c| {
+                matches!(c, '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
+            }) {
+                return Err(err(&format!(
+                    "segment `{part}` holds {}, which no Azure name may hold",
+                    match c {
+                        c if c.is_whitespace() => "a space".to_string(),
+                        c if c.is_control() => "a control character".to_string(),
+                        c => format!("`{c}`"),
+                    }
+                )));
+            }
         }
         let mut segments: Vec<(String, String)> = Vec::with_capacity((count - 7) / 2);
         let mut rest = trimmed[rest_start..].split('/');
@@ -302,6 +330,75 @@ impl std::hash::Hash for Caseless<'_> {
         }
         state.write_u8(0xff);
     }
+}
+
+/// Checks every segment of a user-written resource id against ARM's naming rules (issue
+/// 12: validating only the last name let `..` through in the resource group): the
+/// subscription is a GUID; the resource group 1-90 letters, digits, `_`, `(`, `)`, `-`,
+/// `.`, not ending in `.`; Microsoft.Network names per docs/domain.md 2.2 (a virtual
+/// network 2-64 characters); a `Microsoft.Web` name letters, digits and `-`, not at either
+/// end, at most 60 (ARM's resource-name-rules for Microsoft.Web).
+pub fn check_resource_id(id: &ResourceId) -> Result<(), ParseError> {
+    let err = |reason: String| ParseError::ResourceId {
+        value: id.as_str().to_string(),
+        reason,
+    };
+    let sub = id.subscription();
+    let guid = sub.len() == 36
+        && sub.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !guid {
+        return Err(err(format!(
+            "subscription `{sub}` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        )));
+    }
+    let rg = id.resource_group();
+    if rg.is_empty()
+        || rg.chars().count() > 90
+        || !rg
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '(' | ')' | '-' | '.'))
+        || rg.ends_with('.')
+    {
+        return Err(err(format!(
+            "resource group `{rg}` must be 1-90 letters, digits, `_`, `(`, `)`, `-` or `.`, not ending in `.`"
+        )));
+    }
+    let web = id.namespace().eq_ignore_ascii_case("Microsoft.Web");
+    for (ty, name) in id.segments() {
+        let check = if web {
+            let ok = (1..=60).contains(&name.len())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if ok {
+                Ok(())
+            } else {
+                Err(ParseError::Name {
+                    value: name.clone(),
+                    reason: "Microsoft.Web names are 1-60 letters, digits and `-`, not starting or ending with `-`".into(),
+                })
+            }
+        } else {
+            check_azure_name(name).and_then(|()| {
+                let vnet = ty.eq_ignore_ascii_case("virtualNetworks");
+                if vnet && !(2..=64).contains(&name.len()) {
+                    Err(ParseError::Name {
+                        value: name.clone(),
+                        reason: "virtual network names are 2-64 characters".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        if let Err(e) = check {
+            return Err(err(format!("{ty} name: {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an NSG, rule, route table, route or subnet name (docs/domain.md 2.2): 1-80
@@ -619,6 +716,26 @@ pub fn parse_prefix(value: &str) -> Result<Ipv4Net, ParseError> {
     Err(ParseError::Prefix {
         value: value.to_string(),
     })
+}
+
+/// Parses an IPv4 address or CIDR written by a user: host bits must be clear, because
+/// clearing them silently widens what the user wrote (`203.0.113.7/0` would become every
+/// address; issue 12). Observed ARM values go through the lenient [`parse_prefix`].
+pub fn parse_network(value: &str) -> Result<Ipv4Net, ParseError> {
+    let net = parse_prefix(value)?;
+    let written: Ipv4Net = match value.trim().parse::<Ipv4Net>() {
+        Ok(n) => n,
+        Err(_) => return Ok(net), // a plain address
+    };
+    if written.addr() != net.addr() {
+        return Err(ParseError::HostBits {
+            value: value.to_string(),
+            len: net.prefix_len(),
+            network: net.to_string(),
+            address: written.addr().to_string(),
+        });
+    }
+    Ok(net)
 }
 
 /// True when `value` has the shape of a service tag name (`AppServiceManagement`,
@@ -1078,6 +1195,30 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_with_host_bits_are_refused_naming_the_network_they_would_mean() {
+        for (bad, network) in [
+            ("203.0.113.7/0", "0.0.0.0/0"),
+            ("10.0.0.5/8", "10.0.0.0/8"),
+            ("10.0.2.4/0", "0.0.0.0/0"),
+            ("1.2.3.4/0", "0.0.0.0/0"),
+            ("10.0.1.7/26", "10.0.1.0/26"),
+        ] {
+            let e = parse_network(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
+            assert!(e.contains(&format!("`{network}`")), "{e}");
+        }
+        assert_eq!(
+            parse_network("10.0.0.0/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_network("10.0.0.5").unwrap().to_string(),
+            "10.0.0.5/32"
+        );
+        assert_eq!(parse_network("0.0.0.0/0").unwrap(), Ipv4Net::default());
+    }
+
+    #[test]
     fn resource_ids_compare_case_insensitively_and_keep_their_casing() {
         let a = ResourceId::parse("/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/vnet/subnets/A").unwrap();
         let b = ResourceId::parse("/subscriptions/S/resourcegroups/rg/providers/microsoft.network/virtualnetworks/VNET/subnets/a").unwrap();
@@ -1086,6 +1227,50 @@ mod tests {
         assert_eq!(a.parent().unwrap().name(), "vnet");
         assert!(a.is_type("Microsoft.Network/virtualNetworks/subnets"));
         assert!(ResourceId::parse("/subscriptions/s/resourceGroups/rg").is_err());
+    }
+
+    #[test]
+    fn resource_ids_with_segments_a_url_would_reinterpret_are_refused() {
+        let tail = "providers/Microsoft.Network/networkSecurityGroups/nsg";
+        for bad in [
+            format!("/subscriptions/../resourceGroups/network/{tail}"),
+            format!("/subscriptions/./resourceGroups/network/{tail}"),
+            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/../{tail}"),
+            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a%2Fb/{tail}"),
+            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a b/{tail}"),
+            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a?x=1/{tail}"),
+            format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/a#b/{tail}"),
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/..".to_string(),
+        ] {
+            assert!(ResourceId::parse(&bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_segment_of_a_user_written_id_follows_arm_naming_rules() {
+        let ok = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net(work)_1.a/providers/Microsoft.Network/virtualNetworks/vnet/subnets/ase-one";
+        check_resource_id(&ResourceId::parse(ok).unwrap()).unwrap();
+        for (bad, what) in [
+            (
+                ok.replace("00000000-0000-0000-0000-000000000001", "sub"),
+                "subscription `sub` is not a GUID",
+            ),
+            (ok.replace("net(work)_1.a", "rg."), "resource group `rg.`"),
+            (ok.replace("net(work)_1.a", "r*g"), "resource group `r*g`"),
+            (
+                ok.replace("virtualNetworks/vnet", "virtualNetworks/v"),
+                "2-64",
+            ),
+            (
+                ok.replace("virtualNetworks/vnet", "virtualNetworks/-vnet"),
+                "`-vnet`",
+            ),
+        ] {
+            let e = check_resource_id(&ResourceId::parse(&bad).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
     }
 
     #[test]

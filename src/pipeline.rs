@@ -199,7 +199,7 @@ impl Prepared {
 
     /// resolve + diff over `snapshot`: pure, used for the first plan and every re-plan.
     fn plan(&self, snapshot: &Snapshot) -> (Desired, Plan) {
-        let mut desired = resolver::resolve(&self.active, snapshot);
+        let mut desired = resolver::resolve_removing(&self.active, snapshot, &self.scope.removing);
         for (key, errors) in &self.invalid {
             desired
                 .specs

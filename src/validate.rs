@@ -24,8 +24,8 @@ use crate::api::{
 };
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    check_azure_name, looks_like_tag, parse_prefix, Caseless, PortRange, PortSet, Priority,
-    PriorityBand, Protocol, ResourceId, SpecKey,
+    check_azure_name, check_resource_id, looks_like_tag, parse_network, Caseless, PortRange,
+    PortSet, Priority, PriorityBand, Protocol, ResourceId, SpecKey,
 };
 
 /// The band used when a spec gives none.
@@ -216,26 +216,41 @@ pub struct ValidForcedTunneling {
     pub required_tags: Vec<String>,
 }
 
-/// Validates every spec; returns the valid ones and the errors of the others.
+/// Validates every spec; returns the valid ones and the errors of the others. This is the
+/// one validation path of every command (resolve, plan, apply, verify) and of the
+/// operator's input.
+///
+/// A spec key given more than once makes every copy invalid: picking one copy would
+/// silently ignore the other (issue 12), and which one is meant cannot be known. The
+/// spec's entries already in Azure are then kept as they are, like any invalid spec's.
 pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError>) {
     let mut ok = Vec::new();
     let mut errors = Vec::new();
-    let mut seen: BTreeMap<SpecKey, usize> = BTreeMap::new();
+    let key_of = |s: &AseConnectivity| {
+        SpecKey::new(
+            s.metadata.namespace.as_deref().unwrap_or("default"),
+            s.metadata.name.as_deref().unwrap_or_default(),
+        )
+    };
+    let mut count: BTreeMap<SpecKey, usize> = BTreeMap::new();
+    for s in specs {
+        *count.entry(key_of(s)).or_default() += 1;
+    }
     for spec in specs {
+        let key = key_of(spec);
+        let n = count.get(&key).copied().unwrap_or(0);
+        if n > 1 && !key.name.is_empty() {
+            errors.push(SpecError::new(
+                &key,
+                SpecErrorKind::InvalidField,
+                "metadata.name",
+                key.to_string(),
+                format!("spec `{key}` is given {n} times; each spec must be given once (no copy is used)"),
+            ));
+            continue;
+        }
         match validate(spec) {
-            Ok(v) => {
-                if seen.insert(v.key.clone(), ok.len()).is_some() {
-                    errors.push(SpecError::new(
-                        &v.key,
-                        SpecErrorKind::InvalidField,
-                        "metadata.name",
-                        v.key.to_string(),
-                        format!("spec `{}` is given twice", v.key),
-                    ));
-                    continue;
-                }
-                ok.push(v)
-            }
+            Ok(v) => ok.push(v),
             Err(e) => errors.extend(e),
         }
     }
@@ -331,7 +346,7 @@ impl Ctx {
 
     fn resource_id(&mut self, field: Path<'_>, value: &str, ty: &str) -> Option<ResourceId> {
         match ResourceId::parse(value) {
-            Ok(id) if id.is_type(ty) => match check_azure_name(id.name()) {
+            Ok(id) if id.is_type(ty) => match check_resource_id(&id) {
                 Ok(()) => Some(id),
                 Err(e) => {
                     self.err(field, value, e.to_string());
@@ -370,8 +385,9 @@ impl Ctx {
         }
     }
 
+    /// A user-written prefix: host bits must be clear (no silent widening).
     fn prefix(&mut self, field: Path<'_>, value: &str) -> Option<Ipv4Net> {
-        match parse_prefix(value) {
+        match parse_network(value) {
             Ok(p) => Some(p),
             Err(e) => {
                 self.err(field, value, e.to_string());
@@ -666,10 +682,12 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
         let mut sources = Vec::new();
         for (j, src) in entry.from.iter().enumerate() {
             let sf = f.item("from", j);
+            let any = src.any == Some(true);
             let set = [
                 src.cidr.is_some(),
                 src.service_tag.is_some(),
                 src.environment_ref.is_some(),
+                any,
             ]
             .iter()
             .filter(|b| **b)
@@ -679,19 +697,44 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
                     sf,
                     "",
                     format!(
-                        "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef` ({set} given)"
+                        "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef`, `any: true` ({set} given)"
                     ),
                 );
                 continue;
             }
-            if let Some(c) = &src.cidr {
-                if let Some(p) = cx.prefix(sf.field("cidr"), c) {
-                    sources.push(Source::Prefix(p));
+            // Every address is admitted only by the explicit `any: true`: a `/0` in a
+            // `cidr` is as likely a typo as a meaning (issue 12).
+            if any {
+                sources.push(Source::Prefix(Ipv4Net::default()));
+            } else if let Some(c) = &src.cidr {
+                if let Err(crate::model::ParseError::HostBits {
+                    len: 0, address, ..
+                }) = parse_network(c)
+                {
+                    cx.err(
+                        sf.field("cidr"),
+                        c,
+                        format!("`{c}` has host bits set and a /0 length: it would admit every address (the whole Internet); write `{address}` for the single address, or `{{any: true}}` as the source if every address is meant"),
+                    );
+                } else if let Some(p) = cx.prefix(sf.field("cidr"), c) {
+                    if p.prefix_len() == 0 {
+                        cx.err(
+                            sf.field("cidr"),
+                            c,
+                            format!("`{c}` admits every address (the whole Internet); write `{{any: true}}` as the source if that is meant"),
+                        );
+                    } else {
+                        sources.push(Source::Prefix(p));
+                    }
                 }
             } else if let Some(t) = &src.service_tag {
                 let t = t.trim();
                 if t == "*" {
-                    sources.push(Source::Prefix(Ipv4Net::default()));
+                    cx.err(
+                        sf.field("serviceTag"),
+                        t,
+                        "`*` admits every address (the whole Internet); write `{any: true}` as the source if that is meant",
+                    );
                 } else if looks_like_tag(t) {
                     sources.push(Source::Tag(crate::model::canonical_tag(t)));
                 } else {
@@ -845,8 +888,8 @@ kind: AseConnectivity
 metadata: {name: ase, namespace: network}
 spec:
   environment: {version: V2}
-  subnet: {resourceId: /subscriptions/s/resourceGroups/network/providers/Microsoft.Network/virtualNetworks/vnet/subnets/ase}
-  networkSecurityGroup: {resourceId: /subscriptions/s/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-nsg}
+  subnet: {resourceId: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/virtualNetworks/vnet/subnets/ase}
+  networkSecurityGroup: {resourceId: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-nsg}
 "#;
 
     #[test]

@@ -506,9 +506,25 @@ impl ArmClient {
         Ok(())
     }
 
+    /// The request URL of `path`, built segment by segment: each segment is
+    /// percent-encoded on its own, so no character of a name can start a new segment, a
+    /// query or a fragment. The segments come from `ResourceId`s, which refuse `.`, `..`
+    /// and URL metacharacters (issue 12), so normalisation cannot move the request.
     fn url(&self, path: &str, api_version: &str) -> Result<Url, ArmError> {
         let mut url = self.inner.endpoint.clone();
-        url.set_path(path);
+        url.set_path("");
+        {
+            let mut segments = url.path_segments_mut().map_err(|()| {
+                ArmError::Config(format!(
+                    "endpoint `{}` cannot take a path",
+                    self.inner.endpoint
+                ))
+            })?;
+            segments.clear();
+            for part in path.split('/').filter(|p| !p.is_empty()) {
+                segments.push(part);
+            }
+        }
         url.query_pairs_mut()
             .append_pair("api-version", api_version);
         Ok(url)

@@ -183,8 +183,60 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes, each printed once. Many errors show their cause in their own
+/// message (`writing X: PUT X: HTTP 500 ...`) and also return it from `source()`, so
+/// anyhow's `{:#}` would print it twice (issue 12); a cause whose text is already in the
+/// line is skipped.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let t = cause.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("PUT nsg: HTTP 500 InternalServerError: injected fault")]
+    struct Http;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing nsg: {0}")]
+    struct Write(#[source] Http);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot reach ARM")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_of_an_error_is_printed_once() {
+        let e = anyhow::Error::new(Write(Http)).context("apply failed");
+        let text = error_text(&e);
+        assert_eq!(
+            text,
+            "apply failed: writing nsg: PUT nsg: HTTP 500 InternalServerError: injected fault"
+        );
+        assert_eq!(text.matches("HTTP 500").count(), 1);
+        // What `{:#}`, the old way of printing, gave: the cause twice.
+        assert_eq!(format!("{e:#}").matches("HTTP 500").count(), 2);
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_still_printed() {
+        let e = anyhow::Error::new(Outer(std::io::Error::other("connection refused")));
+        assert_eq!(error_text(&e), "cannot reach ARM: connection refused");
     }
 }

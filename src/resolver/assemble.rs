@@ -16,7 +16,7 @@ use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
 use super::build::{build, RouteNeed, SpecBuild};
-use super::names::{is_owned_name, owned_name, owner_parts, stem};
+use super::names::{is_owned_name, owned_name, owner_parts, route_owner, stem};
 use super::routes::tunnel_prefixes;
 use super::{
     Desired, DesiredNsg, DesiredRouteTable, DesiredSubnet, OwnedRoute, OwnedRule, Resolution,
@@ -34,7 +34,11 @@ pub const MAX_TAG_ROUTES: usize = 25;
 
 type Failures = BTreeMap<SpecKey, Vec<SpecError>>;
 
-pub(crate) fn resolve(specs: &[ValidSpec], snapshot: &Snapshot) -> Desired {
+pub(crate) fn resolve(
+    specs: &[ValidSpec],
+    snapshot: &Snapshot,
+    removing: &BTreeSet<SpecKey>,
+) -> Desired {
     let mut by_key: BTreeMap<SpecKey, &ValidSpec> = BTreeMap::new();
     for s in specs {
         by_key.entry(s.key.clone()).or_insert(s);
@@ -59,7 +63,7 @@ pub(crate) fn resolve(specs: &[ValidSpec], snapshot: &Snapshot) -> Desired {
         let active: Vec<usize> = (0..builds.len())
             .filter(|n| !failed.contains_key(&builds[*n].key))
             .collect();
-        match merge(&builds, &active, snapshot) {
+        match merge(&builds, &active, snapshot, removing) {
             Ok(layout) => {
                 let mut desired = finish(layout, builds, &active);
                 for (k, e) in failed {
@@ -176,7 +180,12 @@ impl Taken {
     }
 }
 
-fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<Layout, Failures> {
+fn merge(
+    builds: &[SpecBuild],
+    active: &[usize],
+    snapshot: &Snapshot,
+    removing: &BTreeSet<SpecKey>,
+) -> Result<Layout, Failures> {
     let mut failures: Failures = BTreeMap::new();
     // `active` is in key order: owners found in observed descriptions are looked up in it.
     let is_active = |namespace: &str, name: &str| {
@@ -380,16 +389,35 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
             by_rt.entry(rt.clone()).or_default().push(b);
         }
     }
+    // The specs whose owned routes this plan rewrites: the active ones (their routes are
+    // wanted or deleted) and the ones being removed. Any other owned route (of a spec
+    // outside the input, or of one that failed) stays as it is, so it counts like a
+    // foreign route against the table's limit and may already give a route that an
+    // active spec needs (issue 12: never take over or duplicate another spec's route).
+    let replanned: BTreeSet<&SpecKey> = active
+        .iter()
+        .map(|n| &builds[*n].key)
+        .chain(removing)
+        .collect();
     for (rt_id, bs) in by_rt {
         let observed = snapshot.route_tables.get(&rt_id);
         let foreign: Vec<&Route> = observed
             .map(|o| {
                 o.routes
                     .iter()
-                    .filter(|r| !is_owned_name(&r.name))
+                    .filter(|r| {
+                        !is_owned_name(&r.name)
+                            || route_owner(&r.name, replanned.iter().copied()).is_none()
+                    })
                     .collect()
             })
             .unwrap_or_default();
+        // Routes of specs outside the input that already send a destination to the Internet.
+        let kept_internet: Vec<&RouteDestination> = foreign
+            .iter()
+            .filter(|r| is_owned_name(&r.name) && r.next_hop_type == NextHopType::Internet)
+            .map(|r| &r.address_prefix)
+            .collect();
         let foreign_tags = foreign
             .iter()
             .filter(|r| matches!(r.address_prefix, RouteDestination::Tag(_)))
@@ -447,10 +475,14 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
                 continue;
             }
             for (dest, reason) in mine {
-                // Another spec sharing the table already routes this destination the same way.
-                if routes.iter().any(|r| {
-                    r.route.address_prefix == dest && r.route.next_hop_type == NextHopType::Internet
-                }) {
+                // Another spec sharing the table already routes this destination the same way
+                // (in the input, or outside it with a route that stays).
+                if kept_internet.contains(&&dest)
+                    || routes.iter().any(|r| {
+                        r.route.address_prefix == dest
+                            && r.route.next_hop_type == NextHopType::Internet
+                    })
+                {
                     continue;
                 }
                 let what = match &dest {

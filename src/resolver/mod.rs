@@ -20,7 +20,7 @@ pub mod names;
 pub mod routes;
 
 pub use assemble::{MAX_PREFIXES_PER_NSG, MAX_ROUTES, MAX_RULES, MAX_TAG_ROUTES};
-pub use names::{is_owned_name, owner_from_description};
+pub use names::{is_owned_name, owner_from_description, route_owner};
 
 /// Resolves validated specs against a snapshot: the desired owned rules and routes of every
 /// NSG and route table the specs touch, the subnet associations, and per spec either its
@@ -30,7 +30,18 @@ pub fn resolve(
     specs: &[crate::validate::ValidSpec],
     snapshot: &crate::snapshot::Snapshot,
 ) -> Desired {
-    assemble::resolve(specs, snapshot)
+    assemble::resolve(specs, snapshot, &BTreeSet::new())
+}
+
+/// [`resolve`] for a plan that also removes the specs in `removing`: their owned routes
+/// are about to be deleted, so they cannot stand in for a route an active spec needs.
+/// Owned routes of every other spec outside `specs` stay, and do.
+pub fn resolve_removing(
+    specs: &[crate::validate::ValidSpec],
+    snapshot: &crate::snapshot::Snapshot,
+    removing: &BTreeSet<SpecKey>,
+) -> Desired {
+    assemble::resolve(specs, snapshot, removing)
 }
 
 /// Rule and route names asenet owns start with this prefix (docs/design.md section 3).

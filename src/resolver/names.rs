@@ -110,6 +110,112 @@ pub fn is_owned_name(name: &str) -> bool {
         && name[..OWNED_PREFIX.len()].eq_ignore_ascii_case(OWNED_PREFIX)
 }
 
+// ---------------------------------------------------------------------------------------
+// Route owners. ARM routes have no description (docs/domain.md 3.1), so the owner of an
+// owned route is read back from its name: `asenet-<stem>-<what>`, where `<what>` is one of
+// the forms `assemble` writes (`internet-default`, `tag-<Tag>`, `<a.b.c.d>-<len>`) and the
+// stem is the spec's name, or its name and a hash of `namespace/name` (see `stem`). The
+// grammar of `<what>` makes the split exact: spec `ase` cannot claim `asenet-ase-one-...`,
+// whose rest `one-...` is no `<what>`.
+// ---------------------------------------------------------------------------------------
+
+/// True when `what` is one of the suffixes `assemble` gives routes.
+fn is_route_what(what: &str) -> bool {
+    if what.eq_ignore_ascii_case("internet-default") {
+        return true;
+    }
+    if let Some(tag) = what.strip_prefix("tag-") {
+        return crate::model::looks_like_tag(tag);
+    }
+    match what.rsplit_once('-') {
+        Some((addr, len)) => {
+            addr.parse::<std::net::Ipv4Addr>().is_ok()
+                && len.parse::<u8>().is_ok_and(|l| (1..=32).contains(&l))
+                && !len.starts_with('0')
+        }
+        None => false,
+    }
+}
+
+/// True when `rest` is the beginning of some `<what>` (what a name cut to 80 characters
+/// keeps of it).
+fn is_route_what_prefix(rest: &str) -> bool {
+    let lower = rest.to_ascii_lowercase();
+    "internet-default".starts_with(&lower)
+        || "tag-".starts_with(&lower)
+        || lower
+            .strip_prefix("tag-")
+            .is_some_and(|t| t.is_empty() || crate::model::looks_like_tag(t))
+        || (!rest.is_empty()
+            && rest.starts_with(|c: char| c.is_ascii_digit())
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && rest.matches('-').count() <= 1)
+}
+
+/// The stems `key`'s entries may be named with: plain, and with the namespace hash.
+fn stems_of(key: &SpecKey) -> [String; 2] {
+    [stem(key, false), stem(key, true)]
+}
+
+/// How well the owned route `name` matches the stem `st`: `Some(len)` (the stem's length,
+/// longer is more specific) when `name` is a name `assemble` gives a route of a spec with
+/// that stem.
+fn route_match(name: &str, st: &str) -> Option<usize> {
+    let lower = name.to_ascii_lowercase();
+    let head = format!("{OWNED_PREFIX}{}", st.to_ascii_lowercase());
+    // The full form: `asenet-<stem>-<what>`.
+    if let Some(rest) = lower.strip_prefix(&head).and_then(|r| r.strip_prefix('-')) {
+        let rest_cased = &name[name.len() - rest.len()..];
+        if is_route_what(rest_cased) {
+            return Some(st.len());
+        }
+    }
+    // A name cut to 80 characters by `fit`: `<first characters>-<6 hex digits>`.
+    if name.len() <= MAX_NAME {
+        if let Some((cut, hash)) = lower.rsplit_once('-') {
+            let hex = hash.len() == 6 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if hex && cut.len() > OWNED_PREFIX.len() {
+                let whole = format!("{head}-");
+                let fits = if cut.len() <= whole.len() {
+                    whole.starts_with(cut)
+                } else {
+                    cut.strip_prefix(&whole).is_some_and(is_route_what_prefix)
+                };
+                // A cut name is at least 73 characters before trimming (see `fit`).
+                if fits && cut.len() + 1 + hash.len() >= MAX_NAME - 8 {
+                    return Some(st.len());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The owner of the owned route `name` among `candidates`: the spec whose naming produces
+/// it (the longest matching stem when several could). `None` when no candidate named it:
+/// then it belongs to a spec outside the input and is left alone.
+pub fn route_owner<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a SpecKey>,
+) -> Option<&'a SpecKey> {
+    if !is_owned_name(name) {
+        return None;
+    }
+    candidates
+        .into_iter()
+        .filter_map(|k| {
+            stems_of(k)
+                .iter()
+                .filter_map(|st| route_match(name, st))
+                .max()
+                .map(|m| (m, k))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, k)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +248,52 @@ mod tests {
         assert_eq!(n, owned_name(&long, "in-web.AzureFrontDoor.Backend"));
         assert_ne!(n, owned_name(&long, "in-web.AzureFrontDoor.Frontend"));
         assert_eq!(owned_name("ase-two", "in-web"), "asenet-ase-two-in-web");
+    }
+
+    #[test]
+    fn a_route_belongs_to_the_spec_whose_name_it_carries_and_no_other() {
+        let one = SpecKey::new("network", "ase-one");
+        let two = SpecKey::new("network", "ase-two");
+        let ase = SpecKey::new("network", "ase");
+        let all = [ase.clone(), one.clone(), two.clone()];
+        let owner = |name: &str| route_owner(name, &all).cloned();
+        assert_eq!(owner("asenet-ase-one-internet-default"), Some(one.clone()));
+        assert_eq!(owner("asenet-ase-two-internet-default"), Some(two.clone()));
+        assert_eq!(owner("asenet-ase-internet-default"), Some(ase.clone()));
+        assert_eq!(
+            owner("asenet-ase-one-tag-AppServiceManagement"),
+            Some(one.clone())
+        );
+        assert_eq!(owner("asenet-ase-one-52.0.0.0-8"), Some(one.clone()));
+        assert_eq!(owner("ASENET-ASE-ONE-INTERNET-DEFAULT"), Some(one.clone()));
+        // Not a name asenet gives a route of any of them.
+        assert_eq!(owner("asenet-ase-three-internet-default"), None);
+        assert_eq!(owner("asenet-ase-one-extra"), None);
+        assert_eq!(owner("corp-default"), None);
+        // Outside the candidates: nobody in the input owns it.
+        assert_eq!(route_owner("asenet-ase-one-internet-default", [&two]), None);
+        // The hashed stem of a name used in two namespaces names its namespace.
+        let other = SpecKey::new("team", "ase-one");
+        let hashed = owned_name(&stem(&other, true), "internet-default");
+        assert_eq!(route_owner(&hashed, [&one, &other]), Some(&other));
+        assert_eq!(route_owner(&hashed, [&one]), None);
+    }
+
+    #[test]
+    fn a_route_name_cut_to_80_characters_still_names_its_owner() {
+        let long = SpecKey::new("network", "a".repeat(60));
+        let longer = SpecKey::new("network", format!("{}-b", "a".repeat(60)));
+        for what in [
+            "internet-default",
+            "tag-AppServiceManagement",
+            "52.123.45.0-24",
+        ] {
+            let n = owned_name(&stem(&long, false), what);
+            assert_eq!(n.len(), 80, "{n}");
+            assert_eq!(route_owner(&n, [&long, &longer]), Some(&long), "{n}");
+            let m = owned_name(&stem(&longer, false), what);
+            assert_eq!(route_owner(&m, [&long, &longer]), Some(&longer), "{m}");
+        }
     }
 
     #[test]

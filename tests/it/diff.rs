@@ -517,16 +517,24 @@ fn routes_of_a_removed_spec_go_and_foreign_routes_with_the_same_destination_are_
         "0.0.0.0/0",
         NextHopType::VirtualAppliance,
     ));
+    // A route asenet named for ase-two (the owner is read from the name) that is no longer
+    // wanted; and an asenet-looking name asenet never gives a route, which nobody in the
+    // input owns, so it is carried unchanged.
+    rt.routes.push(route(
+        "asenet-ase-two-13.64.0.0-16",
+        "13.64.0.0/16",
+        NextHopType::Internet,
+    ));
     rt.routes.push(route(
         "asenet-ase-two-stale",
-        "13.64.0.0/16",
+        "13.65.0.0/16",
         NextHopType::Internet,
     ));
     let plan = diff(&d, &s, &scope(&[two()]));
     let r = plan.resource(&rt_id("ase-two-rt")).unwrap();
     assert_eq!(r.routes.delete.len(), 1);
-    assert_eq!(r.routes.delete[0].entry.name, "asenet-ase-two-stale");
-    assert_eq!(r.routes.foreign.len(), 1);
+    assert_eq!(r.routes.delete[0].entry.name, "asenet-ase-two-13.64.0.0-16");
+    assert_eq!(r.routes.foreign.len(), 2);
     assert_eq!(r.conflicts.len(), 1);
     assert_eq!(r.conflicts[0].kind, ConflictKind::SameDestination);
 
@@ -536,9 +544,17 @@ fn routes_of_a_removed_spec_go_and_foreign_routes_with_the_same_destination_are_
         .insert(rt_id("ase-two-rt"), BTreeSet::from([two()]));
     let plan = diff(&Desired::default(), &s, &sc);
     let r = plan.resource(&rt_id("ase-two-rt")).unwrap();
-    assert_eq!(r.routes.delete.len(), 2);
-    assert_eq!(r.target_routes().len(), 1, "only the foreign route stays");
-    // Without that hint the routes cannot be attributed and stay.
+    // The route asenet named for ase-two goes. The fixture's `asenet-ase-two-internet`
+    // (hand-built, not a name asenet gives a route) names no spec, like the stale one, so
+    // both stay with the foreign route.
+    assert_eq!(r.routes.delete.len(), 1);
+    assert_eq!(r.routes.delete[0].entry.name, "asenet-ase-two-13.64.0.0-16");
+    assert_eq!(
+        r.routes.delete[0].reason,
+        "spec network/ase-two is being removed"
+    );
+    assert_eq!(r.target_routes().len(), 3);
+    // Without that hint the diff does not visit the table: nothing is deleted.
     let plan = diff(&Desired::default(), &s, &Scope::new([], [two()]));
     assert!(plan.resource(&rt_id("ase-two-rt")).is_none());
 }

@@ -3,7 +3,10 @@
 mod controller;
 mod controller_run;
 mod diff;
+mod fuzz;
+mod ownership;
 mod pipeline;
 mod resolver;
 mod tenancy_controller;
 mod tenancy_pipeline;
+mod strict_input;

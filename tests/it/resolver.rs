@@ -939,7 +939,7 @@ fn asenet_resolve_exits_1_with_one_error_line_per_problem_and_still_prints_the_r
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 5, "{err}");
+    assert_eq!(err.lines().count(), 8, "{err}");
     assert!(
         err.lines().all(|l| l.starts_with("error: spec invalid/")),
         "{err}"
