@@ -743,10 +743,7 @@ pub fn load_policy(paths: &[PathBuf]) -> Result<crate::tenancy::PolicySet, LoadE
     let mut grants = Vec::new();
     let mut labels = std::collections::BTreeMap::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_capped(path)?;
         let (p, g) = parse_policy(path, &text)?;
         policies.extend(p);
         grants.extend(g);
@@ -783,22 +780,14 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<PolicyDocuments, LoadErro
     let mut policies = Vec::new();
     let mut grants = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let parse = |message: String| LoadError::Parse {
-            path: file.to_path_buf(),
-            index,
-            message,
-        };
+        let parse = |message: String| policy_error(file, index, String::new(), message);
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
         if value.is_null() {
             continue;
         }
         match value.get("kind").and_then(|k| k.as_str()) {
-            Some("AseTenancyPolicy") => {
-                policies.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
-            }
-            Some("AseBackendGrant") => {
-                grants.push(serde_yaml::from_value(value).map_err(|e| parse(e.to_string()))?)
-            }
+            Some("AseTenancyPolicy") => policies.push(typed_policy_document(file, index, value)?),
+            Some("AseBackendGrant") => grants.push(typed_policy_document(file, index, value)?),
             Some("Namespace") => {}
             other => {
                 return Err(parse(format!(
@@ -811,6 +800,29 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<PolicyDocuments, LoadErro
     Ok((policies, grants))
 }
 
+/// One problem of a policy file's document, in the loader's error shape (file, document,
+/// field path).
+fn policy_error(file: &Path, index: usize, field: String, message: String) -> LoadError {
+    LoadError::Documents(vec![DocumentError {
+        path: file.to_path_buf(),
+        index,
+        spec: None,
+        field,
+        value: String::new(),
+        message,
+    }])
+}
+
+/// A tenancy document as its type, a type error naming the field path.
+fn typed_policy_document<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    index: usize,
+    value: serde_yaml::Value,
+) -> Result<T, LoadError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| policy_error(file, index, e.path().to_string(), e.inner().to_string()))
+}
+
 /// A namespace's name and labels.
 pub type NamespaceLabels = (String, std::collections::BTreeMap<String, String>);
 
@@ -818,11 +830,7 @@ pub type NamespaceLabels = (String, std::collections::BTreeMap<String, String>);
 pub fn parse_namespace_labels(file: &Path, text: &str) -> Result<Vec<NamespaceLabels>, LoadError> {
     let mut out = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let parse = |message: String| LoadError::Parse {
-            path: file.to_path_buf(),
-            index,
-            message,
-        };
+        let parse = |message: String| policy_error(file, index, String::new(), message);
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
         if value.get("kind").and_then(|k| k.as_str()) != Some("Namespace") {
             continue;

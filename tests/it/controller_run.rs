@@ -422,6 +422,7 @@ pub fn options(addr: SocketAddr, lease: Option<LeaseSettings>) -> RunOptions {
         label_selector: None,
         settings: Settings {
             resync: Duration::from_secs(600),
+            ..Settings::default()
         },
         metrics_addr: addr,
         lease,
