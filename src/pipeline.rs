@@ -20,6 +20,7 @@ use crate::azure::ArmClient;
 pub use crate::azure::{ArmError, ErrorCategory};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::SpecError;
+use crate::evaluate::routes::{forced_tunneling_requirements, RouteCheck, RoutingTable};
 use crate::evaluate::{self, TagContext, Verdict};
 use crate::model::{Access, SpecKey};
 use crate::observe::{self, ObserveError, ServiceTags, Targets};
@@ -110,11 +111,23 @@ pub struct VerifiedFlow {
     pub nsg_exists: bool,
 }
 
+/// One destination a spec's forced tunneling must route to the Internet, checked against
+/// the live route table, the advertised BGP routes and the system routes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRoute {
+    pub spec: SpecKey,
+    #[serde(flatten)]
+    pub check: RouteCheck,
+}
+
 /// The result of `verify`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     pub flows: Vec<VerifiedFlow>,
+    /// Every required destination of every spec under forced tunneling (domain.md 1.2.7).
+    pub routes: Vec<VerifiedRoute>,
     /// Specs that could not be verified (invalid or unresolvable).
     pub errors: Vec<SpecError>,
 }
@@ -125,9 +138,16 @@ impl VerifyReport {
             .iter()
             .filter(|f| f.verdict.access != Access::Allow)
     }
-    /// True when every required flow of every spec is allowed and every spec resolved.
+    /// Required destinations whose effective next hop is not the promised one.
+    pub fn misrouted(&self) -> impl Iterator<Item = &VerifiedRoute> {
+        self.routes.iter().filter(|r| !r.check.ok)
+    }
+    /// True when every required flow of every spec is allowed, every required destination
+    /// takes the promised next hop, and every spec resolved.
     pub fn passed(&self) -> bool {
-        self.denied().next().is_none() && self.errors.is_empty()
+        self.denied().next().is_none()
+            && self.misrouted().next().is_none()
+            && self.errors.is_empty()
     }
 }
 
@@ -349,10 +369,57 @@ impl Pipeline {
                 });
             }
         }
+        for spec in &prepared.active {
+            if matches!(desired.specs.get(&spec.key), Some(SpecOutcome::Resolved(_))) {
+                report.routes.extend(verify_routes(spec, &snapshot));
+            }
+        }
         report.errors.sort();
         report.errors.dedup();
         Ok(report)
     }
+}
+
+/// The effective next hop of every destination `spec`'s forced tunneling promises
+/// (evaluate::routes), from the live route table, but only if the live subnet is
+/// associated with it (otherwise its routes do not apply, domain.md 3.5).
+fn verify_routes(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<VerifiedRoute> {
+    let Some(ft) = &spec.forced_tunneling else {
+        return Vec::new();
+    };
+    let associated = snapshot
+        .subnets
+        .get(&spec.subnet)
+        .and_then(|s| s.route_table.as_ref());
+    let table = associated.and_then(|id| snapshot.route_tables.get(id));
+    let udrs = table.map(|t| t.routes.clone()).unwrap_or_default();
+    let disable_bgp = table.is_some_and(|t| t.disable_bgp_route_propagation);
+    let vnet = snapshot
+        .vnet_of(&spec.subnet)
+        .map(|v| v.address_prefixes.clone())
+        .unwrap_or_default();
+    let tags: BTreeMap<String, Vec<ipnet::Ipv4Net>> = snapshot
+        .service_tags
+        .values()
+        .map(|t| (t.name.clone(), t.address_prefixes.clone()))
+        .collect();
+    let required: BTreeMap<String, Vec<ipnet::Ipv4Net>> = ft
+        .required_tags
+        .iter()
+        .filter_map(|t| {
+            snapshot
+                .service_tag(t)
+                .map(|s| (t.clone(), s.address_prefixes.clone()))
+        })
+        .collect();
+    let routing = RoutingTable::new(&udrs, &tags, &ft.advertised, disable_bgp, &vnet);
+    forced_tunneling_requirements(&required, &ft.advertised, &vnet)
+        .iter()
+        .map(|req| VerifiedRoute {
+            spec: spec.key.clone(),
+            check: routing.check(req),
+        })
+        .collect()
 }
 
 /// The key of a spec (`default` namespace when none is set, as kubectl would).
