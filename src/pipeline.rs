@@ -23,7 +23,7 @@ use crate::error::SpecError;
 use crate::evaluate::routes::{forced_tunneling_requirements, RouteCheck, RoutingTable};
 use crate::evaluate::{self, TagContext, Verdict};
 use crate::model::{Access, SpecKey};
-use crate::observe::{self, ObserveError, ServiceTags, Targets};
+use crate::observe::{self, ObserveError, ServiceTagCache, ServiceTags, TagOptions, Targets};
 use crate::resolver::{self, Desired, RequiredFlow, SpecOutcome};
 use crate::snapshot::Snapshot;
 use crate::validate::{self, ValidSpec};
@@ -40,8 +40,14 @@ pub struct PipelineOptions {
     pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 before giving up.
     pub max_replans: u32,
-    /// Service tags for forced-tunneling routes and for the evaluator.
+    /// Service tags given explicitly (`--service-tags FILE`): when not empty, the only
+    /// source; otherwise they are read from ARM (`observe::service_tag_sources`).
     pub service_tags: ServiceTags,
+    /// Tags read from ARM, by location, shared by the runs of this pipeline.
+    pub service_tag_cache: ServiceTagCache,
+    /// How long tags read from ARM are reused: zero for the CLI (one read per location
+    /// per run), the resync interval for the operator.
+    pub service_tag_max_age: std::time::Duration,
 }
 
 impl Default for PipelineOptions {
@@ -50,7 +56,9 @@ impl Default for PipelineOptions {
             max_concurrency: 8,
             max_write_concurrency: 64,
             max_replans: 5,
-            service_tags: ServiceTags::embedded(),
+            service_tags: ServiceTags::default(),
+            service_tag_cache: ServiceTagCache::default(),
+            service_tag_max_age: std::time::Duration::ZERO,
         }
     }
 }
@@ -60,7 +68,7 @@ impl PipelineOptions {
     pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
         let service_tags = match &args.service_tags {
             Some(path) => ServiceTags::load(path)?,
-            None => ServiceTags::embedded(),
+            None => ServiceTags::default(),
         };
         Ok(PipelineOptions {
             max_concurrency: args.max_concurrency.max(1),
@@ -277,10 +285,15 @@ impl Pipeline {
 
     /// Reads what `specs` touch.
     pub async fn observe(&self, specs: &[ValidSpec]) -> Result<Snapshot, PipelineError> {
-        Ok(observe::observe(
+        let tags = TagOptions {
+            explicit: &self.options.service_tags,
+            cache: &self.options.service_tag_cache,
+            max_age: self.options.service_tag_max_age,
+        };
+        Ok(observe::observe_with_tags(
             &self.arm,
             &Targets::of(specs),
-            &self.options.service_tags,
+            &tags,
             self.options.max_concurrency,
         )
         .await?)

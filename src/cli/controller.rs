@@ -90,13 +90,21 @@ fn host_name() -> String {
 }
 
 /// The pipeline against ARM, with every ARM response counted in `metrics`.
-fn engine(args: &AzureArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Engine>> {
+/// Service tags read from ARM are reused for `resync` (one read per location per resync,
+/// re-parsed only when the `changeNumber` moves; a tag change is repaired at the next
+/// resync).
+fn engine(
+    args: &AzureArgs,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+) -> anyhow::Result<Arc<dyn Engine>> {
     use crate::pipeline::{Pipeline, PipelineOptions};
     let arm = crate::azure::ArmClient::from_args(args)?.with_observer(metrics);
-    Ok(Arc::new(Pipeline::new(
-        arm,
-        PipelineOptions::from_args(args)?,
-    )))
+    let options = PipelineOptions {
+        service_tag_max_age: resync,
+        ..PipelineOptions::from_args(args)?
+    };
+    Ok(Arc::new(Pipeline::new(arm, options)))
 }
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
@@ -105,7 +113,9 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
         let metrics = Metrics::new();
-        let engine = engine(&args.azure, metrics.clone())?;
+        let resync = Duration::from_secs(args.resync_seconds.max(1));
+        // Half the resync: every resync then sees tags at most that old.
+        let engine = engine(&args.azure, metrics.clone(), resync / 2)?;
         let identity = args.identity.clone().unwrap_or_else(host_name);
         let lease = args.leader_election.then(|| LeaseSettings {
             name: args.lease_name.clone(),
@@ -121,7 +131,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
             settings: Settings {
-                resync: Duration::from_secs(args.resync_seconds.max(1)),
+                resync,
             },
             metrics_addr: args.metrics_addr,
             lease,

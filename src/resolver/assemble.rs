@@ -395,9 +395,16 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
             .filter(|r| matches!(r.address_prefix, RouteDestination::Tag(_)))
             .count();
         let mut routes: Vec<OwnedRoute> = Vec::new();
+        let mut service_tags: BTreeMap<String, String> = BTreeMap::new();
         let field = "spec.outbound.forcedTunneling";
         for b in bs.iter().copied() {
             let mut mine: Vec<(RouteDestination, String)> = Vec::new();
+            let versions = |t: &str| {
+                snapshot
+                    .service_tag_version(t)
+                    .map(|n| format!(" (changeNumber {n})"))
+                    .unwrap_or_default()
+            };
             let default_route = || {
                 (
                     RouteDestination::Prefix(ipnet::Ipv4Net::default()),
@@ -413,7 +420,7 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
                     }
                     for t in tags {
                         mine.push((RouteDestination::Tag(t.clone()),
-                            format!("service tag {t} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)")));
+                            format!("service tag {t}{} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)", versions(t))));
                     }
                 }
                 Some(RouteNeed::Prefixes {
@@ -425,6 +432,13 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
                     if *default {
                         mine.push(default_route());
                     }
+                    for t in tags {
+                        if let Some(n) = snapshot.service_tag_version(t) {
+                            service_tags.insert(t.clone(), n.to_string());
+                        }
+                    }
+                    let with_versions: Vec<String> =
+                        tags.iter().map(|t| format!("{t}{}", versions(t))).collect();
                     let budget =
                         MAX_ROUTES.saturating_sub(foreign.len() + routes.len() + mine.len());
                     match tunnel_prefixes(required, advertised, budget) {
@@ -436,7 +450,7 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
                             };
                             for p in v {
                                 mine.push((RouteDestination::Prefix(p),
-                                    format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", tags.join(","))));
+                                    format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", with_versions.join(","))));
                             }
                         }
                         Err(n) => {
@@ -501,6 +515,7 @@ fn merge(builds: &[SpecBuild], active: &[usize], snapshot: &Snapshot) -> Result<
                 id: rt_id,
                 location,
                 routes,
+                service_tags,
             },
         );
     }

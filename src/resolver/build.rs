@@ -513,7 +513,7 @@ pub(crate) fn build(
                     match snapshot.service_tag(t) {
                         Some(s) => required.extend(s.address_prefixes.iter().map(|p| p.trunc())),
                         None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot; its prefixes are needed for the routes"))),
+                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; its prefixes are needed for the routes", location.as_deref().unwrap_or("unknown")))),
                     }
                 }
                 route_need = Some(RouteNeed::Prefixes {
@@ -544,7 +544,7 @@ pub(crate) fn build(
                         Some(_) => errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
                             format!("service tag `{t}` may not be used in routes (its networkFeatures lack UDR, domain.md 3.3); use strategy DirectInternet"))),
                         None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot; cannot check that it may be used in routes"))),
+                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; cannot check that it may be used in routes", location.as_deref().unwrap_or("unknown")))),
                     }
                 }
                 route_need = Some(RouteNeed::Tags {
