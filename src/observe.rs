@@ -93,8 +93,7 @@ impl Targets {
                 .extend(s.backends.iter().map(|b| b.network_security_group.clone()));
             t.route_tables.extend(s.route_table.iter().cloned());
             t.subnets.insert(s.subnet.clone());
-            if s
-                .forced_tunneling
+            if s.forced_tunneling
                 .as_ref()
                 .is_some_and(|f| !f.required_tags.is_empty())
             {
@@ -486,8 +485,8 @@ pub async fn observe_with_tags(
         }
     }
     if sources.contains(&TagSource::Embedded) {
-        let (found, versions) = ServiceTags::parse_versioned(EMBEDDED_SERVICE_TAGS)
-            .unwrap_or_default();
+        let (found, versions) =
+            ServiceTags::parse_versioned(EMBEDDED_SERVICE_TAGS).unwrap_or_default();
         add(&mut snap, found, versions);
     }
     Ok(snap)

@@ -130,9 +130,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let options = RunOptions {
             namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
-            settings: Settings {
-                resync,
-            },
+            settings: Settings { resync },
             metrics_addr: args.metrics_addr,
             lease,
             instance: Some(identity),

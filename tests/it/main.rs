@@ -4,4 +4,5 @@ mod controller;
 mod diff;
 mod pipeline;
 mod resolver;
+mod service_tags;
 mod tunneling;
