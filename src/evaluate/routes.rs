@@ -57,6 +57,15 @@ const PRIVATE: [(Ipv4Addr, u8); 4] = [
     (Ipv4Addr::new(100, 64, 0, 0), 10),
 ];
 
+/// Not Internet destinations at all: "this network", loopback, link-local, multicast and
+/// reserved (RFC 6890).
+const SPECIAL: [(Ipv4Addr, u8); 4] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(224, 0, 0, 0), 3),
+];
+
 /// The private ranges of the system routes (next hop `None` outside the VNet, 3.2).
 pub fn private_ranges() -> Vec<Ipv4Net> {
     PRIVATE
@@ -273,7 +282,7 @@ pub struct RouteCheck {
 /// required service tags (`required`, by tag) goes straight to the Internet, and so does
 /// every other Internet-bound destination (the ASE's outbound dependencies to any address,
 /// 1.2.2, 1.3.4) except what the customer advertises more specifically than 0.0.0.0/0 (their
-/// own on-premises ranges), the VNet and the private ranges.
+/// own on-premises ranges), the VNet, the private ranges and the special-purpose ranges.
 pub fn forced_tunneling_requirements(
     required: &BTreeMap<String, Vec<Ipv4Net>>,
     advertised: &[Ipv4Net],
@@ -298,6 +307,11 @@ pub fn forced_tunneling_requirements(
     except.extend(vnet.iter().map(|p| p.trunc()));
     except.extend(private_ranges());
     except.push(Ipv4Net::from(crate::evaluate::AZURE_LOAD_BALANCER));
+    except.extend(
+        SPECIAL
+            .iter()
+            .filter_map(|(a, l)| Ipv4Net::new(*a, *l).ok()),
+    );
     except.sort();
     except.dedup();
     out.push(RouteRequirement {

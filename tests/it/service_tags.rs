@@ -344,3 +344,42 @@ async fn verify_reports_every_required_destination_and_fails_when_the_default_ro
         asenet::model::NextHopType::VirtualNetworkGateway
     );
 }
+
+#[tokio::test]
+async fn the_operator_sees_a_published_tag_change_once_its_cached_tags_expire() {
+    // The operator keeps ARM's tags for half its resync interval (cli/controller.rs); a
+    // change published meanwhile is planned, with both numbers, once the entry expires.
+    let max_age = Duration::from_secs(1);
+    let env = env(PipelineOptions {
+        service_tag_max_age: max_age,
+        ..PipelineOptions::default()
+    })
+    .await;
+    env.apply().await;
+    // Start from a fresh read, so that the plan right after the publication is well within
+    // `max_age` however long the apply took.
+    tokio::time::sleep(max_age).await;
+    assert!(!env.plan().await.plan.has_changes());
+    env.mock
+        .state
+        .publish_service_tag(&PublishTag {
+            name: "AppServiceManagement".into(),
+            address_prefixes: moved_prefixes(),
+            network_features: None,
+        })
+        .unwrap();
+    let cached = env.plan().await;
+    assert!(!cached.plan.has_changes(), "{:#?}", cached.plan);
+    tokio::time::sleep(max_age + Duration::from_millis(100)).await;
+    let resync = env.plan().await;
+    let reasons: Vec<&str> = resync
+        .plan
+        .changed()
+        .flat_map(|r| r.routes.create.iter().chain(&r.routes.delete))
+        .map(|p| p.reason.as_str())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r.contains("changeNumber 69 -> 70")));
+    env.apply().await;
+    assert!(!env.plan().await.plan.has_changes());
+}
