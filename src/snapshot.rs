@@ -177,8 +177,14 @@ pub struct ServiceTagState {
 }
 
 impl ServiceTagState {
-    /// True when the tag may be a route's address prefix (docs/domain.md 3.3).
+    /// True when the tag may be a route's address prefix (docs/domain.md 3.3): its
+    /// `networkFeatures` list `UDR`. ARM's Service Tags API gives no `networkFeatures`
+    /// (domain.md 5.1); for a tag without them the derived rule of 3.3 applies: only global
+    /// tags (no `.region` suffix) are usable in routes.
     pub fn usable_in_routes(&self) -> bool {
+        if self.network_features.is_empty() {
+            return !self.name.contains('.');
+        }
         self.network_features
             .iter()
             .any(|f| f.eq_ignore_ascii_case("UDR"))

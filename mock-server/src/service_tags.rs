@@ -133,7 +133,8 @@ impl ServiceTagsDoc {
         Ok(file)
     }
 
-    /// The `ServiceTags_List` answer (NET/serviceTags.json): change numbers as strings.
+    /// The `ServiceTags_List` answer (NET/serviceTags.json, `ServiceTagsListResult`):
+    /// change numbers as strings, and no `networkFeatures` (the API's schema has none).
     pub fn render(&self, sub: &str) -> Value {
         let values: Vec<Value> = self.doc["values"]
             .as_array()
@@ -152,7 +153,6 @@ impl ServiceTagsDoc {
                         "region": p.get("region").cloned().unwrap_or(json!("")),
                         "systemService": p.get("systemService").cloned().unwrap_or(json!("")),
                         "addressPrefixes": p.get("addressPrefixes").cloned().unwrap_or(json!([])),
-                        "networkFeatures": p.get("networkFeatures").cloned().unwrap_or(json!([])),
                         "state": "GA",
                     }
                 })

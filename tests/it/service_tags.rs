@@ -383,3 +383,18 @@ async fn the_operator_sees_a_published_tag_change_once_its_cached_tags_expire() 
     env.apply().await;
     assert!(!env.plan().await.plan.has_changes());
 }
+
+#[test]
+fn tags_from_arms_api_carry_change_numbers_and_only_global_ones_are_usable_in_routes() {
+    // ARM's answer has no `networkFeatures` (domain.md 5.1); the derived rule of 3.3 holds.
+    let answer = mock_arm::ServiceTagsDoc::fixture().render("s");
+    assert!(answer
+        .pointer("/values/0/properties/networkFeatures")
+        .is_none());
+    let (tags, versions) = ServiceTags::from_value(&answer).unwrap();
+    let tag = |n: &str| tags.0.iter().find(|t| t.name == n).unwrap();
+    assert!(tag("AppServiceManagement").usable_in_routes());
+    assert!(!tag("AppServiceManagement.WestUS").usable_in_routes());
+    assert_eq!(tag("AppServiceManagement").address_prefixes.len(), 12);
+    assert_eq!(versions["AppServiceManagement"], "69");
+}
