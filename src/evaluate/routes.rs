@@ -74,8 +74,9 @@ pub fn private_ranges() -> Vec<Ipv4Net> {
         .collect()
 }
 
-/// A subnet's effective route table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A subnet's effective route table. Built only by [`RoutingTable::new`], which always
+/// puts the system default route first, so `routes` is never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingTable {
     routes: Vec<EffectiveRoute>,
     /// The VNet's address space (its system routes win over more specific BGP routes).
@@ -96,8 +97,9 @@ impl RoutingTable {
         vnet: &[Ipv4Net],
     ) -> Self {
         let mut t = RoutingTable {
+            routes: Vec::new(),
             vnet: vnet.iter().map(|p| p.trunc()).collect(),
-            ..RoutingTable::default()
+            unknown_tags: BTreeSet::new(),
         };
         let sys = |prefix: Ipv4Net, next_hop, source: &str| EffectiveRoute {
             prefix,
@@ -174,8 +176,8 @@ impl RoutingTable {
                 best = Some(r);
             }
         }
-        // The system default route is always present, so `best` is set; fall back to it
-        // without panicking all the same.
+        // The system default route (always `routes[0]`, see `new`) contains every address,
+        // so `best` is always set and the fallback cannot index an empty list.
         let best = best.unwrap_or(&self.routes[0]);
         if best.origin == RouteOrigin::Bgp {
             // 3.4 rule 3: the VNet's own system route wins over a more specific BGP route.
