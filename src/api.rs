@@ -289,13 +289,14 @@ pub struct ForcedTunnelingSpec {
 /// How routes keep the ASE's required traffic off the tunnel.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum TunnelingStrategy {
-    /// `0.0.0.0/0 -> Internet` when only a default route is advertised; otherwise one
-    /// route per required prefix (split to be at least as specific as the advertisements,
-    /// aggregated to fit the route table).
+    /// `0.0.0.0/0 -> Internet` whenever 0.0.0.0/0 is advertised; when more specific
+    /// prefixes are advertised, also one route per required prefix (split to be at least
+    /// as specific as the advertisements, aggregated to fit the route table).
     #[default]
     DirectInternet,
     /// One route per required service tag (`AppServiceManagement -> Internet`), where the
-    /// tag may be used in routes (docs/domain.md 3.3).
+    /// tag may be used in routes (docs/domain.md 3.3), plus `0.0.0.0/0 -> Internet`
+    /// whenever 0.0.0.0/0 is advertised.
     ServiceTag,
 }
 

@@ -902,6 +902,14 @@ pub fn build_body(
             );
             let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
             body["properties"]["routes"] = Value::Array(routes);
+            // Record the service-tag versions the owned routes come from (diff names the old
+            // and new change numbers when they move); other tags are kept as they were.
+            if let Some(versions) = &rp.service_tags {
+                if !body.get("tags").is_some_and(Value::is_object) {
+                    body["tags"] = json!({});
+                }
+                body["tags"][crate::resolver::SERVICE_TAGS_TAG] = Value::String(versions.clone());
+            }
             body
         }
         ResourceKind::Subnet => {

@@ -35,7 +35,10 @@ use crate::evaluate::{rules_overlap, TagContext};
 use crate::model::{
     Access, Caseless, Direction, Priority, PriorityBand, ResourceId, Route, SecurityRule, SpecKey,
 };
-use crate::resolver::{Desired, DesiredNsg, DesiredRouteTable, OwnedRoute, OwnedRule};
+use crate::resolver::{
+    decode_tag_versions, encode_tag_versions, Desired, DesiredNsg, DesiredRouteTable, OwnedRoute,
+    OwnedRule, SERVICE_TAGS_TAG,
+};
 use crate::snapshot::{NsgState, RouteTableState, Snapshot};
 
 /// What the plan may touch. Owned entries are deleted only when their owner (from the
@@ -138,6 +141,10 @@ pub struct ResourcePlan {
     /// Problems with foreign entries that asenet reports but never fixes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// Route table only: the service-tag change numbers to record in the table's ARM tag
+    /// `asenet-service-tags` when it is written (`AppServiceManagement=70`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tags: Option<String>,
 }
 
 /// Changes to the child entries (rules or routes) of one parent.
@@ -479,6 +486,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             routes: EntryChanges::default(),
             association,
             conflicts: vec![],
+            service_tags: None,
         });
     }
 
@@ -616,6 +624,7 @@ fn plan_nsg(
         routes: EntryChanges::default(),
         association: None,
         conflicts,
+        service_tags: None,
     }
 }
 
@@ -792,6 +801,38 @@ fn plan_route_table(
         }
         ch.foreign.push(route.clone());
     }
+    // A service tag whose change number moved since the table was last written names both
+    // numbers in the reason of every owned route that changes (domain.md 5.1).
+    let recorded = have
+        .and_then(|h| h.raw.as_ref())
+        .and_then(|raw| raw.pointer(&format!("/tags/{SERVICE_TAGS_TAG}")))
+        .and_then(serde_json::Value::as_str)
+        .map(decode_tag_versions)
+        .unwrap_or_default();
+    let current = want.map(|w| &w.service_tags);
+    let moved: Vec<String> = current
+        .into_iter()
+        .flatten()
+        .filter_map(|(tag, n)| {
+            let old = recorded
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(tag))
+                .map(|(_, v)| v)?;
+            (old != n).then(|| format!("service tag {tag} changed: changeNumber {old} -> {n}"))
+        })
+        .collect();
+    if !moved.is_empty() {
+        let note = format!(" ({})", moved.join("; "));
+        for p in ch.create.iter_mut().chain(ch.delete.iter_mut()) {
+            p.reason.push_str(&note);
+        }
+        for u in ch.update.iter_mut() {
+            u.reason.push_str(&note);
+        }
+    }
+    let service_tags = current
+        .filter(|c| !c.is_empty() && **c != recorded)
+        .map(encode_tag_versions);
     sort_changes(&mut ch, route_order);
     conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
 
@@ -809,6 +850,7 @@ fn plan_route_table(
         routes: ch,
         association: None,
         conflicts,
+        service_tags,
     }
 }
 

@@ -28,6 +28,8 @@
 //! the tag is resolved to its prefixes. For a concrete 5-tuple this is exactly Azure's
 //! first-match evaluation.
 
+pub mod routes;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 

@@ -9,10 +9,11 @@
 //!   the same object; `refresh` uses it after a 412);
 //! - one `capacities/virtualip` GET per ASE (docs/domain.md 1.5), skipped when the spec
 //!   writes the public VIP itself;
-//! - service tags (the `AppServiceManagement`/`Sql` prefixes forced tunneling needs) come
-//!   from a file, not from ARM: the Service Tag Discovery API lags the published JSON by up
-//!   to four weeks and is not served by the mock (domain.md 5.1). `ServiceTags::load` takes
-//!   Azure's download format or a snapshot file; without one, an embedded trimmed fixture.
+//! - service tags (the `AppServiceManagement`/`Sql` prefixes forced tunneling needs): one
+//!   `ServiceTags_List` read per location whose specs need them (domain.md 5.1), cached
+//!   for `max_age` (the operator's resync) and re-parsed only when the `changeNumber`
+//!   moves. `--service-tags FILE` overrides ARM (air-gapped use). The embedded fixture is a
+//!   fallback for a loopback endpoint (the mock) only: `service_tag_sources` decides.
 //!
 //! 404 means absent (to be created). ARM JSON becomes the canonical model here; the raw
 //! JSON is kept beside it so apply writes back what asenet does not manage byte for byte.
@@ -22,6 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use azure_mgmt_network::models;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -38,9 +41,9 @@ use crate::snapshot::{
 };
 use crate::validate::ValidSpec;
 
-/// The embedded service-tag fixture (Azure's download format, trimmed; see
-/// docs/azure-permissions.md for how to pass a current file).
-pub const EMBEDDED_SERVICE_TAGS: &str = include_str!("azure/service_tags.json");
+/// The embedded service-tag fixture (Azure's download format, trimmed): the one the mock
+/// ARM server serves, used only against a loopback endpoint (`service_tag_sources`).
+pub const EMBEDDED_SERVICE_TAGS: &str = mock_arm::SERVICE_TAGS_FIXTURE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -54,6 +57,8 @@ pub enum ObserveError {
     Malformed { id: String, message: String },
     #[error("service tags file `{path}`: {message}")]
     ServiceTags { path: String, message: String },
+    #[error("service tags of location `{location}` from ARM: {message}")]
+    ArmServiceTags { location: String, message: String },
 }
 
 impl ObserveError {
@@ -73,6 +78,9 @@ pub struct Targets {
     pub subnets: BTreeSet<ResourceId>,
     /// ASEs whose addresses must be looked up.
     pub environments: BTreeSet<ResourceId>,
+    /// Subnets of specs whose forced tunneling needs service tags: their VNets' locations
+    /// are the ones whose tags are read.
+    pub tag_subnets: BTreeSet<ResourceId>,
 }
 
 impl Targets {
@@ -85,6 +93,12 @@ impl Targets {
                 .extend(s.backends.iter().map(|b| b.network_security_group.clone()));
             t.route_tables.extend(s.route_table.iter().cloned());
             t.subnets.insert(s.subnet.clone());
+            if s.forced_tunneling
+                .as_ref()
+                .is_some_and(|f| !f.required_tags.is_empty())
+            {
+                t.tag_subnets.insert(s.subnet.clone());
+            }
             if let Some(env) = &s.environment_id {
                 if s.addresses.public_vip.is_none() {
                     t.environments.insert(env.clone());
@@ -123,7 +137,38 @@ impl ServiceTags {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(Self::parse_versioned(text)?.0)
+    }
+
+    /// Like `parse`, with each tag's `changeNumber` (download format and ARM's API; none
+    /// from a snapshot file).
+    pub fn parse_versioned(text: &str) -> Result<(Self, BTreeMap<String, String>), String> {
         let v: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_value(&v)
+    }
+
+    /// Azure's download format or `ServiceTags_List`'s answer (the same `values[]` shape,
+    /// change numbers as integers or strings, domain.md 5.1), or a snapshot.
+    pub fn from_value(v: &Value) -> Result<(Self, BTreeMap<String, String>), String> {
+        let mut versions = BTreeMap::new();
+        if let Some(values) = v.get("values").and_then(Value::as_array) {
+            for item in values {
+                let n = item.pointer("/properties/changeNumber");
+                let n = match n {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                if let (Some(name), Some(n)) = (item.get("name").and_then(Value::as_str), n) {
+                    versions.insert(name.to_string(), n);
+                }
+            }
+        }
+        let tags = Self::from_value_only(v)?;
+        Ok((tags, versions))
+    }
+
+    fn from_value_only(v: &Value) -> Result<Self, String> {
         if let Some(values) = v.get("values").and_then(Value::as_array) {
             // Azure's download format (domain.md 5.1).
             let mut out = Vec::new();
@@ -159,7 +204,7 @@ impl ServiceTags {
             return Ok(ServiceTags(out));
         }
         if v.get("serviceTags").is_some() {
-            let snap: Snapshot = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+            let snap: Snapshot = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
             return Ok(ServiceTags(snap.service_tags.into_values().collect()));
         }
         Err("neither Azure's service tags JSON (`values`) nor a snapshot (`serviceTags`)".into())
@@ -279,6 +324,170 @@ pub async fn observe(
             // 404: absent, the plan creates it (or the resolver reports the reference).
             _ => {}
         }
+    }
+    Ok(snap)
+}
+
+/// Where the service tags of a run may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TagSource {
+    /// `--service-tags FILE` (or tags a caller passes): the only source when given.
+    File,
+    /// ARM's Service Tags API (`ServiceTags_List`), per location.
+    Arm,
+    /// The fixture built into the binary, for tags ARM did not provide.
+    Embedded,
+}
+
+/// The sources of service tags a run against `endpoint` may use, in order: an explicit
+/// file overrides everything; otherwise ARM, and the embedded fixture only when the
+/// endpoint is a loopback address (the mock ARM server). Against any other endpoint a tag
+/// that ARM does not provide is missing, and the spec needing it fails with the tag and
+/// the location named (resolver), rather than routing with stale, partial prefixes.
+pub fn service_tag_sources(endpoint: &azure_core::Url, file_given: bool) -> Vec<TagSource> {
+    if file_given {
+        vec![TagSource::File]
+    } else if crate::azure::is_loopback(endpoint) {
+        vec![TagSource::Arm, TagSource::Embedded]
+    } else {
+        vec![TagSource::Arm]
+    }
+}
+
+/// Service tags read from ARM, by location, shared by the runs of one process (the
+/// operator's reconciles): an entry younger than `max_age` is used without a read; an
+/// older one is read again and re-parsed only when ARM's `changeNumber` moved.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTagCache {
+    inner: Arc<Mutex<BTreeMap<String, CachedTags>>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedTags {
+    read_at: Instant,
+    change_number: Option<String>,
+    tags: ServiceTags,
+    versions: BTreeMap<String, String>,
+}
+
+impl ServiceTagCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CachedTags>> {
+        // A panic elsewhere while holding the lock leaves a consistent map (entries are
+        // replaced whole), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The tags of `location`, read through `subscription` unless a fresh entry exists.
+    async fn get(
+        &self,
+        arm: &ArmClient,
+        subscription: &str,
+        location: &str,
+        max_age: Duration,
+    ) -> Result<(ServiceTags, BTreeMap<String, String>), ObserveError> {
+        let key = location.to_ascii_lowercase();
+        if let Some(c) = self.lock().get(&key) {
+            if c.read_at.elapsed() < max_age {
+                return Ok((c.tags.clone(), c.versions.clone()));
+            }
+        }
+        let err = |message: String| ObserveError::ArmServiceTags {
+            location: location.to_string(),
+            message,
+        };
+        let read = arm
+            .list_service_tags(subscription, location)
+            .await
+            .map_err(|source| ObserveError::Arm {
+                id: format!("/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/serviceTags"),
+                source: Box::new(source),
+            })?;
+        let Some(doc) = read else {
+            return Ok((ServiceTags::default(), BTreeMap::new()));
+        };
+        let change_number = doc.get("changeNumber").map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let mut cache = self.lock();
+        if let Some(c) = cache.get_mut(&key) {
+            if change_number.is_some() && c.change_number == change_number {
+                c.read_at = Instant::now();
+                return Ok((c.tags.clone(), c.versions.clone()));
+            }
+        }
+        let (tags, versions) = ServiceTags::from_value(&doc).map_err(err)?;
+        cache.insert(
+            key,
+            CachedTags {
+                read_at: Instant::now(),
+                change_number,
+                tags: tags.clone(),
+                versions: versions.clone(),
+            },
+        );
+        Ok((tags, versions))
+    }
+}
+
+/// How `observe_with_tags` gets service tags.
+#[derive(Debug, Clone, Copy)]
+pub struct TagOptions<'a> {
+    /// Tags from `--service-tags FILE`; empty when none was given.
+    pub explicit: &'a ServiceTags,
+    pub cache: &'a ServiceTagCache,
+    /// How long tags read from ARM are reused (zero: read once per run).
+    pub max_age: Duration,
+}
+
+/// `observe`, with the service tags from the sources `service_tag_sources` allows: one
+/// `ServiceTags_List` read per location that a spec needing tags lives in.
+pub async fn observe_with_tags(
+    arm: &ArmClient,
+    targets: &Targets,
+    tags: &TagOptions<'_>,
+    max_concurrency: usize,
+) -> Result<Snapshot, ObserveError> {
+    let sources = service_tag_sources(arm.endpoint(), !tags.explicit.0.is_empty());
+    let none = ServiceTags::default();
+    let explicit = if sources.contains(&TagSource::File) {
+        tags.explicit
+    } else {
+        &none
+    };
+    let mut snap = observe(arm, targets, explicit, max_concurrency).await?;
+    let add = |snap: &mut Snapshot, found: ServiceTags, versions: BTreeMap<String, String>| {
+        for t in found.0 {
+            if snap.service_tag(&t.name).is_none() {
+                if let Some(v) = versions.get(&t.name) {
+                    snap.service_tag_versions.insert(t.name.clone(), v.clone());
+                }
+                snap.insert_service_tag(t);
+            }
+        }
+    };
+    if sources.contains(&TagSource::Arm) {
+        // location -> the first subscription (in id order) that has a spec there.
+        let mut locations: BTreeMap<String, String> = BTreeMap::new();
+        for s in &targets.tag_subnets {
+            if let Some(loc) = snap.vnet_of(s).and_then(|v| v.location.clone()) {
+                locations
+                    .entry(loc.to_ascii_lowercase())
+                    .or_insert_with(|| s.subscription().to_string());
+            }
+        }
+        for (location, subscription) in locations {
+            let (found, versions) = tags
+                .cache
+                .get(arm, &subscription, &location, tags.max_age)
+                .await?;
+            add(&mut snap, found, versions);
+        }
+    }
+    if sources.contains(&TagSource::Embedded) {
+        let (found, versions) =
+            ServiceTags::parse_versioned(EMBEDDED_SERVICE_TAGS).unwrap_or_default();
+        add(&mut snap, found, versions);
     }
     Ok(snap)
 }

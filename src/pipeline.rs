@@ -20,9 +20,10 @@ use crate::azure::ArmClient;
 pub use crate::azure::{ArmError, ErrorCategory};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::SpecError;
+use crate::evaluate::routes::{forced_tunneling_requirements, RouteCheck, RoutingTable};
 use crate::evaluate::{self, TagContext, Verdict};
 use crate::model::{Access, SpecKey};
-use crate::observe::{self, ObserveError, ServiceTags, Targets};
+use crate::observe::{self, ObserveError, ServiceTagCache, ServiceTags, TagOptions, Targets};
 use crate::resolver::{self, Desired, RequiredFlow, SpecOutcome};
 use crate::snapshot::Snapshot;
 use crate::validate::{self, ValidSpec};
@@ -39,8 +40,14 @@ pub struct PipelineOptions {
     pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 before giving up.
     pub max_replans: u32,
-    /// Service tags for forced-tunneling routes and for the evaluator.
+    /// Service tags given explicitly (`--service-tags FILE`): when not empty, the only
+    /// source; otherwise they are read from ARM (`observe::service_tag_sources`).
     pub service_tags: ServiceTags,
+    /// Tags read from ARM, by location, shared by the runs of this pipeline.
+    pub service_tag_cache: ServiceTagCache,
+    /// How long tags read from ARM are reused: zero for the CLI (one read per location
+    /// per run), the resync interval for the operator.
+    pub service_tag_max_age: std::time::Duration,
 }
 
 impl Default for PipelineOptions {
@@ -49,7 +56,9 @@ impl Default for PipelineOptions {
             max_concurrency: 8,
             max_write_concurrency: 64,
             max_replans: 5,
-            service_tags: ServiceTags::embedded(),
+            service_tags: ServiceTags::default(),
+            service_tag_cache: ServiceTagCache::default(),
+            service_tag_max_age: std::time::Duration::ZERO,
         }
     }
 }
@@ -59,7 +68,7 @@ impl PipelineOptions {
     pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
         let service_tags = match &args.service_tags {
             Some(path) => ServiceTags::load(path)?,
-            None => ServiceTags::embedded(),
+            None => ServiceTags::default(),
         };
         Ok(PipelineOptions {
             max_concurrency: args.max_concurrency.max(1),
@@ -110,11 +119,23 @@ pub struct VerifiedFlow {
     pub nsg_exists: bool,
 }
 
+/// One destination a spec's forced tunneling must route to the Internet, checked against
+/// the live route table, the advertised BGP routes and the system routes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRoute {
+    pub spec: SpecKey,
+    #[serde(flatten)]
+    pub check: RouteCheck,
+}
+
 /// The result of `verify`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     pub flows: Vec<VerifiedFlow>,
+    /// Every required destination of every spec under forced tunneling (domain.md 1.2.7).
+    pub routes: Vec<VerifiedRoute>,
     /// Specs that could not be verified (invalid or unresolvable).
     pub errors: Vec<SpecError>,
 }
@@ -125,9 +146,16 @@ impl VerifyReport {
             .iter()
             .filter(|f| f.verdict.access != Access::Allow)
     }
-    /// True when every required flow of every spec is allowed and every spec resolved.
+    /// Required destinations whose effective next hop is not the promised one.
+    pub fn misrouted(&self) -> impl Iterator<Item = &VerifiedRoute> {
+        self.routes.iter().filter(|r| !r.check.ok)
+    }
+    /// True when every required flow of every spec is allowed, every required destination
+    /// takes the promised next hop, and every spec resolved.
     pub fn passed(&self) -> bool {
-        self.denied().next().is_none() && self.errors.is_empty()
+        self.denied().next().is_none()
+            && self.misrouted().next().is_none()
+            && self.errors.is_empty()
     }
 }
 
@@ -260,10 +288,15 @@ impl Pipeline {
 
     /// Reads what `specs` touch.
     pub async fn observe(&self, specs: &[ValidSpec]) -> Result<Snapshot, PipelineError> {
-        Ok(observe::observe(
+        let tags = TagOptions {
+            explicit: &self.options.service_tags,
+            cache: &self.options.service_tag_cache,
+            max_age: self.options.service_tag_max_age,
+        };
+        Ok(observe::observe_with_tags(
             &self.arm,
             &Targets::of(specs),
-            &self.options.service_tags,
+            &tags,
             self.options.max_concurrency,
         )
         .await?)
@@ -362,10 +395,57 @@ impl Pipeline {
                 });
             }
         }
+        for spec in &prepared.active {
+            if matches!(desired.specs.get(&spec.key), Some(SpecOutcome::Resolved(_))) {
+                report.routes.extend(verify_routes(spec, &snapshot));
+            }
+        }
         report.errors.sort();
         report.errors.dedup();
         Ok(report)
     }
+}
+
+/// The effective next hop of every destination `spec`'s forced tunneling promises
+/// (evaluate::routes), from the live route table, but only if the live subnet is
+/// associated with it (otherwise its routes do not apply, domain.md 3.5).
+fn verify_routes(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<VerifiedRoute> {
+    let Some(ft) = &spec.forced_tunneling else {
+        return Vec::new();
+    };
+    let associated = snapshot
+        .subnets
+        .get(&spec.subnet)
+        .and_then(|s| s.route_table.as_ref());
+    let table = associated.and_then(|id| snapshot.route_tables.get(id));
+    let udrs = table.map(|t| t.routes.clone()).unwrap_or_default();
+    let disable_bgp = table.is_some_and(|t| t.disable_bgp_route_propagation);
+    let vnet = snapshot
+        .vnet_of(&spec.subnet)
+        .map(|v| v.address_prefixes.clone())
+        .unwrap_or_default();
+    let tags: BTreeMap<String, Vec<ipnet::Ipv4Net>> = snapshot
+        .service_tags
+        .values()
+        .map(|t| (t.name.clone(), t.address_prefixes.clone()))
+        .collect();
+    let required: BTreeMap<String, Vec<ipnet::Ipv4Net>> = ft
+        .required_tags
+        .iter()
+        .filter_map(|t| {
+            snapshot
+                .service_tag(t)
+                .map(|s| (t.clone(), s.address_prefixes.clone()))
+        })
+        .collect();
+    let routing = RoutingTable::new(&udrs, &tags, &ft.advertised, disable_bgp, &vnet);
+    forced_tunneling_requirements(&required, &ft.advertised, &vnet)
+        .iter()
+        .map(|req| VerifiedRoute {
+            spec: spec.key.clone(),
+            check: routing.check(req),
+        })
+        .collect()
 }
 
 /// The key of a spec (`default` namespace when none is set, as kubectl would).

@@ -35,12 +35,24 @@ pub struct Snapshot {
     /// Service tags by name (`AppServiceManagement`, `Sql.WestUS`), IPv4 prefixes only.
     #[serde(default, with = "by_name")]
     pub service_tags: BTreeMap<String, ServiceTagState>,
+    /// The `changeNumber` of each service tag as its source published it (docs/domain.md
+    /// 5.1), by tag name; empty when the source gives none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tag_versions: BTreeMap<String, String>,
 }
 
 impl Snapshot {
     /// The VNet a subnet belongs to.
     pub fn vnet_of(&self, subnet: &ResourceId) -> Option<&VnetState> {
         subnet.parent().and_then(|v| self.virtual_networks.get(&v))
+    }
+
+    /// The `changeNumber` of a service tag, matched case-insensitively.
+    pub fn service_tag_version(&self, name: &str) -> Option<&str> {
+        self.service_tag_versions
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// A service tag, matched case-insensitively.
@@ -165,8 +177,14 @@ pub struct ServiceTagState {
 }
 
 impl ServiceTagState {
-    /// True when the tag may be a route's address prefix (docs/domain.md 3.3).
+    /// True when the tag may be a route's address prefix (docs/domain.md 3.3): its
+    /// `networkFeatures` list `UDR`. ARM's Service Tags API gives no `networkFeatures`
+    /// (domain.md 5.1); for a tag without them the derived rule of 3.3 applies: only global
+    /// tags (no `.region` suffix) are usable in routes.
     pub fn usable_in_routes(&self) -> bool {
+        if self.network_features.is_empty() {
+            return !self.name.contains('.');
+        }
         self.network_features
             .iter()
             .any(|f| f.eq_ignore_ascii_case("UDR"))

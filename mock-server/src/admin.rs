@@ -5,6 +5,9 @@
 //! - `GET /_admin/state`: every resource as GET returns it
 //! - `GET /_admin/history?id=<resource id>`: every stored version of a resource
 //! - `GET|POST|DELETE /_admin/faults`: list, arm (one spec or a list) and clear faults
+//! - `GET|POST /_admin/service-tags`: the published service tags (Azure's download format);
+//!   publish a new version of one tag, `{"name", "addressPrefixes", "networkFeatures"?}`,
+//!   which increments the tag's and the file's `changeNumber` (domain.md 5.1)
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -29,6 +32,33 @@ pub(crate) fn router() -> Router<MockState> {
             "/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
         )
+        .route(
+            "/service-tags",
+            get(list_service_tags).post(publish_service_tag),
+        )
+}
+
+async fn list_service_tags(State(state): State<MockState>) -> Json<Value> {
+    Json(state.service_tags().document().clone())
+}
+
+async fn publish_service_tag(State(state): State<MockState>, body: axum::body::Bytes) -> Response {
+    let tag = match serde_json::from_slice::<crate::PublishTag>(&body) {
+        Ok(t) => t,
+        Err(err) => {
+            return ArmError::invalid_request_format(format!(
+                "Invalid service tag publication: {err}"
+            ))
+            .into_response()
+        }
+    };
+    match state.publish_service_tag(&tag) {
+        Ok(n) => (StatusCode::CREATED, Json(json!({ "changeNumber": n }))).into_response(),
+        Err(message) => {
+            ArmError::invalid_request_format(format!("Invalid service tag publication: {message}"))
+                .into_response()
+        }
+    }
 }
 
 async fn stats(State(state): State<MockState>) -> Json<crate::Stats> {

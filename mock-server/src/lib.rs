@@ -17,6 +17,7 @@ pub mod lro;
 pub mod model;
 pub mod path;
 pub mod seed;
+pub mod service_tags;
 pub mod stats;
 pub mod store;
 pub mod throttle;
@@ -40,6 +41,7 @@ pub use faults::{FaultAction, FaultSpec, PendingFault};
 pub use routes::app;
 pub use seed::Seed;
 pub use server::{start, RunningMock, ServeOptions};
+pub use service_tags::{PublishTag, ServiceTagsDoc, SERVICE_TAGS_FIXTURE};
 pub use stats::Stats;
 
 use faults::Faults;
@@ -59,6 +61,7 @@ struct Inner {
     faults: Mutex<Faults>,
     stats: Mutex<Stats>,
     persist: Mutex<persist::Persist>,
+    service_tags: Mutex<ServiceTagsDoc>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +74,10 @@ impl MockState {
     pub fn new(config: Config, seed: Seed) -> anyhow::Result<Self> {
         let mut store = Store::new(config.history_limit);
         seed::apply(&mut store, &seed)?;
+        let service_tags = match &seed.service_tags {
+            Some(doc) => ServiceTagsDoc::from_value(doc.clone()).map_err(anyhow::Error::msg)?,
+            None => ServiceTagsDoc::fixture(),
+        };
         let mut faults = Faults::default();
         for fault in &config.faults {
             faults.add(fault.clone());
@@ -84,6 +91,7 @@ impl MockState {
                 faults: Mutex::new(faults),
                 stats: Mutex::new(Stats::default()),
                 persist: Mutex::new(persist::Persist::default()),
+                service_tags: Mutex::new(service_tags),
             }),
         })
     }
@@ -138,6 +146,17 @@ impl MockState {
     /// The current body of a resource as GET would return it.
     pub fn get_resource(&self, resource_id: &str) -> Option<Value> {
         routes::read_resource(self, resource_id)
+    }
+
+    /// The published service tags (what `ServiceTags_List` answers).
+    pub fn service_tags(&self) -> ServiceTagsDoc {
+        lock(&self.inner.service_tags).clone()
+    }
+
+    /// Publishes a new version of one tag (same as `POST /_admin/service-tags`); returns
+    /// the new file-level `changeNumber`.
+    pub fn publish_service_tag(&self, tag: &PublishTag) -> Result<u64, String> {
+        lock(&self.inner.service_tags).publish(tag)
     }
 
     /// Arm a fault (same as `POST /_admin/faults`).

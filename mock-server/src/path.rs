@@ -55,6 +55,9 @@ pub enum Target {
         rg: String,
         name: String,
     },
+    /// `/subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/serviceTags`
+    /// (`ServiceTags_List`, domain.md 5.1).
+    ServiceTags { sub: String },
     /// `/subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/operations/{id}`
     OperationStatus { sub: String, id: String },
     /// `/subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/operationResults/{id}`
@@ -72,6 +75,7 @@ impl Target {
             | Self::ChildItem { sub, .. }
             | Self::AseVip { sub, .. }
             | Self::AseInbound { sub, .. }
+            | Self::ServiceTags { sub }
             | Self::OperationStatus { sub, .. }
             | Self::OperationResult { sub, .. } => sub,
         }
@@ -85,7 +89,9 @@ impl Target {
             | Self::ChildCollection { kind, .. }
             | Self::ChildItem { kind, .. } => kind.namespace(),
             Self::AseVip { .. } | Self::AseInbound { .. } => Namespace::Web,
-            Self::OperationStatus { .. } | Self::OperationResult { .. } => Namespace::Network,
+            Self::ServiceTags { .. }
+            | Self::OperationStatus { .. }
+            | Self::OperationResult { .. } => Namespace::Network,
         }
     }
 
@@ -97,6 +103,7 @@ impl Target {
             Self::ChildCollection { child, .. } | Self::ChildItem { child, .. } => child.segment(),
             Self::AseVip { .. } => "hostingEnvironments/capacities",
             Self::AseInbound { .. } => "hostingEnvironments/inboundNetworkDependenciesEndpoints",
+            Self::ServiceTags { .. } => "serviceTags",
             Self::OperationStatus { .. } => "operations",
             Self::OperationResult { .. } => "operationResults",
         }
@@ -186,6 +193,15 @@ fn parse_provider(
     segments: &[String],
     lower: &[&str],
 ) -> Result<Target, ArmError> {
+    // The Service Tag Discovery API lives at subscription scope too (domain.md 5.1).
+    if rg.is_none()
+        && namespace == Namespace::Network
+        && lower.len() == 3
+        && lower[0] == "locations"
+        && lower[2] == "servicetags"
+    {
+        return Ok(Target::ServiceTags { sub });
+    }
     // Operation status and result endpoints live at subscription scope (domain.md 4.5).
     if rg.is_none()
         && namespace == Namespace::Network

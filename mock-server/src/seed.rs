@@ -19,6 +19,10 @@ use crate::validate;
 pub struct Seed {
     #[serde(default)]
     pub subscriptions: Vec<SeedSubscription>,
+    /// The service tags `ServiceTags_List` serves, in the JSON schema of Azure's download
+    /// (docs/domain.md 5.1); the built-in fixture when absent.
+    #[serde(default)]
+    pub service_tags: Option<Value>,
 }
 
 impl Seed {

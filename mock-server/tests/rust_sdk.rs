@@ -124,3 +124,53 @@ async fn the_rust_sdk_runs_the_nsg_scenario_against_the_mock() {
     );
     assert!(mock.state.stats().count("GET", "operations", 200) >= 3);
 }
+
+/// `ServiceTags_List` as the SDK sends it (its own api-version), before and after a new
+/// version of a tag is published through the admin API (docs/domain.md 5.1).
+#[tokio::test]
+async fn the_rust_sdk_lists_service_tags_and_sees_a_published_change() {
+    let mock = mock_with(fast_config()).await;
+    let endpoint = azure_core::Url::parse(&mock.base_url).unwrap();
+    let client = azure_mgmt_network::Client::builder(Arc::new(StaticToken))
+        .endpoint(endpoint)
+        .build()
+        .expect("client");
+    let tags = client.service_tags_client();
+    let before = tags
+        .list("westeurope", SUB)
+        .await
+        .expect("ServiceTags_List");
+    let asm = |r: &azure_mgmt_network::models::ServiceTagsListResult| {
+        r.values
+            .iter()
+            .find(|v| v.name.as_deref() == Some("AppServiceManagement"))
+            .and_then(|v| v.properties.clone())
+            .expect("AppServiceManagement")
+    };
+    assert_eq!(asm(&before).change_number.as_deref(), Some("69"));
+    let v4 = asm(&before)
+        .address_prefixes
+        .iter()
+        .filter(|p| !p.contains(':'))
+        .count();
+    assert_eq!(v4, 12);
+
+    let published = reqwest::Client::new()
+        .post(format!("{}/_admin/service-tags", mock.base_url))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "AppServiceManagement", "addressPrefixes": ["13.66.140.0/26", "20.1.2.0/26"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+    let after = tags
+        .list("westeurope", SUB)
+        .await
+        .expect("ServiceTags_List");
+    assert_eq!(asm(&after).change_number.as_deref(), Some("70"));
+    assert_eq!(
+        asm(&after).address_prefixes,
+        vec!["13.66.140.0/26".to_string(), "20.1.2.0/26".to_string()]
+    );
+    assert_ne!(before.change_number, after.change_number);
+}

@@ -129,11 +129,7 @@ pub fn check_endpoint(endpoint: &str) -> Result<Url, ArmError> {
     match url.scheme() {
         "https" => Ok(url),
         "http" => {
-            let host = url.host_str().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
-            if loopback {
+            if is_loopback(&url) {
                 Ok(url)
             } else {
                 Err(ArmError::Config(format!(
@@ -145,6 +141,14 @@ pub fn check_endpoint(endpoint: &str) -> Result<Url, ArmError> {
             "endpoint `{endpoint}`: unsupported scheme `{other}`"
         ))),
     }
+}
+
+/// True when `url` names this machine (`localhost`, 127.0.0.0/8, `::1`): the mock ARM
+/// server, never Azure.
+pub fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// A reqwest client (rustls) trusting the platform roots plus `ca_cert` (PEM) if given.
@@ -310,6 +314,45 @@ impl ArmClient {
             .await
             .map(|r| r.into_raw_response());
         self.fetched(id, r).await
+    }
+
+    /// The service tags ARM publishes for `location` (`ServiceTags_List`, docs/domain.md
+    /// 5.1; the SDK's api-version), as the JSON ARM answered; `None` on 404. One read,
+    /// counted like every other (throttling bucket, observers).
+    pub async fn list_service_tags(
+        &self,
+        subscription: &str,
+        location: &str,
+    ) -> Result<Option<Value>, ArmError> {
+        let what = format!(
+            "/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/serviceTags"
+        );
+        let r = self
+            .inner
+            .network
+            .service_tags_client()
+            .list(location, subscription)
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        let response = match r {
+            Ok(r) => r,
+            Err(e) => {
+                let e = map_error("GET", &what, e);
+                return if e.is_not_found() { Ok(None) } else { Err(e) };
+            }
+        };
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| map_error("GET", &what, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ArmError::Decode {
+                resource: what,
+                message: e.to_string(),
+            })
     }
 
     /// A VNet with its subnets inline (one read gives the address space and every subnet).

@@ -119,20 +119,24 @@ fn host_name() -> String {
 }
 
 /// The pipeline against ARM, with every ARM response counted in `metrics` and every write
-/// fenced on this replica's leadership.
+/// fenced on this replica's leadership. Service tags read from ARM are reused for
+/// `service_tag_max_age` (one read per location per resync, re-parsed only when the
+/// `changeNumber` moves; a tag change is repaired at the next resync).
 fn engine(
     args: &AzureArgs,
     metrics: Arc<Metrics>,
     leadership: &Leadership,
+    service_tag_max_age: Duration,
 ) -> anyhow::Result<Arc<dyn Engine>> {
     use crate::pipeline::{Pipeline, PipelineOptions};
     let arm = crate::azure::ArmClient::from_args(args)?
         .with_observer(metrics)
         .with_write_fence(Arc::new(leadership.clone()));
-    Ok(Arc::new(Pipeline::new(
-        arm,
-        PipelineOptions::from_args(args)?,
-    )))
+    let options = PipelineOptions {
+        service_tag_max_age,
+        ..PipelineOptions::from_args(args)?
+    };
+    Ok(Arc::new(Pipeline::new(arm, options)))
 }
 
 /// The Lease timings of the flags, checked (`duration > renew deadline > retry period`)
@@ -161,6 +165,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
         let metrics = Metrics::new();
+        let resync = Duration::from_secs(args.resync_seconds.max(1));
         let identity = args.identity.clone().unwrap_or_else(host_name);
         let lease = args.leader_election.then(|| LeaseSettings {
             name: args.lease_name.clone(),
@@ -174,12 +179,13 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             retry_period,
         });
         let leadership = Leadership::follower();
-        let engine = engine(&args.azure, metrics.clone(), &leadership)?;
+        // Half the resync: every resync then sees tags at most that old.
+        let engine = engine(&args.azure, metrics.clone(), &leadership, resync / 2)?;
         let options = RunOptions {
             namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
             settings: Settings {
-                resync: Duration::from_secs(args.resync_seconds.max(1)),
+                resync,
                 tenancy: args.tenancy,
             },
             metrics_addr: args.metrics_addr,

@@ -91,8 +91,9 @@ pub struct AzureArgs {
     /// write waits for its long-running operation, so many must be in flight).
     #[arg(long, default_value_t = 64)]
     pub max_write_concurrency: usize,
-    /// Azure service tags JSON (`ServiceTags_Public_*.json`) or a snapshot file; the
-    /// prefixes forced-tunneling routes need. Default: a trimmed fixture built in.
+    /// Azure service tags JSON (`ServiceTags_Public_*.json`) or a snapshot file: the
+    /// prefixes forced-tunneling routes need, instead of ARM's Service Tags API (air-gapped
+    /// use). Default: ARM (`ServiceTags_List`, once per location per run).
     #[arg(long, env = "ASENET_SERVICE_TAGS")]
     pub service_tags: Option<PathBuf>,
 }

@@ -317,20 +317,71 @@ pub fn render_verify(r: &VerifyReport) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    if !r.routes.is_empty() {
+        out.push('\n');
+        let mut rows: Vec<[String; 5]> = vec![[
+            "SPEC".into(),
+            "DESTINATION".into(),
+            "NEXT HOP".into(),
+            "VERDICT".into(),
+            "ROUTE (first wrong address, else first checked)".into(),
+        ]];
+        for v in &r.routes {
+            let c = &v.check;
+            let (hop, via) = match (&c.route, c.address) {
+                (Some(route), Some(ip)) => (
+                    format!("{:?}", route.next_hop),
+                    format!(
+                        "{ip} via {} {:?} ({})",
+                        route.prefix, route.origin, route.source
+                    ),
+                ),
+                _ => ("-".into(), "no address to check".into()),
+            };
+            rows.push([
+                v.spec.to_string(),
+                c.destination.clone(),
+                hop,
+                if c.ok {
+                    "ok".into()
+                } else {
+                    format!("WRONG (want {:?})", c.expected)
+                },
+                via,
+            ]);
+        }
+        let mut widths = [0usize; 5];
+        for row in &rows {
+            for (i, c) in row.iter().enumerate() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        for row in &rows {
+            let mut line = String::new();
+            for (i, c) in row.iter().enumerate() {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
     for e in &r.errors {
         out.push_str(&format!("Error: {e}\n"));
     }
     let denied = r.denied().count();
+    let misrouted = r.misrouted().count();
     out.push('\n');
     if r.passed() {
         out.push_str(&format!(
-            "Verify passed: all {} required flows are allowed.\n",
-            r.flows.len()
+            "Verify passed: all {} required flows are allowed, all {} required destinations take the promised next hop.\n",
+            r.flows.len(),
+            r.routes.len()
         ));
     } else {
         out.push_str(&format!(
-            "Verify FAILED: {denied} of {} required flows denied, {} spec error(s).\n",
+            "Verify FAILED: {denied} of {} required flows denied, {misrouted} of {} required destinations misrouted, {} spec error(s).\n",
             r.flows.len(),
+            r.routes.len(),
             r.errors.len()
         ));
     }

@@ -423,34 +423,67 @@ fn merge(
             .filter(|r| matches!(r.address_prefix, RouteDestination::Tag(_)))
             .count();
         let mut routes: Vec<OwnedRoute> = Vec::new();
+        let mut service_tags: BTreeMap<String, String> = BTreeMap::new();
         let field = "spec.outbound.forcedTunneling";
         for b in bs.iter().copied() {
             let mut mine: Vec<(RouteDestination, String)> = Vec::new();
+            let versions = |t: &str| {
+                snapshot
+                    .service_tag_version(t)
+                    .map(|n| format!(" (changeNumber {n})"))
+                    .unwrap_or_default()
+            };
+            let default_route = || {
+                (
+                    RouteDestination::Prefix(ipnet::Ipv4Net::default()),
+                    "forced tunneling advertises 0.0.0.0/0: default route next hop Internet (domain.md 1.2.7, 1.3.5)".to_string(),
+                )
+            };
             match &b.route_need {
                 None => {}
-                Some(RouteNeed::Default) => mine.push((
-                    RouteDestination::Prefix(ipnet::Ipv4Net::default()),
-                    "forced tunneling advertises 0.0.0.0/0: default route next hop Internet (domain.md 1.2.7, 1.3.5)".into(),
-                )),
-                Some(RouteNeed::Tags(tags)) => {
+                Some(RouteNeed::Default) => mine.push(default_route()),
+                Some(RouteNeed::Tags { tags, default }) => {
+                    if *default {
+                        mine.push(default_route());
+                    }
                     for t in tags {
                         mine.push((RouteDestination::Tag(t.clone()),
-                            format!("service tag {t} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)")));
+                            format!("service tag {t}{} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)", versions(t))));
                     }
                 }
-                Some(RouteNeed::Prefixes { required, advertised, tags }) => {
-                    let budget = MAX_ROUTES.saturating_sub(foreign.len() + routes.len());
+                Some(RouteNeed::Prefixes {
+                    required,
+                    advertised,
+                    tags,
+                    default,
+                }) => {
+                    if *default {
+                        mine.push(default_route());
+                    }
+                    for t in tags {
+                        if let Some(n) = snapshot.service_tag_version(t) {
+                            service_tags.insert(t.clone(), n.to_string());
+                        }
+                    }
+                    let with_versions: Vec<String> =
+                        tags.iter().map(|t| format!("{t}{}", versions(t))).collect();
+                    let budget =
+                        MAX_ROUTES.saturating_sub(foreign.len() + routes.len() + mine.len());
                     match tunnel_prefixes(required, advertised, budget) {
                         Ok((v, summarised)) => {
-                            let how = if summarised { "summarised to fit the table" } else { "aggregated" };
+                            let how = if summarised {
+                                "summarised to fit the table"
+                            } else {
+                                "aggregated"
+                            };
                             for p in v {
                                 mine.push((RouteDestination::Prefix(p),
-                                    format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", tags.join(","))));
+                                    format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", with_versions.join(","))));
                             }
                         }
                         Err(n) => {
                             fail(&mut failures, &b.key, SpecErrorKind::LimitExceeded, field, tags.join(","),
-                                format!("the required prefixes of {} need at least {n} routes in route table `{rt_id}` but only {budget} fit (400 minus {} foreign and {} other routes; domain.md 3.6)", tags.join(","), foreign.len(), routes.len()));
+                                format!("the required prefixes of {} need at least {n} routes in route table `{rt_id}` but only {budget} fit (400 minus {} foreign and {} other routes; domain.md 3.6)", tags.join(","), foreign.len(), routes.len() + mine.len()));
                             continue;
                         }
                     }
@@ -514,6 +547,7 @@ fn merge(
                 id: rt_id,
                 location,
                 routes,
+                service_tags,
             },
         );
     }

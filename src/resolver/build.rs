@@ -40,13 +40,17 @@ pub(crate) struct PendingRule {
 pub(crate) enum RouteNeed {
     /// Only a default route is advertised: 0.0.0.0/0 -> Internet (domain.md 1.2.7).
     Default,
-    /// One route per tag, the tag as the address prefix (domain.md 3.3).
-    Tags(Vec<String>),
-    /// Routes for the tags' prefixes, split and aggregated against the advertisements.
+    /// One route per tag, the tag as the address prefix (domain.md 3.3); plus
+    /// 0.0.0.0/0 -> Internet when `default` (0.0.0.0/0 is among the advertisements).
+    Tags { tags: Vec<String>, default: bool },
+    /// Routes for the tags' prefixes, split and aggregated against the advertisements;
+    /// plus 0.0.0.0/0 -> Internet when `default` (domain.md 1.2.7: with 0.0.0.0/0 and more
+    /// specific prefixes advertised, the table needs both).
     Prefixes {
         required: Vec<Ipv4Net>,
         advertised: Vec<Ipv4Net>,
         tags: Vec<String>,
+        default: bool,
     },
 }
 
@@ -489,9 +493,14 @@ pub(crate) fn build(
         );
     }
 
-    // Forced tunneling (domain.md 1.2.7, 1.3.5, 3.3, 3.4).
+    // Forced tunneling (domain.md 1.2.7, 1.3.5, 3.3, 3.4). When 0.0.0.0/0 is advertised,
+    // `0.0.0.0/0 -> Internet` is always needed: it carries every Internet-bound flow the
+    // ASE must make directly (1.2.2, 1.3.4). More specific advertisements beat it by longest
+    // prefix match (3.4), so the required tags' prefixes get routes of their own in
+    // addition, at least as specific as every advertisement they overlap.
     let mut route_need = None;
     if let Some(ft) = &spec.forced_tunneling {
+        let default = ft.advertised.iter().any(|p| p.prefix_len() == 0);
         let only_default = ft.advertised.iter().all(|p| p.prefix_len() == 0);
         let f = "spec.outbound.forcedTunneling.requiredTags";
         match ft.strategy {
@@ -504,26 +513,44 @@ pub(crate) fn build(
                     match snapshot.service_tag(t) {
                         Some(s) => required.extend(s.address_prefixes.iter().map(|p| p.trunc())),
                         None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot; its prefixes are needed for the routes"))),
+                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; its prefixes are needed for the routes", location.as_deref().unwrap_or("unknown")))),
                     }
                 }
                 route_need = Some(RouteNeed::Prefixes {
                     required,
                     advertised: ft.advertised.clone(),
                     tags: ft.required_tags.clone(),
+                    default,
                 });
             }
             TunnelingStrategy::ServiceTag => {
                 for t in &ft.required_tags {
                     match snapshot.service_tag(t) {
-                        Some(s) if s.usable_in_routes() => {}
+                        Some(s) if s.usable_in_routes() => {
+                            // A tag route is one UDR per tag prefix; an advertisement strictly
+                            // inside one of them wins by longest prefix match (3.4), so the
+                            // promise (the tag's addresses go to the Internet) would not hold.
+                            let inner = s.address_prefixes.iter().find_map(|tp| {
+                                ft.advertised
+                                    .iter()
+                                    .find(|a| a.prefix_len() > tp.prefix_len() && tp.contains(*a))
+                                    .map(|a| (*tp, *a))
+                            });
+                            if let Some((tp, a)) = inner {
+                                errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
+                                    format!("advertised prefix {a} is more specific than {tp} of service tag `{t}`: a tag route would lose to it (domain.md 3.4); use strategy DirectInternet")));
+                            }
+                        }
                         Some(_) => errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
                             format!("service tag `{t}` may not be used in routes (its networkFeatures lack UDR, domain.md 3.3); use strategy DirectInternet"))),
                         None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot; cannot check that it may be used in routes"))),
+                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; cannot check that it may be used in routes", location.as_deref().unwrap_or("unknown")))),
                     }
                 }
-                route_need = Some(RouteNeed::Tags(ft.required_tags.clone()));
+                route_need = Some(RouteNeed::Tags {
+                    tags: ft.required_tags.clone(),
+                    default,
+                });
             }
         }
     }

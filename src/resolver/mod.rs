@@ -184,6 +184,30 @@ pub struct DesiredRouteTable {
     pub location: Option<String>,
     /// Sorted by name.
     pub routes: Vec<OwnedRoute>,
+    /// The `changeNumber` of each service tag the routes were computed from (tag name ->
+    /// change number; domain.md 5.1). asenet records it on the route table (ARM tag
+    /// `SERVICE_TAGS_TAG`) when it writes the table, so a later plan can name both numbers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tags: BTreeMap<String, String>,
+}
+
+/// The ARM tag on a route table holding the service-tag change numbers its owned routes
+/// were computed from: `AppServiceManagement=69,Sql=96`.
+pub const SERVICE_TAGS_TAG: &str = "asenet-service-tags";
+
+/// `AppServiceManagement=69,Sql=96` from a map, and back (entries without `=` are skipped).
+pub fn encode_tag_versions(v: &BTreeMap<String, String>) -> String {
+    v.iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn decode_tag_versions(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, n)| (k.trim().to_string(), n.trim().to_string()))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -157,6 +157,7 @@ fn desired_two() -> Desired {
                 owner: two(),
                 reason: "forced tunneling: 0.0.0.0/0 advertised, Internet directly".into(),
             }],
+            service_tags: Default::default(),
         },
     );
     d.subnets.insert(

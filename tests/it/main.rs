@@ -10,3 +10,5 @@ mod resolver;
 mod tenancy_controller;
 mod tenancy_pipeline;
 mod strict_input;
+mod service_tags;
+mod tunneling;

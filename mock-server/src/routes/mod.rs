@@ -505,6 +505,10 @@ fn dispatch(cx: &Ctx, target: Target, body: &[u8]) -> Result<Reply, ArmError> {
         }
         (&M::GET, Target::AseVip { sub, rg, name }) => web::vip(cx, &sub, &rg, &name),
         (&M::GET, Target::AseInbound { sub, rg, name }) => web::inbound(cx, &sub, &rg, &name),
+        (&M::GET, Target::ServiceTags { sub }) => Ok(Reply::json(
+            StatusCode::OK,
+            cx.state.service_tags().render(&sub),
+        )),
         (&M::GET, Target::OperationStatus { id, .. }) => operations::status(cx, &id),
         (&M::GET, Target::OperationResult { id, .. }) => operations::result(cx, &id),
         _ => Err(method_not_allowed(cx)),

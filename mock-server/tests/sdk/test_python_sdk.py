@@ -2,7 +2,8 @@
 
 Scenario (issue 3): create an NSG through its long-running operation, get it, list it page
 by page, PUT a rule, associate the NSG with a subnet, and see its deletion refused while in
-use; at api-version 2024-03-01 and at the SDK's default.
+use; at api-version 2024-03-01 and at the SDK's default. Service tags (issue 11):
+`ServiceTags_List` before and after a change published through the admin API.
 """
 
 import time
@@ -88,3 +89,25 @@ def test_the_web_sdk_reads_ase_addresses(mock):
     assert vip.service_ip_address == "192.23.1.2"
     ase = client.app_service_environments.get("network", "ase-one")
     assert ase.virtual_network.id.endswith("/subnets/ase-one")
+
+
+@pytest.mark.parametrize("api_version", ["2024-03-01", None], ids=["2024-03-01", "sdk-default"])
+def test_the_python_sdk_lists_service_tags_and_sees_a_published_change(mock, api_version):
+    client = NetworkManagementClient(StaticToken(), SUB, base_url=mock.url, connection_verify=mock.ca)
+    kw = {"api_version": api_version} if api_version else {}
+
+    def management(result):
+        # The SDK's models are mappings over the wire JSON (`values` would be the mapping
+        # method as an attribute), so read them by their JSON names.
+        [tag] = [v for v in result["values"] if v["name"] == "AppServiceManagement"]
+        return tag["properties"]
+
+    before = client.service_tags.list("westeurope", **kw)
+    assert management(before)["changeNumber"] == "69"
+    assert len([p for p in management(before)["addressPrefixes"] if ":" not in p]) == 12
+    published = mock.admin("service-tags", "POST",
+                           {"name": "AppServiceManagement", "addressPrefixes": ["20.1.2.0/26"]})
+    assert published["changeNumber"] == int(before["changeNumber"]) + 1
+    after = client.service_tags.list("westeurope", **kw)
+    assert management(after)["changeNumber"] == "70"
+    assert list(management(after)["addressPrefixes"]) == ["20.1.2.0/26"]
