@@ -78,6 +78,16 @@ pub enum ArmError {
     /// Bad endpoint, CA file or credential settings.
     #[error("ARM client configuration: {0}")]
     Config(String),
+    /// ARM pointed a follow-up request (`nextLink`, `Azure-AsyncOperation`, `Location`) at
+    /// another origin than the endpoint; it is not followed, so the token never leaves the
+    /// endpoint it was issued for (issue 13).
+    #[error("{resource}: {field} `{url}` is not on the ARM endpoint `{endpoint}` (same scheme, host and port required); not followed")]
+    ForeignUrl {
+        resource: String,
+        field: String,
+        url: String,
+        endpoint: String,
+    },
 }
 
 impl ArmError {
@@ -102,7 +112,9 @@ impl ArmError {
             ArmError::OperationTimeout { .. }
             | ArmError::Connection { .. }
             | ArmError::Credential(_) => ErrorCategory::Transient,
-            ArmError::Decode { .. } | ArmError::Config(_) => ErrorCategory::Permanent,
+            ArmError::Decode { .. } | ArmError::Config(_) | ArmError::ForeignUrl { .. } => {
+                ErrorCategory::Permanent
+            }
         }
     }
 

@@ -24,7 +24,6 @@ pub mod error;
 pub mod mock_seed;
 pub mod policy;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,26 +122,31 @@ impl std::fmt::Debug for ArmClient {
 
 /// Checks the endpoint: https, or plain http to a loopback address only (the mock).
 pub fn check_endpoint(endpoint: &str) -> Result<Url, ArmError> {
-    let url = Url::parse(endpoint)
-        .map_err(|e| ArmError::Config(format!("endpoint `{endpoint}` is not a URL: {e}")))?;
+    check_secure_url("endpoint", endpoint).map_err(ArmError::Config)
+}
+
+/// The rule every URL a credential or token is sent to is held to (ARM endpoint, identity
+/// endpoints; issue 13): https, or plain http to a loopback address only (the mock, a
+/// local token server). `what` names the setting in the error.
+pub fn check_secure_url(what: &str, value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("{what} `{value}` is not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(url),
-        "http" => {
-            let host = url.host_str().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
-            if loopback {
-                Ok(url)
-            } else {
-                Err(ArmError::Config(format!(
-                    "endpoint `{endpoint}`: plain http is only allowed to loopback addresses (the mock ARM server); use https"
-                )))
-            }
-        }
-        other => Err(ArmError::Config(format!(
-            "endpoint `{endpoint}`: unsupported scheme `{other}`"
-        ))),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "{what} `{value}`: plain http is only allowed to loopback addresses (the mock ARM server); use https"
+        )),
+        other => Err(format!("{what} `{value}`: unsupported scheme `{other}`")),
+    }
+}
+
+/// `localhost` or a loopback IP literal (127.0.0.0/8, ::1).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
     }
 }
 
@@ -400,18 +404,7 @@ impl ArmClient {
             let Some(next) = next.filter(|_| !done(&out)) else {
                 return Ok(out);
             };
-            let next = Url::parse(next).map_err(|e| ArmError::Decode {
-                resource: path.clone(),
-                message: format!("nextLink: {e}"),
-            })?;
-            // The token goes only to the endpoint it was meant for.
-            if next.origin() != self.inner.endpoint.origin() {
-                return Err(ArmError::Decode {
-                    resource: path.clone(),
-                    message: format!("nextLink to another host: {next}"),
-                });
-            }
-            url = next;
+            url = self.follow(&path, "nextLink", next)?;
         }
     }
 
@@ -561,7 +554,7 @@ impl ArmClient {
     ) -> Result<Option<Value>, ArmError> {
         let started = Instant::now();
         let first_delay = self.poll_delay(headers);
-        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+        if let Some(status_url) = self.poll_url(id, headers, "Azure-AsyncOperation")? {
             self.poll_status(id, status_url, first_delay, started, progress)
                 .await?;
             return match initial.filter(|b| b.is_object()) {
@@ -614,12 +607,12 @@ impl ArmClient {
     ) -> Result<(), ArmError> {
         let started = Instant::now();
         let delay = self.poll_delay(headers);
-        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+        if let Some(status_url) = self.poll_url(id, headers, "Azure-AsyncOperation")? {
             return self
                 .poll_status(id, status_url, delay, started, progress)
                 .await;
         }
-        let Some(location) = header_url(headers, "location") else {
+        let Some(location) = self.poll_url(id, headers, "Location")? else {
             return Ok(());
         };
         let mut delay = delay;
@@ -703,6 +696,37 @@ impl ArmClient {
         }
     }
 
+    /// A URL ARM gave for a follow-up request, accepted only on the endpoint's own origin
+    /// (scheme, host and port): the bearer token goes nowhere else. The endpoint itself is
+    /// https or loopback http (`check_endpoint`), so the same origin is too.
+    fn follow(&self, resource: &str, field: &str, url: &str) -> Result<Url, ArmError> {
+        let foreign = || ArmError::ForeignUrl {
+            resource: resource.to_string(),
+            field: field.to_string(),
+            url: url.to_string(),
+            endpoint: self.inner.endpoint.origin().ascii_serialization(),
+        };
+        let parsed = Url::parse(url).map_err(|_| foreign())?;
+        if parsed.origin() != self.inner.endpoint.origin() {
+            return Err(foreign());
+        }
+        Ok(parsed)
+    }
+
+    /// The operation URL of a write's answer (domain.md 4.5), held to `follow`'s rule.
+    fn poll_url(
+        &self,
+        id: &ResourceId,
+        headers: &Headers,
+        name: &'static str,
+    ) -> Result<Option<Url>, ArmError> {
+        let header = HeaderName::from(name.to_ascii_lowercase());
+        match headers.get_optional_str(&header) {
+            Some(v) => self.follow(id.as_str(), name, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn check_timeout(
         &self,
         id: &ResourceId,
@@ -751,12 +775,6 @@ impl RawResponse {
             message: e.to_string(),
         })
     }
-}
-
-fn header_url(headers: &Headers, name: &'static str) -> Option<Url> {
-    headers
-        .get_optional_str(&HeaderName::from_static(name))
-        .and_then(|v| Url::parse(v).ok())
 }
 
 /// Marks a resource written by a succeeded operation, and every child in it, as

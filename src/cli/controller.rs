@@ -6,17 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{ArgAction, ValueEnum};
+use clap::ArgAction;
 use kube::CustomResourceExt;
 
 use super::AzureArgs;
 use crate::controller::{self, Engine, LeaseSettings, Metrics, RunOptions, Settings};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use crate::logging::LogFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
@@ -65,21 +61,14 @@ pub struct ControllerArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // try_init: a subscriber installed earlier (tests) wins.
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let filter = crate::logging::env_filter(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        "info,kube_runtime=warn,kube_client=warn",
+    );
+    let subscriber = crate::logging::subscriber(format, filter, std::io::stderr);
+    // try_init (also bridges the `log` crate): a subscriber installed earlier (tests) wins.
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = subscriber.try_init();
 }
 
 fn host_name() -> String {

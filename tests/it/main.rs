@@ -4,3 +4,4 @@ mod controller;
 mod diff;
 mod pipeline;
 mod resolver;
+mod security;

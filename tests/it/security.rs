@@ -1,0 +1,207 @@
+//! Issue 13: a token never leaves its origin; identity endpoints are held to the ARM
+//! endpoint's rule. (That no log prints a token is `tests/log_redaction.rs`: it installs
+//! its own subscriber, which needs a process of its own.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use asenet::azure::credential::{self, StaticToken};
+use asenet::azure::{ArmClient, ArmClientOptions, ArmError, RetryConfig};
+use asenet::cli::CredentialKind;
+use asenet::model::ResourceId;
+use mock_arm::{FaultAction, FaultSpec, RunningMock};
+use serde_json::json;
+
+const STATIC_TOKEN: &str = "static-token-7f3a9c-must-never-be-logged";
+const CLIENT_SECRET: &str = "client-secret-5d21e8-must-never-be-logged";
+const NSG: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/sql-nsg";
+
+fn seed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed")
+}
+
+fn fast_options() -> ArmClientOptions {
+    ArmClientOptions {
+        retry: RetryConfig {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_millis(200),
+        },
+        lro_default_poll: Duration::from_millis(20),
+        lro_max_poll: Duration::from_millis(100),
+        lro_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn http() -> Arc<dyn azure_core::HttpClient> {
+    Arc::new(asenet::azure::http_client(None, Duration::from_secs(5)).unwrap())
+}
+
+/// The mock ARM seeded with examples/seed, fast long-running operations.
+async fn seeded_mock() -> RunningMock {
+    let seed = std::fs::read_to_string(seed_dir().join("mock-seed.yaml")).unwrap();
+    let config = mock_arm::Config {
+        clock_scale: 20.0,
+        lro_delay: Duration::from_secs(1),
+        lro_retry_after: Duration::from_millis(200),
+        ..mock_arm::Config::default()
+    };
+    let state =
+        mock_arm::MockState::new(config, mock_arm::Seed::from_yaml(&seed).unwrap()).unwrap();
+    mock_arm::start(state, mock_arm::ServeOptions::default())
+        .await
+        .unwrap()
+}
+
+/// A loopback listener that counts the connections made to it and drops each at once.
+async fn counting_listener() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (origin, count)
+}
+
+/// A write (PUT of an NSG, or DELETE of an unused one) whose answer points its operation
+/// URLs at a loopback listener that counts connections.
+async fn poll_to_foreign_origin(method: &str) -> (Result<(), ArmError>, usize, RunningMock) {
+    let mock = seeded_mock().await;
+    let arm = ArmClient::new(
+        &mock.base_url,
+        Arc::new(StaticToken::new(STATIC_TOKEN)),
+        http(),
+        fast_options(),
+    )
+    .unwrap();
+    let id = ResourceId::parse(&NSG.replace("sql-nsg", "spare-nsg")).unwrap();
+    let body = json!({"location": "westeurope", "properties": {"securityRules": []}});
+    if method == "DELETE" {
+        arm.put(&id, &body, None, &|_| {}).await.unwrap();
+    }
+    let (origin, connections) = counting_listener().await;
+    mock.state.inject_fault(FaultSpec {
+        method: Some(method.into()),
+        path: Some("spare-nsg".into()),
+        count: 1,
+        action: FaultAction::ForeignPollUrl { origin },
+    });
+    let result = if method == "PUT" {
+        arm.put(&id, &body, None, &|_| {}).await.map(|_| ())
+    } else {
+        arm.delete(&id, None, &|_| {}).await
+    };
+    // Give a poll that did go out the time to connect.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (result, connections.load(Ordering::SeqCst), mock)
+}
+
+#[tokio::test]
+async fn an_operation_url_on_another_origin_is_refused_and_never_gets_the_token() {
+    for method in ["PUT", "DELETE"] {
+        let (result, connections, _mock) = poll_to_foreign_origin(method).await;
+        let err = result.expect_err("a foreign poll URL must fail the write");
+        let text = err.to_string();
+        assert!(
+            matches!(err, ArmError::ForeignUrl { .. }),
+            "{method}: {text}"
+        );
+        assert!(text.contains("Azure-AsyncOperation"), "{method}: {text}");
+        assert!(text.contains("spare-nsg"), "{method}: {text}");
+        assert_eq!(connections, 0, "{method}: the foreign origin was contacted");
+    }
+}
+
+#[test]
+fn follow_up_urls_need_the_endpoints_scheme_host_and_port() {
+    let ok = asenet::azure::check_secure_url("endpoint", "http://127.0.0.1:8443");
+    assert!(ok.is_ok());
+    for (value, needle) in [
+        ("http://10.0.0.5:8080", "plain http"),
+        ("http://login.example.com", "plain http"),
+        ("ftp://127.0.0.1", "unsupported scheme"),
+        ("not a url", "is not a URL"),
+    ] {
+        let err = asenet::azure::check_secure_url("AZURE_AUTHORITY_HOST", value).unwrap_err();
+        assert!(err.contains("AZURE_AUTHORITY_HOST"), "{err}");
+        assert!(err.contains(value), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn an_http_authority_host_is_refused_before_any_secret_is_sent() {
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        token_file.path(),
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    )
+    .unwrap();
+    let file = token_file.path().display().to_string();
+    for kind in [
+        CredentialKind::ClientSecret,
+        CredentialKind::WorkloadIdentity,
+        CredentialKind::Auto,
+    ] {
+        for authority in ["http://login.example.com", "http://10.0.0.5:8080/"] {
+            let file = file.clone();
+            let lookup = move |k: &str| match k {
+                "AZURE_AUTHORITY_HOST" => Some(authority.to_string()),
+                "AZURE_TENANT_ID" => Some("tenant".into()),
+                "AZURE_CLIENT_ID" => Some("client".into()),
+                "AZURE_CLIENT_SECRET" => Some(CLIENT_SECRET.into()),
+                "AZURE_FEDERATED_TOKEN_FILE" => Some(file.clone()),
+                _ => None,
+            };
+            let err = match credential::credential_from(kind, None, http(), &lookup) {
+                Ok(_) => panic!("{kind:?} accepted AZURE_AUTHORITY_HOST {authority}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("AZURE_AUTHORITY_HOST"), "{err}");
+            assert!(err.contains(authority), "{err}");
+            assert!(err.contains("plain http"), "{err}");
+        }
+    }
+    // https, and http to loopback (a local token server), are accepted.
+    for authority in ["https://login.microsoftonline.us", "http://127.0.0.1:9"] {
+        let lookup = move |k: &str| match k {
+            "AZURE_AUTHORITY_HOST" => Some(authority.to_string()),
+            "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" => Some("x".into()),
+            "AZURE_CLIENT_SECRET" => Some(CLIENT_SECRET.into()),
+            _ => None,
+        };
+        assert!(
+            credential::credential_from(CredentialKind::ClientSecret, None, http(), &lookup)
+                .is_ok(),
+            "{authority}"
+        );
+    }
+}
+
+#[test]
+fn an_http_identity_endpoint_is_refused() {
+    let lookup = |k: &str| match k {
+        "IDENTITY_ENDPOINT" => Some("http://identity.example.com/msi/token".to_string()),
+        "IDENTITY_HEADER" => Some("h".into()),
+        _ => None,
+    };
+    let err =
+        match credential::credential_from(CredentialKind::ManagedIdentity, None, http(), &lookup) {
+            Ok(_) => panic!("an http IDENTITY_ENDPOINT was accepted"),
+            Err(e) => e.to_string(),
+        };
+    assert!(err.contains("IDENTITY_ENDPOINT"), "{err}");
+    assert!(
+        err.contains("http://identity.example.com/msi/token"),
+        "{err}"
+    );
+}
