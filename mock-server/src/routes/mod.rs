@@ -33,7 +33,7 @@ pub(crate) struct Scheme(pub &'static str);
 /// The router: `/_admin/...` plus every ARM path.
 pub fn app(state: MockState) -> Router {
     Router::new()
-        .nest("/_admin", crate::admin::router())
+        .nest("/_admin", crate::admin::router(state.clone()))
         .fallback(handle)
         .with_state(state)
 }
