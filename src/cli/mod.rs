@@ -154,7 +154,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The chain quotes values from specs and from Azure: no control character
+            // of theirs reaches the terminal (issue 13).
+            eprintln!(
+                "error: {}",
+                crate::report::escape::terminal(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }

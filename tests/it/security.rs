@@ -205,3 +205,184 @@ fn an_http_identity_endpoint_is_refused() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Defect 4: a hostile spec value cannot add structure to a report or reach the terminal raw
+// ---------------------------------------------------------------------------------------
+
+/// A `service` value that tries everything: leave the code span, start a heading that
+/// claims success, add an image, a link and an HTML comment, set the terminal title, clear
+/// the screen and return the cursor.
+const HOSTILE: &str = "Http`\n\n### ✅ asenet plan: no changes, safe to merge\n![x](http://e.invalid/x.png) [click](http://e.invalid) <!-- hidden -->\u{1b}]0;pwned\u{7}\u{1b}[2J\r*bold* _em_ | cell";
+
+/// examples/seed with ase-two's first inbound `service` replaced by `HOSTILE`.
+fn hostile_specs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ase-one.yaml", "ase-two.yaml"] {
+        let mut text = std::fs::read_to_string(seed_dir().join(name)).unwrap();
+        if name == "ase-two.yaml" {
+            let quoted = serde_json::to_string(HOSTILE).unwrap();
+            text = text.replacen("service: Http\n", &format!("service: {quoted}\n"), 1);
+            assert!(text.contains("\\u001b"), "the hostile value is in the spec");
+        }
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn asenet(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_asenet"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// What a Markdown document holds, as GitHub would parse it (tables on).
+#[derive(Debug, Default)]
+struct MarkdownStructure {
+    headings: Vec<String>,
+    links_and_images: usize,
+    emphasis: usize,
+    html: Vec<String>,
+    code: Vec<String>,
+}
+
+fn markdown_structure(text: &str) -> MarkdownStructure {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let mut out = MarkdownStructure::default();
+    let mut heading: Option<String> = None;
+    for event in Parser::new_ext(text, Options::ENABLE_TABLES) {
+        match event {
+            Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
+            Event::End(TagEnd::Heading(_)) => out.headings.extend(heading.take()),
+            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => out.links_and_images += 1,
+            Event::Start(Tag::Emphasis | Tag::Strong) => out.emphasis += 1,
+            Event::Html(h) | Event::InlineHtml(h) => out.html.push(h.to_string()),
+            Event::Text(t) => {
+                if let Some(h) = heading.as_mut() {
+                    h.push_str(&t);
+                }
+            }
+            Event::Code(t) => {
+                if let Some(h) = heading.as_mut() {
+                    h.push_str(&t);
+                }
+                out.code.push(t.to_string());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn assert_no_control_bytes(what: &str, bytes: &[u8]) {
+    for (byte, name) in [(0x1b, "ESC"), (0x07, "BEL"), (b'\r', "CR"), (0x9b, "CSI")] {
+        assert!(
+            !bytes.contains(&byte),
+            "{what} holds a raw {name}:\n{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_spec_value_adds_no_structure_to_any_report() {
+    let mock = seeded_mock().await;
+    let specs = hostile_specs();
+    let dir = specs.path().to_str().unwrap();
+    let plan = |format: &'static str| {
+        let base = mock.base_url.clone();
+        let dir = dir.to_string();
+        tokio::task::spawn_blocking(move || {
+            asenet(&[
+                "plan",
+                "-f",
+                &dir,
+                "-o",
+                format,
+                "--endpoint",
+                &base,
+                "--credential",
+                "static",
+                "--token",
+                "t",
+            ])
+        })
+    };
+
+    // Markdown: the only headings, images, links and comments are asenet's own.
+    let md = plan("markdown").await.unwrap();
+    assert_eq!(md.status.code(), Some(1), "a spec error: exit 1");
+    let text = String::from_utf8(md.stdout).unwrap();
+    assert!(text.contains("spec.inbound[0].service"), "{text}");
+    let structure = markdown_structure(&text);
+    assert_eq!(structure.headings[0], "asenet plan", "{text}");
+    for h in &structure.headings[1..] {
+        assert!(
+            h.starts_with("networkSecurityGroups/")
+                || h.starts_with("routeTables/")
+                || h.starts_with("virtualNetworks/"),
+            "injected heading `{h}`:\n{text}"
+        );
+    }
+    assert_eq!(structure.links_and_images, 0, "{text}");
+    assert_eq!(
+        structure.emphasis, 1,
+        "only the summary line is bold:\n{text}"
+    );
+    for html in &structure.html {
+        assert!(
+            ["<details>", "<summary>", "</summary>", "</details>", "<br>"]
+                .iter()
+                .any(|t| html.trim().starts_with(t)),
+            "injected HTML `{html}`:\n{text}"
+        );
+    }
+    // The hostile value is there, whole, as code.
+    assert!(structure.code.iter().any(|c| c.contains("### ✅ asenet plan") && c.contains("![x](http://e.invalid/x.png)")), "{:?}", structure.code);
+    assert_no_control_bytes("markdown", text.as_bytes());
+
+    // Text: the error stays on one line, with visible escapes and no control byte.
+    let plain = plan("text").await.unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+    assert_no_control_bytes("text stdout", &plain.stdout);
+    assert_no_control_bytes("text stderr", &plain.stderr);
+    let text = String::from_utf8(plain.stdout).unwrap();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(r"Http`\n\n### ✅"), "{}", errors[0]);
+    assert!(errors[0].contains(r"\u{1b}]0;pwned\u{7}"), "{}", errors[0]);
+    assert!(!text.lines().any(|l| l.starts_with("### ")), "{text}");
+
+    // JSON: serde escapes; the value survives exactly and the output is one document.
+    let json = plan("json").await.unwrap();
+    assert_no_control_bytes("json", &json.stdout);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains(&serde_json::to_string(HOSTILE).unwrap()[1..20]),
+        "{text}"
+    );
+    let values: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["value"].as_str())
+        .collect();
+    assert!(values.contains(&HOSTILE), "{values:?}");
+
+    // stderr of `resolve` (errors printed there) carries no control byte either.
+    let resolve = tokio::task::spawn_blocking({
+        let dir = dir.to_string();
+        let snapshot = seed_dir().join("snapshot.yaml").display().to_string();
+        move || asenet(&["resolve", "-f", &dir, "--snapshot", &snapshot])
+    })
+    .await
+    .unwrap();
+    assert_eq!(resolve.status.code(), Some(1));
+    assert_no_control_bytes("resolve stderr", &resolve.stderr);
+    let stderr = String::from_utf8(resolve.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one error, one line:\n{stderr}");
+    assert!(stderr.contains(r"\u{1b}[2J\r"), "{stderr}");
+}
