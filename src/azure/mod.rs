@@ -22,6 +22,7 @@
 pub mod credential;
 pub mod error;
 pub mod mock_seed;
+pub mod operations;
 pub mod policy;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use azure_mgmt_network::models;
 use serde_json::Value;
 
 pub use error::{ArmError, ErrorCategory};
+pub use operations::Op;
 pub use policy::{ArmObserver, RetryConfig};
 
 use crate::model::ResourceId;
@@ -271,6 +273,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::NetworkSecurityGroup>>, ArmError> {
+        self.note(Op::GetNetworkSecurityGroup, id);
         let r = self
             .inner
             .network
@@ -286,6 +289,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::RouteTable>>, ArmError> {
+        self.note(Op::GetRouteTable, id);
         let r = self
             .inner
             .network
@@ -302,6 +306,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::VirtualNetwork>>, ArmError> {
+        self.note(Op::GetVirtualNetwork, id);
         let r = self
             .inner
             .network
@@ -320,6 +325,7 @@ impl ArmClient {
         let vnet = id
             .parent()
             .ok_or_else(|| ArmError::Config(format!("`{id}` is not a subnet id")))?;
+        self.note(Op::GetSubnet, id);
         let r = self
             .inner
             .network
@@ -378,10 +384,15 @@ impl ArmClient {
         let path = format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/{collection}"
         );
+        let op = Op::list(collection).ok_or_else(|| {
+            ArmError::Config(format!(
+                "asenet does not list `{collection}` (docs/azure-permissions.md)"
+            ))
+        })?;
         let mut url = self.url(&path, NETWORK_API_VERSION)?;
         let mut out = Vec::new();
         loop {
-            let page = match self.send(Method::Get, url, None, &[], &path).await {
+            let page = match self.send(op, Method::Get, url, None, &[], &path).await {
                 Ok(r) => r.json(&path)?,
                 Err(e) if e.is_not_found() => return Ok(out),
                 Err(e) => return Err(e),
@@ -414,7 +425,17 @@ impl ArmClient {
     /// The ASE's addresses (`capacities/virtualip`, domain.md 1.5); `None` on 404.
     pub async fn get_ase_addresses(&self, ase: &ResourceId) -> Result<Option<Value>, ArmError> {
         let url = self.url(&format!("{ase}/capacities/virtualip"), WEB_API_VERSION)?;
-        match self.send(Method::Get, url, None, &[], ase.as_str()).await {
+        match self
+            .send(
+                Op::GetAseAddresses,
+                Method::Get,
+                url,
+                None,
+                &[],
+                ase.as_str(),
+            )
+            .await
+        {
             Ok(r) => Ok(Some(r.json(ase.as_str())?)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -430,6 +451,7 @@ impl ArmClient {
         precondition: Option<&Precondition>,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<Value, ArmError> {
+        let op = Op::put(id).ok_or_else(|| unlisted("write", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
         let mut headers = Vec::new();
         match precondition {
@@ -442,7 +464,7 @@ impl ArmClient {
             message: e.to_string(),
         })?;
         let response = self
-            .send(Method::Put, url, Some(bytes), &headers, id.as_str())
+            .send(op, Method::Put, url, Some(bytes), &headers, id.as_str())
             .await?;
         let initial = response.json(id.as_str())?;
         let done = self
@@ -461,13 +483,14 @@ impl ArmClient {
         precondition: Option<&Precondition>,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<(), ArmError> {
+        let op = Op::delete(id).ok_or_else(|| unlisted("delete", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
         let mut headers = Vec::new();
         if let Some(Precondition::IfMatch(etag)) = precondition {
             headers.push(("if-match", etag.clone()));
         }
         let response = match self
-            .send(Method::Delete, url, None, &headers, id.as_str())
+            .send(op, Method::Delete, url, None, &headers, id.as_str())
             .await
         {
             Ok(r) => r,
@@ -488,8 +511,14 @@ impl ArmClient {
         Ok(url)
     }
 
+    /// Records which entry of the operations table a generated-builder call is.
+    fn note(&self, op: Op, id: &ResourceId) {
+        tracing::trace!(operation = op.name(), resource = %id, "ARM call");
+    }
+
     async fn send(
         &self,
+        op: Op,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
@@ -497,6 +526,8 @@ impl ArmClient {
         resource: &str,
     ) -> Result<RawResponse, ArmError> {
         let verb = method.to_string().to_ascii_uppercase();
+        debug_assert_eq!(verb, op.entry().method, "{op:?} is a {}", op.entry().method);
+        tracing::trace!(operation = op.name(), resource, "ARM call");
         let scopes: Vec<&str> = self.inner.scopes.iter().map(String::as_str).collect();
         let token = self
             .inner
@@ -622,7 +653,14 @@ impl ArmClient {
             tokio::time::sleep(delay).await;
             polls += 1;
             let r = self
-                .send(Method::Get, location.clone(), None, &[], id.as_str())
+                .send(
+                    Op::PollLocation,
+                    Method::Get,
+                    location.clone(),
+                    None,
+                    &[],
+                    id.as_str(),
+                )
                 .await?;
             progress(&LroProgress {
                 status: if r.status == 202 {
@@ -659,7 +697,14 @@ impl ArmClient {
             tokio::time::sleep(delay).await;
             polls += 1;
             let r = self
-                .send(Method::Get, url.clone(), None, &[], id.as_str())
+                .send(
+                    Op::PollAsyncOperation,
+                    Method::Get,
+                    url.clone(),
+                    None,
+                    &[],
+                    id.as_str(),
+                )
                 .await?;
             let body = r.json(id.as_str())?;
             status = body
@@ -752,11 +797,19 @@ impl ArmClient {
     /// GET any resource raw (a write's body when the PUT answered without one, and the
     /// state of a write polled without an operation URL).
     pub async fn read_raw(&self, id: &ResourceId) -> Result<Value, ArmError> {
+        let op = Op::get(id).ok_or_else(|| unlisted("read", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
-        self.send(Method::Get, url, None, &[], id.as_str())
+        self.send(op, Method::Get, url, None, &[], id.as_str())
             .await?
             .json(id.as_str())
     }
+}
+
+/// A call to a resource type that is not in the operations table.
+fn unlisted(what: &str, id: &ResourceId) -> ArmError {
+    ArmError::Config(format!(
+        "asenet does not {what} `{id}`: only NSGs, route tables and subnets are in its table of ARM operations (docs/azure-permissions.md)"
+    ))
 }
 
 struct RawResponse {

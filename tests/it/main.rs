@@ -2,6 +2,7 @@
 
 mod controller;
 mod diff;
+mod permissions;
 mod pipeline;
 mod resolver;
 mod security;
