@@ -26,9 +26,19 @@ pub struct ControllerArgs {
     /// sharing an Azure parent run one after the other whatever this is.
     #[arg(long, env = "ASENET_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
     pub max_concurrent_reconciles: u16,
-    /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "ASENET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the /metrics endpoint (and of /healthz and /readyz unless
+    /// `--probe-bind` names another). `127.0.0.1:PORT` keeps metrics inside the pod.
+    #[arg(
+        long = "metrics-bind",
+        alias = "metrics-addr",
+        env = "ASENET_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints, when they should have a listener of
+    /// their own (the kubelet's probes; metrics then only on `--metrics-bind`).
+    #[arg(long = "probe-bind", env = "ASENET_PROBE_BIND")]
+    pub probe_bind: Option<SocketAddr>,
     /// Watch only this namespace (repeatable, or comma-separated); default: every namespace.
     #[arg(long = "namespace", env = "ASENET_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
@@ -113,6 +123,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 resync: Duration::from_secs(args.resync_seconds.max(1)),
             },
             metrics_addr: args.metrics_addr,
+            probe_addr: args.probe_bind,
             lease,
             instance: Some(identity),
             max_concurrent_reconciles: args.max_concurrent_reconciles,

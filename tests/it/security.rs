@@ -386,3 +386,38 @@ async fn a_hostile_spec_value_adds_no_structure_to_any_report() {
     assert_eq!(stderr.lines().count(), 1, "one error, one line:\n{stderr}");
     assert!(stderr.contains(r"\u{1b}[2J\r"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Defect 6: probes can have a listener of their own, without /metrics
+// ---------------------------------------------------------------------------------------
+
+async fn serve_endpoints(endpoints: asenet::controller::http::Endpoints) -> String {
+    use asenet::controller::http;
+    let state = http::HttpState {
+        metrics: asenet::controller::Metrics::new(),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, http::router_for(state, endpoints)).await;
+    });
+    base
+}
+
+#[tokio::test]
+async fn a_probe_listener_serves_no_metrics_and_a_metrics_listener_no_probes() {
+    use asenet::controller::http::Endpoints;
+    let status = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
+    let probes = serve_endpoints(Endpoints::Probes).await;
+    assert_eq!(status(format!("{probes}/healthz")).await, 200);
+    assert_eq!(status(format!("{probes}/readyz")).await, 200);
+    assert_eq!(status(format!("{probes}/metrics")).await, 404);
+    let metrics = serve_endpoints(Endpoints::Metrics).await;
+    assert_eq!(status(format!("{metrics}/metrics")).await, 200);
+    assert_eq!(status(format!("{metrics}/healthz")).await, 404);
+    let all = serve_endpoints(Endpoints::All).await;
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(status(format!("{all}{path}")).await, 200, "{path}");
+    }
+}

@@ -51,3 +51,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else }}{{ fail (printf "azure.credential must be workloadIdentity, managedIdentity, clientSecret, static or auto, not %q" $c) }}
 {{- end }}
 {{- end }}
+
+{{/*
+host:port for a listen flag; IPv6 literals in brackets. Args: (list address port).
+*/}}
+{{- define "asenet.hostPort" -}}
+{{- $addr := index . 0 | toString -}}
+{{- $port := index . 1 -}}
+{{- if contains ":" $addr -}}[{{ trimAll "[]" $addr }}]:{{ $port }}{{- else -}}{{ $addr }}:{{ $port }}{{- end -}}
+{{- end }}
+
+{{/*
+RUST_LOG from controller.logLevel (an enumerated level); kube's own chatter stays at warn
+below debug.
+*/}}
+{{- define "asenet.rustLog" -}}
+{{- $level := .Values.controller.logLevel -}}
+{{- if has $level (list "debug" "trace") -}}{{ $level }}{{- else -}}{{ $level }},kube_runtime=warn,kube_client=warn{{- end -}}
+{{- end }}
