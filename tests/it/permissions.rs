@@ -63,7 +63,7 @@ impl ArmObserver for Seen {
 /// Plans and applies an example against a fresh mock; every request it made.
 async fn requests_of(example: &str) -> BTreeSet<(String, String)> {
     let dir = root().join("examples").join(example);
-    let specs: Vec<_> = asenet::load::load_specs(&[dir.clone()])
+    let specs: Vec<_> = asenet::load::load_specs(std::slice::from_ref(&dir))
         .unwrap()
         .into_iter()
         .map(|l| l.spec)
