@@ -14,6 +14,7 @@ pub mod diff;
 pub mod error;
 pub mod evaluate;
 pub mod load;
+pub mod logging;
 pub mod model;
 pub mod observe;
 pub mod pipeline;

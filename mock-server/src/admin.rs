@@ -1,4 +1,11 @@
-//! The admin API under `/_admin` (no auth, no api-version; issue 3).
+//! The admin API under `/_admin` (no api-version; issue 3).
+//!
+//! Every request carries the mock's admin token in `X-Mock-Admin-Token` (401 otherwise),
+//! and a request with a body, or with any `Content-Type`, must say `application/json`
+//! (415 otherwise). Why (issue 13): a web page in a developer's browser can send a
+//! "simple" cross-origin request (`text/plain` POST, no custom header) to a mock on
+//! localhost; a custom header and a JSON content type both force a CORS preflight, which
+//! the mock never answers, so such a page can neither arm faults nor read the state.
 //!
 //! - `GET /_admin/stats`: request counters since start or the last reset
 //! - `POST /_admin/reset`: reset the counters (resources and faults are kept)
@@ -10,8 +17,9 @@
 //!   which increments the tag's and the file's `changeNumber` (domain.md 5.1)
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,7 +30,10 @@ use crate::error::ArmError;
 use crate::faults::FaultSpec;
 use crate::MockState;
 
-pub(crate) fn router() -> Router<MockState> {
+/// The header carrying the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-mock-admin-token";
+
+pub(crate) fn router(mock: MockState) -> Router<MockState> {
     Router::new()
         .route("/stats", get(stats))
         .route("/reset", post(reset))
@@ -36,6 +47,7 @@ pub(crate) fn router() -> Router<MockState> {
             "/service-tags",
             get(list_service_tags).post(publish_service_tag),
         )
+        .route_layer(middleware::from_fn_with_state(mock, guard))
 }
 
 async fn list_service_tags(State(state): State<MockState>) -> Json<Value> {
@@ -59,6 +71,65 @@ async fn publish_service_tag(State(state): State<MockState>, body: axum::body::B
                 .into_response()
         }
     }
+}
+
+/// The admin token, then the content type (see the module doc).
+async fn guard(State(state): State<MockState>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(ADMIN_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !same_secret(token, state.admin_token().as_bytes()) {
+        return ArmError::new(
+            StatusCode::UNAUTHORIZED,
+            "AdminAuthenticationFailed",
+            "The admin API needs the mock's admin token in the X-Mock-Admin-Token header (printed by mock-arm at start, or set with --admin-token).",
+        )
+        .into_response();
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let json = content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    let writes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    );
+    if !json && (content_type.is_some() || (writes && has_body)) {
+        return ArmError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "The admin API accepts only Content-Type: application/json, not `{}`.",
+                content_type.as_deref().unwrap_or("(none)")
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first differing byte (no timing hint about the token).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+
 }
 
 async fn stats(State(state): State<MockState>) -> Json<crate::Stats> {

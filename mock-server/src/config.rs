@@ -37,6 +37,9 @@ pub struct Config {
     pub history_limit: usize,
     /// Faults armed at start (same shape as `POST /_admin/faults`).
     pub faults: Vec<FaultSpec>,
+    /// The token `/_admin` requires (`X-Mock-Admin-Token` header); `None`: a random one,
+    /// readable from `MockState::admin_token` (and printed by `mock-arm` at start).
+    pub admin_token: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             history_limit: 10_000,
             faults: Vec::new(),
+            admin_token: None,
         }
     }
 }

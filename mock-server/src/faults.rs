@@ -5,7 +5,9 @@
 //! contains `*` or `?`). The kinds reproduce what ARM clients must survive (domain.md 4.7,
 //! 4.8, 4.5): an error status with an ARM code (429 with `Retry-After`, 500, 503,
 //! 409 `AnotherOperationInProgress`, 412 `PreconditionFailed`), added latency, a connection
-//! closed without a response, and a long-running operation that ends `Failed`.
+//! closed without a response, a long-running operation that ends `Failed`, and operation
+//! URLs (`Azure-AsyncOperation`, `Location`) pointing at another origin (a hostile or
+//! misrouted answer: a client must not send its token there, issue 13).
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +68,10 @@ pub enum FaultAction {
         #[serde(default)]
         keep_write: bool,
     },
+    /// Process the request normally, but point the `Azure-AsyncOperation` and `Location`
+    /// headers of its answer at `origin` (`scheme://host[:port]`; path and query kept).
+    #[serde(rename_all = "camelCase")]
+    ForeignPollUrl { origin: String },
 }
 
 fn default_lro_code() -> String {

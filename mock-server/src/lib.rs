@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+pub use admin::ADMIN_TOKEN_HEADER;
 pub use config::Config;
 pub use error::ArmError;
 pub use faults::{FaultAction, FaultSpec, PendingFault};
@@ -56,6 +57,7 @@ pub struct MockState {
 
 struct Inner {
     config: Config,
+    admin_token: String,
     store: Mutex<Store>,
     throttle: Mutex<Throttle>,
     faults: Mutex<Faults>,
@@ -83,9 +85,15 @@ impl MockState {
             faults.add(fault.clone());
         }
         let throttle = Throttle::new(config.throttling.clone(), config.scale());
+        let admin_token = match config.admin_token.as_deref().map(str::trim) {
+            Some("") => anyhow::bail!("adminToken: an empty admin token protects nothing"),
+            Some(token) => token.to_owned(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                admin_token,
                 store: Mutex::new(store),
                 throttle: Mutex::new(throttle),
                 faults: Mutex::new(faults),
@@ -98,6 +106,11 @@ impl MockState {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The token every `/_admin` request must carry in `X-Mock-Admin-Token`.
+    pub fn admin_token(&self) -> &str {
+        &self.inner.admin_token
     }
 
     /// The store, with every operation whose deadline has passed completed.

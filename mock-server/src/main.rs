@@ -26,6 +26,10 @@ struct Args {
     /// Configuration file (YAML): throttling, clock scale, LRO delay, paging, faults, ...
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Token the admin API (`/_admin`) requires in `X-Mock-Admin-Token`; default: a random
+    /// one, printed at start.
+    #[arg(long, env = "MOCK_ARM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<String> {
@@ -40,17 +44,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::from_yaml(&read(path, "config")?)
             .with_context(|| format!("invalid config {}", path.display()))?,
         None => Config::default(),
     };
+    if args.admin_token.is_some() {
+        config.admin_token = args.admin_token.clone();
+    }
+    let generated = config.admin_token.is_none();
     let seed = match &args.seed {
         Some(path) => Seed::from_yaml(&read(path, "seed")?)
             .with_context(|| format!("invalid seed {}", path.display()))?,
         None => Seed::default(),
     };
     let state = MockState::new(config, seed)?;
+    let admin_token = state.admin_token().to_owned();
     let running = start(
         state,
         ServeOptions {
@@ -65,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
     writeln!(stdout, "listening on {}", running.base_url)?;
     if let Some(path) = &running.ca_cert_path {
         writeln!(stdout, "ca certificate: {}", path.display())?;
+    }
+    // A token the caller chose is not echoed; a generated one is the only way to learn it.
+    if generated {
+        writeln!(stdout, "admin token: {admin_token}")?;
     }
     stdout.flush()?;
     drop(stdout);

@@ -628,8 +628,10 @@ async fn injected_faults_fail_the_next_matching_requests() {
 
     // The admin API arms, lists and clears faults too.
     let admin = reqwest::Client::new();
+    let token = mock.state.admin_token().to_owned();
     let added = admin
         .post(format!("{}/_admin/faults", mock.base_url))
+        .header(mock_arm::ADMIN_TOKEN_HEADER, &token)
         .json(&json!({"method": "GET", "path": "routeTables", "count": 2, "kind": "error", "status": 500}))
         .send()
         .await
@@ -637,6 +639,7 @@ async fn injected_faults_fail_the_next_matching_requests() {
     assert_eq!(added.status(), 201);
     let listed: serde_json::Value = admin
         .get(format!("{}/_admin/faults", mock.base_url))
+        .header(mock_arm::ADMIN_TOKEN_HEADER, &token)
         .send()
         .await
         .unwrap()
@@ -647,6 +650,7 @@ async fn injected_faults_fail_the_next_matching_requests() {
     assert_eq!(arm.get(&rt_path("ase-one-rt")).await.status, 500);
     admin
         .delete(format!("{}/_admin/faults", mock.base_url))
+        .header(mock_arm::ADMIN_TOKEN_HEADER, &token)
         .send()
         .await
         .unwrap();
@@ -686,34 +690,31 @@ async fn history_records_every_version_and_foreign_writes() {
     assert_eq!(ports, vec![None, Some(json!("443")), Some(json!("8443"))]);
     let rule_history = mock.state.history(&format!("{id}/securityRules/https"));
     assert_eq!(rule_history.len(), 2);
-    let admin: serde_json::Value =
-        reqwest::get(format!("{}/_admin/history?id={id}", mock.base_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    assert_eq!(admin["versions"].as_array().unwrap().len(), 3);
-    assert!(mock.state.get_resource(&id).is_some());
-    let stats: serde_json::Value = reqwest::get(format!("{}/_admin/stats", mock.base_url))
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        client
+            .get(format!("{}/_admin/{path}", mock.base_url))
+            .header(mock_arm::ADMIN_TOKEN_HEADER, mock.state.admin_token())
+            .send()
+    };
+    let admin: serde_json::Value = get(format!("history?id={id}"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    assert_eq!(admin["versions"].as_array().unwrap().len(), 3);
+    assert!(mock.state.get_resource(&id).is_some());
+    let stats: serde_json::Value = get("stats".into()).await.unwrap().json().await.unwrap();
     assert_eq!(stats["byMethod"]["PUT"], 1);
-    reqwest::Client::new()
+    client
         .post(format!("{}/_admin/reset", mock.base_url))
+        .header(mock_arm::ADMIN_TOKEN_HEADER, mock.state.admin_token())
         .send()
         .await
         .unwrap();
     assert_eq!(mock.state.stats().total, 0);
-    let state: serde_json::Value = reqwest::get(format!("{}/_admin/state", mock.base_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: serde_json::Value = get("state".into()).await.unwrap().json().await.unwrap();
     assert!(state["resources"].as_array().unwrap().len() >= 6);
 }
 
@@ -797,4 +798,102 @@ async fn a_bad_seed_is_rejected_naming_the_resource() {
         err.contains("networkSecurityGroup rg/bad") && err.contains("SecurityRuleInvalidPortRange"),
         "{err}"
     );
+}
+
+/// Issue 13: a page in a developer's browser can send a `text/plain` POST (a CORS "simple"
+/// request) to a mock on localhost; it must not arm a fault or read anything.
+#[tokio::test]
+async fn the_admin_api_refuses_requests_without_the_token_or_a_json_content_type() {
+    let mock = mock().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/_admin/faults", mock.base_url);
+    let fault = r#"{"kind":"error","status":500,"count":5}"#;
+    let token = mock.state.admin_token().to_owned();
+    assert!(!token.is_empty());
+
+    // What a browser page can send: text/plain, no custom header.
+    let plain = client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 401);
+    // Even with the token, text/plain (or no content type) is refused.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = client
+            .post(&url)
+            .header(mock_arm::ADMIN_TOKEN_HEADER, &token)
+            .body(fault);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "UnsupportedMediaType");
+    }
+    // JSON without the token, or with a wrong one.
+    for token in [None, Some("wrong"), Some("")] {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(fault);
+        if let Some(t) = token {
+            request = request.header(mock_arm::ADMIN_TOKEN_HEADER, t);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{token:?}");
+    }
+    // Reads need the token too (the state holds every resource).
+    let state = client
+        .get(format!("{}/_admin/state", mock.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state.status(), 401);
+    assert!(
+        mock.state.pending_faults().is_empty(),
+        "a refused request armed a fault"
+    );
+
+    // The token and JSON: accepted.
+    let armed = client
+        .post(&url)
+        .header(mock_arm::ADMIN_TOKEN_HEADER, &token)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(armed.status(), 201);
+    assert_eq!(mock.state.pending_faults().len(), 1);
+}
+
+#[test]
+fn the_admin_token_comes_from_the_config_or_is_random() {
+    let chosen = mock_arm::Config {
+        admin_token: Some("chosen".into()),
+        ..mock_arm::Config::default()
+    };
+    let state = mock_arm::MockState::new(chosen, mock_arm::Seed::default()).unwrap();
+    assert_eq!(state.admin_token(), "chosen");
+    let a =
+        mock_arm::MockState::new(mock_arm::Config::default(), mock_arm::Seed::default()).unwrap();
+    let b =
+        mock_arm::MockState::new(mock_arm::Config::default(), mock_arm::Seed::default()).unwrap();
+    assert!(a.admin_token().len() >= 32);
+    assert_ne!(a.admin_token(), b.admin_token());
+    let empty = mock_arm::Config {
+        admin_token: Some(" ".into()),
+        ..mock_arm::Config::default()
+    };
+    let err = mock_arm::MockState::new(empty, mock_arm::Seed::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("adminToken"), "{err}");
 }

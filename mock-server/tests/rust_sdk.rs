@@ -158,6 +158,7 @@ async fn the_rust_sdk_lists_service_tags_and_sees_a_published_change() {
     let published = reqwest::Client::new()
         .post(format!("{}/_admin/service-tags", mock.base_url))
         .header("content-type", "application/json")
+        .header(mock_arm::ADMIN_TOKEN_HEADER, mock.state.admin_token())
         .body(r#"{"name": "AppServiceManagement", "addressPrefixes": ["13.66.140.0/26", "20.1.2.0/26"]}"#)
         .send()
         .await

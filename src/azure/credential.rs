@@ -31,15 +31,35 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// How long a re-read federated token file is trusted before reading it again.
 const TOKEN_FILE_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// Builds the credential `kind` asks for.
+/// Builds the credential `kind` asks for, from the process environment.
 pub fn credential(
     kind: CredentialKind,
     token: Option<&str>,
     http: Arc<dyn HttpClient>,
 ) -> Result<Arc<dyn TokenCredential>, ArmError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    credential_from(kind, token, http, &|k| std::env::var(k).ok())
+}
+
+/// Environment lookup (the process environment, or a map in tests).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Builds the credential `kind` asks for, reading settings through `lookup`.
+///
+/// Every identity endpoint a secret goes to is held to the ARM endpoint's rule (https, or
+/// http to loopback only; issue 13): `AZURE_AUTHORITY_HOST` (the client secret and the
+/// federated token go there) and `IDENTITY_ENDPOINT` (App Service managed identity; a
+/// loopback http URL in practice). The one exception is IMDS: azure_identity's
+/// `VirtualMachineManagedIdentityCredential` calls `http://169.254.169.254`, fixed in the
+/// crate and not configurable; IMDS is plain http by Azure's design, link-local, reachable
+/// only from the VM itself, and sends no secret (it authenticates the caller by source).
+pub fn credential_from(
+    kind: CredentialKind,
+    token: Option<&str>,
+    http: Arc<dyn HttpClient>,
+    lookup: Lookup<'_>,
+) -> Result<Arc<dyn TokenCredential>, ArmError> {
+    let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
     let options = || TokenCredentialOptions::from(http.clone());
-    let cfg = |what: &str, e: azure_core::Error| ArmError::Config(format!("{what}: {e}"));
     Ok(match kind {
         CredentialKind::Static => {
             let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -49,25 +69,21 @@ pub fn credential(
             })?;
             Arc::new(StaticToken(Secret::new(token.to_string())))
         }
-        CredentialKind::WorkloadIdentity => Arc::new(FileWorkloadIdentity::from_env(http)?),
-        CredentialKind::ClientSecret => Arc::new(
-            ClientSecretCredential::create(options())
-                .map_err(|e| cfg("client secret credential", e))?,
-        ),
-        CredentialKind::ManagedIdentity => managed_identity(options())?,
+        CredentialKind::WorkloadIdentity => {
+            Arc::new(FileWorkloadIdentity::from_lookup(http, lookup)?)
+        }
+        CredentialKind::ClientSecret => client_secret(http.clone(), lookup)?,
+        CredentialKind::ManagedIdentity => managed_identity(options(), lookup)?,
         CredentialKind::AzureCli => Arc::new(AzureCliCredential::new()),
         CredentialKind::Auto => {
             if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-                Arc::new(FileWorkloadIdentity::from_env(http)?)
+                Arc::new(FileWorkloadIdentity::from_lookup(http, lookup)?)
             } else if env("AZURE_CLIENT_SECRET").is_some() {
-                Arc::new(
-                    ClientSecretCredential::create(options())
-                        .map_err(|e| cfg("client secret credential", e))?,
-                )
+                client_secret(http.clone(), lookup)?
             } else {
                 Arc::new(FirstThatWorks {
                     candidates: vec![
-                        ("managed identity", managed_identity(options())?),
+                        ("managed identity", managed_identity(options(), lookup)?),
                         ("Azure CLI", Arc::new(AzureCliCredential::new())),
                     ],
                     chosen: Mutex::new(None),
@@ -77,9 +93,44 @@ pub fn credential(
     })
 }
 
-/// App Service / Functions style endpoint when `IDENTITY_ENDPOINT` is set, IMDS otherwise.
-fn managed_identity(options: TokenCredentialOptions) -> Result<Arc<dyn TokenCredential>, ArmError> {
-    if std::env::var("IDENTITY_ENDPOINT").is_ok() {
+/// `AZURE_AUTHORITY_HOST` (default: the public cloud's), https or loopback http only.
+pub fn authority_host(lookup: Lookup<'_>) -> Result<azure_core::Url, ArmError> {
+    let value = lookup("AZURE_AUTHORITY_HOST")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "https://login.microsoftonline.com".into());
+    super::check_secure_url("AZURE_AUTHORITY_HOST", &value).map_err(ArmError::Config)
+}
+
+/// A variable a credential cannot do without.
+fn required(lookup: Lookup<'_>, what: &str, key: &str) -> Result<String, ArmError> {
+    lookup(key)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ArmError::Config(format!("{what} needs the {key} environment variable")))
+}
+
+/// A service principal with a secret (domain.md 6.3), its authority host checked.
+fn client_secret(
+    http: Arc<dyn HttpClient>,
+    lookup: Lookup<'_>,
+) -> Result<Arc<dyn TokenCredential>, ArmError> {
+    let what = "client secret credential";
+    Ok(Arc::new(ClientSecretCredential::new(
+        http,
+        authority_host(lookup)?,
+        required(lookup, what, "AZURE_TENANT_ID")?,
+        required(lookup, what, "AZURE_CLIENT_ID")?,
+        required(lookup, what, "AZURE_CLIENT_SECRET")?,
+    )))
+}
+
+/// App Service / Functions style endpoint when `IDENTITY_ENDPOINT` is set (checked like
+/// the ARM endpoint), IMDS otherwise (see `credential_from` for why IMDS is http).
+fn managed_identity(
+    options: TokenCredentialOptions,
+    lookup: Lookup<'_>,
+) -> Result<Arc<dyn TokenCredential>, ArmError> {
+    if let Some(endpoint) = lookup("IDENTITY_ENDPOINT") {
+        super::check_secure_url("IDENTITY_ENDPOINT", &endpoint).map_err(ArmError::Config)?;
         let c = AppServiceManagedIdentityCredential::create(options)
             .map_err(|e| ArmError::Config(format!("managed identity: {e}")))?;
         Ok(Arc::new(c))
@@ -143,28 +194,19 @@ pub struct FileWorkloadIdentity {
 
 impl FileWorkloadIdentity {
     pub fn from_env(http: Arc<dyn HttpClient>) -> Result<Self, ArmError> {
-        let var = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    ArmError::Config(format!(
-                        "workload identity needs the {k} environment variable"
-                    ))
-                })
-        };
-        let authority = std::env::var("AZURE_AUTHORITY_HOST")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "https://login.microsoftonline.com".into());
-        let authority = azure_core::Url::parse(&authority)
-            .map_err(|e| ArmError::Config(format!("AZURE_AUTHORITY_HOST `{authority}`: {e}")))?;
+        Self::from_lookup(http, &|k| std::env::var(k).ok())
+    }
+
+    /// From `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and
+    /// `AZURE_AUTHORITY_HOST` (https or loopback http only: the federated token goes there).
+    pub fn from_lookup(http: Arc<dyn HttpClient>, lookup: Lookup<'_>) -> Result<Self, ArmError> {
+        let what = "workload identity";
         Ok(FileWorkloadIdentity {
             http,
-            authority,
-            tenant_id: var("AZURE_TENANT_ID")?,
-            client_id: var("AZURE_CLIENT_ID")?,
-            file: var("AZURE_FEDERATED_TOKEN_FILE")?,
+            authority: authority_host(lookup)?,
+            tenant_id: required(lookup, what, "AZURE_TENANT_ID")?,
+            client_id: required(lookup, what, "AZURE_CLIENT_ID")?,
+            file: required(lookup, what, "AZURE_FEDERATED_TOKEN_FILE")?,
             state: Mutex::new(None),
         })
     }

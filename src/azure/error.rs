@@ -82,6 +82,16 @@ pub enum ArmError {
     /// not sent.
     #[error("{method} {resource}: not sent: this replica no longer holds the leader Lease")]
     Fenced { method: String, resource: String },
+    /// ARM pointed a follow-up request (`nextLink`, `Azure-AsyncOperation`, `Location`) at
+    /// another origin than the endpoint; it is not followed, so the token never leaves the
+    /// endpoint it was issued for (issue 13).
+    #[error("{resource}: {field} `{url}` is not on the ARM endpoint `{endpoint}` (same scheme, host and port required); not followed")]
+    ForeignUrl {
+        resource: String,
+        field: String,
+        url: String,
+        endpoint: String,
+    },
 }
 
 impl ArmError {
@@ -107,7 +117,9 @@ impl ArmError {
             | ArmError::Connection { .. }
             | ArmError::Credential(_)
             | ArmError::Fenced { .. } => ErrorCategory::Transient,
-            ArmError::Decode { .. } | ArmError::Config(_) => ErrorCategory::Permanent,
+            ArmError::Decode { .. } | ArmError::Config(_) | ArmError::ForeignUrl { .. } => {
+                ErrorCategory::Permanent
+            }
         }
     }
 

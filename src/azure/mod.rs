@@ -22,9 +22,9 @@
 pub mod credential;
 pub mod error;
 pub mod mock_seed;
+pub mod operations;
 pub mod policy;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ use azure_mgmt_network::models;
 use serde_json::Value;
 
 pub use error::{ArmError, ErrorCategory};
+pub use operations::Op;
 pub use policy::{ArmObserver, RetryConfig, WriteFence};
 
 use crate::model::ResourceId;
@@ -124,31 +125,33 @@ impl std::fmt::Debug for ArmClient {
 
 /// Checks the endpoint: https, or plain http to a loopback address only (the mock).
 pub fn check_endpoint(endpoint: &str) -> Result<Url, ArmError> {
-    let url = Url::parse(endpoint)
-        .map_err(|e| ArmError::Config(format!("endpoint `{endpoint}` is not a URL: {e}")))?;
+    check_secure_url("endpoint", endpoint).map_err(ArmError::Config)
+}
+
+/// The rule every URL a credential or token is sent to is held to (ARM endpoint, identity
+/// endpoints; issue 13): https, or plain http to a loopback address only (the mock, a
+/// local token server). `what` names the setting in the error.
+pub fn check_secure_url(what: &str, value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("{what} `{value}` is not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(url),
-        "http" => {
-            if is_loopback(&url) {
-                Ok(url)
-            } else {
-                Err(ArmError::Config(format!(
-                    "endpoint `{endpoint}`: plain http is only allowed to loopback addresses (the mock ARM server); use https"
-                )))
-            }
-        }
-        other => Err(ArmError::Config(format!(
-            "endpoint `{endpoint}`: unsupported scheme `{other}`"
-        ))),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "{what} `{value}`: plain http is only allowed to loopback addresses (the mock ARM server); use https"
+        )),
+        other => Err(format!("{what} `{value}`: unsupported scheme `{other}`")),
     }
 }
 
-/// True when `url` names this machine (`localhost`, 127.0.0.0/8, `::1`): the mock ARM
-/// server, never Azure.
+/// `localhost` or a loopback IP literal (127.0.0.0/8, ::1): this machine (the mock ARM
+/// server, a local token server), never Azure.
 pub fn is_loopback(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
 }
 
 /// A reqwest client (rustls) trusting the platform roots plus `ca_cert` (PEM) if given.
@@ -290,6 +293,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::NetworkSecurityGroup>>, ArmError> {
+        self.note(Op::GetNetworkSecurityGroup, id);
         let r = self
             .inner
             .network
@@ -305,6 +309,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::RouteTable>>, ArmError> {
+        self.note(Op::GetRouteTable, id);
         let r = self
             .inner
             .network
@@ -327,6 +332,7 @@ impl ArmClient {
         let what = format!(
             "/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/serviceTags"
         );
+        tracing::trace!(operation = Op::ListServiceTags.name(), resource = %what, "ARM call");
         let r = self
             .inner
             .network
@@ -360,6 +366,7 @@ impl ArmClient {
         &self,
         id: &ResourceId,
     ) -> Result<Option<Fetched<models::VirtualNetwork>>, ArmError> {
+        self.note(Op::GetVirtualNetwork, id);
         let r = self
             .inner
             .network
@@ -378,6 +385,7 @@ impl ArmClient {
         let vnet = id
             .parent()
             .ok_or_else(|| ArmError::Config(format!("`{id}` is not a subnet id")))?;
+        self.note(Op::GetSubnet, id);
         let r = self
             .inner
             .network
@@ -436,10 +444,15 @@ impl ArmClient {
         let path = format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/{collection}"
         );
+        let op = Op::list(collection).ok_or_else(|| {
+            ArmError::Config(format!(
+                "asenet does not list `{collection}` (docs/azure-permissions.md)"
+            ))
+        })?;
         let mut url = self.url(&path, NETWORK_API_VERSION)?;
         let mut out = Vec::new();
         loop {
-            let page = match self.send(Method::Get, url, None, &[], &path).await {
+            let page = match self.send(op, Method::Get, url, None, &[], &path).await {
                 Ok(r) => r.json(&path)?,
                 Err(e) if e.is_not_found() => return Ok(out),
                 Err(e) => return Err(e),
@@ -462,18 +475,7 @@ impl ArmClient {
             let Some(next) = next.filter(|_| !done(&out)) else {
                 return Ok(out);
             };
-            let next = Url::parse(next).map_err(|e| ArmError::Decode {
-                resource: path.clone(),
-                message: format!("nextLink: {e}"),
-            })?;
-            // The token goes only to the endpoint it was meant for.
-            if next.origin() != self.inner.endpoint.origin() {
-                return Err(ArmError::Decode {
-                    resource: path.clone(),
-                    message: format!("nextLink to another host: {next}"),
-                });
-            }
-            url = next;
+            url = self.follow(&path, "nextLink", next)?;
         }
     }
 
@@ -483,7 +485,17 @@ impl ArmClient {
     /// The ASE's addresses (`capacities/virtualip`, domain.md 1.5); `None` on 404.
     pub async fn get_ase_addresses(&self, ase: &ResourceId) -> Result<Option<Value>, ArmError> {
         let url = self.url(&format!("{ase}/capacities/virtualip"), WEB_API_VERSION)?;
-        match self.send(Method::Get, url, None, &[], ase.as_str()).await {
+        match self
+            .send(
+                Op::GetAseAddresses,
+                Method::Get,
+                url,
+                None,
+                &[],
+                ase.as_str(),
+            )
+            .await
+        {
             Ok(r) => Ok(Some(r.json(ase.as_str())?)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -499,6 +511,7 @@ impl ArmClient {
         precondition: Option<&Precondition>,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<Value, ArmError> {
+        let op = Op::put(id).ok_or_else(|| unlisted("write", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
         let mut headers = Vec::new();
         match precondition {
@@ -511,7 +524,7 @@ impl ArmClient {
             message: e.to_string(),
         })?;
         let response = self
-            .send(Method::Put, url, Some(bytes), &headers, id.as_str())
+            .send(op, Method::Put, url, Some(bytes), &headers, id.as_str())
             .await?;
         let initial = response.json(id.as_str())?;
         let done = self
@@ -530,13 +543,14 @@ impl ArmClient {
         precondition: Option<&Precondition>,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<(), ArmError> {
+        let op = Op::delete(id).ok_or_else(|| unlisted("delete", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
         let mut headers = Vec::new();
         if let Some(Precondition::IfMatch(etag)) = precondition {
             headers.push(("if-match", etag.clone()));
         }
         let response = match self
-            .send(Method::Delete, url, None, &headers, id.as_str())
+            .send(op, Method::Delete, url, None, &headers, id.as_str())
             .await
         {
             Ok(r) => r,
@@ -573,8 +587,14 @@ impl ArmClient {
         Ok(url)
     }
 
+    /// Records which entry of the operations table a generated-builder call is.
+    fn note(&self, op: Op, id: &ResourceId) {
+        tracing::trace!(operation = op.name(), resource = %id, "ARM call");
+    }
+
     async fn send(
         &self,
+        op: Op,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
@@ -582,6 +602,8 @@ impl ArmClient {
         resource: &str,
     ) -> Result<RawResponse, ArmError> {
         let verb = method.to_string().to_ascii_uppercase();
+        debug_assert_eq!(verb, op.entry().method, "{op:?} is a {}", op.entry().method);
+        tracing::trace!(operation = op.name(), resource, "ARM call");
         let scopes: Vec<&str> = self.inner.scopes.iter().map(String::as_str).collect();
         let token = self
             .inner
@@ -639,7 +661,7 @@ impl ArmClient {
     ) -> Result<Option<Value>, ArmError> {
         let started = Instant::now();
         let first_delay = self.poll_delay(headers);
-        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+        if let Some(status_url) = self.poll_url(id, headers, "Azure-AsyncOperation")? {
             self.poll_status(id, status_url, first_delay, started, progress)
                 .await?;
             return match initial.filter(|b| b.is_object()) {
@@ -692,12 +714,12 @@ impl ArmClient {
     ) -> Result<(), ArmError> {
         let started = Instant::now();
         let delay = self.poll_delay(headers);
-        if let Some(status_url) = header_url(headers, "azure-asyncoperation") {
+        if let Some(status_url) = self.poll_url(id, headers, "Azure-AsyncOperation")? {
             return self
                 .poll_status(id, status_url, delay, started, progress)
                 .await;
         }
-        let Some(location) = header_url(headers, "location") else {
+        let Some(location) = self.poll_url(id, headers, "Location")? else {
             return Ok(());
         };
         let mut delay = delay;
@@ -707,7 +729,14 @@ impl ArmClient {
             tokio::time::sleep(delay).await;
             polls += 1;
             let r = self
-                .send(Method::Get, location.clone(), None, &[], id.as_str())
+                .send(
+                    Op::PollLocation,
+                    Method::Get,
+                    location.clone(),
+                    None,
+                    &[],
+                    id.as_str(),
+                )
                 .await?;
             progress(&LroProgress {
                 status: if r.status == 202 {
@@ -744,7 +773,14 @@ impl ArmClient {
             tokio::time::sleep(delay).await;
             polls += 1;
             let r = self
-                .send(Method::Get, url.clone(), None, &[], id.as_str())
+                .send(
+                    Op::PollAsyncOperation,
+                    Method::Get,
+                    url.clone(),
+                    None,
+                    &[],
+                    id.as_str(),
+                )
                 .await?;
             let body = r.json(id.as_str())?;
             status = body
@@ -781,6 +817,37 @@ impl ArmClient {
         }
     }
 
+    /// A URL ARM gave for a follow-up request, accepted only on the endpoint's own origin
+    /// (scheme, host and port): the bearer token goes nowhere else. The endpoint itself is
+    /// https or loopback http (`check_endpoint`), so the same origin is too.
+    fn follow(&self, resource: &str, field: &str, url: &str) -> Result<Url, ArmError> {
+        let foreign = || ArmError::ForeignUrl {
+            resource: resource.to_string(),
+            field: field.to_string(),
+            url: url.to_string(),
+            endpoint: self.inner.endpoint.origin().ascii_serialization(),
+        };
+        let parsed = Url::parse(url).map_err(|_| foreign())?;
+        if parsed.origin() != self.inner.endpoint.origin() {
+            return Err(foreign());
+        }
+        Ok(parsed)
+    }
+
+    /// The operation URL of a write's answer (domain.md 4.5), held to `follow`'s rule.
+    fn poll_url(
+        &self,
+        id: &ResourceId,
+        headers: &Headers,
+        name: &'static str,
+    ) -> Result<Option<Url>, ArmError> {
+        let header = HeaderName::from(name.to_ascii_lowercase());
+        match headers.get_optional_str(&header) {
+            Some(v) => self.follow(id.as_str(), name, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn check_timeout(
         &self,
         id: &ResourceId,
@@ -806,11 +873,19 @@ impl ArmClient {
     /// GET any resource raw (a write's body when the PUT answered without one, and the
     /// state of a write polled without an operation URL).
     pub async fn read_raw(&self, id: &ResourceId) -> Result<Value, ArmError> {
+        let op = Op::get(id).ok_or_else(|| unlisted("read", id))?;
         let url = self.url(id.as_str(), NETWORK_API_VERSION)?;
-        self.send(Method::Get, url, None, &[], id.as_str())
+        self.send(op, Method::Get, url, None, &[], id.as_str())
             .await?
             .json(id.as_str())
     }
+}
+
+/// A call to a resource type that is not in the operations table.
+fn unlisted(what: &str, id: &ResourceId) -> ArmError {
+    ArmError::Config(format!(
+        "asenet does not {what} `{id}`: only NSGs, route tables and subnets are in its table of ARM operations (docs/azure-permissions.md)"
+    ))
 }
 
 struct RawResponse {
@@ -829,12 +904,6 @@ impl RawResponse {
             message: e.to_string(),
         })
     }
-}
-
-fn header_url(headers: &Headers, name: &'static str) -> Option<Url> {
-    headers
-        .get_optional_str(&HeaderName::from_static(name))
-        .and_then(|v| Url::parse(v).ok())
 }
 
 /// Marks a resource written by a succeeded operation, and every child in it, as

@@ -13,11 +13,7 @@ use super::AzureArgs;
 use crate::controller::{self, Engine, Leadership, LeaseSettings, Metrics, RunOptions, Settings};
 use crate::tenancy::TenancyMode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use crate::logging::LogFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
@@ -31,9 +27,19 @@ pub struct ControllerArgs {
     /// sharing an Azure parent run one after the other whatever this is.
     #[arg(long, env = "ASENET_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
     pub max_concurrent_reconciles: u16,
-    /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "ASENET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the /metrics endpoint (and of /healthz and /readyz unless
+    /// `--probe-bind` names another). `127.0.0.1:PORT` keeps metrics inside the pod.
+    #[arg(
+        long = "metrics-bind",
+        alias = "metrics-addr",
+        env = "ASENET_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints, when they should have a listener of
+    /// their own (the kubelet's probes; metrics then only on `--metrics-bind`).
+    #[arg(long = "probe-bind", env = "ASENET_PROBE_BIND")]
+    pub probe_bind: Option<SocketAddr>,
     /// Watch only this namespace (repeatable, or comma-separated); default: every namespace.
     #[arg(long = "namespace", env = "ASENET_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
@@ -94,21 +100,14 @@ fn parse_tenancy(value: &str) -> Result<TenancyMode, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // try_init: a subscriber installed earlier (tests) wins.
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let filter = crate::logging::env_filter(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        "info,kube_runtime=warn,kube_client=warn",
+    );
+    let subscriber = crate::logging::subscriber(format, filter, std::io::stderr);
+    // try_init (also bridges the `log` crate): a subscriber installed earlier (tests) wins.
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = subscriber.try_init();
 }
 
 fn host_name() -> String {
@@ -189,6 +188,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 tenancy: args.tenancy,
             },
             metrics_addr: args.metrics_addr,
+            probe_addr: args.probe_bind,
             lease,
             instance: Some(identity),
             max_concurrent_reconciles: args.max_concurrent_reconciles,

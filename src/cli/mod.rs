@@ -184,7 +184,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            // The chain quotes values from specs and from Azure: no control character
+            // of theirs reaches the terminal (issue 13).
+            eprintln!(
+                "error: {}",
+                crate::report::escape::terminal(&error_text(&e))
+            );
             ExitCode::from(1)
         }
     }

@@ -14,6 +14,7 @@ use crate::diff::Plan;
 use crate::model::Access;
 use crate::pipeline::{self, Pipeline, VerifyReport};
 use crate::report;
+use crate::report::escape::terminal;
 
 use super::OutputFormat;
 
@@ -91,8 +92,8 @@ pub fn run_apply(args: super::ApplyArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             println!(
                 "Not applying {}: specs in mode Plan or Observe contribute to it ({}).",
-                r.id,
-                by.join(", ")
+                terminal(r.id.as_str()),
+                terminal(&by.join(", "))
             );
         }
         if !outcome.plan.has_changes() {
@@ -163,7 +164,9 @@ impl ProgressPrinter {
 
 /// One progress line.
 pub fn format_event(e: &ApplyEvent, color: bool) -> String {
+    // Ids, statuses and reasons come from specs and from Azure (issue 13).
     let bold = |s: &str| {
+        let s = terminal(s);
         if color {
             format!("\x1b[1m{s}\x1b[0m")
         } else {
@@ -180,18 +183,20 @@ pub fn format_event(e: &ApplyEvent, color: bool) -> String {
             elapsed,
             ..
         } => format!(
-            "{}: Still {}... [{:.1}s elapsed, {status}]",
+            "{}: Still {}... [{:.1}s elapsed, {}]",
             bold(&report::resource_title(id)),
             "working",
-            elapsed.as_secs_f64()
+            elapsed.as_secs_f64(),
+            terminal(status)
         ),
         ApplyEvent::Replanning {
             id,
             attempt,
             reason,
         } => format!(
-            "{}: changed by someone else since it was read ({reason}); re-reading and re-planning (attempt {attempt})",
-            bold(&report::resource_title(id))
+            "{}: changed by someone else since it was read ({}); re-reading and re-planning (attempt {attempt})",
+            bold(&report::resource_title(id)),
+            terminal(reason)
         ),
         ApplyEvent::Unchanged { id } => format!(
             "{}: nothing left to change after re-reading",
@@ -223,7 +228,7 @@ pub fn render_apply_report(r: &ApplyReport, color: bool) -> String {
         };
         out.push_str(&format!(
             "  {} {what} (+{} ~{} -{})\n",
-            report::resource_title(&w.id),
+            terminal(&report::resource_title(&w.id)),
             w.counts.0,
             w.counts.1,
             w.counts.2
@@ -299,8 +304,9 @@ pub fn render_verify(r: &VerifyReport) -> String {
         ]);
     }
     let mut widths = [0usize; 6];
-    for row in &rows {
-        for (i, c) in row.iter().enumerate() {
+    for row in rows.iter_mut() {
+        for (i, c) in row.iter_mut().enumerate() {
+            *c = terminal(c).into_owned();
             widths[i] = widths[i].max(c.chars().count());
         }
     }
@@ -366,7 +372,7 @@ pub fn render_verify(r: &VerifyReport) -> String {
         }
     }
     for e in &r.errors {
-        out.push_str(&format!("Error: {e}\n"));
+        out.push_str(&format!("Error: {}\n", terminal(&e.to_string())));
     }
     let denied = r.denied().count();
     let misrouted = r.misrouted().count();

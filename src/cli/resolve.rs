@@ -45,11 +45,15 @@ pub fn run(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let text = match args.output {
         OutputFormat::Json => render_json(&desired).context("rendering JSON")?,
         OutputFormat::Text => render_text(&desired),
-        OutputFormat::Markdown => format!("```text\n{}```\n", render_text(&desired)),
+        OutputFormat::Markdown => {
+            let text = render_text(&desired);
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            crate::report::escape::code_block("text", &lines)
+        }
     };
     print!("{text}");
     for e in &errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", crate::report::escape::terminal(&e.to_string()));
     }
     Ok(if errors.is_empty() {
         ExitCode::SUCCESS

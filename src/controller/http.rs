@@ -1,6 +1,8 @@
 //! The operator's HTTP endpoints (axum): `/metrics` (Prometheus text format), `/healthz`
 //! (the process is alive) and `/readyz` (the spec stores have their initial list). Served
-//! on `--metrics-addr` by every replica, leader or not.
+//! by every replica, leader or not: all three on `--metrics-bind`, or the probes on their
+//! own `--probe-bind` listener so that metrics can be bound and network-policed apart
+//! from the kubelet's probes (issue 13).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,12 +24,42 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// Which endpoints one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    All,
+    /// `/metrics` only.
+    Metrics,
+    /// `/healthz` and `/readyz` only.
+    Probes,
+}
+
+impl Endpoints {
+    fn paths(self) -> &'static str {
+        match self {
+            Endpoints::All => "/metrics, /healthz, /readyz",
+            Endpoints::Metrics => "/metrics",
+            Endpoints::Probes => "/healthz, /readyz",
+        }
+    }
+}
+
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    router_for(state, Endpoints::All)
+}
+
+pub fn router_for(state: HttpState, endpoints: Endpoints) -> Router {
+    let mut r = Router::new();
+    if endpoints != Endpoints::Probes {
+        r = r.route("/metrics", get(metrics));
+    }
+    if endpoints != Endpoints::Metrics {
+        r = r
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz));
+    }
+    r.with_state(state)
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
@@ -60,11 +92,12 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
+    endpoints: Endpoints,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, router(state))
+    tracing::info!(%addr, "serving {}", endpoints.paths());
+    axum::serve(listener, router_for(state, endpoints))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -56,6 +56,9 @@ pub struct RunOptions {
     pub label_selector: Option<String>,
     pub settings: Settings,
     pub metrics_addr: SocketAddr,
+    /// A separate listener for `/healthz` and `/readyz`; `None` (or the metrics address):
+    /// the probes are served with the metrics.
+    pub probe_addr: Option<SocketAddr>,
     /// `None`: leader election off, this replica always writes (one replica only!).
     pub lease: Option<LeaseSettings>,
     /// This replica's leadership: the same handle must fence the engine's ARM client
@@ -239,17 +242,33 @@ pub async fn run_until(
 
     // Probes and metrics, served by every replica.
     let ready = Arc::new(AtomicBool::new(false));
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(http::serve(
-        options.metrics_addr,
-        http::HttpState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        },
-        async move {
-            let _ = http_stop_rx.await;
-        },
-    ));
+    let http_state = http::HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let probe_addr = options.probe_addr.filter(|a| *a != options.metrics_addr);
+    let listeners = match probe_addr {
+        None => vec![(options.metrics_addr, http::Endpoints::All)],
+        Some(probes) => vec![
+            (options.metrics_addr, http::Endpoints::Metrics),
+            (probes, http::Endpoints::Probes),
+        ],
+    };
+    let (http_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|(addr, endpoints)| {
+            let mut stop = http_stop_tx.subscribe();
+            tokio::spawn(http::serve(
+                addr,
+                http_state.clone(),
+                endpoints,
+                async move {
+                    let _ = stop.recv().await;
+                },
+            ))
+        })
+        .collect();
     // Ready once every watch delivered its initial list, seen on the watch streams
     // themselves. Not `Store::wait_until_ready`: its one-shot wakes a single waiter, and
     // kube-runtime's `Controller` already waits on it, so a second waiter here was never
@@ -388,11 +407,13 @@ pub async fn run_until(
         task.abort();
     }
     let _ = http_stop_tx.send(());
-    match tokio::time::timeout_at(deadline, http).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => warn!(error = %e, "metrics server failed"),
-        Ok(Err(e)) => warn!(error = %e, "metrics server task failed"),
-        Err(_) => warn!("metrics server still serving at the end of the shutdown budget"),
+    for server in servers {
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "metrics/probe server failed"),
+            Ok(Err(e)) => warn!(error = %e, "metrics/probe server task failed"),
+            Err(_) => warn!("metrics/probe server still serving at the end of the shutdown budget"),
+        }
     }
     Ok(())
 }

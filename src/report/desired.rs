@@ -16,6 +16,16 @@ pub fn render_json(desired: &Desired) -> Result<String, serde_json::Error> {
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) {
+    // Cells hold names, reasons and addresses from specs: shown escaped (issue 13).
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| super::escape::terminal(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -49,7 +59,11 @@ pub fn render_text(desired: &Desired) -> String {
             .as_deref()
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
-        let _ = writeln!(out, "network security group {}{loc}", nsg.id);
+        let _ = writeln!(
+            out,
+            "{}",
+            super::escape::terminal(&format!("network security group {}{loc}", nsg.id))
+        );
         let rows: Vec<Vec<String>> = nsg
             .rules
             .iter()
@@ -95,7 +109,11 @@ pub fn render_text(desired: &Desired) -> String {
             .as_deref()
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
-        let _ = writeln!(out, "route table {}{loc}", rt.id);
+        let _ = writeln!(
+            out,
+            "{}",
+            super::escape::terminal(&format!("route table {}{loc}", rt.id))
+        );
         let rows: Vec<Vec<String>> = rt
             .routes
             .iter()

@@ -1,9 +1,14 @@
 //! The Markdown rendering of a plan, for pull-request comments: a summary line, a table
 //! of changes per changed resource, a collapsible `<details>` block with the complete list
 //! each resource will hold, warnings for conflicts and the spec errors.
+//!
+//! Every string that comes from a spec or from Azure goes through `escape` (`text` for
+//! prose, `code` for names and values shown as code): a hostile value cannot add a
+//! heading, link, image, HTML or table cell to a pull-request comment (issue 13).
 
 use std::fmt::Write;
 
+use super::escape::{code, code_block};
 use super::{
     action_phrase, association_reason, association_target, describe_route, describe_rule,
     entry_words, resource_title, route_field, rule_field, summary_line,
@@ -25,8 +30,8 @@ pub fn render_markdown(plan: &Plan) -> String {
             let (c, u, d) = r.counts();
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {c} | {u} | {d} |",
-                cell(&resource_title(&r.id)),
+                "| {} | {} | {c} | {u} | {d} |",
+                code(&resource_title(&r.id)),
                 action_phrase(r.action)
             );
         }
@@ -36,8 +41,8 @@ pub fn render_markdown(plan: &Plan) -> String {
     for r in &changed {
         let _ = writeln!(
             out,
-            "#### `{}` {}\n",
-            resource_title(&r.id),
+            "#### {} {}\n",
+            code(&resource_title(&r.id)),
             action_phrase(r.action)
         );
         match r.kind {
@@ -54,10 +59,10 @@ pub fn render_markdown(plan: &Plan) -> String {
         for (r, c) in conflicts {
             let _ = writeln!(
                 out,
-                "> - `{}` ({}): {}",
-                resource_title(&r.id),
+                "> - {} ({}): {}",
+                code(&resource_title(&r.id)),
                 c.kind.as_str(),
-                c.message
+                message(&c.message)
             );
         }
         out.push('\n');
@@ -67,11 +72,11 @@ pub fn render_markdown(plan: &Plan) -> String {
         for e in &plan.errors {
             let _ = writeln!(
                 out,
-                "> - `{}` `{}`: {} (value `{}`, {})",
-                e.spec,
-                e.field,
-                e.message,
-                e.value,
+                "> - {} {}: {} (value {}, {})",
+                code(&e.spec.to_string()),
+                code(&e.field),
+                message(&e.message),
+                code(&e.value),
                 e.kind.as_str()
             );
         }
@@ -80,15 +85,42 @@ pub fn render_markdown(plan: &Plan) -> String {
     out
 }
 
-/// Escapes a table cell: `|` would end the cell, newlines the row.
+/// A message of asenet's (a conflict, a spec error) as Markdown. Messages quote names
+/// and values in backticks: each pair of backticks becomes a code span (`escape::code`,
+/// safe whatever it holds), everything else is escaped prose, and an unpaired backtick is
+/// prose too. A value with backticks of its own may pair up differently than meant, but
+/// every piece is escaped for where it lands, so it can only render oddly, never add
+/// structure.
+fn message(s: &str) -> String {
+    let pieces: Vec<&str> = s.split('`').collect();
+    let paired = if pieces.len() % 2 == 1 {
+        pieces.len()
+    } else {
+        pieces.len() - 1
+    };
+    let mut out = String::new();
+    for (i, piece) in pieces[..paired].iter().enumerate() {
+        if i % 2 == 0 {
+            out.push_str(&cell(piece));
+        } else {
+            out.push_str(&code(piece));
+        }
+    }
+    if paired < pieces.len() {
+        out.push_str(&cell(&format!("`{}", pieces[paired])));
+    }
+    out
+}
+
+/// Prose from a spec or from Azure in a table cell or list item (`escape::markdown`).
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    super::escape::markdown(s).into_owned()
 }
 
 fn rule_cells(r: &SecurityRule) -> String {
     format!(
-        "`{}` | {:?} | {} | {:?} | {} | {} | {} | {}",
-        cell(&r.name),
+        "{} | {:?} | {} | {:?} | {} | {} | {} | {}",
+        code(&r.name),
         r.direction,
         r.priority,
         r.access,
@@ -138,9 +170,9 @@ fn entry_table<T>(
             .iter()
             .map(|f| {
                 format!(
-                    "{f}: `{}` → `{}`",
-                    cell(&field(&u.before, f)),
-                    cell(&field(&u.after, f))
+                    "{f}: {} → {}",
+                    code(&field(&u.before, f)),
+                    code(&field(&u.after, f))
                 )
             })
             .collect::<Vec<_>>()
@@ -161,8 +193,8 @@ fn entry_table<T>(
 
 fn route_cells(r: &Route) -> String {
     format!(
-        "`{}` | {} | {:?} | {}",
-        cell(&r.name),
+        "{} | {} | {:?} | {}",
+        code(&r.name),
         r.address_prefix,
         r.next_hop_type,
         r.next_hop_ip_address
@@ -217,10 +249,6 @@ fn details(out: &mut String, r: &ResourcePlan) {
         lines.len(),
         r.rules.foreign.len() + r.routes.foreign.len()
     );
-    out.push_str("```text\n");
-    for l in lines {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    out.push_str("```\n\n</details>\n\n");
+    out.push_str(&code_block("text", &lines));
+    out.push_str("\n</details>\n\n");
 }

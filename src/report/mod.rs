@@ -9,6 +9,7 @@
 //! reuses, so that a rule reads the same everywhere.
 
 pub mod desired;
+pub mod escape;
 mod json;
 mod markdown;
 mod text;

@@ -14,9 +14,12 @@
 //! ```
 //!
 //! Colours (ANSI) only when the caller says so (`std::io::IsTerminal` on stdout).
+//! Every string from a spec or from Azure goes through `escape::terminal`: it prints on
+//! its own line and sends no control character (issue 13).
 
 use std::fmt::Write;
 
+use super::escape::terminal;
 use super::{
     action_phrase, association_reason, association_target, describe_route, describe_rule,
     entry_words, plural, resource_title, route_field, rule_field, summary_line, unchanged_counts,
@@ -64,8 +67,8 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 out,
                 "{} {}: {}",
                 st.paint(&format!("{BOLD}{YELLOW}"), "Warning:"),
-                resource_title(&r.id),
-                c.message
+                terminal(&resource_title(&r.id)),
+                terminal(&c.message)
             );
         }
         out.push('\n');
@@ -75,10 +78,10 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             out,
             "{} spec {}: {}: {} (value `{}`, {})",
             st.paint(&format!("{BOLD}{RED}"), "Error:"),
-            e.spec,
-            e.field,
-            e.message,
-            e.value,
+            terminal(&e.spec.to_string()),
+            terminal(&e.field),
+            terminal(&e.message),
+            terminal(&e.value),
             e.kind.as_str()
         );
     }
@@ -103,7 +106,11 @@ fn render_resource(out: &mut String, r: &ResourcePlan, st: &Style) {
         "  {}",
         st.paint(
             &format!("{BOLD}{head_color}"),
-            &format!("# {} {}", resource_title(&r.id), action_phrase(r.action))
+            &format!(
+                "# {} {}",
+                terminal(&resource_title(&r.id)),
+                action_phrase(r.action)
+            )
         )
     );
     if let Some(loc) = r
@@ -111,6 +118,7 @@ fn render_resource(out: &mut String, r: &ResourcePlan, st: &Style) {
         .as_deref()
         .filter(|_| r.action == ParentAction::Create)
     {
+        let loc = terminal(loc);
         let _ = writeln!(out, "      {}", st.paint(DIM, &format!("location: {loc}")));
     }
     render_entries(out, &r.rules, describe_rule, |e| &e.name, rule_field, st);
@@ -161,9 +169,9 @@ fn render_entries<T>(
             out,
             "    {} {}  {}  {}",
             st.paint(GREEN, "+"),
-            name(&p.entry),
-            describe(&p.entry),
-            st.paint(DIM, &format!("# {}", p.reason))
+            terminal(name(&p.entry)),
+            terminal(&describe(&p.entry)),
+            st.paint(DIM, &format!("# {}", terminal(&p.reason)))
         );
     }
     for u in &ch.update {
@@ -171,8 +179,8 @@ fn render_entries<T>(
             out,
             "    {} {}  {}",
             st.paint(YELLOW, "~"),
-            name(&u.before),
-            st.paint(DIM, &format!("# {}", u.reason))
+            terminal(name(&u.before)),
+            st.paint(DIM, &format!("# {}", terminal(&u.reason)))
         );
         for f in &u.fields {
             let _ = writeln!(
@@ -189,14 +197,15 @@ fn render_entries<T>(
             out,
             "    {} {}  {}  {}",
             st.paint(RED, "-"),
-            name(&p.entry),
-            describe(&p.entry),
-            st.paint(DIM, &format!("# {}", p.reason))
+            terminal(name(&p.entry)),
+            terminal(&describe(&p.entry)),
+            st.paint(DIM, &format!("# {}", terminal(&p.reason)))
         );
     }
 }
 
 fn quote_empty(s: String) -> String {
+    let s = terminal(&s).into_owned();
     if s.is_empty() {
         "(none)".to_string()
     } else if s.contains(' ') {
@@ -223,8 +232,8 @@ fn association_line(
         out,
         "    {} {what}: {} -> {}  {}",
         st.paint(color, sign),
-        association_target(c.from.as_ref()),
-        association_target(c.to.as_ref()),
-        st.paint(DIM, &format!("# {reason}"))
+        terminal(&association_target(c.from.as_ref())),
+        terminal(&association_target(c.to.as_ref())),
+        st.paint(DIM, &format!("# {}", terminal(reason)))
     );
 }

@@ -204,6 +204,33 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
         checks["Lease Role allows get, create, update"] = len(lease_roles) == 1 and any(
             "leases" in r.get("resources", []) and {"get", "create", "update"} <= set(r.get("verbs", []))
             for r in lease_roles[0]["rules"])
+    controller = values.get("controller", {})
+    metrics_port = controller.get("metricsPort", 8080)
+    probe_port = controller.get("probePort", 8081)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    checks["metrics port from values"] = ports.get("metrics") == metrics_port and any(
+        a.startswith("--metrics-bind=") and a.endswith(f":{metrics_port}") for a in args)
+    if probe_port != metrics_port:
+        checks["probes on their own listener"] = (
+            f"--probe-bind=0.0.0.0:{probe_port}" in args and ports.get("probes") == probe_port
+            and container["livenessProbe"]["httpGet"]["port"] == "probes"
+            and container["readinessProbe"]["httpGet"]["port"] == "probes")
+    level = controller.get("logLevel", "info")
+    checks["RUST_LOG from the enumerated logLevel"] = env["RUST_LOG"]["value"].split(",")[0] == level
+    policies = by_kind(docs, "NetworkPolicy")
+    policy = values.get("networkPolicy", {})
+    if policy.get("enabled"):
+        selector = deploy["spec"]["selector"]["matchLabels"]
+        ingress = policies[0]["spec"]["ingress"] if len(policies) == 1 else []
+        metrics_rules = [r for r in ingress if {p["port"] for p in r["ports"]} == {metrics_port}]
+        checks["NetworkPolicy selects the controller's pods"] = (
+            len(policies) == 1 and policies[0]["spec"]["podSelector"]["matchLabels"] == selector)
+        checks["NetworkPolicy: metrics only from metricsFrom"] = (
+            len(metrics_rules) == 1 and metrics_rules[0].get("from") == policy.get("metricsFrom"))
+        checks["NetworkPolicy: no other port open"] = all(
+            p["port"] in (metrics_port, probe_port) for r in ingress for p in r["ports"])
+    else:
+        checks["no NetworkPolicy unless enabled"] = not policies
     for sm in by_kind(docs, "ServiceMonitor"):
         checks["ServiceMonitor scrapes the metrics port"] = sm["spec"]["endpoints"][0]["port"] == "metrics"
     for name, passed in checks.items():
@@ -224,6 +251,48 @@ def chart_checks() -> None:
     (ok if same else fail)("charts/asenet/crds/ holds the same CRDs as crds/")
     for path in [CRD, *TENANCY_CRDS]:
         kubernetes_validate([dict(yaml.safe_load(path.read_text()), _source="crds")], path.name)
+
+
+# values.schema.json (issue 13): what it must refuse, and the edge cases it must accept.
+SCHEMA_REJECTS = [
+    ("plain http ARM endpoint off loopback", {"azure": {"endpoint": "http://10.0.0.5:8080"}}),
+    ("plain http ARM endpoint by name", {"azure": {"endpoint": "http://management.azure.com"}}),
+    ("http on 127.* look-alike host", {"azure": {"endpoint": "http://127.0.0.1.evil.example:80"}}),
+    ("non-http scheme", {"azure": {"endpoint": "ftp://127.0.0.1"}}),
+    ("free-form logLevel", {"controller": {"logLevel": "debug,azure_core=trace"}}),
+    ("unknown controller key", {"controller": {"metricsAddr": "0.0.0.0:8080"}}),
+    ("unknown credential", {"azure": {"credential": "password"}}),
+]
+SCHEMA_ACCEPTS = [
+    ("https endpoint", {"azure": {"endpoint": "https://management.usgovcloudapi.net"}}),
+    ("loopback http (the mock)", {"azure": {"endpoint": "http://127.0.0.1:8443"}}),
+    ("localhost http (the mock)", {"azure": {"endpoint": "http://localhost:8443/"}}),
+    ("logLevel trace", {"controller": {"logLevel": "trace"}}),
+]
+
+
+def schema_checks() -> None:
+    print("== values.schema.json")
+    chart = helm.Chart.load(str(CHART))
+    for label, values in SCHEMA_REJECTS:
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            fail(f"schema accepted {label}: {values}")
+        except Exception as e:  # the SDK raises the Go error text
+            message = str(e)
+            (ok if "schema" in message else fail)(f"schema rejects {label}: {message.splitlines()[-1].strip()}")
+    for label, values in SCHEMA_ACCEPTS:
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            ok(f"schema accepts {label}")
+        except Exception as e:
+            fail(f"schema refused {label}: {e}")
+    try:
+        chart.render({"controller": {"metricsBindAddress": "127.0.0.1", "probePort": 8080}},
+                     name=RELEASE, namespace=NAMESPACE, is_install=True)
+        fail("metrics bound to loopback with the probes on the same listener rendered")
+    except Exception as e:
+        (ok if "probePort" in str(e) else fail)("probes sharing a loopback-bound metrics listener refused")
 
 
 def openapi_to_jsonschema(node):
@@ -319,6 +388,8 @@ def main() -> None:
     end_group("helm lint")
     chart_checks()
     end_group("rendered manifests")
+    schema_checks()
+    end_group("values schema")
     examples()
     tenancy_examples()
     end_group("examples")

@@ -425,6 +425,7 @@ pub fn options(addr: SocketAddr, lease: Option<LeaseSettings>) -> RunOptions {
             ..Settings::default()
         },
         metrics_addr: addr,
+        probe_addr: None,
         lease,
         instance: Some("replica-a".into()),
         max_concurrent_reconciles: 4,

@@ -75,3 +75,21 @@ boolean false: it means off. Anything else fails the render.
 {{- end -}}
 {{- $mode -}}
 {{- end }}
+
+{{/*
+host:port for a listen flag; IPv6 literals in brackets. Args: (list address port).
+*/}}
+{{- define "asenet.hostPort" -}}
+{{- $addr := index . 0 | toString -}}
+{{- $port := index . 1 -}}
+{{- if contains ":" $addr -}}[{{ trimAll "[]" $addr }}]:{{ $port }}{{- else -}}{{ $addr }}:{{ $port }}{{- end -}}
+{{- end }}
+
+{{/*
+RUST_LOG from controller.logLevel (an enumerated level); kube's own chatter stays at warn
+below debug.
+*/}}
+{{- define "asenet.rustLog" -}}
+{{- $level := .Values.controller.logLevel -}}
+{{- if has $level (list "debug" "trace") -}}{{ $level }}{{- else -}}{{ $level }},kube_runtime=warn,kube_client=warn{{- end -}}
+{{- end }}

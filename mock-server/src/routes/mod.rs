@@ -33,7 +33,7 @@ pub(crate) struct Scheme(pub &'static str);
 /// The router: `/_admin/...` plus every ARM path.
 pub fn app(state: MockState) -> Router {
     Router::new()
-        .nest("/_admin", crate::admin::router())
+        .nest("/_admin", crate::admin::router(state.clone()))
         .fallback(handle)
         .with_state(state)
 }
@@ -140,13 +140,25 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
     let mut label = "unknown";
     let mut ratelimit: Option<(&'static str, u32)> = None;
     let mut faulted = false;
-    let result = pipeline(&state, request, &mut label, &mut ratelimit, &mut faulted).await;
+    let mut poll_origin = None;
+    let result = pipeline(
+        &state,
+        request,
+        &mut label,
+        &mut ratelimit,
+        &mut faulted,
+        &mut poll_origin,
+    )
+    .await;
     let mut response = match result {
         Ok(reply) => reply.into_response(),
         Err(err) => err.into_response(),
     };
     let status = response.status();
     let headers = response.headers_mut();
+    if let Some(origin) = poll_origin {
+        rewrite_poll_urls(headers, &origin);
+    }
     if !headers.contains_key("x-ms-request-id") {
         headers.insert("x-ms-request-id", uuid_header());
     }
@@ -175,6 +187,23 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
     response
 }
 
+/// The `foreignPollUrl` fault: operation URLs moved to `origin`, path and query kept.
+fn rewrite_poll_urls(headers: &mut http::HeaderMap, origin: &str) {
+    for name in ["azure-asyncoperation", "location"] {
+        let Some(url) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let path = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+            .unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&format!("{}{path}", origin.trim_end_matches('/')))
+        {
+            headers.insert(name, value);
+        }
+    }
+}
+
 fn uuid_header() -> HeaderValue {
     HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-0000-0000-000000000000"))
@@ -186,6 +215,7 @@ async fn pipeline(
     label: &mut &'static str,
     ratelimit: &mut Option<(&'static str, u32)>,
     faulted: &mut bool,
+    poll_origin: &mut Option<String>,
 ) -> Result<Reply, ArmError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -230,6 +260,10 @@ async fn pipeline(
                 message,
                 keep_write,
             });
+        }
+        Some(FaultAction::ForeignPollUrl { origin }) => {
+            *faulted = true;
+            *poll_origin = Some(origin);
         }
         None => {}
     }

@@ -3,6 +3,7 @@
 // configuration, the binary from MOCK_ARM_BIN (run.sh sets it from CARGO_TARGET_DIR).
 
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { Agent, request } from "node:https";
 import { tmpdir } from "node:os";
@@ -61,6 +62,8 @@ function firstLines(stream, count, timeoutMs) {
 /** A running mock: its base URL, an HTTPS agent that trusts its CA, and `stop()`. */
 export async function startMock() {
   const dir = mkdtempSync(join(tmpdir(), "mock-arm-js-"));
+  // The admin API needs this token (X-Mock-Admin-Token); a fresh one per mock.
+  const adminToken = randomBytes(16).toString("hex");
   const child = spawn(
     binary(),
     [
@@ -69,6 +72,7 @@ export async function startMock() {
       "--seed", join(fixtures, "seed.yaml"),
       "--config", join(fixtures, "fast.yaml"),
       "--state", join(dir, "state.json"),
+      "--admin-token", adminToken,
     ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
@@ -88,6 +92,7 @@ export async function startMock() {
     return {
       url,
       agent,
+      adminToken,
       async stop() {
         agent.destroy();
         child.kill("SIGKILL");
@@ -161,7 +166,11 @@ export function admin(mock, path, { method = "GET", body } = {}) {
   return new Promise((done, fail) => {
     const req = request(
       `${mock.url}/_admin/${path}`,
-      { method, agent: mock.agent, headers: { "content-type": "application/json" } },
+      {
+        method,
+        agent: mock.agent,
+        headers: { "content-type": "application/json", "x-mock-admin-token": mock.adminToken },
+      },
       (res) => {
         let text = "";
         res.setEncoding("utf8");
