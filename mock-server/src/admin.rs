@@ -129,7 +129,6 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-
 }
 
 async fn stats(State(state): State<MockState>) -> Json<crate::Stats> {

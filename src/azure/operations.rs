@@ -351,6 +351,7 @@ mod tests {
             Op::ListNetworkSecurityGroups,
             Op::ListRouteTables,
             Op::GetAseAddresses,
+            Op::ListServiceTags,
             Op::PutNetworkSecurityGroup,
             Op::PutRouteTable,
             Op::PutSubnet,
