@@ -838,7 +838,7 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
     let exp = expected(&fleet);
     let (valid, _) = asenet::validate::validate_all(&fleet.specs);
     let seed =
-        asenet::azure::mock_seed::seed(&fleet.snapshot, &valid).map_err(anyhow::Error::msg)?;
+        asenet::fixture::mock_seed::seed(&fleet.snapshot, &valid).map_err(anyhow::Error::msg)?;
     let config = mock_arm::Config {
         clock_scale: scale,
         history_limit: 100_000,

@@ -31,15 +31,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use azure_mgmt_network::models;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition};
+// The ARM JSON of bodies lives in the ARM layer's wire module; re-exported for callers of
+// `apply::writable` and friends.
+pub use crate::azure::wire::{carried_child, render_route, render_rule, writable};
 use crate::diff::{EntryChanges, ParentAction, Plan, ResourceKind, ResourcePlan};
-use crate::model::{
-    Access, Direction, NextHopType, PortSet, Protocol, ResourceId, Route, SecurityRule, SpecKey,
-};
+use crate::model::{ResourceId, SpecKey};
 use crate::observe::{self, ObserveError};
 use crate::snapshot::Snapshot;
 
@@ -821,52 +821,6 @@ fn copy_resource(from: &Snapshot, to: &mut Snapshot, id: &ResourceId) {
 // Bodies
 // ---------------------------------------------------------------------------------------
 
-/// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
-/// SDKs' serialisers do the same). Everything else is carried.
-const READ_ONLY_PROPERTIES: &[&str] = &[
-    "provisioningState",
-    "resourceGuid",
-    "defaultSecurityRules",
-    "subnets",
-    "networkInterfaces",
-    "flowLogs",
-    "ipConfigurations",
-    "ipConfigurationProfiles",
-    "privateEndpoints",
-    "resourceNavigationLinks",
-    "serviceAssociationLinks",
-    "purpose",
-];
-
-/// A resource as read, minus what ARM computes (top-level `etag`, `type`, read-only
-/// properties).
-pub fn writable(raw: &Value) -> Value {
-    let mut v = raw.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("etag");
-        o.remove("type");
-        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
-            for k in READ_ONLY_PROPERTIES {
-                p.remove(*k);
-            }
-        }
-    }
-    v
-}
-
-/// A child entry (foreign rule or route) as read, minus the two values ARM re-stamps on
-/// every write of the parent (`etag`, `provisioningState`); every other byte is carried.
-pub fn carried_child(raw: &Value) -> Value {
-    let mut v = raw.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("etag");
-        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
-            p.remove("provisioningState");
-        }
-    }
-    v
-}
-
 /// The body and precondition of the one write `rp` needs.
 pub fn build_body(
     rp: &ResourcePlan,
@@ -974,74 +928,6 @@ fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, ApplyError
         tags.insert(CREATED_BY_TAG.into(), Value::String(owner.to_string()));
     }
     Ok(json!({ "location": location, "tags": tags, "properties": {} }))
-}
-
-/// An owned rule as ARM JSON, through the generated model (singular field for one value,
-/// plural for several, domain.md 2.1).
-pub fn render_rule(r: &SecurityRule) -> Value {
-    use models::security_rule_properties_format::Protocol as P;
-    let protocol = match r.protocol {
-        Protocol::Tcp => P::Tcp,
-        Protocol::Udp => P::Udp,
-        Protocol::Icmp => P::Icmp,
-        Protocol::Esp => P::Esp,
-        Protocol::Ah => P::Ah,
-        Protocol::Any => P::U2a,
-    };
-    let access = match r.access {
-        Access::Allow => models::SecurityRuleAccess::Allow,
-        Access::Deny => models::SecurityRuleAccess::Deny,
-    };
-    let direction = match r.direction {
-        Direction::Inbound => models::SecurityRuleDirection::Inbound,
-        Direction::Outbound => models::SecurityRuleDirection::Outbound,
-    };
-    let mut p = models::SecurityRulePropertiesFormat::new(
-        protocol,
-        access,
-        i32::try_from(r.priority).unwrap_or(i32::MAX),
-        direction,
-    );
-    p.description = r.description.clone();
-    (p.source_address_prefix, p.source_address_prefixes) = r.source.to_arm();
-    (p.destination_address_prefix, p.destination_address_prefixes) = r.destination.to_arm();
-    (p.source_port_range, p.source_port_ranges) = ports(&r.source_ports);
-    (p.destination_port_range, p.destination_port_ranges) = ports(&r.destination_ports);
-    let rule = models::SecurityRule {
-        name: Some(r.name.clone()),
-        properties: Some(p),
-        ..Default::default()
-    };
-    serde_json::to_value(rule).unwrap_or(Value::Null)
-}
-
-fn ports(p: &PortSet) -> (Option<String>, Vec<String>) {
-    let mut v = p.to_strings();
-    if v.len() == 1 {
-        (v.pop(), vec![])
-    } else {
-        (None, v)
-    }
-}
-
-/// An owned route as ARM JSON, through the generated model.
-pub fn render_route(r: &Route) -> Value {
-    let hop = match r.next_hop_type {
-        NextHopType::Internet => models::RouteNextHopType::Internet,
-        NextHopType::VirtualAppliance => models::RouteNextHopType::VirtualAppliance,
-        NextHopType::VirtualNetworkGateway => models::RouteNextHopType::VirtualNetworkGateway,
-        NextHopType::VnetLocal => models::RouteNextHopType::VnetLocal,
-        NextHopType::None => models::RouteNextHopType::None,
-    };
-    let mut p = models::RoutePropertiesFormat::new(hop);
-    p.address_prefix = Some(r.address_prefix.to_string());
-    p.next_hop_ip_address = r.next_hop_ip_address.map(|a| a.to_string());
-    let route = models::Route {
-        name: Some(r.name.clone()),
-        properties: Some(p),
-        ..Default::default()
-    };
-    serde_json::to_value(route).unwrap_or(Value::Null)
 }
 
 /// The child list of a parent PUT (rules of an NSG, routes of a route table): entries

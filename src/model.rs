@@ -1281,3 +1281,23 @@ mod tests {
         assert!(check_azure_name(&"a".repeat(81)).is_err());
     }
 }
+
+/// ASE version as the core sees it: decides the required rules (docs/domain.md 1.2-1.4).
+/// Its own type, not the CRD's `api::AseVersion`: validate converts, so the core does not
+/// depend on the CRD types (issue 15). Serialised like the CRD's (`V1`, `V2`, `V3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum AseVersion {
+    V1,
+    V2,
+    V3,
+}
+
+/// How routes keep the ASE's required traffic off the tunnel (docs/domain.md 3.3-3.4): the
+/// core's copy of the CRD's `api::TunnelingStrategy`, converted by validate (issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TunnelingStrategy {
+    /// `0.0.0.0/0 -> Internet` when advertised, plus routes for the required prefixes.
+    DirectInternet,
+    /// One route per required service tag, plus `0.0.0.0/0 -> Internet` when advertised.
+    ServiceTag,
+}

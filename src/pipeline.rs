@@ -65,7 +65,7 @@ impl Default for PipelineOptions {
 
 impl PipelineOptions {
     /// From the shared Azure flags (`--max-concurrency`, `--service-tags`).
-    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
+    pub fn from_args(args: &crate::azure::AzureArgs) -> Result<Self, PipelineError> {
         let service_tags = match &args.service_tags {
             Some(path) => ServiceTags::load(path)?,
             None => ServiceTags::default(),
@@ -247,7 +247,7 @@ impl Pipeline {
     }
 
     /// A pipeline from the shared Azure flags (the CLI and the operator).
-    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, PipelineError> {
+    pub fn from_args(args: &crate::azure::AzureArgs) -> Result<Self, PipelineError> {
         let arm = ArmClient::from_args(args)?;
         Ok(Pipeline::new(arm, PipelineOptions::from_args(args)?))
     }

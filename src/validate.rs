@@ -19,13 +19,11 @@ use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use crate::api::{
-    AseConnectivity, AseVersion, DeletionPolicy, Mode, NsgRef, PriorityBandSpec, TunnelingStrategy,
-};
+use crate::api::{self, AseConnectivity, DeletionPolicy, Mode, NsgRef, PriorityBandSpec};
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    check_azure_name, check_resource_id, looks_like_tag, parse_network, Caseless, PortRange,
-    PortSet, Priority, PriorityBand, Protocol, ResourceId, SpecKey,
+    check_azure_name, check_resource_id, looks_like_tag, parse_network, AseVersion, Caseless,
+    PortRange, PortSet, Priority, PriorityBand, Protocol, ResourceId, SpecKey, TunnelingStrategy,
 };
 
 /// The band used when a spec gives none.
@@ -214,6 +212,24 @@ pub struct ValidForcedTunneling {
     pub strategy: TunnelingStrategy,
     /// The tags whose prefixes must reach the Internet directly; defaulted per version.
     pub required_tags: Vec<String>,
+}
+
+/// The CRD's version in the core's type: the core does not depend on the CRD types (issue
+/// 15), so the conversion happens here, at the edge.
+fn ase_version(v: api::AseVersion) -> AseVersion {
+    match v {
+        api::AseVersion::V1 => AseVersion::V1,
+        api::AseVersion::V2 => AseVersion::V2,
+        api::AseVersion::V3 => AseVersion::V3,
+    }
+}
+
+/// The CRD's tunneling strategy in the core's type (see [`ase_version`]).
+fn tunneling_strategy(s: api::TunnelingStrategy) -> TunnelingStrategy {
+    match s {
+        api::TunnelingStrategy::DirectInternet => TunnelingStrategy::DirectInternet,
+        api::TunnelingStrategy::ServiceTag => TunnelingStrategy::ServiceTag,
+    }
 }
 
 /// Validates every spec; returns the valid ones and the errors of the others. This is the
@@ -576,7 +592,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     let s = &spec.spec;
 
     // Environment.
-    let version = s.environment.version;
+    let version = ase_version(s.environment.version);
     let environment_id = s.environment.resource_id.as_deref().and_then(|v| {
         cx.resource_id(
             Path::root("spec.environment.resourceId"),
@@ -845,7 +861,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
         };
         forced_tunneling = Some(ValidForcedTunneling {
             advertised,
-            strategy: ft.strategy,
+            strategy: tunneling_strategy(ft.strategy),
             required_tags,
         });
     }

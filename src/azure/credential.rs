@@ -23,8 +23,8 @@ use azure_identity::{
     TokenCredentialOptions, VirtualMachineManagedIdentityCredential, WorkloadIdentityCredential,
 };
 
+use super::config::CredentialKind;
 use super::ArmError;
-use crate::cli::CredentialKind;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -19,11 +19,12 @@
 //! - The ASE address lookup (`Microsoft.Web/hostingEnvironments/{name}/capacities/virtualip`,
 //!   domain.md 1.5) is not in the network crate: a raw GET.
 
+pub mod config;
 pub mod credential;
 pub mod error;
-pub mod mock_seed;
 pub mod operations;
 pub mod policy;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use azure_core::{
 use azure_mgmt_network::models;
 use serde_json::Value;
 
+pub use config::{AzureArgs, CredentialKind};
 pub use error::{ArmError, ErrorCategory};
 pub use operations::Op;
 pub use policy::{ArmObserver, RetryConfig, WriteFence};
@@ -245,14 +247,11 @@ impl ArmClient {
     }
 
     /// A client from the command line / operator flags.
-    pub fn from_args(args: &crate::cli::AzureArgs) -> Result<Self, ArmError> {
+    pub fn from_args(args: &AzureArgs) -> Result<Self, ArmError> {
         Self::from_args_with(args, ArmClientOptions::default())
     }
 
-    pub fn from_args_with(
-        args: &crate::cli::AzureArgs,
-        options: ArmClientOptions,
-    ) -> Result<Self, ArmError> {
+    pub fn from_args_with(args: &AzureArgs, options: ArmClientOptions) -> Result<Self, ArmError> {
         check_endpoint(&args.endpoint)?;
         let http: Arc<dyn HttpClient> = Arc::new(http_client(
             args.ca_cert.as_deref(),

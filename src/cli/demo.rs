@@ -5,7 +5,7 @@
 //!
 //! The mock (crate `mock_arm`) listens on a free loopback port over plain http and accepts
 //! any static bearer token. It is seeded from `<seed>/mock-seed.yaml`, or, when that file is
-//! absent, from `<seed>/snapshot.yaml` through `azure::mock_seed`. Service tags come from
+//! absent, from `<seed>/snapshot.yaml` through `fixture::mock_seed`. Service tags come from
 //! the snapshot file when it has them, else from the embedded fixture.
 
 use std::io::IsTerminal;
@@ -62,7 +62,7 @@ pub fn load_seed(
     } else {
         let snapshot = crate::load::load_snapshot(&snapshot_path)?;
         let (valid, _) = crate::validate::validate_all(specs);
-        crate::azure::mock_seed::seed(&snapshot, &valid).map_err(|e| {
+        crate::fixture::mock_seed::seed(&snapshot, &valid).map_err(|e| {
             anyhow::anyhow!(
                 "building the mock seed from {}: {e}",
                 snapshot_path.display()

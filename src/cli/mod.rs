@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+// The ARM options live in the ARM layer (issue 15: no edge from `azure` to `cli`); the
+// commands flatten them.
+pub use crate::azure::config::{AzureArgs, CredentialKind};
+
 mod controller;
 mod demo;
 mod plan;
@@ -63,49 +67,6 @@ pub struct ResolveArgs {
     /// the operator with `--tenancy enforce`. Without it, tenancy is off.
     #[arg(long = "policy")]
     pub policy: Vec<PathBuf>,
-}
-
-/// How to reach Azure Resource Manager.
-#[derive(Debug, Clone, Args)]
-pub struct AzureArgs {
-    /// ARM endpoint.
-    #[arg(
-        long,
-        env = "ASENET_ENDPOINT",
-        default_value = "https://management.azure.com"
-    )]
-    pub endpoint: String,
-    /// Which credential to use.
-    #[arg(long, env = "ASENET_CREDENTIAL", value_enum, default_value = "auto")]
-    pub credential: CredentialKind,
-    /// Bearer token for `--credential static` (for the mock ARM server).
-    #[arg(long, env = "ASENET_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Extra CA certificate (PEM) to trust, e.g. the mock ARM server's.
-    #[arg(long, env = "ASENET_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
-    /// Maximum concurrent ARM reads.
-    #[arg(long, default_value_t = 8)]
-    pub max_concurrency: usize,
-    /// Maximum concurrent ARM writes per subscription (ARM refills 10 writes/s; each
-    /// write waits for its long-running operation, so many must be in flight).
-    #[arg(long, default_value_t = 64)]
-    pub max_write_concurrency: usize,
-    /// Azure service tags JSON (`ServiceTags_Public_*.json`) or a snapshot file: the
-    /// prefixes forced-tunneling routes need, instead of ARM's Service Tags API (air-gapped
-    /// use). Default: ARM (`ServiceTags_List`, once per location per run).
-    #[arg(long, env = "ASENET_SERVICE_TAGS")]
-    pub service_tags: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CredentialKind {
-    Auto,
-    WorkloadIdentity,
-    ManagedIdentity,
-    ClientSecret,
-    AzureCli,
-    Static,
 }
 
 #[derive(Debug, Args)]

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use crate::api::{AseVersion, TunnelingStrategy};
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    Access, AddressSet, Direction, PortRange, PortSet, PriorityBand, Protocol, ResourceId,
-    SecurityRule, SpecKey,
+    Access, AddressSet, AseVersion, Direction, PortRange, PortSet, PriorityBand, Protocol,
+    ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
 };
 use crate::snapshot::Snapshot;
 use crate::validate::{InboundPorts, Source, ValidSpec};

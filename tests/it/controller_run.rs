@@ -339,7 +339,7 @@ impl Arm {
         let specs: Vec<AseConnectivity> = seed_specs();
         let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
         let (valid, _) = asenet::validate::validate_all(&specs);
-        let seed = asenet::azure::mock_seed::seed(&snapshot, &valid).unwrap();
+        let seed = asenet::fixture::mock_seed::seed(&snapshot, &valid).unwrap();
         let config = mock_arm::Config {
             lro_delay: Duration::from_millis(20),
             lro_retry_after: Duration::from_millis(10),

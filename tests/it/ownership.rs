@@ -158,7 +158,7 @@ fn options() -> ArmClientOptions {
 /// A mock seeded with `snapshot()` and a pipeline against it.
 pub(super) async fn start(specs: &[AseConnectivity]) -> (RunningMock, Pipeline) {
     let (valid, _) = asenet::validate::validate_all(specs);
-    let seed = asenet::azure::mock_seed::seed_value(&snapshot(), &valid);
+    let seed = asenet::fixture::mock_seed::seed_value(&snapshot(), &valid);
     let seed: mock_arm::Seed = serde_json::from_value(seed).unwrap();
     let config = mock_arm::Config {
         clock_scale: 50.0,

@@ -71,7 +71,7 @@ async fn requests_of(example: &str) -> BTreeSet<(String, String)> {
     let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
     let (valid, _) = asenet::validate::validate_all(&specs);
     let seed: mock_arm::Seed =
-        serde_json::from_value(asenet::azure::mock_seed::seed_value(&snapshot, &valid)).unwrap();
+        serde_json::from_value(asenet::fixture::mock_seed::seed_value(&snapshot, &valid)).unwrap();
     let config = mock_arm::Config {
         clock_scale: 20.0,
         lro_delay: Duration::from_secs(1),

@@ -53,7 +53,7 @@ async fn env(options: PipelineOptions) -> Env {
     let specs = vec![spec()];
     let (valid, errors) = asenet::validate::validate_all(&specs);
     assert!(errors.is_empty(), "{errors:#?}");
-    let seed = asenet::azure::mock_seed::seed_value(&topology(), &valid);
+    let seed = asenet::fixture::mock_seed::seed_value(&topology(), &valid);
     let seed: mock_arm::Seed = serde_json::from_value(seed).unwrap();
     let config = mock_arm::Config {
         clock_scale: 20.0,
