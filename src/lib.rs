@@ -8,6 +8,8 @@
 //! the mock ARM seed of the demo and the tests. Imports point down this list and never in a
 //! cycle; `tests/purity.rs` enforces it (issue 15).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod apply;
 pub mod azure;

@@ -1,5 +1,7 @@
 //! The `asenet` binary: see `asenet --help`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 // mimalloc: the resolver and the reflector store hold many small strings and vectors; with

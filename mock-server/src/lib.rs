@@ -10,6 +10,8 @@
 //! on 127.0.0.1 (optionally over TLS) with a connection layer that can drop connections for
 //! the `reset` fault.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod faults;

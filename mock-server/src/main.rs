@@ -1,5 +1,7 @@
 //! `mock-arm`: run the mock Azure Resource Manager (see mock-server/README.md).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 
