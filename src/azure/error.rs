@@ -1,24 +1,9 @@
 //! Errors of the ARM shell, with the stable category every caller (CLI exit codes, the
 //! operator's backoff, metrics) decides on (docs/style.md rule 6).
 
-use serde::Serialize;
-
-/// Whether an error is worth retrying later with backoff (`Transient`) or must wait for a
-/// change of the spec or of Azure (`Permanent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum ErrorCategory {
-    Transient,
-    Permanent,
-}
-
-impl ErrorCategory {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCategory::Transient => "Transient",
-            ErrorCategory::Permanent => "Permanent",
-        }
-    }
-}
+// The category of an ARM error belongs to the one vocabulary of error categories, in the
+// core (issue 15).
+pub use crate::error::ErrorCategory;
 
 /// ARM error codes that mean "try again later" even when the HTTP status is a 4xx or the
 /// failure arrived in a long-running operation's status body (docs/domain.md 4.7).

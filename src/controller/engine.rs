@@ -14,29 +14,21 @@ use crate::azure::ErrorCategory;
 use crate::diff::Scope;
 use crate::pipeline::{ApplyEvent, ApplyReport, Pipeline, PipelineError, PlanOutcome};
 
-/// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// ARM throttling (429), 5xx, timeouts, 412 after re-planning: back off and retry.
-    Transient,
-    /// Something only a change of the spec or of Azure can fix (403, 400 from ARM...).
-    Permanent,
-}
-
 /// A failed plan or apply.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct EngineError {
-    pub retry: Retry,
+    /// Whether retrying can help: ARM throttling (429), 5xx, timeouts, 412 after
+    /// re-planning are `Transient` (back off and retry); what only a change of the spec or
+    /// of Azure can fix (403, 400 from ARM...) is `Permanent`. The category of the error
+    /// that failed, as the ARM layer decided it (one vocabulary, issue 15).
+    pub category: ErrorCategory,
     pub message: String,
 }
 
 impl From<PipelineError> for EngineError {
     fn from(e: PipelineError) -> Self {
-        let retry = match e.category() {
-            ErrorCategory::Transient => Retry::Transient,
-            ErrorCategory::Permanent => Retry::Permanent,
-        };
+        let category = e.category();
         // The whole chain: "failed to write NSG x: 403 AuthorizationFailed: ...".
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -48,7 +40,7 @@ impl From<PipelineError> for EngineError {
             }
             source = s.source();
         }
-        EngineError { retry, message }
+        EngineError { category, message }
     }
 }
 

@@ -31,8 +31,9 @@ pub struct ModeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `transient`, `invalidField`, `unresolvedReference`, `bandFull`, `limitExceeded`,
-    /// `notPermitted`, `kube`.
+    /// `crate::error::Category::as_str`: `Transient`, `Permanent`, `InvalidField`,
+    /// `UnresolvedReference`, `BandFull`, `LimitExceeded`, `NotPermitted`, `Kube`,
+    /// `CleanupBlocked`, `TenancyNotReady` (the spelling of condition reasons and plan JSON).
     pub category: String,
 }
 
@@ -145,10 +146,10 @@ impl Metrics {
         self.reconciles.get_or_create(&ModeLabels { mode }).inc();
     }
 
-    pub fn count_error(&self, category: &str) {
+    pub fn count_error(&self, category: crate::error::Category) {
         self.errors
             .get_or_create(&ErrorLabels {
-                category: category.to_string(),
+                category: category.as_str().to_string(),
             })
             .inc();
     }

@@ -40,7 +40,7 @@ use kube::Client;
 use tracing::{debug, info, warn};
 
 pub use context::{Context, Settings, Stores, FIELD_MANAGER};
-pub use engine::{Engine, EngineError, Planned, Retry};
+pub use engine::{Engine, EngineError, Planned};
 pub use leader::{Leadership, LeaseSettings};
 pub use metrics::Metrics;
 pub use reconcile::{error_policy, reconcile, Error, FINALIZER};

@@ -32,7 +32,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::context::{fingerprint_in, Context, FIELD_MANAGER};
-use super::engine::{EngineError, Planned, Retry};
+use super::engine::{EngineError, Planned};
 use super::index::{self, key_of};
 use super::metrics::ModeLabel;
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
@@ -40,7 +40,7 @@ use super::store;
 use super::tenancy;
 use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
 use crate::diff::{self, Plan, ResourceKind, ResourcePlan, Scope};
-use crate::error::SpecErrorKind;
+use crate::error::{Category, ErrorCategory, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline;
 use crate::resolver::SpecOutcome;
@@ -82,30 +82,23 @@ pub enum Policy {
 }
 
 impl Error {
-    /// The stable category used in metrics (`asenet_reconcile_errors_total{category}`).
-    pub fn category(&self) -> &'static str {
+    /// The category of the error, in the one vocabulary (`crate::error::Category`): the
+    /// metric label of `asenet_reconcile_errors_total{category}`, spelled like the
+    /// condition and event reasons and the plan JSON.
+    pub fn category(&self) -> Category {
         match self {
-            Error::NoNamespace => "invalidField",
-            Error::Kube(_) => "kube",
+            Error::NoNamespace => Category::InvalidField,
+            Error::Kube(_) => Category::Kube,
             Error::Finalizer(e) => match &**e {
                 FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
                     inner.category()
                 }
-                _ => "kube",
+                _ => Category::Kube,
             },
-            Error::Engine(e) => match e.retry {
-                Retry::Transient => "transient",
-                Retry::Permanent => "permanent",
-            },
-            Error::Spec { kind, .. } => match kind {
-                SpecErrorKind::InvalidField => "invalidField",
-                SpecErrorKind::UnresolvedReference => "unresolvedReference",
-                SpecErrorKind::BandFull => "bandFull",
-                SpecErrorKind::LimitExceeded => "limitExceeded",
-                SpecErrorKind::NotPermitted => "notPermitted",
-            },
-            Error::CleanupBlocked { .. } => "cleanupBlocked",
-            Error::TenancyNotReady => "tenancyNotReady",
+            Error::Engine(e) => e.category.category(),
+            Error::Spec { kind, .. } => kind.category(),
+            Error::CleanupBlocked { .. } => Category::CleanupBlocked,
+            Error::TenancyNotReady => Category::TenancyNotReady,
         }
     }
 
@@ -119,9 +112,9 @@ impl Error {
                 }
                 _ => Policy::Backoff,
             },
-            Error::Engine(e) => match e.retry {
-                Retry::Transient => Policy::Backoff,
-                Retry::Permanent => Policy::Resync,
+            Error::Engine(e) => match e.category {
+                ErrorCategory::Transient => Policy::Backoff,
+                ErrorCategory::Permanent => Policy::Resync,
             },
             // An invalid field is fixed only by editing the spec. A missing reference, a full
             // band or a limit can be fixed by another spec or by Azure: the resync looks again
@@ -471,7 +464,7 @@ async fn apply(
             Err(ComponentError::LostLeadership) => return Ok(Action::await_change()),
             Err(ComponentError::Apply(e)) => return Err(Error::Engine(e)),
             Err(ComponentError::Plan(e)) => {
-                if e.retry == Retry::Transient {
+                if e.category == ErrorCategory::Transient {
                     // A stable message: a repeated failure does not rewrite the status (which
                     // would re-trigger the spec and skip the backoff); the details are logged.
                     let finding = Finding::Unavailable {
@@ -521,7 +514,7 @@ async fn apply(
         }
         None => {
             return Err(Error::Engine(EngineError {
-                retry: Retry::Permanent,
+                category: ErrorCategory::Permanent,
                 message: format!("the pipeline returned no outcome for spec {key}"),
             }))
         }

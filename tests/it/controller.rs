@@ -597,7 +597,7 @@ async fn an_invalid_spec_is_degraded_with_the_field_in_the_message_and_never_rea
 
     // The error waits for a change of the spec: no retry loop.
     let error = result.unwrap_err();
-    assert_eq!(error.category(), "invalidField");
+    assert_eq!(error.category(), "InvalidField");
     let (ctx, _server) = context(&arm, &[], Leadership::always());
     assert_eq!(
         error_policy(Arc::new(spec), &error, ctx),
@@ -717,11 +717,51 @@ fn transient_errors_back_off_and_permanent_ones_wait() {
     assert_eq!(controller::reconcile::backoff(2), Duration::from_secs(10));
     assert_eq!(controller::reconcile::backoff(30), Duration::from_secs(300));
     let transient = controller::Error::Engine(controller::EngineError {
-        retry: controller::Retry::Transient,
+        category: asenet::azure::ErrorCategory::Transient,
         message: "429".into(),
     });
     assert_eq!(transient.policy(), controller::reconcile::Policy::Backoff);
-    assert_eq!(transient.category(), "transient");
+    assert_eq!(transient.category(), "Transient");
+}
+
+#[test]
+fn an_error_category_is_spelled_alike_in_metrics_conditions_events_and_json() {
+    use asenet::error::{SpecError, SpecErrorKind};
+    use asenet::model::SpecKey;
+    let spec = SpecKey {
+        namespace: "network".into(),
+        name: "ase-one".into(),
+    };
+    for kind in [
+        SpecErrorKind::InvalidField,
+        SpecErrorKind::UnresolvedReference,
+        SpecErrorKind::BandFull,
+        SpecErrorKind::LimitExceeded,
+        SpecErrorKind::NotPermitted,
+    ] {
+        // The metric label (`error_policy` counts `category()`) ...
+        let error = controller::Error::Spec {
+            spec: spec.clone(),
+            kind,
+            message: "m".into(),
+        };
+        // ... is the condition and event reason (`kind.as_str()`) and the plan JSON's
+        // `errors[].kind` ...
+        assert_eq!(error.category(), kind.as_str());
+        // ... and the resolve JSON's `kind`.
+        let json = serde_json::to_value(SpecError::new(&spec, kind, "f", "v", "m")).unwrap();
+        assert_eq!(json["kind"], kind.as_str());
+    }
+    for category in [
+        asenet::azure::ErrorCategory::Transient,
+        asenet::azure::ErrorCategory::Permanent,
+    ] {
+        let error = controller::Error::Engine(controller::EngineError {
+            category,
+            message: "m".into(),
+        });
+        assert_eq!(error.category(), category.as_str());
+    }
 }
 
 #[test]
@@ -1402,7 +1442,7 @@ async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_sta
         api
     })
     .await;
-    assert_eq!(result.unwrap_err().category(), "invalidField");
+    assert_eq!(result.unwrap_err().category(), "InvalidField");
     let written: asenet::api::AseConnectivityStatus =
         serde_json::from_value(rx.await.unwrap()).unwrap();
     assert_eq!(

@@ -191,7 +191,7 @@ async fn a_spec_naming_another_teams_backend_without_a_grant_is_not_permitted_an
         );
     }
     let error = result.unwrap_err();
-    assert_eq!(error.category(), "notPermitted");
+    assert_eq!(error.category(), "NotPermitted");
     let (ctx, _server, _writers) = context(&arm, &[], false);
     assert_eq!(
         error_policy(Arc::new(spec), &error, ctx),
@@ -278,11 +278,11 @@ async fn revoking_the_grant_stops_further_writes_and_keeps_the_owned_rule_as_it_
     let error = reconcile(Arc::new(spec.clone()), ctx.clone())
         .await
         .unwrap_err();
-    assert_eq!(error.category(), "notPermitted");
+    assert_eq!(error.category(), "NotPermitted");
 
     // Changed while refused: still refused, no write.
     let error = reconcile(Arc::new(changed), ctx.clone()).await.unwrap_err();
-    assert_eq!(error.category(), "notPermitted");
+    assert_eq!(error.category(), "NotPermitted");
     drop(ctx);
     let server = tokio::time::timeout(std::time::Duration::from_secs(60), task)
         .await
@@ -367,7 +367,7 @@ async fn before_the_tenancy_objects_are_read_a_reconcile_backs_off_without_any_c
     let error = reconcile(Arc::new(spec.clone()), ctx.clone())
         .await
         .unwrap_err();
-    assert_eq!(error.category(), "tenancyNotReady");
+    assert_eq!(error.category(), "TenancyNotReady");
     assert_eq!(
         error_policy(Arc::new(spec), &error, ctx),
         Action::requeue(std::time::Duration::from_secs(5)),
@@ -569,7 +569,7 @@ async fn a_policy_selecting_the_namespace_by_its_labels_lets_its_spec_write() {
         api
     })
     .await;
-    assert_eq!(result.unwrap_err().category(), "notPermitted");
+    assert_eq!(result.unwrap_err().category(), "NotPermitted");
     assert_eq!(arm.writes(), 0);
 
     // Labelled as selected: written.
