@@ -682,6 +682,46 @@ async fn removing_a_spec_deletes_only_what_it_owns_and_what_asenet_created_for_i
     );
 }
 
+#[tokio::test]
+async fn removing_a_spec_dissociates_its_nsg_and_route_table_in_one_subnet_put() {
+    // One PUT per changed parent holds on delete too: the subnet loses both associations in
+    // one write (a second write would also change every subnet etag of the VNet again).
+    let env = env("seed").await;
+    env.converge().await;
+    let two = SpecKey::new("network", "ase-two");
+    let scope = Scope::new(env.scope.specs.iter().cloned(), [two]);
+    let outcome = env.pipeline.plan(&env.specs, &scope).await.unwrap();
+    env.state().reset_stats();
+    let report = env
+        .pipeline
+        .apply(&env.specs, &scope, outcome, &|_| {})
+        .await
+        .unwrap();
+    let stats = env.state().stats();
+    let subnet_puts: u64 = stats
+        .by_request
+        .iter()
+        .filter(|(k, _)| k.starts_with("PUT subnets "))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(subnet_puts, 1, "{:?}", stats.by_request);
+    let subnet = id("Microsoft.Network/virtualNetworks/vnet/subnets/ase-two");
+    let dissociations: Vec<_> = report
+        .written
+        .iter()
+        .filter(|w| w.action == asenet::apply::WriteAction::Dissociate)
+        .collect();
+    assert_eq!(dissociations.len(), 1, "{report:#?}");
+    assert_eq!(dissociations[0].id, subnet);
+    // Both associations are counted as destroyed, in that one write.
+    assert_eq!(dissociations[0].counts, (0, 0, 2));
+    let body = env.state().get_resource(subnet.as_str()).unwrap();
+    assert!(body["properties"].get("networkSecurityGroup").is_none());
+    assert!(body["properties"].get("routeTable").is_none());
+    // The two parents asenet created are deleted: one DELETE each.
+    assert_eq!(stats.deletes(), 2, "{:?}", stats.by_request);
+}
+
 #[test]
 fn the_committed_mock_seed_is_the_one_generated_from_the_seed_snapshot() {
     let dir = example("seed");
