@@ -1,6 +1,7 @@
 //! `asenet controller` (the in-cluster operator) and `asenet crd` (the generated
 //! CustomResourceDefinition, committed in `crds/` and `charts/asenet/crds/`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,8 +69,11 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    // Colours only on a terminal: a log collector or a file would store the escape codes
+    // (tracing-subscriber colours by default, whatever the output is).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // try_init: a subscriber installed earlier (tests) wins.
     let _ = match format {
