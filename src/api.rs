@@ -12,6 +12,18 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+impl AseConnectivity {
+    /// The key the spec is known by everywhere (validate, resolver, tenancy, pipeline,
+    /// controller): `namespace/name`, the `default` namespace when none is set, as kubectl
+    /// would. The one place it is derived (issue 15).
+    pub fn spec_key(&self) -> crate::model::SpecKey {
+        crate::model::SpecKey::new(
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            self.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 // The `x_kube(validation)` attributes become CEL rules (`x-kubernetes-validations`) in the
 // generated CRD, so the API server rejects malformed ids and bands at `kubectl apply`;
 // `validate` checks the same and more for the CLI, which has no API server. Strings that CEL
@@ -453,5 +465,38 @@ mod tests {
             ["properties"]["plan"]["properties"]["total"];
         assert_eq!(plan["format"], "int64", "{plan}");
         assert_eq!(plan["minimum"], 0.0, "{plan}");
+    }
+}
+
+#[cfg(test)]
+mod spec_key_tests {
+    use super::*;
+
+    fn spec(namespace: Option<&str>, name: &str) -> AseConnectivity {
+        let mut s: AseConnectivity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "asenet.io/v1alpha1",
+            "kind": "AseConnectivity",
+            "metadata": {"name": name},
+            "spec": {
+                "environment": {"version": "V2"},
+                "subnet": {"resourceId": "x"},
+                "networkSecurityGroup": {"resourceId": "y", "priorities": {"from": 100, "to": 199}}
+            }
+        }))
+        .unwrap();
+        s.metadata.namespace = namespace.map(str::to_string);
+        s
+    }
+
+    #[test]
+    fn a_spec_is_keyed_by_namespace_and_name_and_by_default_without_a_namespace() {
+        assert_eq!(
+            spec(Some("network"), "ase-one").spec_key().to_string(),
+            "network/ase-one"
+        );
+        assert_eq!(
+            spec(None, "ase-one").spec_key().to_string(),
+            "default/ase-one"
+        );
     }
 }

@@ -448,15 +448,10 @@ fn verify_routes(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<VerifiedRoute> {
         .collect()
 }
 
-/// The key of a spec (`default` namespace when none is set, as kubectl would).
+/// The key of a spec (`default` namespace when none is set, as kubectl would); see
+/// [`api::AseConnectivity::spec_key`].
 pub fn spec_key(spec: &api::AseConnectivity) -> SpecKey {
-    SpecKey::new(
-        spec.metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        spec.metadata.name.clone().unwrap_or_default(),
-    )
+    spec.spec_key()
 }
 
 /// Every spec key in `specs` (the scope a CLI run plans: exactly the files given).

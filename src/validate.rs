@@ -242,12 +242,7 @@ fn tunneling_strategy(s: api::TunnelingStrategy) -> TunnelingStrategy {
 pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError>) {
     let mut ok = Vec::new();
     let mut errors = Vec::new();
-    let key_of = |s: &AseConnectivity| {
-        SpecKey::new(
-            s.metadata.namespace.as_deref().unwrap_or("default"),
-            s.metadata.name.as_deref().unwrap_or_default(),
-        )
-    };
+    let key_of = AseConnectivity::spec_key;
     let mut count: BTreeMap<SpecKey, usize> = BTreeMap::new();
     for s in specs {
         *count.entry(key_of(s)).or_default() += 1;
@@ -539,13 +534,7 @@ impl Ctx {
 
 /// Validates one spec, returning every problem found.
 pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
-    let namespace = spec
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    let name = spec.metadata.name.clone().unwrap_or_default();
-    let key = SpecKey::new(namespace, name);
+    let key = spec.spec_key();
     let mut cx = Ctx {
         key: key.clone(),
         errors: Vec::new(),

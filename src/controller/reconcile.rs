@@ -223,8 +223,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 fn spec_key(obj: &AseConnectivity) -> SpecKey {
-    let (ns, name) = key_of(obj);
-    SpecKey::new(ns, name)
+    obj.spec_key()
 }
 
 /// The specs to plan a reconcile of `obj` with: its connected component

@@ -483,13 +483,7 @@ impl PolicySet {
             if refusals.is_empty() {
                 continue;
             }
-            let key = SpecKey::new(
-                spec.metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                spec.metadata.name.clone().unwrap_or_default(),
-            );
+            let key = spec.spec_key();
             out.insert(
                 key.clone(),
                 refusals.iter().map(|r| r.to_spec_error(&key)).collect(),
