@@ -52,8 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asenet::api::{AseConnectivity, AseVersion};
-use asenet::azure::credential::StaticToken;
-use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::azure::{ArmClientOptions, RetryConfig};
 use asenet::controller::{self, index, Context, Engine, Leadership, Metrics, Settings, Stores};
 use asenet::diff::{apply_to_snapshot, diff, Plan, Scope};
 use asenet::observe::ServiceTags;
@@ -844,32 +843,19 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         history_limit: 100_000,
         ..mock_arm::Config::default()
     };
-    let state = MockState::new(config, seed)?;
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let http: Arc<dyn azure_core::HttpClient> =
-        Arc::new(asenet::azure::http_client(None, Duration::from_secs(60))?);
-    let arm = ArmClient::new(
-        &mock.base_url,
-        Arc::new(StaticToken::new("fleet")),
-        http,
-        arm_options(scale, args.max_attempts),
-    )?;
     let tags = ServiceTags(fleet.snapshot.service_tags.values().cloned().collect());
-    let pipeline = Pipeline::new(
-        arm,
-        PipelineOptions {
-            service_tags: tags,
-            max_concurrency: usize::from(args.concurrency),
-            ..PipelineOptions::default()
-        },
-    );
+    let asenet::fixture::harness::MockPipeline { mock, pipeline } =
+        asenet::fixture::harness::start(
+            seed,
+            config,
+            arm_options(scale, args.max_attempts),
+            PipelineOptions {
+                service_tags: tags,
+                max_concurrency: usize::from(args.concurrency),
+                ..PipelineOptions::default()
+            },
+        )
+        .await?;
     let parents = fleet_world::parents(&fleet);
     let all_nsgs: BTreeSet<String> = fleet
         .specs

@@ -14,17 +14,15 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use crate::azure::credential::StaticToken;
-use crate::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use crate::azure::{ArmClientOptions, RetryConfig};
 use crate::diff::{Plan, ResourceKind};
 use crate::observe::ServiceTags;
-use crate::pipeline::{self, Pipeline, PipelineOptions};
+use crate::pipeline::{self, PipelineOptions};
 use crate::report;
 
 use super::plan::{render_apply_report, render_verify, ProgressPrinter};
@@ -184,35 +182,20 @@ async fn story(
         lro_retry_after: Duration::from_millis(100),
         ..mock_arm::Config::default()
     };
-    let state = mock_arm::MockState::new(config, seed).context("seeding the mock ARM server")?;
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .context("starting the mock ARM server")?;
-    println!(
-        "Mock ARM server listening on {} (seeded with {} specs' topology).",
-        mock.base_url,
-        specs.len()
-    );
-    let http: Arc<dyn azure_core::HttpClient> =
-        Arc::new(crate::azure::http_client(None, Duration::from_secs(30))?);
-    let arm = ArmClient::new(
-        &mock.base_url,
-        Arc::new(StaticToken::new("demo")),
-        http,
+    let crate::fixture::harness::MockPipeline { mock, pipeline } = crate::fixture::harness::start(
+        seed,
+        config,
         fast_options(),
-    )?;
-    let pipeline = Pipeline::new(
-        arm,
         PipelineOptions {
             service_tags: tags,
             ..PipelineOptions::default()
         },
+    )
+    .await?;
+    println!(
+        "Mock ARM server listening on {} (seeded with {} specs' topology).",
+        mock.base_url,
+        specs.len()
     );
     let scope = pipeline::scope_of(&specs);
     let printer = ProgressPrinter::new(color);

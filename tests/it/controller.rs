@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asenet::api::{AseConnectivity, Mode};
-use asenet::azure::credential::StaticToken;
-use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::azure::{ArmClientOptions, RetryConfig};
 use asenet::controller::{
     self, error_policy, index, reconcile, Context, Leadership, Metrics, Settings, Stores, FINALIZER,
 };
@@ -89,18 +88,6 @@ impl Arm {
             lro_retry_after: Duration::from_millis(10),
             ..mock_arm::Config::default()
         };
-        let state = mock_arm::MockState::new(config, seed).unwrap();
-        let mock = mock_arm::start(
-            state,
-            mock_arm::ServeOptions {
-                port: 0,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let http: Arc<dyn azure_core::HttpClient> =
-            Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
         let options = ArmClientOptions {
             retry: RetryConfig {
                 max_attempts: 3,
@@ -113,22 +100,20 @@ impl Arm {
             lro_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
         };
-        let arm = ArmClient::new(
-            &mock.base_url,
-            Arc::new(StaticToken::new("test")),
-            http,
-            options,
-        )
-        .unwrap();
         let tags = ServiceTags::load(&dir.join("snapshot.yaml"))
             .unwrap_or_else(|_| ServiceTags::embedded());
-        let pipeline = Pipeline::new(
-            arm,
-            PipelineOptions {
-                service_tags: tags,
-                ..PipelineOptions::default()
-            },
-        );
+        let asenet::fixture::harness::MockPipeline { mock, pipeline } =
+            asenet::fixture::harness::start(
+                seed,
+                config,
+                options,
+                PipelineOptions {
+                    service_tags: tags,
+                    ..PipelineOptions::default()
+                },
+            )
+            .await
+            .unwrap();
         mock.state.reset_stats();
         Arm {
             mock,

@@ -120,34 +120,20 @@ async fn env_with(name: &str, tweak: impl FnOnce(&mut Value)) -> Env {
     let mut seed = asenet::fixture::mock_seed::seed_value(&snapshot, &valid);
     tweak(&mut seed);
     let seed: mock_arm::Seed = serde_json::from_value(seed).unwrap();
-    let state = mock_arm::MockState::new(mock_config(), seed).unwrap();
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let http: Arc<dyn azure_core::HttpClient> =
-        Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
-    let arm = ArmClient::new(
-        &mock.base_url,
-        Arc::new(StaticToken::new("t")),
-        http,
-        fast_options(),
-    )
-    .unwrap();
     let tags = ServiceTags::load(&azure(name).join("snapshot.yaml"))
         .unwrap_or_else(|_| ServiceTags::embedded());
-    let pipeline = Pipeline::new(
-        arm,
-        PipelineOptions {
-            service_tags: tags,
-            ..PipelineOptions::default()
-        },
-    );
+    let asenet::fixture::harness::MockPipeline { mock, pipeline } =
+        asenet::fixture::harness::start(
+            seed,
+            mock_config(),
+            fast_options(),
+            PipelineOptions {
+                service_tags: tags,
+                ..PipelineOptions::default()
+            },
+        )
+        .await
+        .unwrap();
     let scope = pipeline::scope_of(&specs);
     Env {
         mock,
