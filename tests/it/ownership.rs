@@ -8,12 +8,10 @@
 //! folders.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use asenet::api::AseConnectivity;
-use asenet::azure::credential::StaticToken;
-use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::azure::{ArmClientOptions, RetryConfig};
 use asenet::diff::{Plan, ResourceKind};
 use asenet::model::SpecKey;
 use asenet::pipeline::{self, Pipeline, PipelineOptions};
@@ -166,26 +164,11 @@ pub(super) async fn start(specs: &[AseConnectivity]) -> (RunningMock, Pipeline) 
         lro_retry_after: Duration::from_millis(50),
         ..mock_arm::Config::default()
     };
-    let state = mock_arm::MockState::new(config, seed).unwrap();
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let http: Arc<dyn azure_core::HttpClient> =
-        Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
-    let arm = ArmClient::new(
-        &mock.base_url,
-        Arc::new(StaticToken::new("t")),
-        http,
-        options(),
-    )
-    .unwrap();
-    (mock, Pipeline::new(arm, PipelineOptions::default()))
+    let started =
+        asenet::fixture::harness::start(seed, config, options(), PipelineOptions::default())
+            .await
+            .unwrap();
+    (started.mock, started.pipeline)
 }
 
 pub(super) async fn apply(p: &Pipeline, specs: &[AseConnectivity]) -> Plan {

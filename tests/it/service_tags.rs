@@ -2,12 +2,10 @@
 //! against the in-process mock, the rule that decides where tags may come from, and
 //! `verify` judging routes with the effective-route evaluator (domain.md 3.4).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use asenet::api::AseConnectivity;
-use asenet::azure::credential::StaticToken;
-use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
+use asenet::azure::{ArmClientOptions, RetryConfig};
 use asenet::diff::Scope;
 use asenet::observe::{service_tag_sources, ServiceTags, TagSource};
 use asenet::pipeline::{self, Pipeline, PipelineOptions};
@@ -61,40 +59,25 @@ async fn env(options: PipelineOptions) -> Env {
         lro_retry_after: Duration::from_millis(100),
         ..mock_arm::Config::default()
     };
-    let state = mock_arm::MockState::new(config, seed).unwrap();
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
+    let arm = ArmClientOptions {
+        retry: RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_retry_after: Duration::from_secs(2),
         },
-    )
-    .await
-    .unwrap();
-    let http: Arc<dyn azure_core::HttpClient> =
-        Arc::new(asenet::azure::http_client(None, Duration::from_secs(10)).unwrap());
-    let arm = ArmClient::new(
-        &mock.base_url,
-        Arc::new(StaticToken::new("t")),
-        http,
-        ArmClientOptions {
-            retry: RetryConfig {
-                max_attempts: 10,
-                base_delay: Duration::from_millis(20),
-                max_delay: Duration::from_millis(200),
-                max_retry_after: Duration::from_secs(2),
-            },
-            lro_default_poll: Duration::from_millis(30),
-            lro_max_poll: Duration::from_millis(300),
-            lro_timeout: Duration::from_secs(20),
-            request_timeout: Duration::from_secs(10),
-        },
-    )
-    .unwrap();
+        lro_default_poll: Duration::from_millis(30),
+        lro_max_poll: Duration::from_millis(300),
+        lro_timeout: Duration::from_secs(20),
+        request_timeout: Duration::from_secs(10),
+    };
+    let started = asenet::fixture::harness::start(seed, config, arm, options)
+        .await
+        .unwrap();
     let scope = pipeline::scope_of(&specs);
     Env {
-        mock,
-        pipeline: Pipeline::new(arm, options),
+        mock: started.mock,
+        pipeline: started.pipeline,
         specs,
         scope,
     }
