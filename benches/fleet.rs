@@ -5,7 +5,12 @@
 //!
 //! `cargo bench --bench fleet -- [--sizes 10,100,1000] [--driver controller|batch|both]
 //! [--chaos] [--clock-scale X] [--concurrency K] [--subscriptions S] [--phase-budget SECS]
-//! [--max-attempts A] [--quick]`
+//! [--max-attempts A] [--lro-secs S] [--no-nrp-limits] [--quick]`
+//!
+//! NRP timing by default: every long-running operation answers `Retry-After: 10` and takes
+//! 10 ARM seconds (domain.md 4.5; `--lro-secs`), and NRP's per-subscription limits of 1,000
+//! writes/deletes and 10,000 reads per 5 minutes apply on top of ARM's buckets (domain.md
+//! 4.8; `--no-nrp-limits`). Phases are then separated by 300 ARM s so the window is empty.
 //!
 //! Per size N: the fleet of benches/support/fleet_world.rs (specgen's sharing, spread over
 //! up to S subscriptions) seeds an in-process mock ARM (127.0.0.1, port 0) with throttling at
@@ -82,6 +87,19 @@ const WRITE_BUCKET: f64 = 200.0;
 const WRITE_REFILL: f64 = 10.0;
 /// Seconds (ARM clock) for an empty write bucket to fill again (200 / 10).
 const REFILL_ARM_SECS: f64 = 20.0;
+/// NRP's window (domain.md 4.8: per 5 minutes); the quiet time between phases with
+/// `nrp_limits`, so each phase starts with an empty window.
+const NRP_WINDOW_ARM_SECS: f64 = 300.0;
+
+/// Real time to wait between phases: every bucket (and, with NRP's limits, the window) full.
+fn quiet_between_phases(args: &Args) -> Duration {
+    let arm = if args.nrp_limits {
+        NRP_WINDOW_ARM_SECS.max(REFILL_ARM_SECS)
+    } else {
+        REFILL_ARM_SECS
+    };
+    Duration::from_secs_f64(arm / args.clock_scale)
+}
 
 // ---------------------------------------------------------------------------------------
 // Arguments
@@ -119,6 +137,11 @@ struct Args {
     max_attempts: u32,
     /// `--trace`: print a timeline of every batch phase (plan, apply, writes) to stderr.
     trace: bool,
+    /// ARM seconds each long-running operation takes and the `Retry-After` it answers
+    /// (`--lro-secs`; NRP's 10 s by default, domain.md 4.5; the mock's own default is 1 s).
+    lro_secs: f64,
+    /// NRP's per-5-minute limits in the mock (`--no-nrp-limits` turns them off).
+    nrp_limits: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -132,6 +155,8 @@ fn parse_args() -> Result<Option<Args>, String> {
         phase_budget: Duration::from_secs(60),
         max_attempts: RetryConfig::default().max_attempts,
         trace: false,
+        lro_secs: 10.0,
+        nrp_limits: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -163,6 +188,12 @@ fn parse_args() -> Result<Option<Args>, String> {
                 }
             }
             "--chaos" => args.chaos = true,
+            "--no-nrp-limits" => args.nrp_limits = false,
+            "--lro-secs" => {
+                args.lro_secs = value("--lro-secs")?
+                    .parse()
+                    .map_err(|e| format!("--lro-secs: {e}"))?
+            }
             "--trace" => args.trace = true,
             "--quick" => {
                 args.sizes = vec![10, 100];
@@ -201,6 +232,12 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if !(args.clock_scale.is_finite() && args.clock_scale > 0.0) {
         return Err("--clock-scale must be positive".into());
+    }
+    if !(args.lro_secs.is_finite() && args.lro_secs >= 0.0) {
+        return Err(format!(
+            "--lro-secs must be a number of seconds >= 0, got {}",
+            args.lro_secs
+        ));
     }
     args.concurrency = args.concurrency.max(1);
     Ok(Some(args))
@@ -965,11 +1002,16 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
     let (valid, _) = asenet::validate::validate_all(&fleet.specs);
     let seed =
         asenet::azure::mock_seed::seed(&fleet.snapshot, &valid).map_err(anyhow::Error::msg)?;
-    let config = mock_arm::Config {
+    let mut config = mock_arm::Config {
         clock_scale: scale,
         history_limit: 100_000,
+        // NRP's timing (domain.md 4.5): the operation takes `Retry-After` seconds.
+        lro_delay: Duration::from_secs_f64(args.lro_secs),
+        lro_retry_after: Duration::from_secs_f64(args.lro_secs),
         ..mock_arm::Config::default()
     };
+    // NRP's own per-5-minute limits (domain.md 4.8) on top of ARM's buckets.
+    config.throttling.nrp.enabled = args.nrp_limits;
     let state = MockState::new(config, seed)?;
     let mock = mock_arm::start(
         state,
@@ -1327,7 +1369,7 @@ async fn run_batch(
     shared: &ChaosShared,
 ) -> anyhow::Result<(Phase, Phase, Phase, bool)> {
     let scale = args.clock_scale;
-    let refill = Duration::from_secs_f64(REFILL_ARM_SECS / scale);
+    let refill = quiet_between_phases(args);
     let budget = args.phase_budget;
 
     // 1. Converge.
@@ -1395,7 +1437,7 @@ async fn run_controller(
     generation_predicate: bool,
 ) -> anyhow::Result<(Phase, Phase, Phase, bool)> {
     let scale = args.clock_scale;
-    let refill = Duration::from_secs_f64(REFILL_ARM_SECS / scale);
+    let refill = quiet_between_phases(args);
     let budget = args.phase_budget;
     let quiet = Duration::from_millis(500);
 
@@ -1685,11 +1727,18 @@ fn per_parent(writes: u64, parents: usize) -> String {
 fn print_rows(args: &Args, rows: &[Row]) {
     println!();
     println!(
-        "asenet fleet benchmark: clock scale {}, ARM client attempts {}, concurrency {}, up to {} subscriptions{}",
+        "asenet fleet benchmark: clock scale {}, ARM client attempts {}, concurrency {}, up to {} subscriptions, operations {} ARM s (Retry-After {}), NRP limits {}{}",
         args.clock_scale,
         args.max_attempts,
         args.concurrency,
         args.subscriptions,
+        args.lro_secs,
+        args.lro_secs,
+        if args.nrp_limits {
+            "on (1,000 writes/deletes, 10,000 reads per 5 min per subscription)"
+        } else {
+            "off"
+        },
         if args.chaos { ", CHAOS" } else { "" }
     );
     println!();
