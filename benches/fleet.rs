@@ -262,6 +262,68 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Linux's `USER_HZ`: `/proc` reports CPU times in these ticks (100 on every Linux ABI the
+/// project builds for; `getconf CLK_TCK`).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Names of the mock ARM's runtime threads, so its CPU time can be told from the client's.
+const MOCK_THREAD: &str = "mock-arm";
+
+/// utime + stime (seconds) of a `/proc/.../stat` line (fields 14 and 15; the command name
+/// in parentheses may contain spaces, so fields are counted after its closing parenthesis).
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SEC)
+}
+
+/// CPU seconds used so far: (the whole process, the mock ARM's threads).
+fn cpu_secs() -> (f64, f64) {
+    let total = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu_secs(&s))
+        .unwrap_or(0.0);
+    let mut mock = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let comm = stat
+                .find('(')
+                .zip(stat.rfind(')'))
+                .map(|(a, b)| &stat[a + 1..b])
+                .unwrap_or_default();
+            if comm.starts_with(MOCK_THREAD) {
+                mock += stat_cpu_secs(&stat).unwrap_or(0.0);
+            }
+        }
+    }
+    (total, mock)
+}
+
+/// The mock ARM's own runtime (threads named [`MOCK_THREAD`]): its CPU is ARM's, not the
+/// client's, and is reported apart.
+fn mock_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(MOCK_THREAD)
+            .enable_all()
+            .build()
+            // No runtime, no benchmark: nothing to recover to.
+            .expect("fleet: cannot start the mock ARM's runtime")
+    })
+}
+
+/// Resident set now (`VmRSS`), in MiB.
+fn rss_mib() -> f64 {
+    proc_status_kib("VmRSS:") as f64 / 1024.0
+}
+
 /// What the foreign writer did (subtracted from the mock's counters).
 #[derive(Default)]
 struct ForeignCounters {
@@ -296,6 +358,13 @@ struct Phase {
     chain: Chain,
     /// ARM seconds one long-running operation takes in the mock (its `lroDelay`).
     op_secs: f64,
+    /// CPU seconds of the phase: the client (everything but the mock ARM's threads: the
+    /// driver, pipeline, controller, kube stand-in) and the mock ARM.
+    cpu_client: f64,
+    cpu_mock: f64,
+    /// Whole-process `VmRSS` and `VmHWM` at the end of the phase (MiB).
+    rss_end: f64,
+    hwm_end: f64,
 }
 
 /// The longest chain of writes that ARM serialises in one phase: a VNet's subnet writes
@@ -951,6 +1020,7 @@ struct Row {
     change: Phase,
     changed_specs: usize,
     rss_mib: f64,
+    rss_setup: f64,
     chaos: Option<ChaosResult>,
 }
 
@@ -993,6 +1063,10 @@ struct Setup {
     changed_list: Vec<AseConnectivity>,
     changed_only: Vec<AseConnectivity>,
     expected_change: Plan,
+    /// `cpu_secs()` at the start of the running phase.
+    cpu_mark: Mutex<(f64, f64)>,
+    /// Whole-process `VmRSS` once the fleet, offline plans and seeded mock exist (MiB).
+    rss_setup: f64,
 }
 
 async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
@@ -1013,14 +1087,15 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
     // NRP's own per-5-minute limits (domain.md 4.8) on top of ARM's buckets.
     config.throttling.nrp.enabled = args.nrp_limits;
     let state = MockState::new(config, seed)?;
-    let mock = mock_arm::start(
-        state,
-        mock_arm::ServeOptions {
-            port: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mock = mock_runtime()
+        .spawn(mock_arm::start(
+            state,
+            mock_arm::ServeOptions {
+                port: 0,
+                ..Default::default()
+            },
+        ))
+        .await??;
     let http: Arc<dyn azure_core::HttpClient> =
         Arc::new(asenet::azure::http_client(None, Duration::from_secs(60))?);
     let arm = ArmClient::new(
@@ -1071,6 +1146,8 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         changed_list,
         changed_only,
         expected_change,
+        cpu_mark: Mutex::new(cpu_secs()),
+        rss_setup: rss_mib(),
     })
 }
 
@@ -1141,17 +1218,29 @@ async fn stop_chaos(c: Chaos) {
 fn phase_start(s: &Setup) -> (HashMap<String, usize>, Instant) {
     let hist = history_lengths(&s.mock.state, &s.parents);
     s.mock.state.reset_stats();
+    if let Ok(mut mark) = s.cpu_mark.lock() {
+        *mark = cpu_secs();
+    }
     (hist, Instant::now())
 }
 
 fn phase_end(s: &Setup, shared: &ChaosShared, hist: &HashMap<String, usize>) -> Phase {
-    collect_phase(
+    // CPU and memory first: the bookkeeping below is the bench's, not the phase's.
+    let (total, mock) = cpu_secs();
+    let (total0, mock0) = s.cpu_mark.lock().map(|m| *m).unwrap_or((total, mock));
+    let (rss_end, hwm_end) = (rss_mib(), peak_rss_mib());
+    let mut p = collect_phase(
         &s.mock.state,
         &shared.counters,
         hist,
         &s.parents,
         &shared.by_sub,
-    )
+    );
+    p.cpu_mock = (mock - mock0).max(0.0);
+    p.cpu_client = ((total - total0) - p.cpu_mock).max(0.0);
+    p.rss_end = rss_end;
+    p.hwm_end = hwm_end;
+    p
 }
 
 /// What `--trace` records of a batch phase.
@@ -1666,6 +1755,7 @@ async fn run_size(args: &Args, driver: Driver, n: usize) -> anyhow::Result<Row> 
         change,
         changed_specs: s.changed_only.len(),
         rss_mib: peak_rss_mib(),
+        rss_setup: s.rss_setup,
         chaos,
     };
     s.mock.shutdown().await;
@@ -1801,6 +1891,32 @@ fn print_rows(args: &Args, rows: &[Row]) {
             c.floor(),
             ratio(c.arm_secs, c.floor()),
             if c.converged { "yes" } else { "NO" }
+        );
+    }
+    println!();
+    println!("CPU seconds per phase (/proc/self/stat utime+stime; client = every thread but the mock ARM's, i.e. driver, pipeline, controller, kube stand-in; mock = the in-process mock ARM's runtime) and whole-process memory (/proc/self/status, MiB, mock ARM and its write history included; setup = after the fleet, offline plans and seeded mock exist, before the driver starts; RSS = VmRSS at the end of the phase; HWM = VmHWM, the peak so far, reconciles in flight included):");
+    println!();
+    println!("| driver | specs | converge CPU client / mock (s) | resync CPU client / mock (s) | 5 % change CPU client / mock (s) | RSS setup | RSS after converge / resync / change | HWM after converge / resync / change |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let (a, b, c) = (&r.converge, &r.resync, &r.change);
+        println!(
+            "| {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
+            r.driver.name(),
+            r.n,
+            a.cpu_client,
+            a.cpu_mock,
+            b.cpu_client,
+            b.cpu_mock,
+            c.cpu_client,
+            c.cpu_mock,
+            r.rss_setup,
+            a.rss_end,
+            b.rss_end,
+            c.rss_end,
+            a.hwm_end,
+            b.hwm_end,
+            c.hwm_end
         );
     }
     println!();
