@@ -1798,7 +1798,12 @@ fn ratio(time: f64, floor: f64) -> String {
 fn chain_text(p: &Phase) -> String {
     let c = &p.chain;
     if c.len() == 0 {
-        if p.writes > 0 { "1 (no subnet write)" } else { "0" }.into()
+        if p.writes > 0 {
+            "1 (no subnet write)"
+        } else {
+            "0"
+        }
+        .into()
     } else if c.predecessor {
         format!("{} + 1 ({})", c.subnet_writes, c.vnet)
     } else {
@@ -1864,7 +1869,9 @@ fn print_rows(args: &Args, rows: &[Row]) {
         );
     }
     println!();
-    println!("Steady state (one resync of the converged fleet) and the 5 % change (floors as above):");
+    println!(
+        "Steady state (one resync of the converged fleet) and the 5 % change (floors as above):"
+    );
     println!();
     println!("| driver | specs | resync reads | resync reads / touched parent | resync writes | resync time (ARM s) | resync reconciles | changed specs | changed parents | writes | writes / changed parent | 429s | time (ARM s) | bucket floor (s) | longest chain | chain floor (s) | honest floor (s) | time / honest floor | converged |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |");

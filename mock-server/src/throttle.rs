@@ -220,7 +220,10 @@ mod tests {
         for i in 0..3u64 {
             let at = t0 + Duration::from_millis(500 * i);
             assert!(
-                matches!(throttle.admit_nrp("s", OpClass::Write, at), Admission::Allowed { .. }),
+                matches!(
+                    throttle.admit_nrp("s", OpClass::Write, at),
+                    Admission::Allowed { .. }
+                ),
                 "write {i} is within the limit"
             );
         }
@@ -232,11 +235,15 @@ mod tests {
         };
         // The first admission (t0) leaves the window at t0 + 3 s, 2 s after `at`.
         assert!(
-            retry_after >= Duration::from_millis(1_990) && retry_after <= Duration::from_millis(2_010),
+            retry_after >= Duration::from_millis(1_990)
+                && retry_after <= Duration::from_millis(2_010),
             "retry_after {retry_after:?}"
         );
         // Reads and other subscriptions are counted apart.
-        assert!(matches!(throttle.admit_nrp("s", OpClass::Read, at), Admission::Allowed { .. }));
+        assert!(matches!(
+            throttle.admit_nrp("s", OpClass::Read, at),
+            Admission::Allowed { .. }
+        ));
         assert!(matches!(
             throttle.admit_nrp("other", OpClass::Write, at),
             Admission::Allowed { .. }

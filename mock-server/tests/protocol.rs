@@ -553,7 +553,10 @@ async fn nrp_limits_throttle_network_writes_past_the_window_limit_but_not_other_
     );
     let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 200 && retry <= 300, "retry-after {retry}");
-    assert!(arm.get(&nsg_path("c")).await.status == 404, "nothing was written");
+    assert!(
+        arm.get(&nsg_path("c")).await.status == 404,
+        "nothing was written"
+    );
     // Microsoft.Web requests are not Microsoft.Network's to count.
     let web = |path: String| format!("{}{path}?api-version=2016-09-01", arm.base);
     for _ in 0..3 {
