@@ -1,23 +1,23 @@
-# syntax=docker/dockerfile:1
-# The asenet operator image. Not built in this repository's CI: its machines have no
-# container engine. Build with BuildKit: docker build -t asenet:dev .
+# The asenet operator image, built with no registry and no pull: `FROM scratch`, one base
+# layer unpacked from Debian packages, and the stripped release binary. `.ci/image.sh`
+# prepares the build context (a folder, not the repository) and builds, checks and runs it:
 #
-# Stage 1 builds a release binary (cache mounts keep the registry and target directory
-# between builds); stage 2 is distroless (glibc and CA certificates, no shell, no package
-# manager) running as the non-root user 65532, which the Helm chart's securityContext
-# (runAsNonRoot, readOnlyRootFilesystem, capabilities drop ALL) expects.
+#   rootfs/   libc6, libgcc-s1, ca-certificates, tzdata, netbase unpacked with
+#             `dpkg-deb -x` (glibc, the CA bundle, zoneinfo, /etc/services; no shell, no
+#             package manager), /etc/passwd and /etc/group with the user `nonroot`
+#             (65532:65532), /tmp
+#   asenet    `cargo build --release --bin asenet`, stripped
+#
+#   .ci/image.sh            # build, check and run it (podman, runc); prints the image size
+#   podman build --pull=never -f Dockerfile -t asenet:dev <context prepared as above>
+#
+# The user 65532 is what the Helm chart's securityContext (runAsNonRoot,
+# readOnlyRootFilesystem, capabilities drop ALL) expects. `asenet` handles SIGTERM itself
+# (it is PID 1 in the container): a graceful stop, not a kill at the end of the grace period.
 
-FROM rust:1.89-bookworm AS builder
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin asenet \
- && cp target/release/asenet /asenet \
- && strip /asenet
-
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /asenet /usr/local/bin/asenet
+FROM scratch
+COPY rootfs/ /
+COPY asenet /usr/local/bin/asenet
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/asenet"]

@@ -303,6 +303,7 @@ pub enum TunnelingStrategy {
 /// What asenet reports back.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_formats)]
 pub struct AseConnectivityStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -350,4 +351,107 @@ pub struct OwnedRuleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
     pub reason: String,
+}
+
+/// Rewrites the integer formats schemars derives from Rust's types (`uint32` for `u32`,
+/// `uint8`, `int16`, ...) to the two the Kubernetes API server knows, `int32` and `int64`:
+/// any other format makes every `kubectl apply` of the CRD print `Warning: unrecognized
+/// format "uint32"`. An unsigned type keeps its `minimum: 0`, so nothing is lost; `u32`
+/// becomes `int64` because its values do not all fit an `int32`. Applied to the status
+/// type, where the unsigned counters and priorities live; a test over the whole generated
+/// CRD keeps the spec free of them too.
+fn kubernetes_formats(schema: &mut schemars::Schema) {
+    if let Some(obj) = schema.as_object_mut() {
+        let format = obj.get("format").and_then(|f| f.as_str());
+        let known = match format {
+            None | Some("int32" | "int64") => None,
+            Some("int8" | "int16" | "uint8" | "uint16") => Some("int32"),
+            Some(_) => Some("int64"),
+        };
+        // `Option<u32>` is `type: [integer, "null"]` until kube rewrites it to `nullable`.
+        let integer = match obj.get("type") {
+            Some(serde_json::Value::String(t)) => t == "integer",
+            Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+            _ => false,
+        };
+        if let (true, Some(known)) = (integer, known) {
+            obj.insert("format".into(), known.into());
+        }
+    }
+    schemars::transform::transform_subschemas(&mut kubernetes_formats, schema);
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::Value;
+
+    /// Formats the API server recognises (apiextensions-apiserver
+    /// `pkg/apiserver/validation/formats.go`, compared with `-` removed), plus the integer
+    /// and number formats of OpenAPI that it accepts on those types.
+    const STRING_FORMATS: &[&str] = &[
+        "bsonobjectid",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "byte",
+        "password",
+        "date",
+        "duration",
+        "datetime",
+    ];
+
+    fn unknown_formats(path: &str, node: &Value, out: &mut Vec<String>) {
+        match node {
+            Value::Object(map) => {
+                if let Some(Value::String(format)) = map.get("format") {
+                    let known = match map.get("type").and_then(Value::as_str) {
+                        Some("integer") => ["int32", "int64"].contains(&format.as_str()),
+                        Some("number") => ["float", "double"].contains(&format.as_str()),
+                        _ => STRING_FORMATS.contains(&format.replace('-', "").as_str()),
+                    };
+                    if !known {
+                        out.push(format!("{path}: {format}"));
+                    }
+                }
+                for (k, v) in map {
+                    unknown_formats(&format!("{path}.{k}"), v, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    unknown_formats(&format!("{path}[{i}]"), v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_format_in_the_generated_crd_is_one_the_api_server_knows() {
+        let crd = serde_json::to_value(super::AseConnectivity::crd()).unwrap();
+        let mut unknown = Vec::new();
+        unknown_formats("crd", &crd, &mut unknown);
+        assert!(unknown.is_empty(), "unrecognized formats: {unknown:#?}");
+        // The walk does see formats: the status counters are integers with a format.
+        let plan = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["plan"]["properties"]["total"];
+        assert_eq!(plan["format"], "int64", "{plan}");
+        assert_eq!(plan["minimum"], 0.0, "{plan}");
+    }
 }

@@ -19,6 +19,7 @@
 //! 3. Removal (`deletionPolicy: Delete`): an NSG or route table that asenet created for a
 //!    spec being removed and that now holds nothing is dissociated from that spec's subnet
 //!    and deleted. Anything foreign (a foreign rule in it, another subnet using it) keeps it.
+//!    A subnet losing both its NSG and its route table loses them in one PUT.
 //!
 //! Every write carries `If-Match` with the observed etag (`If-None-Match: *` on create,
 //! domain.md 4.6). On 412, or an operation that failed for a transient reason, the resource
@@ -494,150 +495,180 @@ impl Run<'_> {
         Ok(plan.resource(id).filter(|r| r.has_changes()).cloned())
     }
 
-    /// Phase 3 (see the module docs).
+    /// Phase 3 (see the module docs). First every candidate is judged (created by a removed
+    /// spec, empty, used by no subnet outside the snapshot); then each subnet that uses any
+    /// of them is written once with all of its associations to them removed (one PUT per
+    /// changed parent, as in phases 1 and 2: a subnet using both an NSG and a route table
+    /// being removed loses both in one write); then they are deleted.
     async fn remove_created(
         &self,
         plan: &Plan,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let candidates: Vec<&ResourcePlan> = plan
+        let mut doomed: Vec<Doomed> = Vec::new();
+        // Per subnet: the associations to remove, keyed by the subnet's property name.
+        let mut dissociations: BTreeMap<ResourceId, BTreeMap<&'static str, ResourceId>> =
+            BTreeMap::new();
+        for rp in plan
             .resources
             .iter()
             .filter(|r| r.kind != ResourceKind::Subnet)
-            .collect();
-        for rp in candidates {
-            let (raw, subnets) = {
-                let snap = self.snapshot.lock().await;
-                let written = self
-                    .results
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&rp.id)
-                    .cloned();
-                let observed = match rp.kind {
-                    ResourceKind::NetworkSecurityGroup => snap
-                        .network_security_groups
-                        .get(&rp.id)
-                        .and_then(|n| n.raw.clone()),
-                    _ => snap.route_tables.get(&rp.id).and_then(|r| r.raw.clone()),
-                };
-                let subnets: Vec<(ResourceId, Option<ResourceId>, Option<ResourceId>)> = snap
-                    .subnets
-                    .values()
-                    .map(|s| {
-                        (
-                            s.id.clone(),
-                            s.network_security_group.clone(),
-                            s.route_table.clone(),
-                        )
-                    })
-                    .collect();
-                (written.or(observed), subnets)
-            };
-            let Some(raw) = raw else { continue };
-            let Some(creator) = raw
-                .pointer(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<SpecKey>().ok())
-            else {
+        {
+            let Some((raw, users)) = self.removable(rp).await else {
                 continue;
             };
-            if !self.options.removing.contains(&creator) {
-                continue;
+            for subnet in users {
+                dissociations
+                    .entry(subnet)
+                    .or_default()
+                    .insert(association_field(rp.kind), rp.id.clone());
             }
-            let children = if rp.kind == ResourceKind::NetworkSecurityGroup {
-                "securityRules"
-            } else {
-                "routes"
-            };
-            let empty = raw
-                .pointer(&format!("/properties/{children}"))
-                .and_then(Value::as_array)
-                .is_none_or(|a| a.is_empty());
-            if !empty {
-                continue;
-            }
-            // Who uses it: subnets known to the snapshot and ARM's back-references.
-            let mut users: BTreeSet<ResourceId> = raw
-                .pointer("/properties/subnets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.get("id").and_then(Value::as_str))
-                .filter_map(|s| ResourceId::parse(s).ok())
-                .collect();
-            for (sid, nsg, rt) in &subnets {
-                let uses = match rp.kind {
-                    ResourceKind::NetworkSecurityGroup => nsg.as_ref() == Some(&rp.id),
-                    _ => rt.as_ref() == Some(&rp.id),
-                };
-                if uses {
-                    users.insert(sid.clone());
-                }
-            }
-            // Only the removed specs' own subnets may be dissociated; any other user keeps it.
-            let known: BTreeSet<ResourceId> = subnets.iter().map(|(s, _, _)| s.clone()).collect();
-            if users.iter().any(|u| !known.contains(u)) {
-                continue;
-            }
-            for subnet in &users {
-                if let Some(w) = self.dissociate(subnet, &rp.id, rp.kind).await? {
-                    report.written.push(w);
-                }
-            }
-            let id = rp.id.clone();
-            (self.progress)(ApplyEvent::Started {
-                id: id.clone(),
-                action: WriteAction::Delete,
-            });
-            let started = std::time::Instant::now();
-            let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
-            let precondition = etag.map(Precondition::IfMatch);
-            let on_poll = |p: &LroProgress| {
-                (self.progress)(ApplyEvent::Polling {
-                    id: id.clone(),
-                    status: p.status.clone(),
-                    polls: p.polls,
-                    elapsed: p.elapsed,
-                })
-            };
-            match self.arm.delete(&id, precondition.as_ref(), &on_poll).await {
-                Ok(()) => {}
-                // Someone wrote it since: it is no longer ours to delete; the next run decides.
-                Err(e) if e.is_precondition_failed() => {
-                    (self.progress)(ApplyEvent::Unchanged { id: id.clone() });
-                    continue;
-                }
-                Err(e) => return Err(ApplyError::arm(&id, e)),
-            }
-            (self.progress)(ApplyEvent::Done {
-                id: id.clone(),
-                action: WriteAction::Delete,
-                elapsed: started.elapsed(),
-            });
-            report.written.push(Written {
-                id,
+            doomed.push(Doomed {
+                id: rp.id.clone(),
                 kind: rp.kind,
-                action: WriteAction::Delete,
-                counts: (0, 0, 1),
+                etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
             });
+        }
+        for (subnet, targets) in &dissociations {
+            if let Some(w) = self.dissociate(subnet, targets).await? {
+                report.written.push(w);
+            }
+        }
+        for d in doomed {
+            if let Some(w) = self.delete(d).await? {
+                report.written.push(w);
+            }
         }
         Ok(())
     }
 
-    /// Removes the association of `subnet` with `target` (re-reading the subnet first).
+    /// `rp`'s raw JSON and the subnets using it, if asenet created it for a spec being
+    /// removed, it is empty, and every subnet using it is known to the snapshot (any other
+    /// user keeps it).
+    async fn removable(&self, rp: &ResourcePlan) -> Option<(Value, BTreeSet<ResourceId>)> {
+        let (raw, subnets) = {
+            let snap = self.snapshot.lock().await;
+            let written = self
+                .results
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&rp.id)
+                .cloned();
+            let observed = match rp.kind {
+                ResourceKind::NetworkSecurityGroup => snap
+                    .network_security_groups
+                    .get(&rp.id)
+                    .and_then(|n| n.raw.clone()),
+                _ => snap.route_tables.get(&rp.id).and_then(|r| r.raw.clone()),
+            };
+            let subnets: Vec<(ResourceId, Option<ResourceId>, Option<ResourceId>)> = snap
+                .subnets
+                .values()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        s.network_security_group.clone(),
+                        s.route_table.clone(),
+                    )
+                })
+                .collect();
+            (written.or(observed), subnets)
+        };
+        let raw = raw?;
+        let creator = raw
+            .pointer(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<SpecKey>().ok())?;
+        if !self.options.removing.contains(&creator) {
+            return None;
+        }
+        let children = if rp.kind == ResourceKind::NetworkSecurityGroup {
+            "securityRules"
+        } else {
+            "routes"
+        };
+        let empty = raw
+            .pointer(&format!("/properties/{children}"))
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
+        if !empty {
+            return None;
+        }
+        // Who uses it: subnets known to the snapshot and ARM's back-references.
+        let mut users: BTreeSet<ResourceId> = raw
+            .pointer("/properties/subnets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("id").and_then(Value::as_str))
+            .filter_map(|s| ResourceId::parse(s).ok())
+            .collect();
+        for (sid, nsg, rt) in &subnets {
+            let uses = match rp.kind {
+                ResourceKind::NetworkSecurityGroup => nsg.as_ref() == Some(&rp.id),
+                _ => rt.as_ref() == Some(&rp.id),
+            };
+            if uses {
+                users.insert(sid.clone());
+            }
+        }
+        // Only the removed specs' own subnets may be dissociated; any other user keeps it.
+        let known: BTreeSet<&ResourceId> = subnets.iter().map(|(s, _, _)| s).collect();
+        if users.iter().any(|u| !known.contains(u)) {
+            return None;
+        }
+        Some((raw, users))
+    }
+
+    /// Deletes an NSG or route table judged removable (its subnets already dissociated).
+    async fn delete(&self, d: Doomed) -> Result<Option<Written>, ApplyError> {
+        let id = d.id;
+        (self.progress)(ApplyEvent::Started {
+            id: id.clone(),
+            action: WriteAction::Delete,
+        });
+        let started = std::time::Instant::now();
+        let precondition = d.etag.map(Precondition::IfMatch);
+        let on_poll = |p: &LroProgress| {
+            (self.progress)(ApplyEvent::Polling {
+                id: id.clone(),
+                status: p.status.clone(),
+                polls: p.polls,
+                elapsed: p.elapsed,
+            })
+        };
+        match self.arm.delete(&id, precondition.as_ref(), &on_poll).await {
+            Ok(()) => {}
+            // Someone wrote it since: it is no longer ours to delete; the next run decides.
+            Err(e) if e.is_precondition_failed() => {
+                (self.progress)(ApplyEvent::Unchanged { id: id.clone() });
+                return Ok(None);
+            }
+            Err(e) => return Err(ApplyError::arm(&id, e)),
+        }
+        (self.progress)(ApplyEvent::Done {
+            id: id.clone(),
+            action: WriteAction::Delete,
+            elapsed: started.elapsed(),
+        });
+        Ok(Some(Written {
+            id,
+            kind: d.kind,
+            action: WriteAction::Delete,
+            counts: (0, 0, 1),
+        }))
+    }
+
+    /// Removes, in one PUT, every association of `subnet` named in `targets` (property name
+    /// → the resource being removed) that still points there (re-reading the subnet first;
+    /// an association changed since is left alone).
     async fn dissociate(
         &self,
         subnet: &ResourceId,
-        target: &ResourceId,
-        kind: ResourceKind,
+        targets: &BTreeMap<&'static str, ResourceId>,
     ) -> Result<Option<Written>, ApplyError> {
         let lock = self.vnet_lock(subnet);
         let _guard = lock.lock().await;
-        let field = match kind {
-            ResourceKind::NetworkSecurityGroup => "networkSecurityGroup",
-            _ => "routeTable",
-        };
         for attempt in 0..=self.options.max_replans {
             let Some(fetched) = self
                 .arm
@@ -647,17 +678,27 @@ impl Run<'_> {
             else {
                 return Ok(None);
             };
-            let current = fetched
-                .raw
-                .pointer(&format!("/properties/{field}/id"))
-                .and_then(Value::as_str)
-                .and_then(|s| ResourceId::parse(s).ok());
-            if current.as_ref() != Some(target) {
+            let fields: Vec<&str> = targets
+                .iter()
+                .filter(|(field, target)| {
+                    fetched
+                        .raw
+                        .pointer(&format!("/properties/{field}/id"))
+                        .and_then(Value::as_str)
+                        .and_then(|s| ResourceId::parse(s).ok())
+                        .as_ref()
+                        == Some(*target)
+                })
+                .map(|(field, _)| *field)
+                .collect();
+            if fields.is_empty() {
                 return Ok(None);
             }
             let mut body = writable(&fetched.raw);
             if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
-                p.remove(field);
+                for field in &fields {
+                    p.remove(*field);
+                }
             }
             let precondition = fetched.etag.clone().map(Precondition::IfMatch);
             (self.progress)(ApplyEvent::Started {
@@ -688,7 +729,7 @@ impl Run<'_> {
                         id: subnet.clone(),
                         kind: ResourceKind::Subnet,
                         action: WriteAction::Dissociate,
-                        counts: (0, 0, 1),
+                        counts: (0, 0, fields.len()),
                     }));
                 }
                 Err(e) if e.needs_reobserve() && attempt < self.options.max_replans => {
@@ -703,6 +744,21 @@ impl Run<'_> {
             id: subnet.to_string(),
             attempts: self.options.max_replans,
         })
+    }
+}
+
+/// An NSG or route table phase 3 deletes, with the etag it was judged by.
+struct Doomed {
+    id: ResourceId,
+    kind: ResourceKind,
+    etag: Option<String>,
+}
+
+/// The subnet property that associates it with a resource of `kind`.
+fn association_field(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::NetworkSecurityGroup => "networkSecurityGroup",
+        _ => "routeTable",
     }
 }
 

@@ -124,17 +124,21 @@ pub enum LogFormat {
 }
 
 /// asenet's subscriber: `filter`, `format`, and every record redacted on its way to
-/// `writer` (the operator passes stderr; tests pass a buffer).
+/// `writer` (the operator passes stderr; tests pass a buffer). `ansi`: colour codes in
+/// text output, only for a terminal (a log collector or a file would store the escape
+/// codes; tracing-subscriber colours by default, whatever the output is).
 pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
+    ansi: bool,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(RedactingWriter::new(writer));
     match format {
         LogFormat::Json => Box::new(

@@ -25,6 +25,11 @@ fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed")
 }
 
+/// What Azure holds for the seed example (`mock-seed.yaml`, `snapshot.yaml`).
+fn seed_azure_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/azure/seed")
+}
+
 fn fast_options() -> ArmClientOptions {
     ArmClientOptions {
         retry: RetryConfig {
@@ -45,7 +50,7 @@ fn http() -> Arc<dyn azure_core::HttpClient> {
 }
 
 async fn seeded_mock() -> RunningMock {
-    let seed = std::fs::read_to_string(seed_dir().join("mock-seed.yaml")).unwrap();
+    let seed = std::fs::read_to_string(seed_azure_dir().join("mock-seed.yaml")).unwrap();
     let config = mock_arm::Config {
         clock_scale: 20.0,
         lro_delay: Duration::from_secs(1),
@@ -116,6 +121,7 @@ fn logged_run(rust_log: &str, format: LogFormat) -> String {
         format,
         logging::env_filter(Some(rust_log), "info"),
         capture.clone(),
+        false,
     );
     // A current-thread runtime: every task (the mock's too) logs through this subscriber.
     tracing::subscriber::with_default(subscriber, || {

@@ -514,6 +514,9 @@ async fn a_scaled_clock_sends_millisecond_retry_after() {
     let mut config = fast_config();
     config.throttling.enabled = true;
     config.throttling.writes.size = 1;
+    // One token per ARM second: 100 ms real at scale 10, so a slow first PUT on a loaded
+    // machine does not refill the bucket before the second (at ARM's 10/s it took 10 ms).
+    config.throttling.writes.refill_per_sec = 1.0;
     config.clock_scale = 10.0;
     let mock = mock_with(config).await;
     let arm = Arm::new(&mock);

@@ -1,10 +1,11 @@
 //! A mock ARM seed (`mock_arm::Seed`, mock-server/README.md) built from a `Snapshot`, so
-//! every example's `snapshot.yaml` can seed the mock without a second hand-written file:
+//! every example's `examples/azure/<example>/snapshot.yaml` can seed the mock without a
+//! second hand-written file:
 //! VNets with their subnets and associations, NSGs with their rules (rendered to ARM JSON
 //! like apply renders them), route tables with their routes, and ASEs with their addresses.
 //!
-//! Used by `asenet demo` (when the seed folder has no `mock-seed.yaml`), by the integration
-//! tests, and to generate `examples/seed/mock-seed.yaml`.
+//! Used by `asenet demo --seed DIR` (when DIR has no `mock-seed.yaml`), by the integration
+//! tests, and to generate `examples/azure/seed/mock-seed.yaml`.
 
 use std::collections::BTreeMap;
 

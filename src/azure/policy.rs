@@ -196,23 +196,32 @@ pub fn error_code(body: &[u8]) -> Option<String> {
     v.get("error")?.get("code")?.as_str().map(str::to_owned)
 }
 
-impl Policy for ArmRetryPolicy {
-    fn send<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        ctx: &'life1 Context,
-        request: &'life2 mut Request,
-        next: &'life3 [Arc<dyn Policy>],
-    ) -> BoxFuture<'async_trait, PolicyResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.run(ctx, request, next))
-    }
+/// `azure_core::Policy` for a type with an inherent `async fn run(&self, ctx, request, next)`:
+/// the trait's `async_trait` signature, spelled out once (azure_core 0.21 exports no macro
+/// for it).
+macro_rules! policy_from_run {
+    ($($t:ty),+ $(,)?) => {$(
+        impl Policy for $t {
+            fn send<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+                &'life0 self,
+                ctx: &'life1 Context,
+                request: &'life2 mut Request,
+                next: &'life3 [Arc<dyn Policy>],
+            ) -> BoxFuture<'async_trait, PolicyResult>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                'life2: 'async_trait,
+                'life3: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(self.run(ctx, request, next))
+            }
+        }
+    )+};
 }
+
+policy_from_run!(ArmRetryPolicy, ObserverPolicy, FencePolicy);
 
 /// Shared list of observers; the policy holds one end, `ArmClient::with_observer` the other.
 #[derive(Default)]
@@ -264,24 +273,6 @@ impl ObserverPolicy {
         self.observers
             .notify(&method, &resource_type(request.url().path()), status);
         result
-    }
-}
-
-impl Policy for ObserverPolicy {
-    fn send<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        ctx: &'life1 Context,
-        request: &'life2 mut Request,
-        next: &'life3 [Arc<dyn Policy>],
-    ) -> BoxFuture<'async_trait, PolicyResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.run(ctx, request, next))
     }
 }
 
@@ -369,23 +360,5 @@ impl FencePolicy {
             return Err(azure_core::Error::new(ErrorKind::Other, Fenced));
         }
         next[0].send(ctx, request, &next[1..]).await
-    }
-}
-
-impl Policy for FencePolicy {
-    fn send<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        ctx: &'life1 Context,
-        request: &'life2 mut Request,
-        next: &'life3 [Arc<dyn Policy>],
-    ) -> BoxFuture<'async_trait, PolicyResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.run(ctx, request, next))
     }
 }

@@ -1,6 +1,7 @@
 //! `asenet controller` (the in-cluster operator) and `asenet crd` (the generated
 //! CustomResourceDefinition, committed in `crds/` and `charts/asenet/crds/`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -104,7 +105,12 @@ fn init_logging(format: LogFormat) {
         std::env::var("RUST_LOG").ok().as_deref(),
         "info,kube_runtime=warn,kube_client=warn",
     );
-    let subscriber = crate::logging::subscriber(format, filter, std::io::stderr);
+    let subscriber = crate::logging::subscriber(
+        format,
+        filter,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+    );
     // try_init (also bridges the `log` crate): a subscriber installed earlier (tests) wins.
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = subscriber.try_init();

@@ -4,12 +4,15 @@
 //! and verify. Exits 0 only if every step behaved as expected.
 //!
 //! The mock (crate `mock_arm`) listens on a free loopback port over plain http and accepts
-//! any static bearer token. It is seeded from `<seed>/mock-seed.yaml`, or, when that file is
-//! absent, from `<seed>/snapshot.yaml` through `azure::mock_seed`. Service tags come from
-//! the snapshot file when it has them, else from the embedded fixture.
+//! any static bearer token. By default the story is the one of `examples/seed/` (the specs)
+//! and `examples/azure/seed/` (the mock seed, and the service tags of its snapshot), compiled
+//! into the binary so that an installed binary or the container image runs it from any
+//! directory. `--seed DIR` runs another story: the specs under DIR, the mock seeded from
+//! `DIR/mock-seed.yaml`, or, when that file is absent, from `DIR/snapshot.yaml` through
+//! `azure::mock_seed`.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,24 +29,65 @@ use crate::report;
 
 use super::plan::{render_apply_report, render_verify, ProgressPrinter};
 
-/// Finds the seed folder: as given, else relative to the source tree (for `cargo run` from
-/// another directory).
-fn seed_dir(given: &Path) -> anyhow::Result<PathBuf> {
-    if given.is_dir() {
-        return Ok(given.to_path_buf());
+/// The built-in story's specs, by the path they are read from in the source tree (the
+/// name errors show).
+const EMBEDDED_SPECS: &[(&str, &str)] = &[
+    (
+        "examples/seed/ase-one.yaml",
+        include_str!("../../examples/seed/ase-one.yaml"),
+    ),
+    (
+        "examples/seed/ase-two.yaml",
+        include_str!("../../examples/seed/ase-two.yaml"),
+    ),
+];
+const EMBEDDED_MOCK_SEED: (&str, &str) = (
+    "examples/azure/seed/mock-seed.yaml",
+    include_str!("../../examples/azure/seed/mock-seed.yaml"),
+);
+const EMBEDDED_SNAPSHOT: &str = include_str!("../../examples/azure/seed/snapshot.yaml");
+
+/// The built-in story: specs, mock seed and service tags, from the embedded files.
+fn embedded_story() -> anyhow::Result<(
+    Vec<crate::api::AseConnectivity>,
+    mock_arm::Seed,
+    ServiceTags,
+)> {
+    let mut specs = Vec::new();
+    for (path, text) in EMBEDDED_SPECS {
+        specs.extend(
+            crate::load::parse_specs(Path::new(path), text)?
+                .into_iter()
+                .map(|l| l.spec),
+        );
     }
-    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join(given);
-    if fallback.is_dir() {
-        return Ok(fallback);
+    let (path, text) = EMBEDDED_MOCK_SEED;
+    let seed = mock_arm::Seed::from_yaml(text).with_context(|| format!("parsing {path}"))?;
+    let tags = ServiceTags::parse(EMBEDDED_SNAPSHOT).unwrap_or_else(|_| ServiceTags::embedded());
+    Ok((specs, seed, tags))
+}
+
+/// A story from a folder (`--seed DIR`).
+fn folder_story(
+    dir: &Path,
+) -> anyhow::Result<(
+    Vec<crate::api::AseConnectivity>,
+    mock_arm::Seed,
+    ServiceTags,
+)> {
+    if !dir.is_dir() {
+        bail!("--seed `{}`: not a folder", dir.display());
     }
-    bail!(
-        "seed folder `{}` not found (run from the repository root, or pass --seed)",
-        given.display()
-    )
+    let specs: Vec<_> = crate::load::load_specs(&[dir.to_path_buf()])?
+        .into_iter()
+        .map(|l| l.spec)
+        .collect();
+    let (seed, tags) = load_seed(dir, &specs)?;
+    Ok((specs, seed, tags))
 }
 
 /// The mock seed and service tags of a seed folder.
-pub fn load_seed(
+fn load_seed(
     dir: &Path,
     specs: &[crate::api::AseConnectivity],
 ) -> anyhow::Result<(mock_arm::Seed, ServiceTags)> {
@@ -89,12 +133,10 @@ pub fn fast_options() -> ArmClientOptions {
 }
 
 pub fn run(args: super::DemoArgs) -> anyhow::Result<ExitCode> {
-    let dir = seed_dir(&args.seed)?;
-    let specs: Vec<_> = crate::load::load_specs(std::slice::from_ref(&dir))?
-        .into_iter()
-        .map(|l| l.spec)
-        .collect();
-    let (seed, tags) = load_seed(&dir, &specs)?;
+    let (specs, seed, tags) = match args.seed.as_deref() {
+        Some(dir) => folder_story(dir)?,
+        None => embedded_story()?,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -32,7 +32,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Evaluate every required flow against the live NSGs (exit 1 if any is denied).
     Verify(VerifyArgs),
-    /// Run the whole story against an embedded mock ARM seeded with examples/seed.
+    /// Run the whole story against an embedded mock ARM seeded with examples/seed (built in).
     Demo(DemoArgs),
     /// Run the Kubernetes operator.
     Controller(controller::ControllerArgs),
@@ -156,9 +156,10 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The seed folder (specs, mock seed).
-    #[arg(long, default_value = "examples/seed")]
-    pub seed: PathBuf,
+    /// Run another story: a folder holding specs and a `mock-seed.yaml` or `snapshot.yaml`
+    /// (default: the built-in story of examples/seed, compiled into the binary).
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
 }
 
 /// The tenancy policy of a CLI run: the `--policy` files, else off.

@@ -304,16 +304,36 @@ pub(crate) fn build(
         )
     };
 
+    // An `environmentRef` naming no spec is wrong whatever Azure holds: it is reported
+    // first, and also when the subnet is missing too (a spec applied to a cluster whose
+    // Azure lacks its subnet still shows the error in its own input).
+    for (i, entry) in spec.inbound.iter().enumerate() {
+        for (j, src) in entry.sources.iter().enumerate() {
+            if let Source::Environment(other) = src {
+                if !specs.contains_key(other) {
+                    errors.push(unresolved(
+                        &format!("spec.inbound[{i}].from[{j}].environmentRef"),
+                        other.to_string(),
+                        format!(
+                            "environmentRef `{other}` names no AseConnectivity spec in the input"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     let subnet_state = snapshot.subnets.get(&spec.subnet);
     let Some(subnet_state) = subnet_state else {
-        return Err(vec![unresolved(
+        errors.push(unresolved(
             "spec.subnet.resourceId",
             spec.subnet.to_string(),
             format!(
                 "subnet `{}` is not in the snapshot; its address range is needed for the rules",
                 spec.subnet
             ),
-        )]);
+        ));
+        return Err(errors);
     };
     let subnet_range = subnet_state.address_prefix.trunc();
     let vnet = snapshot.vnet_of(&spec.subnet);
@@ -370,12 +390,8 @@ pub(crate) fn build(
                     // Calls between ASEs are Internet calls, even in one VNet: the callee
                     // sees the caller's outbound addresses (design.md 1.3; domain.md 1.2.4).
                     let field = || format!("spec.inbound[{i}].from[{j}].environmentRef");
+                    // Reported above, before the subnet was looked up.
                     let Some(o) = specs.get(other) else {
-                        errors.push(unresolved(
-                            &field(),
-                            other.to_string(),
-                            format!("environmentRef `{other}` names no AseConnectivity spec in the input"),
-                        ));
                         continue;
                     };
                     let addrs = internet_addresses(o, snapshot);

@@ -12,6 +12,13 @@
    openAPIV3Schema with `jsonschema` (unknown fields rejected, as `kubectl apply` does by
    default). Documents under examples/invalid/ are semantically invalid on purpose: they
    are reported, and the ones listed in EXPECTED_SCHEMA_REJECTIONS must be rejected.
+5. Checks what a user `kubectl apply`s: every YAML document of the spec folders
+   (KUBECTL_FOLDERS), examples/namespaces.yaml and every path the README's "Install in a
+   cluster" section applies is a Kubernetes object (apiVersion, kind, metadata.name), each
+   AseConnectivity validates against the CRD schema, every other object passes
+   `kubernetes-validate --strict`, and every namespace a spec uses is created by a Namespace
+   document. Also: every `format` in the CRD is one the API server knows (an unknown one
+   makes each `kubectl apply` of the CRD warn).
 
 Exits non-zero on the first failing group, after printing every failure of that group.
 """
@@ -41,6 +48,20 @@ NAMESPACE = "asenet-system"
 FOREIGN_KINDS = {"ServiceMonitor"}
 # examples/invalid documents the CRD schema itself must reject (API server side).
 EXPECTED_SCHEMA_REJECTIONS = {"invalid/bad-band.yaml"}
+
+# Folders of examples/ a user applies with `kubectl apply -f` (not recursive): they must
+# hold only Kubernetes objects. What Azure holds for each example is under examples/azure/.
+KUBECTL_FOLDERS = ["seed", "layered", "v3", "invalid"]
+NAMESPACES = ROOT / "examples" / "namespaces.yaml"
+README = ROOT / "README.md"
+# apiextensions-apiserver pkg/apiserver/validation/formats.go (compared with "-" removed),
+# and the OpenAPI integer and number formats.
+STRING_FORMATS = {
+    "bsonobjectid", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid",
+    "uuid3", "uuid4", "uuid5", "isbn", "isbn10", "isbn13", "creditcard", "ssn", "hexcolor",
+    "rgbcolor", "byte", "password", "date", "duration", "datetime",
+}
+NUMERIC_FORMATS = {"integer": {"int32", "int64"}, "number": {"float", "double"}}
 
 failures: list[str] = []
 
@@ -383,6 +404,127 @@ def tenancy_examples() -> None:
         fail("no AseTenancyPolicy or AseBackendGrant documents found under examples/")
 
 
+def crd_validator() -> jsonschema.Draft7Validator:
+    crd = yaml.safe_load(CRD.read_text())
+    [version] = crd["spec"]["versions"]
+    schema = openapi_to_jsonschema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    schema["properties"].update({
+        "apiVersion": {"const": f"{crd['spec']['group']}/{version['name']}"},
+        "kind": {"const": crd["spec"]["names"]["kind"]},
+        "metadata": {"type": "object"},
+    })
+    return jsonschema.Draft7Validator(schema)
+
+
+def kubectl_files(path: pathlib.Path) -> list[pathlib.Path]:
+    """The files `kubectl apply -f PATH` reads (a folder: its .json/.yaml/.yml, not recursive)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir()
+                      if p.is_file() and p.suffix in (".json", ".yaml", ".yml"))
+    return [path]
+
+
+def readme_applied_paths() -> list[pathlib.Path]:
+    """Paths the README's "Install in a cluster" section passes to `kubectl apply -f`."""
+    text = README.read_text()
+    start = text.index("## Install in a cluster")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else None]
+    paths = []
+    for line in section.splitlines():
+        words = line.split()
+        if words[:2] == ["kubectl", "apply"] and "-f" in words:
+            target = words[words.index("-f") + 1]
+            if target.startswith("examples/") or target.startswith("charts/"):
+                paths.append(ROOT / target)
+    return paths
+
+
+def kubectl_applied() -> None:
+    print("== what a user kubectl-applies: Kubernetes objects only, valid, namespaces created")
+    validator = crd_validator()
+    readme_paths = readme_applied_paths()
+    if not any(p.resolve() == (ROOT / "examples" / "seed").resolve() for p in readme_paths):
+        fail("README 'Install in a cluster' does not kubectl apply examples/seed/")
+    paths = [NAMESPACES] + [ROOT / "examples" / f for f in KUBECTL_FOLDERS] + readme_paths
+    created: set[str] = set()
+    used: dict[str, str] = {}
+    others: list[dict] = []
+    seen: set[pathlib.Path] = set()
+    for path in paths:
+        if not path.exists():
+            fail(f"{path.relative_to(ROOT)}: does not exist")
+            continue
+        for file in kubectl_files(path):
+            if file in seen:
+                continue
+            seen.add(file)
+            rel = file.relative_to(ROOT).as_posix()
+            for i, doc in enumerate(yaml.safe_load_all(file.read_text())):
+                if doc is None:
+                    continue
+                name = f"{rel}#{i}"
+                if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
+                    fail(f"{name}: not a Kubernetes object (apiVersion and kind are required)")
+                    continue
+                if not (doc.get("metadata") or {}).get("name"):
+                    fail(f"{name}: metadata.name is missing")
+                    continue
+                kind = doc["kind"]
+                if kind == "Namespace":
+                    created.add(doc["metadata"]["name"])
+                if kind == "AseConnectivity":
+                    used.setdefault(doc["metadata"].get("namespace", "default"), name)
+                    errors = list(validator.iter_errors(doc))
+                    invalid_on_purpose = rel.startswith("examples/invalid/")
+                    if errors and not invalid_on_purpose:
+                        fail(f"{name}: {errors[0].message}")
+                        continue
+                else:
+                    others.append(dict(doc, _source=rel))
+                ok(f"{name}: {doc['apiVersion']} {kind} {doc['metadata']['name']}")
+    if others:
+        kubernetes_validate(others, "kubectl-applied objects")
+    for namespace, where in sorted(used.items()):
+        if namespace == "default" or namespace in created:
+            ok(f"namespace {namespace} (used by {where}) is created by {NAMESPACES.relative_to(ROOT)}")
+        else:
+            fail(f"namespace {namespace} (used by {where}) is not created by any applied Namespace")
+    readme = README.read_text()
+    applies_namespaces = any(p.resolve() == NAMESPACES.resolve() for p in readme_paths)
+    (ok if applies_namespaces else fail)(
+        "README 'Install in a cluster' applies examples/namespaces.yaml before the specs")
+    if applies_namespaces:
+        first_ns = readme.index("kubectl apply -f examples/namespaces.yaml")
+        first_specs = readme.index("kubectl apply -f examples/seed/")
+        (ok if first_ns < first_specs else fail)("the namespaces are applied before the specs")
+
+
+def crd_formats() -> None:
+    print("== every format in the CRD is one the API server knows")
+    crd = yaml.safe_load(CRD.read_text())
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            fmt = node.get("format")
+            if isinstance(fmt, str):
+                kind = node.get("type")
+                known = (fmt in NUMERIC_FORMATS[kind] if kind in NUMERIC_FORMATS
+                         else fmt.replace("-", "") in STRING_FORMATS)
+                found.append(fmt)
+                if not known:
+                    fail(f"{path}: format {fmt!r} (type {kind}) is unknown to the API server")
+            for k, v in node.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    walk(crd, "crd")
+    ok(f"{len(found)} formats checked: {', '.join(sorted(set(found)))}")
+
+
 def main() -> None:
     lint()
     end_group("helm lint")
@@ -393,6 +535,10 @@ def main() -> None:
     examples()
     tenancy_examples()
     end_group("examples")
+    kubectl_applied()
+    end_group("kubectl-applied files")
+    crd_formats()
+    end_group("CRD formats")
     print("\nchart, CRD and example checks passed")
 
 

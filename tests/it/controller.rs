@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 pub(crate) type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 pub(crate) const SEED: &str = "examples/seed";
+/// What Azure holds for the seed example (its snapshot).
+pub(crate) const SEED_AZURE: &str = "examples/azure/seed";
 pub(crate) const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
 const NSG_TWO: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-two-nsg";
 
@@ -77,7 +79,7 @@ pub(crate) struct Arm {
 
 impl Arm {
     pub(crate) async fn start() -> Arm {
-        let dir = root().join(SEED);
+        let dir = root().join(SEED_AZURE);
         let specs = load(SEED);
         let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
         let (valid, _) = asenet::validate::validate_all(&specs);

@@ -335,7 +335,7 @@ pub struct Arm {
 
 impl Arm {
     pub async fn start() -> Arm {
-        let dir = root().join(SEED);
+        let dir = root().join("examples/azure/seed");
         let specs: Vec<AseConnectivity> = seed_specs();
         let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
         let (valid, _) = asenet::validate::validate_all(&specs);
@@ -387,7 +387,7 @@ pub fn quick_retries() -> RetryConfig {
 }
 
 pub fn pipeline(arm: ArmClient) -> Arc<dyn Engine> {
-    let tags = ServiceTags::load(&root().join(SEED).join("snapshot.yaml"))
+    let tags = ServiceTags::load(&root().join("examples/azure/seed/snapshot.yaml"))
         .unwrap_or_else(|_| ServiceTags::embedded());
     Arc::new(Pipeline::new(
         arm,

@@ -68,7 +68,9 @@ async fn requests_of(example: &str) -> BTreeSet<(String, String)> {
         .into_iter()
         .map(|l| l.spec)
         .collect();
-    let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
+    // What Azure holds for the example, apart from its specs (examples/azure/<example>).
+    let azure = root().join("examples/azure").join(example);
+    let snapshot = asenet::load::load_snapshot(&azure.join("snapshot.yaml")).unwrap();
     let (valid, _) = asenet::validate::validate_all(&specs);
     let seed: mock_arm::Seed =
         serde_json::from_value(asenet::azure::mock_seed::seed_value(&snapshot, &valid)).unwrap();
@@ -97,7 +99,7 @@ async fn requests_of(example: &str) -> BTreeSet<(String, String)> {
     )
     .unwrap()
     .with_observer(seen.clone());
-    let tags = asenet::observe::ServiceTags::load(&dir.join("snapshot.yaml"))
+    let tags = asenet::observe::ServiceTags::load(&azure.join("snapshot.yaml"))
         .unwrap_or_else(|_| asenet::observe::ServiceTags::embedded());
     let pipeline = Pipeline::new(
         arm,

@@ -767,7 +767,13 @@ fn forced_tunneling_without_a_route_table_is_invalid() {
 fn load_example(dir: &str) -> (Vec<AseConnectivity>, Snapshot) {
     let path = root().join("examples").join(dir);
     let specs = asenet::load::load_specs(std::slice::from_ref(&path)).unwrap();
-    let snap = asenet::load::load_snapshot(&path.join("snapshot.yaml")).unwrap();
+    let snap = asenet::load::load_snapshot(
+        &root()
+            .join("examples/azure")
+            .join(dir)
+            .join("snapshot.yaml"),
+    )
+    .unwrap();
     (specs.into_iter().map(|l| l.spec).collect(), snap)
 }
 
@@ -854,7 +860,8 @@ fn each_invalid_example_gives_one_error_naming_the_spec_field_and_value() {
         ),
     ];
     let dir = root().join("examples/invalid");
-    let snap = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
+    let snap =
+        asenet::load::load_snapshot(&root().join("examples/azure/invalid/snapshot.yaml")).unwrap();
     for (file, field, value) in cases {
         let specs: Vec<_> = asenet::load::load_specs(&[dir.join(file)])
             .unwrap()
@@ -873,6 +880,34 @@ fn each_invalid_example_gives_one_error_naming_the_spec_field_and_value() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn the_dangling_ref_example_reports_its_environment_ref_even_where_azure_lacks_its_subnet() {
+    // In a cluster whose Azure holds only the seed topology, the example's subnet does not
+    // exist; the error it exists to show must still be the first one reported (the status
+    // message and the Degraded reason come from it).
+    let specs: Vec<_> =
+        asenet::load::load_specs(&[root().join("examples/invalid/dangling-ref.yaml")])
+            .unwrap()
+            .into_iter()
+            .map(|l| l.spec)
+            .collect();
+    let snap =
+        asenet::load::load_snapshot(&root().join("examples/azure/seed/snapshot.yaml")).unwrap();
+    assert!(!snap.subnets.keys().any(|id| id.name() == "dangling-ref"));
+    let (ok, errors) = validate_all(&specs);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let errors = resolve(&ok, &snap).errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors[0].kind, SpecErrorKind::UnresolvedReference);
+    assert_eq!(errors[0].field, "spec.inbound[0].from[0].environmentRef");
+    assert_eq!(errors[0].value, "invalid/no-such-ase");
+    assert!(errors[0]
+        .to_string()
+        .contains("names no AseConnectivity spec"));
+    // The missing subnet is reported too, after it.
+    assert_eq!(errors[1].field, "spec.subnet.resourceId");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -894,7 +929,7 @@ fn asenet_resolve_prints_the_seed_as_json_and_exits_0() {
         "-f",
         "examples/seed",
         "--snapshot",
-        "examples/seed/snapshot.yaml",
+        "examples/azure/seed/snapshot.yaml",
         "--output",
         "json",
     ]);
@@ -918,7 +953,7 @@ fn asenet_resolve_prints_the_seed_as_json_and_exits_0() {
         "-f",
         "examples/seed",
         "--snapshot",
-        "examples/seed/snapshot.yaml",
+        "examples/azure/seed/snapshot.yaml",
     ])
     .stdout;
     let text = String::from_utf8(text).unwrap();
@@ -933,7 +968,7 @@ fn asenet_resolve_exits_1_with_one_error_line_per_problem_and_still_prints_the_r
         "-f",
         "examples/invalid",
         "--snapshot",
-        "examples/invalid/snapshot.yaml",
+        "examples/azure/invalid/snapshot.yaml",
         "-o",
         "json",
     ]);

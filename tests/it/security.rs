@@ -22,6 +22,11 @@ fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed")
 }
 
+/// What Azure holds for the seed example (`mock-seed.yaml`, `snapshot.yaml`).
+fn seed_azure_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/azure/seed")
+}
+
 fn fast_options() -> ArmClientOptions {
     ArmClientOptions {
         retry: RetryConfig {
@@ -43,7 +48,7 @@ fn http() -> Arc<dyn azure_core::HttpClient> {
 
 /// The mock ARM seeded with examples/seed, fast long-running operations.
 async fn seeded_mock() -> RunningMock {
-    let seed = std::fs::read_to_string(seed_dir().join("mock-seed.yaml")).unwrap();
+    let seed = std::fs::read_to_string(seed_azure_dir().join("mock-seed.yaml")).unwrap();
     let config = mock_arm::Config {
         clock_scale: 20.0,
         lro_delay: Duration::from_secs(1),
@@ -375,7 +380,7 @@ async fn a_hostile_spec_value_adds_no_structure_to_any_report() {
     // stderr of `resolve` (errors printed there) carries no control byte either.
     let resolve = tokio::task::spawn_blocking({
         let dir = dir.to_string();
-        let snapshot = seed_dir().join("snapshot.yaml").display().to_string();
+        let snapshot = seed_azure_dir().join("snapshot.yaml").display().to_string();
         move || asenet(&["resolve", "-f", &dir, "--snapshot", &snapshot])
     })
     .await

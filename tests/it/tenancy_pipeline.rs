@@ -194,9 +194,11 @@ async fn the_cli_honours_the_policy_files_in_resolve_plan_and_verify() {
     let bin = env!("CARGO_BIN_EXE_asenet");
     let url = env.mock.base_url.clone();
     let dir = example("seed");
+    let seed_azure = example("azure").join("seed");
     let run = |args: Vec<String>, azure: bool| {
         let url = url.clone();
         let dir = dir.clone();
+        let seed_azure = seed_azure.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 let mut cmd = std::process::Command::new(bin);
@@ -204,9 +206,9 @@ async fn the_cli_honours_the_policy_files_in_resolve_plan_and_verify() {
                 if azure {
                     cmd.args(["--endpoint", &url, "--credential", "static", "--token", "t"])
                         .arg("--service-tags")
-                        .arg(dir.join("snapshot.yaml"));
+                        .arg(seed_azure.join("snapshot.yaml"));
                 } else {
-                    cmd.arg("--snapshot").arg(dir.join("snapshot.yaml"));
+                    cmd.arg("--snapshot").arg(seed_azure.join("snapshot.yaml"));
                 }
                 cmd.stdin(std::process::Stdio::null()).output().unwrap()
             })
