@@ -1,9 +1,16 @@
 //! Fleet benchmark and chaos run (issue 6): converge N ASEs against the mock ARM at ARM's
-//! throttling limits and measure the ARM calls and the time against the write-bucket floor.
+//! throttling limits and measure the ARM calls and the time against the honest floor: the
+//! larger of the busiest subscription's write-bucket floor and the longest chain of writes
+//! ARM serialises (one VNet's subnet writes and their predecessor) times the operation time.
 //!
 //! `cargo bench --bench fleet -- [--sizes 10,100,1000] [--driver controller|batch|both]
 //! [--chaos] [--clock-scale X] [--concurrency K] [--subscriptions S] [--phase-budget SECS]
-//! [--max-attempts A] [--quick]`
+//! [--max-attempts A] [--lro-secs S] [--no-nrp-limits] [--quick]`
+//!
+//! NRP timing by default: every long-running operation answers `Retry-After: 10` and takes
+//! 10 ARM seconds (domain.md 4.5; `--lro-secs`), and NRP's per-subscription limits of 1,000
+//! writes/deletes and 10,000 reads per 5 minutes apply on top of ARM's buckets (domain.md
+//! 4.8; `--no-nrp-limits`). Phases are then separated by 300 ARM s so the window is empty.
 //!
 //! Per size N: the fleet of benches/support/fleet_world.rs (specgen's sharing, spread over
 //! up to S subscriptions) seeds an in-process mock ARM (127.0.0.1, port 0) with throttling at
@@ -79,6 +86,19 @@ const WRITE_BUCKET: f64 = 200.0;
 const WRITE_REFILL: f64 = 10.0;
 /// Seconds (ARM clock) for an empty write bucket to fill again (200 / 10).
 const REFILL_ARM_SECS: f64 = 20.0;
+/// NRP's window (domain.md 4.8: per 5 minutes); the quiet time between phases with
+/// `nrp_limits`, so each phase starts with an empty window.
+const NRP_WINDOW_ARM_SECS: f64 = 300.0;
+
+/// Real time to wait between phases: every bucket (and, with NRP's limits, the window) full.
+fn quiet_between_phases(args: &Args) -> Duration {
+    let arm = if args.nrp_limits {
+        NRP_WINDOW_ARM_SECS.max(REFILL_ARM_SECS)
+    } else {
+        REFILL_ARM_SECS
+    };
+    Duration::from_secs_f64(arm / args.clock_scale)
+}
 
 // ---------------------------------------------------------------------------------------
 // Arguments
@@ -116,6 +136,11 @@ struct Args {
     max_attempts: u32,
     /// `--trace`: print a timeline of every batch phase (plan, apply, writes) to stderr.
     trace: bool,
+    /// ARM seconds each long-running operation takes and the `Retry-After` it answers
+    /// (`--lro-secs`; NRP's 10 s by default, domain.md 4.5; the mock's own default is 1 s).
+    lro_secs: f64,
+    /// NRP's per-5-minute limits in the mock (`--no-nrp-limits` turns them off).
+    nrp_limits: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -129,6 +154,8 @@ fn parse_args() -> Result<Option<Args>, String> {
         phase_budget: Duration::from_secs(60),
         max_attempts: RetryConfig::default().max_attempts,
         trace: false,
+        lro_secs: 10.0,
+        nrp_limits: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -160,6 +187,12 @@ fn parse_args() -> Result<Option<Args>, String> {
                 }
             }
             "--chaos" => args.chaos = true,
+            "--no-nrp-limits" => args.nrp_limits = false,
+            "--lro-secs" => {
+                args.lro_secs = value("--lro-secs")?
+                    .parse()
+                    .map_err(|e| format!("--lro-secs: {e}"))?
+            }
             "--trace" => args.trace = true,
             "--quick" => {
                 args.sizes = vec![10, 100];
@@ -199,6 +232,12 @@ fn parse_args() -> Result<Option<Args>, String> {
     if !(args.clock_scale.is_finite() && args.clock_scale > 0.0) {
         return Err("--clock-scale must be positive".into());
     }
+    if !(args.lro_secs.is_finite() && args.lro_secs >= 0.0) {
+        return Err(format!(
+            "--lro-secs must be a number of seconds >= 0, got {}",
+            args.lro_secs
+        ));
+    }
     args.concurrency = args.concurrency.max(1);
     Ok(Some(args))
 }
@@ -220,6 +259,68 @@ fn proc_status_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Linux's `USER_HZ`: `/proc` reports CPU times in these ticks (100 on every Linux ABI the
+/// project builds for; `getconf CLK_TCK`).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Names of the mock ARM's runtime threads, so its CPU time can be told from the client's.
+const MOCK_THREAD: &str = "mock-arm";
+
+/// utime + stime (seconds) of a `/proc/.../stat` line (fields 14 and 15; the command name
+/// in parentheses may contain spaces, so fields are counted after its closing parenthesis).
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SEC)
+}
+
+/// CPU seconds used so far: (the whole process, the mock ARM's threads).
+fn cpu_secs() -> (f64, f64) {
+    let total = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu_secs(&s))
+        .unwrap_or(0.0);
+    let mut mock = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let comm = stat
+                .find('(')
+                .zip(stat.rfind(')'))
+                .map(|(a, b)| &stat[a + 1..b])
+                .unwrap_or_default();
+            if comm.starts_with(MOCK_THREAD) {
+                mock += stat_cpu_secs(&stat).unwrap_or(0.0);
+            }
+        }
+    }
+    (total, mock)
+}
+
+/// The mock ARM's own runtime (threads named [`MOCK_THREAD`]): its CPU is ARM's, not the
+/// client's, and is reported apart.
+fn mock_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(MOCK_THREAD)
+            .enable_all()
+            .build()
+            // No runtime, no benchmark: nothing to recover to.
+            .expect("fleet: cannot start the mock ARM's runtime")
+    })
+}
+
+/// Resident set now (`VmRSS`), in MiB.
+fn rss_mib() -> f64 {
+    proc_status_kib("VmRSS:") as f64 / 1024.0
 }
 
 /// What the foreign writer did (subtracted from the mock's counters).
@@ -252,18 +353,145 @@ struct Phase {
     reconciles: u64,
     reconcile_errors: u64,
     note: String,
+    /// The longest chain of serialised writes of the phase (see [`longest_chain`]).
+    chain: Chain,
+    /// ARM seconds one long-running operation takes in the mock (its `lroDelay`).
+    op_secs: f64,
+    /// CPU seconds of the phase: the client (everything but the mock ARM's threads: the
+    /// driver, pipeline, controller, kube stand-in) and the mock ARM.
+    cpu_client: f64,
+    cpu_mock: f64,
+    /// Whole-process `VmRSS` and `VmHWM` at the end of the phase (MiB).
+    rss_end: f64,
+    hwm_end: f64,
+}
+
+/// The longest chain of writes that ARM serialises in one phase: a VNet's subnet writes
+/// (one at a time per VNet, `AnotherOperationInProgress`, domain.md 4.4) plus, when every
+/// one of them waits for an NSG or route table written in the same phase, that predecessor.
+#[derive(Debug, Default, Clone)]
+struct Chain {
+    vnet: String,
+    subnet_writes: u64,
+    predecessor: bool,
+}
+
+impl Chain {
+    fn len(&self) -> u64 {
+        self.subnet_writes + u64::from(self.predecessor)
+    }
 }
 
 impl Phase {
-    fn floor_global(&self) -> f64 {
+    /// Total writes over one write bucket. NOT a floor when the fleet spans several
+    /// subscriptions (ARM has one bucket per subscription, domain.md 4.8); kept only to
+    /// compare with earlier figures.
+    fn single_bucket_figure(&self) -> f64 {
         (self.writes as f64 - WRITE_BUCKET).max(0.0) / WRITE_REFILL
     }
+    /// The busiest subscription's `(writes - 200) / 10`: its write bucket cannot go faster.
     fn floor_per_sub(&self) -> f64 {
         self.writes_by_sub
             .values()
             .map(|w| (*w as f64 - WRITE_BUCKET).max(0.0) / WRITE_REFILL)
             .fold(0.0, f64::max)
     }
+    /// The longest serialised chain times the operation time: no schedule is shorter.
+    fn floor_chain(&self) -> f64 {
+        // Any write at all is a chain of one operation.
+        self.chain.len().max(u64::from(self.writes > 0)) as f64 * self.op_secs
+    }
+    /// The honest floor: the larger of the two bounds.
+    fn floor(&self) -> f64 {
+        self.floor_per_sub().max(self.floor_chain())
+    }
+}
+
+/// A subnet's NSG and route table ids (lower case) as a VNet body shows them.
+fn subnet_dependencies(subnet: &Value) -> Vec<String> {
+    ["networkSecurityGroup", "routeTable"]
+        .iter()
+        .filter_map(|k| {
+            let v = &subnet["properties"][*k];
+            v["id"].as_str().or(v.as_str()).map(str::to_ascii_lowercase)
+        })
+        .collect()
+}
+
+/// A subnet's properties without `provisioningState` (which a write changes by itself).
+fn subnet_content(subnet: &Value) -> Value {
+    let mut props = subnet["properties"].clone();
+    if let Some(o) = props.as_object_mut() {
+        o.remove("provisioningState");
+    }
+    props
+}
+
+/// The longest chain of serialised writes of a phase, from the mock's write history: per
+/// VNet, the versions written in the phase (each one subnet write), the subnets each changed
+/// (compared with the version before), and whether every one of those subnets points at an
+/// NSG or route table that was itself written in the phase (then the chain's first subnet
+/// write had to wait for that write; if some subnet had no such predecessor, a schedule could
+/// start the chain with it and overlap the predecessor, so it is not counted).
+fn longest_chain(
+    mock: &MockState,
+    hist_before: &HashMap<String, usize>,
+    parents: &BTreeMap<String, String>,
+    written: &BTreeSet<String>,
+) -> Chain {
+    let mut best = Chain::default();
+    for (key, id) in parents {
+        if !key.contains("/virtualnetworks/") {
+            continue;
+        }
+        let history = mock.history(id);
+        let before = hist_before.get(key).copied().unwrap_or(0);
+        if history.len() <= before {
+            continue;
+        }
+        let mut subnet_writes = 0u64;
+        let mut all_wait = true;
+        for i in before..history.len() {
+            let version = &history[i];
+            if version.pointer("/properties/provisioningState") == Some(&json!("Failed")) {
+                continue;
+            }
+            subnet_writes += 1;
+            let previous: HashMap<String, Value> = i
+                .checked_sub(1)
+                .and_then(|p| history[p]["properties"]["subnets"].as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| Some((s["name"].as_str()?.to_ascii_lowercase(), s)))
+                .collect();
+            for subnet in version["properties"]["subnets"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let name = subnet["name"].as_str().unwrap_or_default();
+                let unchanged = previous
+                    .get(&name.to_ascii_lowercase())
+                    .is_some_and(|p| subnet_content(p) == subnet_content(subnet));
+                if !unchanged
+                    && !subnet_dependencies(subnet)
+                        .iter()
+                        .any(|d| written.contains(d))
+                {
+                    all_wait = false;
+                }
+            }
+        }
+        let chain = Chain {
+            vnet: id.rsplit('/').next().unwrap_or(id).to_string(),
+            subnet_writes,
+            predecessor: subnet_writes > 0 && all_wait,
+        };
+        if chain.len() > best.len() {
+            best = chain;
+        }
+    }
+    best
 }
 
 fn collect_phase(
@@ -308,6 +536,7 @@ fn collect_phase(
         .lock()
         .map(|mut m| std::mem::take(&mut *m))
         .unwrap_or_default();
+    let mut written = BTreeSet::new();
     for (key, id) in parents {
         let history = mock.history(id);
         let before = hist_before.get(key).copied().unwrap_or(0);
@@ -320,8 +549,11 @@ fn collect_phase(
             *p.writes_by_sub
                 .entry(fleet_world::subscription_of(id))
                 .or_default() += new;
+            written.insert(key.clone());
         }
     }
+    p.chain = longest_chain(mock, hist_before, parents, &written);
+    p.op_secs = mock.config().lro_delay.as_secs_f64();
     for (sub, n) in p.writes_by_sub.iter_mut() {
         *n = n.saturating_sub(foreign_subs.remove(sub).unwrap_or(0));
     }
@@ -787,6 +1019,7 @@ struct Row {
     change: Phase,
     changed_specs: usize,
     rss_mib: f64,
+    rss_setup: f64,
     chaos: Option<ChaosResult>,
 }
 
@@ -829,6 +1062,10 @@ struct Setup {
     changed_list: Vec<AseConnectivity>,
     changed_only: Vec<AseConnectivity>,
     expected_change: Plan,
+    /// `cpu_secs()` at the start of the running phase.
+    cpu_mark: Mutex<(f64, f64)>,
+    /// Whole-process `VmRSS` once the fleet, offline plans and seeded mock exist (MiB).
+    rss_setup: f64,
 }
 
 async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
@@ -838,24 +1075,45 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
     let (valid, _) = asenet::validate::validate_all(&fleet.specs);
     let seed =
         asenet::fixture::mock_seed::seed(&fleet.snapshot, &valid).map_err(anyhow::Error::msg)?;
-    let config = mock_arm::Config {
+    let mut config = mock_arm::Config {
         clock_scale: scale,
         history_limit: 100_000,
+        // NRP's timing (domain.md 4.5): the operation takes `Retry-After` seconds.
+        lro_delay: Duration::from_secs_f64(args.lro_secs),
+        lro_retry_after: Duration::from_secs_f64(args.lro_secs),
         ..mock_arm::Config::default()
     };
-    let tags = ServiceTags(fleet.snapshot.service_tags.values().cloned().collect());
-    let asenet::fixture::harness::MockPipeline { mock, pipeline } =
-        asenet::fixture::harness::start(
-            seed,
-            config,
-            arm_options(scale, args.max_attempts),
-            PipelineOptions {
-                service_tags: tags,
-                max_concurrency: usize::from(args.concurrency),
-                ..PipelineOptions::default()
+    // NRP's own per-5-minute limits (domain.md 4.8) on top of ARM's buckets.
+    config.throttling.nrp.enabled = args.nrp_limits;
+    let state = MockState::new(config, seed)?;
+    let mock = mock_runtime()
+        .spawn(mock_arm::start(
+            state,
+            mock_arm::ServeOptions {
+                port: 0,
+                ..Default::default()
             },
-        )
-        .await?;
+        ))
+        .await??;
+    let http: Arc<dyn azure_core::HttpClient> =
+        Arc::new(asenet::azure::http_client(None, Duration::from_secs(60))?);
+    let arm = asenet::azure::ArmClient::new(
+        &mock.base_url,
+        Arc::new(asenet::azure::credential::StaticToken::new("fleet")),
+        http,
+        arm_options(scale, args.max_attempts),
+    )?;
+    let tags = ServiceTags(fleet.snapshot.service_tags.values().cloned().collect());
+    // Not `fixture::harness`: the mock runs on a runtime of its own here, so that the
+    // bench can count the client's CPU apart from the mock's.
+    let pipeline = Pipeline::new(
+        arm,
+        PipelineOptions {
+            service_tags: tags,
+            max_concurrency: usize::from(args.concurrency),
+            ..PipelineOptions::default()
+        },
+    );
     let parents = fleet_world::parents(&fleet);
     let all_nsgs: BTreeSet<String> = fleet
         .specs
@@ -889,6 +1147,8 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         changed_list,
         changed_only,
         expected_change,
+        cpu_mark: Mutex::new(cpu_secs()),
+        rss_setup: rss_mib(),
     })
 }
 
@@ -959,17 +1219,29 @@ async fn stop_chaos(c: Chaos) {
 fn phase_start(s: &Setup) -> (HashMap<String, usize>, Instant) {
     let hist = history_lengths(&s.mock.state, &s.parents);
     s.mock.state.reset_stats();
+    if let Ok(mut mark) = s.cpu_mark.lock() {
+        *mark = cpu_secs();
+    }
     (hist, Instant::now())
 }
 
 fn phase_end(s: &Setup, shared: &ChaosShared, hist: &HashMap<String, usize>) -> Phase {
-    collect_phase(
+    // CPU and memory first: the bookkeeping below is the bench's, not the phase's.
+    let (total, mock) = cpu_secs();
+    let (total0, mock0) = s.cpu_mark.lock().map(|m| *m).unwrap_or((total, mock));
+    let (rss_end, hwm_end) = (rss_mib(), peak_rss_mib());
+    let mut p = collect_phase(
         &s.mock.state,
         &shared.counters,
         hist,
         &s.parents,
         &shared.by_sub,
-    )
+    );
+    p.cpu_mock = (mock - mock0).max(0.0);
+    p.cpu_client = ((total - total0) - p.cpu_mock).max(0.0);
+    p.rss_end = rss_end;
+    p.hwm_end = hwm_end;
+    p
 }
 
 /// What `--trace` records of a batch phase.
@@ -1187,7 +1459,7 @@ async fn run_batch(
     shared: &ChaosShared,
 ) -> anyhow::Result<(Phase, Phase, Phase, bool)> {
     let scale = args.clock_scale;
-    let refill = Duration::from_secs_f64(REFILL_ARM_SECS / scale);
+    let refill = quiet_between_phases(args);
     let budget = args.phase_budget;
 
     // 1. Converge.
@@ -1255,7 +1527,7 @@ async fn run_controller(
     generation_predicate: bool,
 ) -> anyhow::Result<(Phase, Phase, Phase, bool)> {
     let scale = args.clock_scale;
-    let refill = Duration::from_secs_f64(REFILL_ARM_SECS / scale);
+    let refill = quiet_between_phases(args);
     let budget = args.phase_budget;
     let quiet = Duration::from_millis(500);
 
@@ -1484,6 +1756,7 @@ async fn run_size(args: &Args, driver: Driver, n: usize) -> anyhow::Result<Row> 
         change,
         changed_specs: s.changed_only.len(),
         rss_mib: peak_rss_mib(),
+        rss_setup: s.rss_setup,
         chaos,
     };
     s.mock.shutdown().await;
@@ -1523,6 +1796,22 @@ fn ratio(time: f64, floor: f64) -> String {
     }
 }
 
+fn chain_text(p: &Phase) -> String {
+    let c = &p.chain;
+    if c.len() == 0 {
+        if p.writes > 0 {
+            "1 (no subnet write)"
+        } else {
+            "0"
+        }
+        .into()
+    } else if c.predecessor {
+        format!("{} + 1 ({})", c.subnet_writes, c.vnet)
+    } else {
+        format!("{} ({})", c.subnet_writes, c.vnet)
+    }
+}
+
 fn per_parent(writes: u64, parents: usize) -> String {
     if parents == 0 {
         "n/a".into()
@@ -1534,22 +1823,29 @@ fn per_parent(writes: u64, parents: usize) -> String {
 fn print_rows(args: &Args, rows: &[Row]) {
     println!();
     println!(
-        "asenet fleet benchmark: clock scale {}, ARM client attempts {}, concurrency {}, up to {} subscriptions{}",
+        "asenet fleet benchmark: clock scale {}, ARM client attempts {}, concurrency {}, up to {} subscriptions, operations {} ARM s (Retry-After {}), NRP limits {}{}",
         args.clock_scale,
         args.max_attempts,
         args.concurrency,
         args.subscriptions,
+        args.lro_secs,
+        args.lro_secs,
+        if args.nrp_limits {
+            "on (1,000 writes/deletes, 10,000 reads per 5 min per subscription)"
+        } else {
+            "off"
+        },
         if args.chaos { ", CHAOS" } else { "" }
     );
     println!();
-    println!("Convergence from the seeded state (time on the ARM clock; floor = max(0, writes - 200) / 10 s; per-sub floor = the same per subscription bucket):");
+    println!("Convergence from the seeded state (time on the ARM clock). Honest floor = the larger of the bucket floor (the busiest subscription's max(0, writes_s - 200) / 10 s, domain.md 4.8) and the chain floor (the longest chain of serialised writes: one VNet's subnet writes, plus their NSG/route-table predecessor when every one waits for it, times the operation time). 'single bucket' = all writes over one bucket: NOT a floor with several subscriptions, shown for comparison with earlier figures only:");
     println!();
-    println!("| driver | specs | subs | touched parents | changed parents | ARM reads | writes | 412s | 429s | writes / changed parent | time (ARM s) | floor (s) | time / floor | per-sub floor (s) | time / per-sub floor | reconciles (failed) | converged | peak RSS (MiB) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |");
+    println!("| driver | specs | subs | touched parents | changed parents | ARM reads | writes | 412s | 429s | writes / changed parent | time (ARM s) | bucket floor (s) | longest chain (writes, VNet) | chain floor (s) | **honest floor (s)** | **time / honest floor** | single bucket (s, not a floor) | reconciles (failed) | converged | peak RSS (MiB) |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |");
     for r in rows {
         let p = &r.converge;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {} ({}) | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} ({}) | {} | {:.0} |",
             r.driver.name(),
             r.n,
             r.subscriptions,
@@ -1561,10 +1857,12 @@ fn print_rows(args: &Args, rows: &[Row]) {
             p.throttled,
             per_parent(p.writes, p.changed_parents),
             p.arm_secs,
-            p.floor_global(),
-            ratio(p.arm_secs, p.floor_global()),
             p.floor_per_sub(),
-            ratio(p.arm_secs, p.floor_per_sub()),
+            chain_text(p),
+            p.floor_chain(),
+            p.floor(),
+            ratio(p.arm_secs, p.floor()),
+            p.single_bucket_figure(),
             p.reconciles,
             p.reconcile_errors,
             if p.converged { "yes" } else { "NO" },
@@ -1572,14 +1870,16 @@ fn print_rows(args: &Args, rows: &[Row]) {
         );
     }
     println!();
-    println!("Steady state (one resync of the converged fleet) and the 5 % change:");
+    println!(
+        "Steady state (one resync of the converged fleet) and the 5 % change (floors as above):"
+    );
     println!();
-    println!("| driver | specs | resync reads | resync reads / touched parent | resync writes | resync time (ARM s) | resync reconciles | changed specs | changed parents | writes | writes / changed parent | 429s | time (ARM s) | floor (s) | converged |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| driver | specs | resync reads | resync reads / touched parent | resync writes | resync time (ARM s) | resync reconciles | changed specs | changed parents | writes | writes / changed parent | 429s | time (ARM s) | bucket floor (s) | longest chain | chain floor (s) | honest floor (s) | time / honest floor | converged |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |");
     for r in rows {
         let (q, c) = (&r.resync, &r.change);
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {} |",
             r.driver.name(),
             r.n,
             q.reads,
@@ -1593,8 +1893,38 @@ fn print_rows(args: &Args, rows: &[Row]) {
             per_parent(c.writes, c.changed_parents),
             c.throttled,
             c.arm_secs,
-            c.floor_global(),
+            c.floor_per_sub(),
+            chain_text(c),
+            c.floor_chain(),
+            c.floor(),
+            ratio(c.arm_secs, c.floor()),
             if c.converged { "yes" } else { "NO" }
+        );
+    }
+    println!();
+    println!("CPU seconds per phase (/proc/self/stat utime+stime; client = every thread but the mock ARM's, i.e. driver, pipeline, controller, kube stand-in; mock = the in-process mock ARM's runtime) and whole-process memory (/proc/self/status, MiB, mock ARM and its write history included; setup = after the fleet, offline plans and seeded mock exist, before the driver starts; RSS = VmRSS at the end of the phase; HWM = VmHWM, the peak so far, reconciles in flight included):");
+    println!();
+    println!("| driver | specs | converge CPU client / mock (s) | resync CPU client / mock (s) | 5 % change CPU client / mock (s) | RSS setup | RSS after converge / resync / change | HWM after converge / resync / change |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let (a, b, c) = (&r.converge, &r.resync, &r.change);
+        println!(
+            "| {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
+            r.driver.name(),
+            r.n,
+            a.cpu_client,
+            a.cpu_mock,
+            b.cpu_client,
+            b.cpu_mock,
+            c.cpu_client,
+            c.cpu_mock,
+            r.rss_setup,
+            a.rss_end,
+            b.rss_end,
+            c.rss_end,
+            a.hwm_end,
+            b.hwm_end,
+            c.hwm_end
         );
     }
     println!();

@@ -4,11 +4,14 @@
 //! deletes), refilled continuously; an empty bucket answers 429 with `Retry-After`. The
 //! remaining tokens are reported in `x-ms-ratelimit-remaining-subscription-*` headers. The
 //! caller passes the real instant in; refill runs on the ARM clock (`clock_scale`).
+//!
+//! On top, when configured, Microsoft.Network's own per-subscription limits (domain.md 4.8:
+//! 1,000 writes/deletes and 10,000 reads per 5 minutes) as a sliding window ([`NrpLimits`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::config::{Bucket, ThrottlingConfig};
+use crate::config::{Bucket, NrpLimits, ThrottlingConfig};
 
 /// The operation class a request is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +61,9 @@ pub(crate) struct Throttle {
     config: ThrottlingConfig,
     scale: f64,
     buckets: HashMap<(String, OpClass), State>,
+    /// NRP windows per (subscription, is a write or delete): the admission instants inside
+    /// the window, oldest first.
+    windows: HashMap<(String, bool), VecDeque<Instant>>,
 }
 
 impl Throttle {
@@ -66,6 +72,59 @@ impl Throttle {
             config,
             scale,
             buckets: HashMap::new(),
+            windows: HashMap::new(),
+        }
+    }
+
+    /// Count one Microsoft.Network request of `class` for `subscription` at `now` against
+    /// NRP's sliding window ([`NrpLimits`]). Call it only for requests ARM's bucket admitted:
+    /// ARM counts those before the provider sees them.
+    pub(crate) fn admit_nrp(
+        &mut self,
+        subscription: &str,
+        class: OpClass,
+        now: Instant,
+    ) -> Admission {
+        let NrpLimits {
+            enabled,
+            window,
+            writes,
+            reads,
+        } = self.config.nrp;
+        let is_write = class != OpClass::Read;
+        let limit = if is_write { writes } else { reads };
+        if !(self.config.enabled && enabled) {
+            return Admission::Allowed { remaining: limit };
+        }
+        let window_real =
+            Duration::try_from_secs_f64(window.as_secs_f64() / self.scale).unwrap_or(window);
+        let admitted = self
+            .windows
+            .entry((subscription.to_ascii_lowercase(), is_write))
+            .or_default();
+        while admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window_real)
+        {
+            admitted.pop_front();
+        }
+        // `len() < limit` as u32: the deque never grows past `limit` entries.
+        if (admitted.len() as u64) < u64::from(limit) {
+            admitted.push_back(now);
+            return Admission::Allowed {
+                remaining: limit.saturating_sub(admitted.len() as u32),
+            };
+        }
+        // Full: the next slot frees when the oldest admission leaves the window. Whole ARM
+        // seconds (at least 1, rounded up), then scaled, as for the buckets.
+        let frees_in = admitted
+            .front()
+            .map(|oldest| window_real.saturating_sub(now.saturating_duration_since(*oldest)))
+            .unwrap_or(window_real);
+        let wait_arm = (frees_in.as_secs_f64() * self.scale).ceil().max(1.0);
+        Admission::Throttled {
+            retry_after: Duration::try_from_secs_f64(wait_arm / self.scale)
+                .unwrap_or(Duration::MAX),
         }
     }
 
@@ -137,6 +196,79 @@ mod tests {
             reads: bucket,
             writes: bucket,
             deletes: bucket,
+            nrp: NrpLimits::default(),
+        }
+    }
+
+    fn nrp(writes: u32, reads: u32, window_secs: u64) -> ThrottlingConfig {
+        ThrottlingConfig {
+            nrp: NrpLimits {
+                enabled: true,
+                window: Duration::from_secs(window_secs),
+                writes,
+                reads,
+            },
+            ..config(1_000_000, 1_000_000.0)
+        }
+    }
+
+    #[test]
+    fn nrp_limits_throttle_the_write_after_the_limit_until_the_first_leaves_the_window() {
+        // 3 writes per 300 ARM s at clock scale 100: the window is 3 real seconds.
+        let mut throttle = Throttle::new(nrp(3, 10, 300), 100.0);
+        let t0 = Instant::now();
+        for i in 0..3u64 {
+            let at = t0 + Duration::from_millis(500 * i);
+            assert!(
+                matches!(
+                    throttle.admit_nrp("s", OpClass::Write, at),
+                    Admission::Allowed { .. }
+                ),
+                "write {i} is within the limit"
+            );
+        }
+        // A delete shares the writes' window.
+        let at = t0 + Duration::from_millis(1_000);
+        let Admission::Throttled { retry_after } = throttle.admit_nrp("s", OpClass::Delete, at)
+        else {
+            panic!("the 4th write/delete inside the window must be throttled");
+        };
+        // The first admission (t0) leaves the window at t0 + 3 s, 2 s after `at`.
+        assert!(
+            retry_after >= Duration::from_millis(1_990)
+                && retry_after <= Duration::from_millis(2_010),
+            "retry_after {retry_after:?}"
+        );
+        // Reads and other subscriptions are counted apart.
+        assert!(matches!(
+            throttle.admit_nrp("s", OpClass::Read, at),
+            Admission::Allowed { .. }
+        ));
+        assert!(matches!(
+            throttle.admit_nrp("other", OpClass::Write, at),
+            Admission::Allowed { .. }
+        ));
+        // Once the first admission has left the window, one more write is admitted.
+        let later = t0 + Duration::from_millis(3_000);
+        assert!(matches!(
+            throttle.admit_nrp("s", OpClass::Write, later),
+            Admission::Allowed { remaining: 0 }
+        ));
+        assert!(matches!(
+            throttle.admit_nrp("s", OpClass::Write, later),
+            Admission::Throttled { .. }
+        ));
+    }
+
+    #[test]
+    fn nrp_limits_are_off_by_default() {
+        let mut throttle = Throttle::new(ThrottlingConfig::default(), 1.0);
+        let t0 = Instant::now();
+        for _ in 0..2_000 {
+            assert!(matches!(
+                throttle.admit_nrp("s", OpClass::Write, t0),
+                Admission::Allowed { .. }
+            ));
         }
     }
 

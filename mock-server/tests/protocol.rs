@@ -531,6 +531,47 @@ async fn a_scaled_clock_sends_millisecond_retry_after() {
     assert_eq!(throttled.header("retry-after"), Some("1"));
 }
 
+#[tokio::test]
+async fn nrp_limits_throttle_network_writes_past_the_window_limit_but_not_other_providers() {
+    let mut config = fast_config();
+    config.throttling.enabled = true;
+    config.throttling.nrp.enabled = true;
+    config.throttling.nrp.writes = 2;
+    config.throttling.nrp.reads = 2;
+    let mock = mock_with(config).await;
+    let arm = Arm::new(&mock);
+    for name in ["a", "b"] {
+        let put = arm
+            .put(&nsg_path(name), &json!({"location": "westeurope"}))
+            .await;
+        assert_eq!(put.status, 201, "write {name} is within NRP's limit");
+    }
+    // ARM's write bucket (200) still has tokens: the 429 is NRP's 5-minute window.
+    let throttled = arm
+        .put(&nsg_path("c"), &json!({"location": "westeurope"}))
+        .await;
+    assert_eq!(
+        (throttled.status, throttled.code()),
+        (429, "SubscriptionRequestsThrottled")
+    );
+    let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 200 && retry <= 300, "retry-after {retry}");
+    assert!(
+        arm.get(&nsg_path("c")).await.status == 404,
+        "nothing was written"
+    );
+    // Microsoft.Web requests are not Microsoft.Network's to count.
+    let web = |path: String| format!("{}{path}?api-version=2016-09-01", arm.base);
+    for _ in 0..3 {
+        let list = arm
+            .send(arm.http.get(web(format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Web/hostingEnvironments"
+            ))))
+            .await;
+        assert_eq!(list.status, 200);
+    }
+}
+
 fn fault(method: &str, path: &str, action: FaultAction) -> FaultSpec {
     FaultSpec {
         method: Some(method.into()),

@@ -308,10 +308,21 @@ async fn pipeline(
 
     // 5. Throttling per subscription (domain.md 4.8).
     let class = OpClass::from_method(&parts.method);
-    match state
-        .throttle()
-        .admit(target.subscription(), class, std::time::Instant::now())
-    {
+    let admission = {
+        let now = std::time::Instant::now();
+        let mut throttle = state.throttle();
+        match throttle.admit(target.subscription(), class, now) {
+            // NRP's own per-5-minute limits count only what ARM let through (domain.md 4.8).
+            Admission::Allowed { remaining } if target.namespace() == Namespace::Network => {
+                match throttle.admit_nrp(target.subscription(), class, now) {
+                    Admission::Allowed { .. } => Admission::Allowed { remaining },
+                    throttled => throttled,
+                }
+            }
+            other => other,
+        }
+    };
+    match admission {
         Admission::Allowed { remaining } => *ratelimit = Some((class.header(), remaining)),
         Admission::Throttled { retry_after } => {
             *ratelimit = Some((class.header(), 0));
