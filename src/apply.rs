@@ -16,10 +16,14 @@
 //!    write while another runs on the VNet, and one subnet write changes the etag of every
 //!    subnet of the VNet, so the next write in that VNet uses the etag the previous one
 //!    left (a 412 falls back to re-reading, so this never risks a lost update).
-//! 3. Removal (`deletionPolicy: Delete`): an NSG or route table that asenet created for a
-//!    spec being removed and that now holds nothing is dissociated from that spec's subnet
-//!    and deleted. Anything foreign (a foreign rule in it, another subnet using it) keeps it.
-//!    A subnet losing both its NSG and its route table loses them in one PUT.
+//!    A dissociation the plan lists (a subnet losing the NSG or route table the plan
+//!    deletes) is such a subnet write too; a subnet losing both loses them in one PUT.
+//! 3. Deletions: the NSGs and route tables the plan marks `ParentAction::Delete` (the diff
+//!    decides which, `diff::removal`), once every PUT is done.
+//!
+//! What is written is exactly [`Plan::writes`]: apply decides nothing about whether to
+//! write. It only reacts to ARM's answers (below): after a 412 it writes what the re-plan
+//! says, and a subnet write waiting on a re-planned resource is re-planned too.
 //!
 //! Every write carries `If-Match` with the observed etag (`If-None-Match: *` on create,
 //! domain.md 4.6). On 412, or an operation that failed for a transient reason, the resource
@@ -39,13 +43,11 @@ use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition
 // The ARM JSON of bodies lives in the ARM layer's wire module; re-exported for callers of
 // `apply::writable` and friends.
 pub use crate::azure::wire::{carried_child, render_route, render_rule, writable};
-use crate::diff::{EntryChanges, ParentAction, Plan, ResourceKind, ResourcePlan};
-use crate::model::{ResourceId, SpecKey};
+pub use crate::diff::CREATED_BY_TAG;
+use crate::diff::{EntryChanges, ParentAction, Plan, ResourceKind, ResourcePlan, WriteVerb};
+use crate::model::ResourceId;
 use crate::observe::{self, ObserveError};
 use crate::snapshot::Snapshot;
-
-/// The tag asenet puts on NSGs and route tables it creates (value: `namespace/name`).
-pub const CREATED_BY_TAG: &str = "asenet.io/created-by";
 
 /// Recomputes the plan from a snapshot (resolve + diff: pure). The pipeline implements it.
 pub trait Replanner: Send + Sync {
@@ -68,9 +70,6 @@ pub struct ApplyOptions {
     pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 or a transient operation failure.
     pub max_replans: u32,
-    /// Specs being removed with `deletionPolicy: Delete`: resources asenet created for
-    /// them are deleted once empty.
-    pub removing: BTreeSet<SpecKey>,
 }
 
 impl Default for ApplyOptions {
@@ -79,7 +78,6 @@ impl Default for ApplyOptions {
             max_concurrency: 4,
             max_write_concurrency: 4,
             max_replans: 5,
-            removing: BTreeSet::new(),
         }
     }
 }
@@ -235,6 +233,9 @@ struct Run<'a> {
     vnets: std::sync::Mutex<BTreeMap<ResourceId, Arc<tokio::sync::Mutex<Option<String>>>>>,
     /// Final bodies of written resources.
     results: std::sync::Mutex<BTreeMap<ResourceId, Value>>,
+    /// The latest plan of every resource re-planned during the run (`None`: nothing left
+    /// to write).
+    replanned: std::sync::Mutex<BTreeMap<ResourceId, Option<ResourcePlan>>>,
     replans: std::sync::atomic::AtomicU32,
 }
 
@@ -255,19 +256,35 @@ pub async fn execute(
         snapshot: tokio::sync::Mutex::new(snapshot),
         vnets: Default::default(),
         results: Default::default(),
+        replanned: Default::default(),
         replans: Default::default(),
     };
     let mut report = ApplyReport::default();
 
     // Phases 1 and 2 together: every subnet write waits for the NSG and route-table writes
     // it depends on, not for all of them.
-    let changed: Vec<ResourcePlan> = plan.changed().cloned().collect();
-    let results = run.write_all(changed).await;
+    let puts: Vec<ResourcePlan> = plan
+        .resources
+        .iter()
+        .filter(|r| r.writes().contains(&WriteVerb::Put))
+        .cloned()
+        .collect();
+    let results = run.write_all(puts).await;
     collect(&mut report, results)?;
 
-    // Phase 3: resources asenet created for removed specs, now empty.
-    if !options.removing.is_empty() {
-        run.remove_created(plan, &mut report).await?;
+    // Phase 3: the deletions, as last planned.
+    for rp in plan
+        .resources
+        .iter()
+        .filter(|r| r.action == ParentAction::Delete)
+    {
+        let Some(rp) = run.latest(rp) else { continue };
+        if rp.action != ParentAction::Delete {
+            continue;
+        }
+        if let Some(w) = run.delete(&rp).await? {
+            report.written.push(w);
+        }
     }
 
     report.replans = run.replans.load(std::sync::atomic::Ordering::Relaxed);
@@ -334,7 +351,7 @@ impl Run<'_> {
         let parents = chain_order(parents, &subnets, &deps);
         let parents = observe::interleave_subscriptions(parents, |r| r.id.subscription());
 
-        let mut gates: BTreeMap<ResourceId, tokio::sync::watch::Receiver<Option<bool>>> =
+        let mut gates: BTreeMap<ResourceId, tokio::sync::watch::Receiver<Option<Gate>>> =
             BTreeMap::new();
         let mut parent_limits = Limits::new(per_sub);
         let mut jobs: Vec<Job<'_>> = Vec::with_capacity(parents.len() + subnets.len());
@@ -344,30 +361,51 @@ impl Run<'_> {
             let limit = parent_limits.of(&rp.id);
             jobs.push(Box::pin(async move {
                 let permit = limit.acquire_owned().await;
+                let id = rp.id.clone();
                 let result = self.write(rp, None).await;
                 drop(permit);
+                let gate = match &result {
+                    Err(_) => Gate::Failed,
+                    Ok(_) if self.was_replanned(&id) => Gate::Replanned,
+                    Ok(_) => Gate::Written,
+                };
                 // Nobody waiting is not an error.
-                let _ = done.send(Some(result.is_ok()));
+                let _ = done.send(Some(gate));
                 result
             }));
         }
         let mut subnet_limits = Limits::new(per_sub);
         for (rp, deps) in subnets.into_iter().zip(deps) {
-            let waits: Vec<tokio::sync::watch::Receiver<Option<bool>>> =
+            let waits: Vec<tokio::sync::watch::Receiver<Option<Gate>>> =
                 deps.iter().filter_map(|d| gates.get(d).cloned()).collect();
             let limit = subnet_limits.of(&rp.id);
             let vnet = self.vnet_lock(&rp.id);
             jobs.push(Box::pin(async move {
+                let mut dependency_replanned = false;
                 for mut gate in waits {
-                    let ok = gate
+                    let state = gate
                         .wait_for(Option::is_some)
                         .await
-                        .is_ok_and(|v| *v == Some(true));
-                    if !ok {
+                        .map_or(Some(Gate::Failed), |v| *v);
+                    match state {
+                        Some(Gate::Written) => {}
+                        Some(Gate::Replanned) => dependency_replanned = true,
                         // The dependency's own error is what the apply reports.
-                        return Ok(None);
+                        _ => return Ok(None),
                     }
                 }
+                // What the subnet write was planned from changed: plan it again.
+                let rp = if dependency_replanned {
+                    match self.replan(&rp.id).await {
+                        Some(fresh) => fresh,
+                        None => {
+                            (self.progress)(ApplyEvent::Unchanged { id: rp.id.clone() });
+                            return Ok(None);
+                        }
+                    }
+                } else {
+                    rp
+                };
                 let guard = vnet.lock_owned().await;
                 let permit = limit.acquire_owned().await;
                 let result = self.write(rp, Some(guard)).await;
@@ -399,6 +437,7 @@ impl Run<'_> {
         loop {
             let action = match (rp.kind, rp.action) {
                 (_, ParentAction::Create) => WriteAction::Create,
+                (ResourceKind::Subnet, _) if rp.only_dissociates() => WriteAction::Dissociate,
                 (ResourceKind::Subnet, _) => WriteAction::Associate,
                 _ => WriteAction::Update,
             };
@@ -451,7 +490,7 @@ impl Run<'_> {
                         id: rp.id.clone(),
                         kind: rp.kind,
                         action,
-                        counts: rp.counts(),
+                        counts: rp.put_counts(),
                     }));
                 }
                 Err(e) if e.needs_reobserve() => {
@@ -473,6 +512,11 @@ impl Run<'_> {
                         **guard = None;
                     }
                     match self.reobserve(&rp.id).await? {
+                        // A resource the re-plan deletes without entries to remove first
+                        // needs no PUT: phase 3 deletes it.
+                        Some(fresh) if !fresh.writes().contains(&WriteVerb::Put) => {
+                            return Ok(None);
+                        }
                         Some(fresh) => rp = fresh,
                         None => {
                             (self.progress)(ApplyEvent::Unchanged { id: rp.id.clone() });
@@ -489,146 +533,61 @@ impl Run<'_> {
     async fn reobserve(&self, id: &ResourceId) -> Result<Option<ResourcePlan>, ApplyError> {
         let mut fresh = self.snapshot.lock().await.clone();
         observe::refresh(self.arm, &mut fresh, id).await?;
-        let mut snap = self.snapshot.lock().await;
-        copy_resource(&fresh, &mut snap, id);
-        let plan = self.replanner.replan(&snap);
-        Ok(plan.resource(id).filter(|r| r.has_changes()).cloned())
+        copy_resource(&fresh, &mut *self.snapshot.lock().await, id);
+        Ok(self.replan(id).await)
     }
 
-    /// Phase 3 (see the module docs). First every candidate is judged (created by a removed
-    /// spec, empty, used by no subnet outside the snapshot); then each subnet that uses any
-    /// of them is written once with all of its associations to them removed (one PUT per
-    /// changed parent, as in phases 1 and 2: a subnet using both an NSG and a route table
-    /// being removed loses both in one write); then they are deleted.
-    async fn remove_created(
-        &self,
-        plan: &Plan,
-        report: &mut ApplyReport,
-    ) -> Result<(), ApplyError> {
-        let mut doomed: Vec<Doomed> = Vec::new();
-        // Per subnet: the associations to remove, keyed by the subnet's property name.
-        let mut dissociations: BTreeMap<ResourceId, BTreeMap<&'static str, ResourceId>> =
-            BTreeMap::new();
-        for rp in plan
-            .resources
-            .iter()
-            .filter(|r| r.kind != ResourceKind::Subnet)
+    /// Re-plans `id` from the snapshot as it is now, records the new plan (see
+    /// [`Run::latest`]) and returns it if it still needs a write.
+    async fn replan(&self, id: &ResourceId) -> Option<ResourcePlan> {
+        let plan = self.replanner.replan(&*self.snapshot.lock().await);
+        let fresh = plan.resource(id).filter(|r| r.has_changes()).cloned();
+        self.replanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), fresh.clone());
+        fresh
+    }
+
+    fn was_replanned(&self, id: &ResourceId) -> bool {
+        self.replanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// The plan of `rp`'s resource as last computed: `rp` itself unless it was re-planned
+    /// during this run; `None` when the re-plan left nothing to write.
+    fn latest(&self, rp: &ResourcePlan) -> Option<ResourcePlan> {
+        match self
+            .replanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&rp.id)
         {
-            let Some((raw, users)) = self.removable(rp).await else {
-                continue;
-            };
-            for subnet in users {
-                dissociations
-                    .entry(subnet)
-                    .or_default()
-                    .insert(association_field(rp.kind), rp.id.clone());
-            }
-            doomed.push(Doomed {
-                id: rp.id.clone(),
-                kind: rp.kind,
-                etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
-            });
+            Some(fresh) => fresh.clone(),
+            None => Some(rp.clone()),
         }
-        for (subnet, targets) in &dissociations {
-            if let Some(w) = self.dissociate(subnet, targets).await? {
-                report.written.push(w);
-            }
-        }
-        for d in doomed {
-            if let Some(w) = self.delete(d).await? {
-                report.written.push(w);
-            }
-        }
-        Ok(())
     }
 
-    /// `rp`'s raw JSON and the subnets using it, if asenet created it for a spec being
-    /// removed, it is empty, and every subnet using it is known to the snapshot (any other
-    /// user keeps it).
-    async fn removable(&self, rp: &ResourcePlan) -> Option<(Value, BTreeSet<ResourceId>)> {
-        let (raw, subnets) = {
-            let snap = self.snapshot.lock().await;
-            let written = self
-                .results
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&rp.id)
-                .cloned();
-            let observed = match rp.kind {
-                ResourceKind::NetworkSecurityGroup => snap
-                    .network_security_groups
-                    .get(&rp.id)
-                    .and_then(|n| n.raw.clone()),
-                _ => snap.route_tables.get(&rp.id).and_then(|r| r.raw.clone()),
-            };
-            let subnets: Vec<(ResourceId, Option<ResourceId>, Option<ResourceId>)> = snap
-                .subnets
-                .values()
-                .map(|s| {
-                    (
-                        s.id.clone(),
-                        s.network_security_group.clone(),
-                        s.route_table.clone(),
-                    )
-                })
-                .collect();
-            (written.or(observed), subnets)
-        };
-        let raw = raw?;
-        let creator = raw
-            .pointer(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<SpecKey>().ok())?;
-        if !self.options.removing.contains(&creator) {
-            return None;
-        }
-        let children = if rp.kind == ResourceKind::NetworkSecurityGroup {
-            "securityRules"
-        } else {
-            "routes"
-        };
-        let empty = raw
-            .pointer(&format!("/properties/{children}"))
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty());
-        if !empty {
-            return None;
-        }
-        // Who uses it: subnets known to the snapshot and ARM's back-references.
-        let mut users: BTreeSet<ResourceId> = raw
-            .pointer("/properties/subnets")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.get("id").and_then(Value::as_str))
-            .filter_map(|s| ResourceId::parse(s).ok())
-            .collect();
-        for (sid, nsg, rt) in &subnets {
-            let uses = match rp.kind {
-                ResourceKind::NetworkSecurityGroup => nsg.as_ref() == Some(&rp.id),
-                _ => rt.as_ref() == Some(&rp.id),
-            };
-            if uses {
-                users.insert(sid.clone());
-            }
-        }
-        // Only the removed specs' own subnets may be dissociated; any other user keeps it.
-        let known: BTreeSet<&ResourceId> = subnets.iter().map(|(s, _, _)| s).collect();
-        if users.iter().any(|u| !known.contains(u)) {
-            return None;
-        }
-        Some((raw, users))
-    }
-
-    /// Deletes an NSG or route table judged removable (its subnets already dissociated).
-    async fn delete(&self, d: Doomed) -> Result<Option<Written>, ApplyError> {
-        let id = d.id;
+    /// Deletes an NSG or route table the plan deletes (its subnets already dissociated),
+    /// with `If-Match` on the etag its PUT of this run left, else the one observed.
+    async fn delete(&self, rp: &ResourcePlan) -> Result<Option<Written>, ApplyError> {
+        let id = rp.id.clone();
+        let written_etag = self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .and_then(|b| b.get("etag").and_then(Value::as_str).map(str::to_owned));
         (self.progress)(ApplyEvent::Started {
             id: id.clone(),
             action: WriteAction::Delete,
         });
         let started = std::time::Instant::now();
-        let precondition = d.etag.map(Precondition::IfMatch);
+        let precondition = written_etag
+            .or_else(|| rp.etag.clone())
+            .map(Precondition::IfMatch);
         let on_poll = |p: &LroProgress| {
             (self.progress)(ApplyEvent::Polling {
                 id: id.clone(),
@@ -653,113 +612,20 @@ impl Run<'_> {
         });
         Ok(Some(Written {
             id,
-            kind: d.kind,
+            kind: rp.kind,
             action: WriteAction::Delete,
             counts: (0, 0, 1),
         }))
     }
-
-    /// Removes, in one PUT, every association of `subnet` named in `targets` (property name
-    /// → the resource being removed) that still points there (re-reading the subnet first;
-    /// an association changed since is left alone).
-    async fn dissociate(
-        &self,
-        subnet: &ResourceId,
-        targets: &BTreeMap<&'static str, ResourceId>,
-    ) -> Result<Option<Written>, ApplyError> {
-        let lock = self.vnet_lock(subnet);
-        let _guard = lock.lock().await;
-        for attempt in 0..=self.options.max_replans {
-            let Some(fetched) = self
-                .arm
-                .get_subnet(subnet)
-                .await
-                .map_err(|e| ApplyError::arm(subnet, e))?
-            else {
-                return Ok(None);
-            };
-            let fields: Vec<&str> = targets
-                .iter()
-                .filter(|(field, target)| {
-                    fetched
-                        .raw
-                        .pointer(&format!("/properties/{field}/id"))
-                        .and_then(Value::as_str)
-                        .and_then(|s| ResourceId::parse(s).ok())
-                        .as_ref()
-                        == Some(*target)
-                })
-                .map(|(field, _)| *field)
-                .collect();
-            if fields.is_empty() {
-                return Ok(None);
-            }
-            let mut body = writable(&fetched.raw);
-            if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
-                for field in &fields {
-                    p.remove(*field);
-                }
-            }
-            let precondition = fetched.etag.clone().map(Precondition::IfMatch);
-            (self.progress)(ApplyEvent::Started {
-                id: subnet.clone(),
-                action: WriteAction::Dissociate,
-            });
-            let started = std::time::Instant::now();
-            let on_poll = |p: &LroProgress| {
-                (self.progress)(ApplyEvent::Polling {
-                    id: subnet.clone(),
-                    status: p.status.clone(),
-                    polls: p.polls,
-                    elapsed: p.elapsed,
-                })
-            };
-            match self
-                .arm
-                .put(subnet, &body, precondition.as_ref(), &on_poll)
-                .await
-            {
-                Ok(_) => {
-                    (self.progress)(ApplyEvent::Done {
-                        id: subnet.clone(),
-                        action: WriteAction::Dissociate,
-                        elapsed: started.elapsed(),
-                    });
-                    return Ok(Some(Written {
-                        id: subnet.clone(),
-                        kind: ResourceKind::Subnet,
-                        action: WriteAction::Dissociate,
-                        counts: (0, 0, fields.len()),
-                    }));
-                }
-                Err(e) if e.needs_reobserve() && attempt < self.options.max_replans => {
-                    self.replans
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(ApplyError::arm(subnet, e)),
-            }
-        }
-        Err(ApplyError::Conflict {
-            id: subnet.to_string(),
-            attempts: self.options.max_replans,
-        })
-    }
 }
 
-/// An NSG or route table phase 3 deletes, with the etag it was judged by.
-struct Doomed {
-    id: ResourceId,
-    kind: ResourceKind,
-    etag: Option<String>,
-}
-
-/// The subnet property that associates it with a resource of `kind`.
-fn association_field(kind: ResourceKind) -> &'static str {
-    match kind {
-        ResourceKind::NetworkSecurityGroup => "networkSecurityGroup",
-        _ => "routeTable",
-    }
+/// How a parent write ended, for the subnet writes waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Written,
+    /// Written (or found needing no write) after a re-read and re-plan.
+    Replanned,
+    Failed,
 }
 
 /// A semaphore per subscription, created on first use.

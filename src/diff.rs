@@ -20,9 +20,11 @@
 //!   Owned-looking entries of unknown or out-of-scope owners are treated as foreign:
 //!   carried unchanged, and reported as `UnknownOwner` only when they collide with
 //!   something asenet wants.
-//! - Subnet associations are only ever added or changed to what a desired spec wants,
-//!   never removed: taking away associations and resources asenet created is the
-//!   apply/delete path's concern.
+//! - Subnet associations are added or changed to what a desired spec wants. They are
+//!   removed only when the NSG or route table they point at is deleted: one asenet created
+//!   for a spec being removed and that nothing remains in (`removal`, which also sets
+//!   `ParentAction::Delete`). The plan thus holds every write `apply` makes
+//!   ([`Plan::writes`]).
 //! - Conflicts with foreign entries are reported, never fixed.
 //! - Every collection is sorted, so the same input gives a byte-identical plan.
 
@@ -40,6 +42,13 @@ use crate::resolver::{
     OwnedRule, SERVICE_TAGS_TAG,
 };
 use crate::snapshot::{NsgState, RouteTableState, Snapshot};
+
+mod removal;
+
+/// The ARM tag asenet puts on the NSGs and route tables it creates (value:
+/// `namespace/name` of the spec it created it for). `removal` reads it back: only what
+/// asenet created for a spec being removed is ever deleted.
+pub const CREATED_BY_TAG: &str = "asenet.io/created-by";
 
 /// What the plan may touch. Owned entries are deleted only when their owner (from the
 /// description) is a spec in `specs` or `removing`; owned entries of specs the caller does
@@ -111,6 +120,10 @@ pub enum ParentAction {
     Create,
     /// It exists and at least one entry or the association changes: one PUT.
     Update,
+    /// NSG or route table only: asenet created it for a spec being removed and nothing
+    /// remains in it. Its remaining owned entries are removed (one PUT, when there are
+    /// any), the subnets using it are dissociated (their own plans), then it is deleted.
+    Delete,
     /// Nothing to write.
     NoChange,
 }
@@ -207,7 +220,22 @@ pub struct Update<T> {
     pub reason: String,
 }
 
-/// A subnet association change.
+/// The HTTP verb of one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum WriteVerb {
+    Put,
+    Delete,
+}
+
+/// One request the plan makes `apply` send.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PlannedWrite {
+    pub id: ResourceId,
+    pub kind: ResourceKind,
+    pub verb: WriteVerb,
+}
+
+/// A subnet association change (`to: None`: the association is removed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssociationChange {
@@ -293,6 +321,23 @@ impl Plan {
             .flat_map(|r| r.conflicts.iter().map(move |c| (r, c)))
     }
 
+    /// Every request `apply` sends to execute this plan (without the re-reads and retries
+    /// ARM's answers may call for), in plan order. `apply` sends the PUTs of NSGs and route
+    /// tables first, each subnet PUT after the PUTs of the resources it is (or will be)
+    /// associated with, and the DELETEs last.
+    pub fn writes(&self) -> Vec<PlannedWrite> {
+        self.resources
+            .iter()
+            .flat_map(|r| {
+                r.writes().into_iter().map(|verb| PlannedWrite {
+                    id: r.id.clone(),
+                    kind: r.kind,
+                    verb,
+                })
+            })
+            .collect()
+    }
+
     /// The complete rule list an NSG PUT must carry. See [`ResourcePlan::target_rules`].
     pub fn target_rules(resource: &ResourcePlan) -> Vec<SecurityRule> {
         resource.target_rules()
@@ -310,25 +355,62 @@ impl ResourcePlan {
         self.action != ParentAction::NoChange
     }
 
-    /// `(create, update, delete)` of this resource's entries and association. An
-    /// association set where there was none counts as a create, a replaced one as an update.
+    /// `(create, update, delete)` of this resource's entries and association, plus one
+    /// delete for the resource itself when it is deleted.
     pub fn counts(&self) -> (usize, usize, usize) {
+        let (c, u, d) = self.put_counts();
+        let deleted = usize::from(self.action == ParentAction::Delete);
+        (c, u, d + deleted)
+    }
+
+    /// `(create, update, delete)` of the PUT of this resource: its entries and association.
+    /// An association set where there was none counts as a create, a removed one as a
+    /// delete, a replaced one as an update.
+    pub fn put_counts(&self) -> (usize, usize, usize) {
         let mut c = self.rules.create.len() + self.routes.create.len();
         let mut u = self.rules.update.len() + self.routes.update.len();
-        let d = self.rules.delete.len() + self.routes.delete.len();
+        let mut d = self.rules.delete.len() + self.routes.delete.len();
         if let Some(a) = &self.association {
             for ch in [&a.network_security_group, &a.route_table]
                 .into_iter()
                 .flatten()
             {
-                if ch.from.is_none() {
-                    c += 1;
-                } else {
-                    u += 1;
+                match (&ch.from, &ch.to) {
+                    (None, _) => c += 1,
+                    (Some(_), None) => d += 1,
+                    (Some(_), Some(_)) => u += 1,
                 }
             }
         }
         (c, u, d)
+    }
+
+    /// The requests `apply` sends for this resource, in order: a PUT when it is created or
+    /// its entries or associations change, then a DELETE when it is deleted.
+    pub fn writes(&self) -> Vec<WriteVerb> {
+        let put = match self.action {
+            ParentAction::NoChange => false,
+            ParentAction::Create | ParentAction::Update => true,
+            ParentAction::Delete => self.rules.has_changes() || self.routes.has_changes(),
+        };
+        let mut out = Vec::new();
+        if put {
+            out.push(WriteVerb::Put);
+        }
+        if self.action == ParentAction::Delete {
+            out.push(WriteVerb::Delete);
+        }
+        out
+    }
+
+    /// True when the subnet write of this plan only takes associations away.
+    pub fn only_dissociates(&self) -> bool {
+        self.association.as_ref().is_some_and(|a| {
+            [&a.network_security_group, &a.route_table]
+                .into_iter()
+                .flatten()
+                .all(|c| c.to.is_none())
+        })
     }
 
     /// The complete rule list a PUT of this NSG must carry: foreign entries unchanged,
@@ -491,6 +573,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
     }
 
     resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    removal::plan_removals(&mut resources, snapshot, scope);
 
     let mut errors: Vec<SpecError> = desired
         .specs
@@ -863,12 +946,18 @@ fn sort_changes<T>(ch: &mut EntryChanges<T>, order: fn(&T, &T) -> std::cmp::Orde
 }
 
 /// Simulates what Azure holds after `plan` is applied to `snapshot`: rule and route lists
-/// replaced by the target lists, missing NSGs and route tables created, associations set.
-/// For tests and benchmarks ("re-planning after applying a plan is empty"); `raw` JSON of
-/// entries that were written is dropped, the foreign entries' raw JSON is kept.
+/// replaced by the target lists, missing NSGs and route tables created, deleted ones
+/// removed, associations set or removed. For tests and benchmarks ("re-planning after
+/// applying a plan is empty"); `raw` JSON of entries that were written is dropped, the
+/// foreign entries' raw JSON is kept.
 pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
     let mut out = snapshot.clone();
     for r in plan.resources.iter().filter(|r| r.has_changes()) {
+        if r.action == ParentAction::Delete {
+            out.network_security_groups.remove(&r.id);
+            out.route_tables.remove(&r.id);
+            continue;
+        }
         match r.kind {
             ResourceKind::NetworkSecurityGroup => {
                 let rules = r.target_rules();

@@ -312,7 +312,8 @@ impl Pipeline {
         progress: &(dyn Fn(ApplyEvent) + Send + Sync),
     ) -> Result<ApplyReport, PipelineError> {
         let prepared = Prepared::new(specs, scope);
-        if !outcome.plan.has_changes() && prepared.scope.removing.is_empty() {
+        // Deletions and dissociations are in the plan too.
+        if !outcome.plan.has_changes() {
             return Ok(ApplyReport::default());
         }
         let replanner = |snapshot: &Snapshot| prepared.plan(snapshot).1;
@@ -320,7 +321,6 @@ impl Pipeline {
             max_concurrency: self.options.max_concurrency,
             max_write_concurrency: self.options.max_write_concurrency,
             max_replans: self.options.max_replans,
-            removing: prepared.scope.removing.clone(),
         };
         Ok(apply::execute(
             &self.arm,

@@ -188,6 +188,7 @@ fn resource(r: &ResourcePlan) -> ResourceJson {
             ParentAction::Create => "create",
             ParentAction::Update => "update",
             ParentAction::NoChange => "noChange",
+            ParentAction::Delete => "delete",
         },
         location: r.location.clone(),
         etag: r.etag.clone(),

@@ -44,12 +44,13 @@ pub fn resource_title(id: &ResourceId) -> String {
     format!("{path} ({})", id.resource_group())
 }
 
-/// "will be created", "will be updated in-place", "has no changes".
+/// "will be created", "will be updated in-place", "has no changes", "will be destroyed".
 pub fn action_phrase(action: ParentAction) -> &'static str {
     match action {
         ParentAction::Create => "will be created",
         ParentAction::Update => "will be updated in-place",
         ParentAction::NoChange => "has no changes",
+        ParentAction::Delete => "will be destroyed",
     }
 }
 
@@ -133,7 +134,8 @@ pub fn association_target(id: Option<&ResourceId>) -> String {
         .unwrap_or_else(|| "(none)".to_string())
 }
 
-/// Why a subnet association changes: `ASE subnet of spec network/ase-two`.
+/// Why a subnet association changes: `ASE subnet of spec network/ase-two`, or, for a
+/// subnet only losing associations, that what it points at is deleted.
 pub fn association_reason(r: &ResourcePlan) -> String {
     let owners = r
         .owners
@@ -141,6 +143,9 @@ pub fn association_reason(r: &ResourcePlan) -> String {
         .map(|o| o.to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    if r.only_dissociates() {
+        return format!("dissociated: what it points at is deleted with spec {owners}");
+    }
     format!("ASE subnet of spec {owners}")
 }
 

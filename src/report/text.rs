@@ -100,6 +100,7 @@ fn render_resource(out: &mut String, r: &ResourcePlan, st: &Style) {
         ParentAction::Create => GREEN,
         ParentAction::Update => YELLOW,
         ParentAction::NoChange => DIM,
+        ParentAction::Delete => RED,
     };
     let _ = writeln!(
         out,
