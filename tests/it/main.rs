@@ -7,6 +7,7 @@ mod fuzz;
 mod ownership;
 mod permissions;
 mod pipeline;
+mod plan_writes;
 mod resolver;
 mod security;
 mod service_tags;

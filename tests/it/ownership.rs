@@ -79,7 +79,7 @@ pub(super) struct Gen {
     pub peer: Option<u8>,
 }
 
-fn gen() -> impl Strategy<Value = Gen> {
+pub(super) fn gen() -> impl Strategy<Value = Gen> {
     (
         0..2usize,
         proptest::option::of((0..2usize, any::<bool>())),
@@ -284,7 +284,7 @@ async fn check(gens: Vec<Gen>, subsets: Vec<Vec<usize>>) {
     assert!(!p.plan(&full, &scope).await.unwrap().plan.has_changes());
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
