@@ -532,7 +532,21 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
         ));
     }
 
-    // Subnet associations.
+    resources.extend(plan_subnets(desired, snapshot));
+
+    resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    removal::plan_removals(&mut resources, snapshot, scope);
+
+    Plan {
+        resources,
+        errors: plan_errors(desired),
+    }
+}
+
+/// The association changes of the desired subnets: set or changed to what their spec
+/// wants, never removed here (`removal` takes associations away).
+fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
+    let mut out = Vec::new();
     for (id, want) in &desired.subnets {
         let have = snapshot.subnets.get(id);
         let current_nsg = have.and_then(|s| s.network_security_group.clone());
@@ -553,7 +567,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
                 network_security_group: nsg_change,
                 route_table: rt_change,
             });
-        resources.push(ResourcePlan {
+        out.push(ResourcePlan {
             id: id.clone(),
             kind: ResourceKind::Subnet,
             action: if association.is_some() {
@@ -571,10 +585,11 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             service_tags: None,
         });
     }
+    out
+}
 
-    resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
-    removal::plan_removals(&mut resources, snapshot, scope);
-
+/// The errors of the specs that failed to resolve, sorted and without duplicates.
+fn plan_errors(desired: &Desired) -> Vec<SpecError> {
     let mut errors: Vec<SpecError> = desired
         .specs
         .values()
@@ -586,8 +601,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
         .collect();
     errors.sort();
     errors.dedup();
-
-    Plan { resources, errors }
+    errors
 }
 
 /// The bands of the specs contributing to an NSG. Specs without an explicit band (a
@@ -857,35 +871,75 @@ fn plan_route_table(
         }
     });
     for (route, owned_looking) in foreign {
-        for w in wanted.values() {
-            if w.route.address_prefix == route.address_prefix {
-                let (kind, what) = if owned_looking {
-                    (
-                        ConflictKind::UnknownOwner,
-                        "an asenet-named route whose owner is not among the specs in scope",
-                    )
-                } else {
-                    (ConflictKind::SameDestination, "a foreign route")
-                };
-                conflicts.push(Conflict {
-                    kind,
-                    foreign: route.name.clone(),
-                    owned: Some(w.route.name.clone()),
-                    message: format!(
-                        "`{}` is {what} with the destination {} of `{}` (next hop {:?} vs {:?}); Azure picks one of them",
-                        route.name,
-                        route.address_prefix,
-                        w.route.name,
-                        route.next_hop_type,
-                        w.route.next_hop_type
-                    ),
-                });
-            }
-        }
+        conflicts.extend(route_conflicts(route, owned_looking, &wanted));
         ch.foreign.push(route.clone());
     }
-    // A service tag whose change number moved since the table was last written names both
-    // numbers in the reason of every owned route that changes (domain.md 5.1).
+    let service_tags = note_service_tags(&mut ch, want, have);
+    sort_changes(&mut ch, route_order);
+    conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
+
+    ResourcePlan {
+        id: id.clone(),
+        kind: ResourceKind::RouteTable,
+        action: parent_action(have.is_some(), ch.has_changes()),
+        location: parent_location(
+            have.map(|h| &h.location),
+            want.and_then(|w| w.location.as_ref()),
+        ),
+        etag: have.and_then(|h| h.etag.clone()),
+        owners,
+        rules: EntryChanges::default(),
+        routes: ch,
+        association: None,
+        conflicts,
+        service_tags,
+    }
+}
+
+/// Conflicts of one foreign (or unknown-owner) route with the owned routes asenet wants in
+/// the table: the same destination, where Azure picks one of them.
+fn route_conflicts(
+    route: &Route,
+    owned_looking: bool,
+    wanted: &BTreeMap<Caseless, &OwnedRoute>,
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for w in wanted.values() {
+        if w.route.address_prefix == route.address_prefix {
+            let (kind, what) = if owned_looking {
+                (
+                    ConflictKind::UnknownOwner,
+                    "an asenet-named route whose owner is not among the specs in scope",
+                )
+            } else {
+                (ConflictKind::SameDestination, "a foreign route")
+            };
+            out.push(Conflict {
+                kind,
+                foreign: route.name.clone(),
+                owned: Some(w.route.name.clone()),
+                message: format!(
+                    "`{}` is {what} with the destination {} of `{}` (next hop {:?} vs {:?}); Azure picks one of them",
+                    route.name,
+                    route.address_prefix,
+                    w.route.name,
+                    route.next_hop_type,
+                    w.route.next_hop_type
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The service-tag change numbers to record on the route table, when they differ from the
+/// ones recorded; a tag whose number moved is named in the reason of every owned route
+/// that changes (domain.md 5.1).
+fn note_service_tags(
+    ch: &mut EntryChanges<Route>,
+    want: Option<&DesiredRouteTable>,
+    have: Option<&RouteTableState>,
+) -> Option<String> {
     let recorded = have
         .and_then(|h| h.raw.as_ref())
         .and_then(|raw| raw.pointer(&format!("/tags/{SERVICE_TAGS_TAG}")))
@@ -913,28 +967,9 @@ fn plan_route_table(
             u.reason.push_str(&note);
         }
     }
-    let service_tags = current
+    current
         .filter(|c| !c.is_empty() && **c != recorded)
-        .map(encode_tag_versions);
-    sort_changes(&mut ch, route_order);
-    conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
-
-    ResourcePlan {
-        id: id.clone(),
-        kind: ResourceKind::RouteTable,
-        action: parent_action(have.is_some(), ch.has_changes()),
-        location: parent_location(
-            have.map(|h| &h.location),
-            want.and_then(|w| w.location.as_ref()),
-        ),
-        etag: have.and_then(|h| h.etag.clone()),
-        owners,
-        rules: EntryChanges::default(),
-        routes: ch,
-        association: None,
-        conflicts,
-        service_tags,
-    }
+        .map(encode_tag_versions)
 }
 
 fn sort_changes<T>(ch: &mut EntryChanges<T>, order: fn(&T, &T) -> std::cmp::Ordering) {
