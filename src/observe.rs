@@ -218,17 +218,34 @@ pub async fn observe(
     tags: &ServiceTags,
     max_concurrency: usize,
 ) -> Result<Snapshot, ObserveError> {
-    enum Read {
-        Nsg(
-            ResourceId,
-            Option<Box<Fetched<models::NetworkSecurityGroup>>>,
-        ),
-        RouteTable(ResourceId, Option<Box<Fetched<models::RouteTable>>>),
-        Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
-        Env(ResourceId, Option<Value>),
+    // Round-robin over subscriptions: each has its own read bucket (domain.md 4.8).
+    let mut ordered: Vec<ReadJob<'_>> = Vec::new();
+    for (_, job) in interleave_subscriptions(read_jobs(arm, targets), |(sub, _)| sub.as_str()) {
+        ordered.push(job);
     }
-    type Job<'a> = futures::future::BoxFuture<'a, Result<Vec<Read>, ObserveError>>;
-    let mut jobs: Vec<(String, Job<'_>)> = Vec::new();
+    let reads: Vec<Vec<Read>> = stream::iter(ordered)
+        .buffer_unordered(max_concurrency.max(1))
+        .try_collect()
+        .await?;
+    assemble(reads.into_iter().flatten(), targets, tags)
+}
+
+/// One resource read by `observe` (`None`: 404).
+enum Read {
+    Nsg(
+        ResourceId,
+        Option<Box<Fetched<models::NetworkSecurityGroup>>>,
+    ),
+    RouteTable(ResourceId, Option<Box<Fetched<models::RouteTable>>>),
+    Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
+    Env(ResourceId, Option<Value>),
+}
+
+type ReadJob<'a> = futures::future::BoxFuture<'a, Result<Vec<Read>, ObserveError>>;
+
+/// The reads of `targets`, each with its subscription.
+fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJob<'a>)> {
+    let mut jobs: Vec<(String, ReadJob<'a>)> = Vec::new();
     let wrap = |id: &ResourceId| {
         let id = id.to_string();
         move |source| ObserveError::Arm {
@@ -292,17 +309,15 @@ pub async fn observe(
             }),
         ));
     }
-    // Round-robin over subscriptions: each has its own read bucket (domain.md 4.8).
-    let mut ordered: Vec<Job<'_>> = Vec::with_capacity(jobs.len());
-    for (_, job) in interleave_subscriptions(jobs, |(sub, _)| sub.as_str()) {
-        ordered.push(job);
-    }
-    let reads: Vec<Vec<Read>> = stream::iter(ordered)
-        .buffer_unordered(max_concurrency.max(1))
-        .try_collect()
-        .await?;
-    let reads = reads.into_iter().flatten();
+    jobs
+}
 
+/// The snapshot of `reads`: the subnets of the VNets read are kept when targeted.
+fn assemble(
+    reads: impl Iterator<Item = Read>,
+    targets: &Targets,
+    tags: &ServiceTags,
+) -> Result<Snapshot, ObserveError> {
     let mut snap = Snapshot::default();
     for t in &tags.0 {
         snap.insert_service_tag(t.clone());
