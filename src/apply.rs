@@ -763,9 +763,12 @@ pub fn build_body(
                 |r| &r.name,
                 render_rule,
             );
-            let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
-            body["properties"]["securityRules"] = Value::Array(rules);
-            body
+            parent_body(
+                rp,
+                state.and_then(|s| s.raw.as_ref()),
+                "securityRules",
+                rules,
+            )?
         }
         ResourceKind::RouteTable => {
             let state = snapshot.route_tables.get(&rp.id);
@@ -776,8 +779,7 @@ pub fn build_body(
                 |r| &r.name,
                 render_route,
             );
-            let mut body = base_body(rp, state.and_then(|s| s.raw.as_ref()))?;
-            body["properties"]["routes"] = Value::Array(routes);
+            let mut body = parent_body(rp, state.and_then(|s| s.raw.as_ref()), "routes", routes)?;
             // Record the service-tag versions the owned routes come from (diff names the old
             // and new change numbers when they move); other tags are kept as they were.
             if let Some(versions) = &rp.service_tags {
@@ -827,6 +829,19 @@ pub fn build_body(
         }
     };
     Ok((body, precondition))
+}
+
+/// The body of an NSG or route table PUT: the resource as read (or new) with its complete
+/// child list in `properties.<field>`.
+fn parent_body(
+    rp: &ResourcePlan,
+    raw: Option<&Value>,
+    field: &str,
+    children: Vec<Value>,
+) -> Result<Value, ApplyError> {
+    let mut body = base_body(rp, raw)?;
+    body["properties"][field] = Value::Array(children);
+    Ok(body)
 }
 
 /// The parent body: as read (minus read-only), or a new resource in `rp.location` tagged

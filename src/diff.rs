@@ -41,7 +41,7 @@ use crate::resolver::{
     decode_tag_versions, encode_tag_versions, Desired, DesiredNsg, DesiredRouteTable, OwnedRoute,
     OwnedRule, SERVICE_TAGS_TAG,
 };
-use crate::snapshot::{NsgState, RouteTableState, Snapshot};
+use crate::snapshot::{NsgState, ParentState, RouteTableState, Snapshot};
 
 mod removal;
 
@@ -417,31 +417,29 @@ impl ResourcePlan {
     /// owned entries kept, created and updated (after), sorted by direction, priority and
     /// name. Deleted entries are absent.
     pub fn target_rules(&self) -> Vec<SecurityRule> {
-        let r = &self.rules;
-        let mut out: Vec<SecurityRule> = r
-            .foreign
-            .iter()
-            .cloned()
-            .chain(r.keep.iter().map(|p| p.entry.clone()))
-            .chain(r.create.iter().map(|p| p.entry.clone()))
-            .chain(r.update.iter().map(|u| u.after.clone()))
-            .collect();
-        out.sort_by(rule_order);
-        out
+        self.rules.target(rule_order)
     }
 
     /// The complete route list a PUT of this route table must carry, sorted by name.
     pub fn target_routes(&self) -> Vec<Route> {
-        let r = &self.routes;
-        let mut out: Vec<Route> = r
+        self.routes.target(route_order)
+    }
+}
+
+impl<T: Clone> EntryChanges<T> {
+    /// The complete entry list a PUT of the parent must carry: foreign entries unchanged,
+    /// owned entries kept, created and updated (after), in `order`. Deleted entries are
+    /// absent.
+    fn target(&self, order: fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+        let mut out: Vec<T> = self
             .foreign
             .iter()
             .cloned()
-            .chain(r.keep.iter().map(|p| p.entry.clone()))
-            .chain(r.create.iter().map(|p| p.entry.clone()))
-            .chain(r.update.iter().map(|u| u.after.clone()))
+            .chain(self.keep.iter().map(|p| p.entry.clone()))
+            .chain(self.create.iter().map(|p| p.entry.clone()))
+            .chain(self.update.iter().map(|u| u.after.clone()))
             .collect();
-        out.sort_by(route_order);
+        out.sort_by(order);
         out
     }
 }
@@ -732,6 +730,19 @@ fn direction_word(d: Direction) -> &'static str {
     }
 }
 
+/// The kind of a conflict with a foreign `entry` ("rule", "route"), and how the entry is
+/// described: an owned-looking entry whose owner is out of scope is an `UnknownOwner`.
+fn foreign_kind(owned_looking: bool, entry: &str, kind: ConflictKind) -> (ConflictKind, String) {
+    if owned_looking {
+        (
+            ConflictKind::UnknownOwner,
+            format!("an asenet-named {entry} whose owner is not among the specs in scope"),
+        )
+    } else {
+        (kind, format!("a foreign {entry}"))
+    }
+}
+
 /// Conflicts of one foreign (or unknown-owner) rule with what asenet wants in the NSG.
 fn rule_conflicts(
     rule: &SecurityRule,
@@ -748,14 +759,7 @@ fn rule_conflicts(
         if !band.contains(rule.priority) {
             continue;
         }
-        let (kind, what) = if owned_looking {
-            (
-                ConflictKind::UnknownOwner,
-                "an asenet-named rule whose owner is not among the specs in scope",
-            )
-        } else {
-            (ConflictKind::PriorityInBand, "a foreign rule")
-        };
+        let (kind, what) = foreign_kind(owned_looking, "rule", ConflictKind::PriorityInBand);
         out.push(Conflict {
             kind,
             foreign: rule.name.clone(),
@@ -906,14 +910,7 @@ fn route_conflicts(
     let mut out = Vec::new();
     for w in wanted.values() {
         if w.route.address_prefix == route.address_prefix {
-            let (kind, what) = if owned_looking {
-                (
-                    ConflictKind::UnknownOwner,
-                    "an asenet-named route whose owner is not among the specs in scope",
-                )
-            } else {
-                (ConflictKind::SameDestination, "a foreign route")
-            };
+            let (kind, what) = foreign_kind(owned_looking, "route", ConflictKind::SameDestination);
             out.push(Conflict {
                 kind,
                 foreign: route.name.clone(),
@@ -994,51 +991,18 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
             continue;
         }
         match r.kind {
-            ResourceKind::NetworkSecurityGroup => {
-                let rules = r.target_rules();
-                let foreign: BTreeSet<String> = r
-                    .rules
-                    .foreign
-                    .iter()
-                    .map(|f| f.name.to_ascii_lowercase())
-                    .collect();
-                let nsg = out
-                    .network_security_groups
-                    .entry(r.id.clone())
-                    .or_insert_with(|| NsgState {
-                        id: r.id.clone(),
-                        location: r.location.clone(),
-                        etag: None,
-                        rules: vec![],
-                        raw_rules: BTreeMap::new(),
-                        raw: None,
-                    });
-                nsg.rules = rules;
-                nsg.raw_rules.retain(|k, _| foreign.contains(k));
-            }
-            ResourceKind::RouteTable => {
-                let routes = r.target_routes();
-                let foreign: BTreeSet<String> = r
-                    .routes
-                    .foreign
-                    .iter()
-                    .map(|f| f.name.to_ascii_lowercase())
-                    .collect();
-                let rt = out
-                    .route_tables
-                    .entry(r.id.clone())
-                    .or_insert_with(|| RouteTableState {
-                        id: r.id.clone(),
-                        location: r.location.clone(),
-                        etag: None,
-                        disable_bgp_route_propagation: false,
-                        routes: vec![],
-                        raw_routes: BTreeMap::new(),
-                        raw: None,
-                    });
-                rt.routes = routes;
-                rt.raw_routes.retain(|k, _| foreign.contains(k));
-            }
+            ResourceKind::NetworkSecurityGroup => replace_entries(
+                &mut out.network_security_groups,
+                r,
+                r.target_rules(),
+                &r.rules.foreign,
+            ),
+            ResourceKind::RouteTable => replace_entries(
+                &mut out.route_tables,
+                r,
+                r.target_routes(),
+                &r.routes.foreign,
+            ),
             ResourceKind::Subnet => {
                 let (Some(a), Some(subnet)) = (&r.association, out.subnets.get_mut(&r.id)) else {
                     continue;
@@ -1053,6 +1017,27 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
         }
     }
     out
+}
+
+/// `r`'s parent in `parents` (created when missing) with its entries replaced by
+/// `targets`; the raw JSON of every entry but the `foreign` ones is dropped.
+fn replace_entries<S: ParentState>(
+    parents: &mut BTreeMap<ResourceId, S>,
+    r: &ResourcePlan,
+    targets: Vec<S::Entry>,
+    foreign: &[S::Entry],
+) where
+    S::Entry: Entry,
+{
+    let foreign: BTreeSet<String> = foreign
+        .iter()
+        .map(|f| f.name().to_ascii_lowercase())
+        .collect();
+    let parent = parents
+        .entry(r.id.clone())
+        .or_insert_with(|| S::empty(r.id.clone(), r.location.clone()));
+    *parent.entries_mut() = targets;
+    parent.raw_entries_mut().retain(|k, _| foreign.contains(k));
 }
 
 /// What happens to an NSG or route table: created when it does not exist, else one PUT

@@ -256,36 +256,10 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
     // NSGs and route tables: a GET each when a resource group holds a few targets, else
     // one list of the resource group (paged; the items are the bodies GET returns).
     for group in by_resource_group(&targets.network_security_groups) {
-        let sub = group[0].subscription().to_owned();
-        jobs.push((
-            sub,
-            Box::pin(async move {
-                let found = fetch_group(arm, &group, "networkSecurityGroups", |id| {
-                    Box::pin(arm.get_nsg(id))
-                })
-                .await?;
-                Ok(found
-                    .into_iter()
-                    .map(|(id, f)| Read::Nsg(id, f.map(Box::new)))
-                    .collect())
-            }),
-        ));
+        jobs.push(group_job::<models::NetworkSecurityGroup>(arm, group));
     }
     for group in by_resource_group(&targets.route_tables) {
-        let sub = group[0].subscription().to_owned();
-        jobs.push((
-            sub,
-            Box::pin(async move {
-                let found = fetch_group(arm, &group, "routeTables", |id| {
-                    Box::pin(arm.get_route_table(id))
-                })
-                .await?;
-                Ok(found
-                    .into_iter()
-                    .map(|(id, f)| Read::RouteTable(id, f.map(Box::new)))
-                    .collect())
-            }),
-        ));
+        jobs.push(group_job::<models::RouteTable>(arm, group));
     }
     for id in targets.virtual_networks() {
         let e = wrap(&id);
@@ -310,6 +284,46 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
         ));
     }
     jobs
+}
+
+/// An NSG or a route table as ARM returns it: how to read one, and which [`Read`] it is.
+trait ParentRead: serde::de::DeserializeOwned + Send + 'static {
+    /// The ARM collection (`networkSecurityGroups`, `routeTables`).
+    const COLLECTION: &'static str;
+    fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self>;
+    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read;
+}
+
+impl ParentRead for models::NetworkSecurityGroup {
+    const COLLECTION: &'static str = "networkSecurityGroups";
+    fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self> {
+        Box::pin(arm.get_nsg(id))
+    }
+    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read {
+        Read::Nsg(id, fetched.map(Box::new))
+    }
+}
+
+impl ParentRead for models::RouteTable {
+    const COLLECTION: &'static str = "routeTables";
+    fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self> {
+        Box::pin(arm.get_route_table(id))
+    }
+    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read {
+        Read::RouteTable(id, fetched.map(Box::new))
+    }
+}
+
+/// The read of one resource group's NSGs or route tables: a GET each when it holds a few
+/// targets, else one list of the resource group (paged; the items are the bodies GET
+/// returns).
+fn group_job<T: ParentRead>(arm: &ArmClient, group: Vec<ResourceId>) -> (String, ReadJob<'_>) {
+    let sub = group[0].subscription().to_owned();
+    let job: ReadJob<'_> = Box::pin(async move {
+        let found = fetch_group(arm, &group, T::COLLECTION, |id| T::get(arm, id)).await?;
+        Ok(found.into_iter().map(|(id, f)| T::read(id, f)).collect())
+    });
+    (sub, job)
 }
 
 /// The snapshot of `reads`: the subnets of the VNets read are kept when targeted.

@@ -147,6 +147,59 @@ pub struct RouteTableState {
     pub raw: Option<serde_json::Value>,
 }
 
+/// An NSG or a route table as read: the parent of rules or of routes. Lets the code that
+/// treats both alike (the diff's simulation of a write) be written once.
+pub trait ParentState {
+    /// `SecurityRule` or `Route`.
+    type Entry;
+    /// A resource that does not exist yet, as a create leaves it: no entries, no etag.
+    fn empty(id: ResourceId, location: Option<String>) -> Self;
+    fn entries_mut(&mut self) -> &mut Vec<Self::Entry>;
+    /// ARM JSON of each entry as read, keyed by lower-cased name.
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value>;
+}
+
+impl ParentState for NsgState {
+    type Entry = SecurityRule;
+    fn empty(id: ResourceId, location: Option<String>) -> Self {
+        NsgState {
+            id,
+            location,
+            etag: None,
+            rules: vec![],
+            raw_rules: BTreeMap::new(),
+            raw: None,
+        }
+    }
+    fn entries_mut(&mut self) -> &mut Vec<SecurityRule> {
+        &mut self.rules
+    }
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value> {
+        &mut self.raw_rules
+    }
+}
+
+impl ParentState for RouteTableState {
+    type Entry = Route;
+    fn empty(id: ResourceId, location: Option<String>) -> Self {
+        RouteTableState {
+            id,
+            location,
+            etag: None,
+            disable_bgp_route_propagation: false,
+            routes: vec![],
+            raw_routes: BTreeMap::new(),
+            raw: None,
+        }
+    }
+    fn entries_mut(&mut self) -> &mut Vec<Route> {
+        &mut self.routes
+    }
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value> {
+        &mut self.raw_routes
+    }
+}
+
 /// Addresses of an App Service Environment (docs/domain.md 1.5: `capacities/virtualip`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
