@@ -8,6 +8,7 @@ mod ownership;
 mod permissions;
 mod pipeline;
 mod plan_writes;
+mod removal;
 mod resolver;
 mod security;
 mod service_tags;
