@@ -37,14 +37,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition};
 // The ARM JSON of bodies lives in the ARM layer's wire module; re-exported for callers of
 // `apply::writable` and friends.
-pub use crate::azure::wire::{carried_child, render_route, render_rule, writable};
+pub use crate::azure::wire::{
+    build_body, carried_child, render_route, render_rule, writable, Unwritable,
+};
 pub use crate::diff::CREATED_BY_TAG;
-use crate::diff::{EntryChanges, ParentAction, Plan, ResourceKind, ResourcePlan, WriteVerb};
+use crate::diff::{ParentAction, Plan, ResourceKind, ResourcePlan, WriteVerb};
 use crate::model::ResourceId;
 use crate::observe::{self, ObserveError};
 use crate::snapshot::Snapshot;
@@ -200,6 +202,15 @@ pub enum ApplyError {
     Conflict { id: String, attempts: u32 },
     #[error("{id}: cannot write it: {message}")]
     Invalid { id: String, message: String },
+}
+
+impl From<Unwritable> for ApplyError {
+    fn from(u: Unwritable) -> Self {
+        ApplyError::Invalid {
+            id: u.id,
+            message: u.message,
+        }
+    }
 }
 
 impl ApplyError {
@@ -737,160 +748,4 @@ fn copy_resource(from: &Snapshot, to: &mut Snapshot, id: &ResourceId) {
             to.subnets.remove(id);
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Bodies
-// ---------------------------------------------------------------------------------------
-
-/// The body and precondition of the one write `rp` needs.
-pub fn build_body(
-    rp: &ResourcePlan,
-    snapshot: &Snapshot,
-) -> Result<(Value, Option<Precondition>), ApplyError> {
-    let precondition = match (rp.action, &rp.etag) {
-        (ParentAction::Create, _) => Some(Precondition::IfNoneMatch),
-        (_, Some(etag)) => Some(Precondition::IfMatch(etag.clone())),
-        (_, None) => None,
-    };
-    let body = match rp.kind {
-        ResourceKind::NetworkSecurityGroup => {
-            let state = snapshot.network_security_groups.get(&rp.id);
-            let rules = child_bodies(
-                &rp.rules,
-                &rp.target_rules(),
-                state.map(|s| &s.raw_rules),
-                |r| &r.name,
-                render_rule,
-            );
-            parent_body(
-                rp,
-                state.and_then(|s| s.raw.as_ref()),
-                "securityRules",
-                rules,
-            )?
-        }
-        ResourceKind::RouteTable => {
-            let state = snapshot.route_tables.get(&rp.id);
-            let routes = child_bodies(
-                &rp.routes,
-                &rp.target_routes(),
-                state.map(|s| &s.raw_routes),
-                |r| &r.name,
-                render_route,
-            );
-            let mut body = parent_body(rp, state.and_then(|s| s.raw.as_ref()), "routes", routes)?;
-            // Record the service-tag versions the owned routes come from (diff names the old
-            // and new change numbers when they move); other tags are kept as they were.
-            if let Some(versions) = &rp.service_tags {
-                if !body.get("tags").is_some_and(Value::is_object) {
-                    body["tags"] = json!({});
-                }
-                body["tags"][crate::resolver::SERVICE_TAGS_TAG] = Value::String(versions.clone());
-            }
-            body
-        }
-        ResourceKind::Subnet => {
-            let raw = snapshot
-                .subnets
-                .get(&rp.id)
-                .and_then(|s| s.raw.as_ref())
-                .ok_or_else(|| ApplyError::Invalid {
-                    id: rp.id.to_string(),
-                    message:
-                        "the subnet was not read (it must exist; asenet never creates subnets)"
-                            .into(),
-                })?;
-            let mut body = writable(raw);
-            if !body.get("properties").is_some_and(Value::is_object) {
-                body["properties"] = json!({});
-            }
-            if let Some(a) = &rp.association {
-                let props = body["properties"].as_object_mut();
-                if let Some(props) = props {
-                    for (field, change) in [
-                        ("networkSecurityGroup", &a.network_security_group),
-                        ("routeTable", &a.route_table),
-                    ] {
-                        if let Some(c) = change {
-                            match &c.to {
-                                Some(to) => {
-                                    props.insert(field.into(), json!({ "id": to.as_str() }));
-                                }
-                                None => {
-                                    props.remove(field);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            body
-        }
-    };
-    Ok((body, precondition))
-}
-
-/// The body of an NSG or route table PUT: the resource as read (or new) with its complete
-/// child list in `properties.<field>`.
-fn parent_body(
-    rp: &ResourcePlan,
-    raw: Option<&Value>,
-    field: &str,
-    children: Vec<Value>,
-) -> Result<Value, ApplyError> {
-    let mut body = base_body(rp, raw)?;
-    body["properties"][field] = Value::Array(children);
-    Ok(body)
-}
-
-/// The parent body: as read (minus read-only), or a new resource in `rp.location` tagged
-/// with its creator.
-fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, ApplyError> {
-    if rp.action != ParentAction::Create {
-        if let Some(raw) = raw {
-            let mut body = writable(raw);
-            if !body.get("properties").is_some_and(Value::is_object) {
-                body["properties"] = json!({});
-            }
-            return Ok(body);
-        }
-    }
-    let location = rp.location.clone().ok_or_else(|| ApplyError::Invalid {
-        id: rp.id.to_string(),
-        message: "no location known (the subnet's virtual network was not found)".into(),
-    })?;
-    let mut tags = Map::new();
-    if let Some(owner) = rp.owners.iter().next() {
-        tags.insert(CREATED_BY_TAG.into(), Value::String(owner.to_string()));
-    }
-    Ok(json!({ "location": location, "tags": tags, "properties": {} }))
-}
-
-/// The child list of a parent PUT (rules of an NSG, routes of a route table): entries
-/// carried unchanged (foreign, and owned ones kept) are written back from the JSON Azure
-/// returned, byte for byte; created and updated ones are rendered from the model.
-fn child_bodies<T>(
-    changes: &EntryChanges<T>,
-    targets: &[T],
-    raw: Option<&BTreeMap<String, Value>>,
-    name: impl Fn(&T) -> &str,
-    render: impl Fn(&T) -> Value,
-) -> Vec<Value> {
-    let carried: BTreeSet<String> = changes
-        .foreign
-        .iter()
-        .chain(changes.keep.iter().map(|p| &p.entry))
-        .map(|e| name(e).to_ascii_lowercase())
-        .collect();
-    targets
-        .iter()
-        .map(|e| {
-            let key = name(e).to_ascii_lowercase();
-            match raw.and_then(|m| m.get(&key)) {
-                Some(raw) if carried.contains(&key) => carried_child(raw),
-                _ => render(e),
-            }
-        })
-        .collect()
 }

@@ -21,7 +21,6 @@
 //! `AddressSet::Other` and are never rewritten.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,14 +30,15 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
+// The parsing of ARM JSON lives in the wire module (in and out in one place); re-exported
+// for the callers of `observe::nsg_state` and friends.
+pub use crate::azure::wire::{
+    environment_state, nsg_state, route, route_table_state, security_rule, subnet_state,
+    vnet_state, Malformed,
+};
 use crate::azure::{ArmClient, ArmError, Fetched};
-use crate::model::{
-    Access, AddressSet, Direction, NextHopType, PortSet, Protocol, ResourceId, Route,
-    RouteDestination, SecurityRule,
-};
-use crate::snapshot::{
-    EnvironmentState, NsgState, RouteTableState, ServiceTagState, Snapshot, SubnetState, VnetState,
-};
+use crate::model::ResourceId;
+use crate::snapshot::{ServiceTagState, Snapshot};
 use crate::validate::ValidSpec;
 
 /// The embedded service-tag fixture (Azure's download format, trimmed): the one the mock
@@ -59,6 +59,15 @@ pub enum ObserveError {
     ServiceTags { path: String, message: String },
     #[error("service tags of location `{location}` from ARM: {message}")]
     ArmServiceTags { location: String, message: String },
+}
+
+impl From<Malformed> for ObserveError {
+    fn from(m: Malformed) -> Self {
+        ObserveError::Malformed {
+            id: m.id,
+            message: m.message,
+        }
+    }
 }
 
 impl ObserveError {
@@ -649,294 +658,6 @@ pub async fn refresh(
         }
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// ARM JSON -> model
-// ---------------------------------------------------------------------------------------
-
-fn resource_id(requested: &ResourceId, raw: &Value) -> ResourceId {
-    // Keep ARM's create-time casing when it sends one (domain.md 4.10); ids compare
-    // case-insensitively either way.
-    raw.get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| ResourceId::parse(s).ok())
-        .filter(|p| p == requested)
-        .unwrap_or_else(|| requested.clone())
-}
-
-pub fn nsg_state(
-    id: &ResourceId,
-    f: Fetched<models::NetworkSecurityGroup>,
-) -> Result<NsgState, ObserveError> {
-    let rules_typed = f
-        .typed
-        .properties
-        .as_ref()
-        .map(|p| p.security_rules.clone())
-        .unwrap_or_default();
-    let raw_list = f
-        .raw
-        .pointer("/properties/securityRules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut rules = Vec::new();
-    let mut raw_rules = BTreeMap::new();
-    for (typed, raw) in rules_typed.iter().zip(raw_list.iter()) {
-        let Some(rule) = security_rule(typed) else {
-            return Err(ObserveError::Malformed {
-                id: id.to_string(),
-                message: format!("security rule without name or properties: {raw}"),
-            });
-        };
-        raw_rules.insert(rule.name.to_ascii_lowercase(), raw.clone());
-        rules.push(rule);
-    }
-    Ok(NsgState {
-        id: resource_id(id, &f.raw),
-        location: f.typed.resource.location.clone(),
-        etag: f.etag,
-        rules,
-        raw_rules,
-        raw: Some(f.raw),
-    })
-}
-
-/// One ARM security rule in canonical form.
-pub fn security_rule(r: &models::SecurityRule) -> Option<SecurityRule> {
-    let name = r.name.clone()?;
-    let p = r.properties.as_ref()?;
-    let protocol = match &p.protocol {
-        models::security_rule_properties_format::Protocol::Tcp => Protocol::Tcp,
-        models::security_rule_properties_format::Protocol::Udp => Protocol::Udp,
-        models::security_rule_properties_format::Protocol::Icmp => Protocol::Icmp,
-        models::security_rule_properties_format::Protocol::Esp => Protocol::Esp,
-        models::security_rule_properties_format::Protocol::Ah => Protocol::Ah,
-        models::security_rule_properties_format::Protocol::U2a => Protocol::Any,
-        models::security_rule_properties_format::Protocol::UnknownValue(s) => {
-            s.parse().unwrap_or(Protocol::Any)
-        }
-    };
-    let access = match &p.access {
-        models::SecurityRuleAccess::Allow => Access::Allow,
-        models::SecurityRuleAccess::Deny => Access::Deny,
-        models::SecurityRuleAccess::UnknownValue(s) if s.eq_ignore_ascii_case("allow") => {
-            Access::Allow
-        }
-        models::SecurityRuleAccess::UnknownValue(_) => Access::Deny,
-    };
-    let direction = match &p.direction {
-        models::SecurityRuleDirection::Inbound => Direction::Inbound,
-        models::SecurityRuleDirection::Outbound => Direction::Outbound,
-        models::SecurityRuleDirection::UnknownValue(s) if s.eq_ignore_ascii_case("outbound") => {
-            Direction::Outbound
-        }
-        models::SecurityRuleDirection::UnknownValue(_) => Direction::Inbound,
-    };
-    let addresses = |single: &Option<String>, plural: &[String], asgs: usize| {
-        if asgs > 0 {
-            return AddressSet::Other(format!("applicationSecurityGroups({asgs})"));
-        }
-        AddressSet::parse_arm(single.as_deref(), plural).unwrap_or_else(|_| {
-            AddressSet::Other(single.clone().unwrap_or_else(|| plural.join(",")))
-        })
-    };
-    let ports = |single: &Option<String>, plural: &[String]| {
-        let values: Vec<&str> = single
-            .iter()
-            .map(String::as_str)
-            .chain(plural.iter().map(String::as_str))
-            .filter(|s| !s.is_empty())
-            .collect();
-        if values.is_empty() {
-            return PortSet::any();
-        }
-        PortSet::parse_all(values).unwrap_or_else(|_| PortSet::any())
-    };
-    Some(SecurityRule {
-        name,
-        priority: u32::try_from(p.priority).unwrap_or(0),
-        direction,
-        access,
-        protocol,
-        source: addresses(
-            &p.source_address_prefix,
-            &p.source_address_prefixes,
-            p.source_application_security_groups.len(),
-        ),
-        source_ports: ports(&p.source_port_range, &p.source_port_ranges),
-        destination: addresses(
-            &p.destination_address_prefix,
-            &p.destination_address_prefixes,
-            p.destination_application_security_groups.len(),
-        ),
-        destination_ports: ports(&p.destination_port_range, &p.destination_port_ranges),
-        description: p.description.clone(),
-    })
-}
-
-pub fn route_table_state(
-    id: &ResourceId,
-    f: Fetched<models::RouteTable>,
-) -> Result<RouteTableState, ObserveError> {
-    let props = f.typed.properties.clone().unwrap_or_default();
-    let raw_list = f
-        .raw
-        .pointer("/properties/routes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut routes = Vec::new();
-    let mut raw_routes = BTreeMap::new();
-    for (typed, raw) in props.routes.iter().zip(raw_list.iter()) {
-        let Some(route) = route(typed) else {
-            return Err(ObserveError::Malformed {
-                id: id.to_string(),
-                message: format!("route without name, prefix or next hop: {raw}"),
-            });
-        };
-        raw_routes.insert(route.name.to_ascii_lowercase(), raw.clone());
-        routes.push(route);
-    }
-    Ok(RouteTableState {
-        id: resource_id(id, &f.raw),
-        location: f.typed.resource.location.clone(),
-        etag: f.etag,
-        disable_bgp_route_propagation: props.disable_bgp_route_propagation.unwrap_or(false),
-        routes,
-        raw_routes,
-        raw: Some(f.raw),
-    })
-}
-
-/// One ARM route in canonical form. A destination asenet cannot parse keeps its text as a
-/// tag, so the route is still carried unchanged.
-pub fn route(r: &models::Route) -> Option<Route> {
-    let name = r.name.clone()?;
-    let p = r.properties.as_ref()?;
-    let prefix = p.address_prefix.clone()?;
-    let address_prefix =
-        RouteDestination::parse(&prefix).unwrap_or(RouteDestination::Tag(prefix.clone()));
-    let hop = serde_json::to_value(&p.next_hop_type)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    Some(Route {
-        name,
-        address_prefix,
-        next_hop_type: hop.parse().unwrap_or(NextHopType::None),
-        next_hop_ip_address: p
-            .next_hop_ip_address
-            .as_deref()
-            .and_then(|s| s.parse().ok()),
-    })
-}
-
-pub fn vnet_state(
-    id: &ResourceId,
-    f: Fetched<models::VirtualNetwork>,
-) -> Result<(VnetState, Vec<SubnetState>), ObserveError> {
-    let space: Vec<Ipv4Net> = f
-        .typed
-        .properties
-        .as_ref()
-        .and_then(|p| p.address_space.as_ref())
-        .map(|a| {
-            a.address_prefixes
-                .iter()
-                .filter_map(|p| p.parse::<Ipv4Net>().ok())
-                .map(|n| n.trunc())
-                .collect()
-        })
-        .unwrap_or_default();
-    let vnet_etag = f.etag.clone();
-    let mut subnets = Vec::new();
-    for raw in f
-        .raw
-        .pointer("/properties/subnets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(sid) = raw
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| ResourceId::parse(s).ok())
-        else {
-            continue;
-        };
-        let mut raw = raw.clone();
-        // Inline subnets carry their own etag in ARM; fall back to the VNet's.
-        if raw.get("etag").is_none() {
-            if let Some(e) = &vnet_etag {
-                raw["etag"] = Value::String(e.clone());
-            }
-        }
-        subnets.push(subnet_state(&sid, raw)?);
-    }
-    Ok((
-        VnetState {
-            id: resource_id(id, &f.raw),
-            location: f.typed.resource.location.clone(),
-            address_prefixes: space,
-        },
-        subnets,
-    ))
-}
-
-pub fn subnet_state(id: &ResourceId, raw: Value) -> Result<SubnetState, ObserveError> {
-    let typed: models::Subnet =
-        serde_json::from_value(raw.clone()).map_err(|e| ObserveError::Malformed {
-            id: id.to_string(),
-            message: e.to_string(),
-        })?;
-    let props = typed.properties.unwrap_or_default();
-    let prefix = props
-        .address_prefix
-        .clone()
-        .or_else(|| props.address_prefixes.first().cloned())
-        .and_then(|p| p.parse::<Ipv4Net>().ok())
-        .map(|n| n.trunc())
-        .ok_or_else(|| ObserveError::Malformed {
-            id: id.to_string(),
-            message: "subnet has no IPv4 addressPrefix".into(),
-        })?;
-    let reference = |v: Option<String>| v.and_then(|s| ResourceId::parse(&s).ok());
-    Ok(SubnetState {
-        id: resource_id(id, &raw),
-        address_prefix: prefix,
-        network_security_group: reference(props.network_security_group.and_then(|n| n.resource.id)),
-        route_table: reference(props.route_table.and_then(|r| r.resource.id)),
-        etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
-        raw: Some(raw),
-    })
-}
-
-/// `AddressResponse` (domain.md 1.5) -> addresses.
-pub fn environment_state(id: &ResourceId, v: &Value) -> EnvironmentState {
-    let ip = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-    };
-    let outbound = v
-        .pointer("/properties/outboundIpAddresses")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|s| s.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    EnvironmentState {
-        id: id.clone(),
-        public_vip: ip("/properties/serviceIpAddress"),
-        outbound,
-        internal_ip: ip("/properties/internalIpAddress"),
-        subnet: None,
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,26 @@
-//! The ARM wire format of what asenet writes: the JSON bodies of owned rules and routes
-//! (through `azure_mgmt_network`'s generated models), and what is carried back from a
-//! resource as read (read-only properties dropped, every other byte kept; docs/domain.md
-//! 4.4). One place, used by `apply` (bodies of PUTs) and by the mock seed fixture, so the
-//! mock holds exactly what apply would have written.
+//! The ARM wire format, in and out, in one place: the JSON bodies of owned rules and routes
+//! asenet writes (through `azure_mgmt_network`'s generated models), what is carried back
+//! from a resource as read (read-only properties dropped, every other byte kept;
+//! docs/domain.md 4.4), and the parsing of what ARM returns into the model (`nsg_state`,
+//! `security_rule`, ...). Used by `observe` (reads), `apply` (bodies of PUTs) and the mock
+//! seed fixture, so the mock holds exactly what apply would have written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use azure_mgmt_network::models;
-use serde_json::Value;
+use ipnet::Ipv4Net;
+use serde_json::{json, Map, Value};
 
-use crate::model::{Access, Direction, NextHopType, PortSet, Protocol, Route, SecurityRule};
+use crate::azure::{Fetched, Precondition};
+use crate::diff::{EntryChanges, ParentAction, ResourceKind, ResourcePlan, CREATED_BY_TAG};
+use crate::model::{
+    Access, AddressSet, Direction, NextHopType, PortSet, Protocol, ResourceId, Route,
+    RouteDestination, SecurityRule,
+};
+use crate::snapshot::{
+    EnvironmentState, NsgState, RouteTableState, Snapshot, SubnetState, VnetState,
+};
 
 /// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
 /// SDKs' serialisers do the same). Everything else is carried.
@@ -121,4 +134,463 @@ pub fn render_route(r: &Route) -> Value {
         ..Default::default()
     };
     serde_json::to_value(route).unwrap_or(Value::Null)
+}
+
+// ---------------------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------------------
+
+/// The body and precondition of the one write `rp` needs.
+pub fn build_body(
+    rp: &ResourcePlan,
+    snapshot: &Snapshot,
+) -> Result<(Value, Option<Precondition>), Unwritable> {
+    let precondition = match (rp.action, &rp.etag) {
+        (ParentAction::Create, _) => Some(Precondition::IfNoneMatch),
+        (_, Some(etag)) => Some(Precondition::IfMatch(etag.clone())),
+        (_, None) => None,
+    };
+    let body = match rp.kind {
+        ResourceKind::NetworkSecurityGroup => {
+            let state = snapshot.network_security_groups.get(&rp.id);
+            let rules = child_bodies(
+                &rp.rules,
+                &rp.target_rules(),
+                state.map(|s| &s.raw_rules),
+                |r| &r.name,
+                render_rule,
+            );
+            parent_body(
+                rp,
+                state.and_then(|s| s.raw.as_ref()),
+                "securityRules",
+                rules,
+            )?
+        }
+        ResourceKind::RouteTable => {
+            let state = snapshot.route_tables.get(&rp.id);
+            let routes = child_bodies(
+                &rp.routes,
+                &rp.target_routes(),
+                state.map(|s| &s.raw_routes),
+                |r| &r.name,
+                render_route,
+            );
+            let mut body = parent_body(rp, state.and_then(|s| s.raw.as_ref()), "routes", routes)?;
+            // Record the service-tag versions the owned routes come from (diff names the old
+            // and new change numbers when they move); other tags are kept as they were.
+            if let Some(versions) = &rp.service_tags {
+                if !body.get("tags").is_some_and(Value::is_object) {
+                    body["tags"] = json!({});
+                }
+                body["tags"][crate::resolver::SERVICE_TAGS_TAG] = Value::String(versions.clone());
+            }
+            body
+        }
+        ResourceKind::Subnet => {
+            let raw = snapshot
+                .subnets
+                .get(&rp.id)
+                .and_then(|s| s.raw.as_ref())
+                .ok_or_else(|| Unwritable {
+                    id: rp.id.to_string(),
+                    message:
+                        "the subnet was not read (it must exist; asenet never creates subnets)"
+                            .into(),
+                })?;
+            let mut body = writable(raw);
+            if !body.get("properties").is_some_and(Value::is_object) {
+                body["properties"] = json!({});
+            }
+            if let Some(a) = &rp.association {
+                let props = body["properties"].as_object_mut();
+                if let Some(props) = props {
+                    for (field, change) in [
+                        ("networkSecurityGroup", &a.network_security_group),
+                        ("routeTable", &a.route_table),
+                    ] {
+                        if let Some(c) = change {
+                            match &c.to {
+                                Some(to) => {
+                                    props.insert(field.into(), json!({ "id": to.as_str() }));
+                                }
+                                None => {
+                                    props.remove(field);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            body
+        }
+    };
+    Ok((body, precondition))
+}
+
+/// The body of an NSG or route table PUT: the resource as read (or new) with its complete
+/// child list in `properties.<field>`.
+fn parent_body(
+    rp: &ResourcePlan,
+    raw: Option<&Value>,
+    field: &str,
+    children: Vec<Value>,
+) -> Result<Value, Unwritable> {
+    let mut body = base_body(rp, raw)?;
+    body["properties"][field] = Value::Array(children);
+    Ok(body)
+}
+
+/// The parent body: as read (minus read-only), or a new resource in `rp.location` tagged
+/// with its creator.
+fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, Unwritable> {
+    if rp.action != ParentAction::Create {
+        if let Some(raw) = raw {
+            let mut body = writable(raw);
+            if !body.get("properties").is_some_and(Value::is_object) {
+                body["properties"] = json!({});
+            }
+            return Ok(body);
+        }
+    }
+    let location = rp.location.clone().ok_or_else(|| Unwritable {
+        id: rp.id.to_string(),
+        message: "no location known (the subnet's virtual network was not found)".into(),
+    })?;
+    let mut tags = Map::new();
+    if let Some(owner) = rp.owners.iter().next() {
+        tags.insert(CREATED_BY_TAG.into(), Value::String(owner.to_string()));
+    }
+    Ok(json!({ "location": location, "tags": tags, "properties": {} }))
+}
+
+/// The child list of a parent PUT (rules of an NSG, routes of a route table): entries
+/// carried unchanged (foreign, and owned ones kept) are written back from the JSON Azure
+/// returned, byte for byte; created and updated ones are rendered from the model.
+fn child_bodies<T>(
+    changes: &EntryChanges<T>,
+    targets: &[T],
+    raw: Option<&BTreeMap<String, Value>>,
+    name: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Value,
+) -> Vec<Value> {
+    let carried: BTreeSet<String> = changes
+        .foreign
+        .iter()
+        .chain(changes.keep.iter().map(|p| &p.entry))
+        .map(|e| name(e).to_ascii_lowercase())
+        .collect();
+    targets
+        .iter()
+        .map(|e| {
+            let key = name(e).to_ascii_lowercase();
+            match raw.and_then(|m| m.get(&key)) {
+                Some(raw) if carried.contains(&key) => carried_child(raw),
+                _ => render(e),
+            }
+        })
+        .collect()
+}
+
+/// A write whose body cannot be built (a subnet not read, a create without a location).
+#[derive(Debug, thiserror::Error)]
+#[error("{id}: cannot write it: {message}")]
+pub struct Unwritable {
+    pub id: String,
+    pub message: String,
+}
+
+/// A resource read from ARM that asenet cannot parse.
+#[derive(Debug, thiserror::Error)]
+#[error("`{id}`: {message}")]
+pub struct Malformed {
+    pub id: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// ARM JSON -> model
+// ---------------------------------------------------------------------------------------
+
+fn resource_id(requested: &ResourceId, raw: &Value) -> ResourceId {
+    // Keep ARM's create-time casing when it sends one (domain.md 4.10); ids compare
+    // case-insensitively either way.
+    raw.get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| ResourceId::parse(s).ok())
+        .filter(|p| p == requested)
+        .unwrap_or_else(|| requested.clone())
+}
+
+pub fn nsg_state(
+    id: &ResourceId,
+    f: Fetched<models::NetworkSecurityGroup>,
+) -> Result<NsgState, Malformed> {
+    let rules_typed = f
+        .typed
+        .properties
+        .as_ref()
+        .map(|p| p.security_rules.clone())
+        .unwrap_or_default();
+    let raw_list = f
+        .raw
+        .pointer("/properties/securityRules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut rules = Vec::new();
+    let mut raw_rules = BTreeMap::new();
+    for (typed, raw) in rules_typed.iter().zip(raw_list.iter()) {
+        let Some(rule) = security_rule(typed) else {
+            return Err(Malformed {
+                id: id.to_string(),
+                message: format!("security rule without name or properties: {raw}"),
+            });
+        };
+        raw_rules.insert(rule.name.to_ascii_lowercase(), raw.clone());
+        rules.push(rule);
+    }
+    Ok(NsgState {
+        id: resource_id(id, &f.raw),
+        location: f.typed.resource.location.clone(),
+        etag: f.etag,
+        rules,
+        raw_rules,
+        raw: Some(f.raw),
+    })
+}
+
+/// One ARM security rule in canonical form.
+pub fn security_rule(r: &models::SecurityRule) -> Option<SecurityRule> {
+    let name = r.name.clone()?;
+    let p = r.properties.as_ref()?;
+    let protocol = match &p.protocol {
+        models::security_rule_properties_format::Protocol::Tcp => Protocol::Tcp,
+        models::security_rule_properties_format::Protocol::Udp => Protocol::Udp,
+        models::security_rule_properties_format::Protocol::Icmp => Protocol::Icmp,
+        models::security_rule_properties_format::Protocol::Esp => Protocol::Esp,
+        models::security_rule_properties_format::Protocol::Ah => Protocol::Ah,
+        models::security_rule_properties_format::Protocol::U2a => Protocol::Any,
+        models::security_rule_properties_format::Protocol::UnknownValue(s) => {
+            s.parse().unwrap_or(Protocol::Any)
+        }
+    };
+    let access = match &p.access {
+        models::SecurityRuleAccess::Allow => Access::Allow,
+        models::SecurityRuleAccess::Deny => Access::Deny,
+        models::SecurityRuleAccess::UnknownValue(s) if s.eq_ignore_ascii_case("allow") => {
+            Access::Allow
+        }
+        models::SecurityRuleAccess::UnknownValue(_) => Access::Deny,
+    };
+    let direction = match &p.direction {
+        models::SecurityRuleDirection::Inbound => Direction::Inbound,
+        models::SecurityRuleDirection::Outbound => Direction::Outbound,
+        models::SecurityRuleDirection::UnknownValue(s) if s.eq_ignore_ascii_case("outbound") => {
+            Direction::Outbound
+        }
+        models::SecurityRuleDirection::UnknownValue(_) => Direction::Inbound,
+    };
+    let addresses = |single: &Option<String>, plural: &[String], asgs: usize| {
+        if asgs > 0 {
+            return AddressSet::Other(format!("applicationSecurityGroups({asgs})"));
+        }
+        AddressSet::parse_arm(single.as_deref(), plural).unwrap_or_else(|_| {
+            AddressSet::Other(single.clone().unwrap_or_else(|| plural.join(",")))
+        })
+    };
+    let ports = |single: &Option<String>, plural: &[String]| {
+        let values: Vec<&str> = single
+            .iter()
+            .map(String::as_str)
+            .chain(plural.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if values.is_empty() {
+            return PortSet::any();
+        }
+        PortSet::parse_all(values).unwrap_or_else(|_| PortSet::any())
+    };
+    Some(SecurityRule {
+        name,
+        priority: u32::try_from(p.priority).unwrap_or(0),
+        direction,
+        access,
+        protocol,
+        source: addresses(
+            &p.source_address_prefix,
+            &p.source_address_prefixes,
+            p.source_application_security_groups.len(),
+        ),
+        source_ports: ports(&p.source_port_range, &p.source_port_ranges),
+        destination: addresses(
+            &p.destination_address_prefix,
+            &p.destination_address_prefixes,
+            p.destination_application_security_groups.len(),
+        ),
+        destination_ports: ports(&p.destination_port_range, &p.destination_port_ranges),
+        description: p.description.clone(),
+    })
+}
+
+pub fn route_table_state(
+    id: &ResourceId,
+    f: Fetched<models::RouteTable>,
+) -> Result<RouteTableState, Malformed> {
+    let props = f.typed.properties.clone().unwrap_or_default();
+    let raw_list = f
+        .raw
+        .pointer("/properties/routes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut routes = Vec::new();
+    let mut raw_routes = BTreeMap::new();
+    for (typed, raw) in props.routes.iter().zip(raw_list.iter()) {
+        let Some(route) = route(typed) else {
+            return Err(Malformed {
+                id: id.to_string(),
+                message: format!("route without name, prefix or next hop: {raw}"),
+            });
+        };
+        raw_routes.insert(route.name.to_ascii_lowercase(), raw.clone());
+        routes.push(route);
+    }
+    Ok(RouteTableState {
+        id: resource_id(id, &f.raw),
+        location: f.typed.resource.location.clone(),
+        etag: f.etag,
+        disable_bgp_route_propagation: props.disable_bgp_route_propagation.unwrap_or(false),
+        routes,
+        raw_routes,
+        raw: Some(f.raw),
+    })
+}
+
+/// One ARM route in canonical form. A destination asenet cannot parse keeps its text as a
+/// tag, so the route is still carried unchanged.
+pub fn route(r: &models::Route) -> Option<Route> {
+    let name = r.name.clone()?;
+    let p = r.properties.as_ref()?;
+    let prefix = p.address_prefix.clone()?;
+    let address_prefix =
+        RouteDestination::parse(&prefix).unwrap_or(RouteDestination::Tag(prefix.clone()));
+    let hop = serde_json::to_value(&p.next_hop_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Some(Route {
+        name,
+        address_prefix,
+        next_hop_type: hop.parse().unwrap_or(NextHopType::None),
+        next_hop_ip_address: p
+            .next_hop_ip_address
+            .as_deref()
+            .and_then(|s| s.parse().ok()),
+    })
+}
+
+pub fn vnet_state(
+    id: &ResourceId,
+    f: Fetched<models::VirtualNetwork>,
+) -> Result<(VnetState, Vec<SubnetState>), Malformed> {
+    let space: Vec<Ipv4Net> = f
+        .typed
+        .properties
+        .as_ref()
+        .and_then(|p| p.address_space.as_ref())
+        .map(|a| {
+            a.address_prefixes
+                .iter()
+                .filter_map(|p| p.parse::<Ipv4Net>().ok())
+                .map(|n| n.trunc())
+                .collect()
+        })
+        .unwrap_or_default();
+    let vnet_etag = f.etag.clone();
+    let mut subnets = Vec::new();
+    for raw in f
+        .raw
+        .pointer("/properties/subnets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(sid) = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| ResourceId::parse(s).ok())
+        else {
+            continue;
+        };
+        let mut raw = raw.clone();
+        // Inline subnets carry their own etag in ARM; fall back to the VNet's.
+        if raw.get("etag").is_none() {
+            if let Some(e) = &vnet_etag {
+                raw["etag"] = Value::String(e.clone());
+            }
+        }
+        subnets.push(subnet_state(&sid, raw)?);
+    }
+    Ok((
+        VnetState {
+            id: resource_id(id, &f.raw),
+            location: f.typed.resource.location.clone(),
+            address_prefixes: space,
+        },
+        subnets,
+    ))
+}
+
+pub fn subnet_state(id: &ResourceId, raw: Value) -> Result<SubnetState, Malformed> {
+    let typed: models::Subnet = serde_json::from_value(raw.clone()).map_err(|e| Malformed {
+        id: id.to_string(),
+        message: e.to_string(),
+    })?;
+    let props = typed.properties.unwrap_or_default();
+    let prefix = props
+        .address_prefix
+        .clone()
+        .or_else(|| props.address_prefixes.first().cloned())
+        .and_then(|p| p.parse::<Ipv4Net>().ok())
+        .map(|n| n.trunc())
+        .ok_or_else(|| Malformed {
+            id: id.to_string(),
+            message: "subnet has no IPv4 addressPrefix".into(),
+        })?;
+    let reference = |v: Option<String>| v.and_then(|s| ResourceId::parse(&s).ok());
+    Ok(SubnetState {
+        id: resource_id(id, &raw),
+        address_prefix: prefix,
+        network_security_group: reference(props.network_security_group.and_then(|n| n.resource.id)),
+        route_table: reference(props.route_table.and_then(|r| r.resource.id)),
+        etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
+        raw: Some(raw),
+    })
+}
+
+/// `AddressResponse` (domain.md 1.5) -> addresses.
+pub fn environment_state(id: &ResourceId, v: &Value) -> EnvironmentState {
+    let ip = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+    };
+    let outbound = v
+        .pointer("/properties/outboundIpAddresses")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    EnvironmentState {
+        id: id.clone(),
+        public_vip: ip("/properties/serviceIpAddress"),
+        outbound,
+        internal_ip: ip("/properties/internalIpAddress"),
+        subnet: None,
+    }
 }
