@@ -705,21 +705,18 @@ fn plan_nsg(
     });
     conflicts.dedup();
 
+    let changes = ch.has_changes();
     ResourcePlan {
-        id: id.clone(),
-        kind: ResourceKind::NetworkSecurityGroup,
-        action: parent_action(have.is_some(), ch.has_changes()),
-        location: parent_location(
-            have.map(|h| &h.location),
-            want.and_then(|w| w.location.as_ref()),
-        ),
-        etag: have.and_then(|h| h.etag.clone()),
-        owners,
         rules: ch,
-        routes: EntryChanges::default(),
-        association: None,
         conflicts,
-        service_tags: None,
+        ..parent_plan(
+            id,
+            ResourceKind::NetworkSecurityGroup,
+            have.map(|h| (&h.location, &h.etag)),
+            want.and_then(|w| w.location.as_ref()),
+            changes,
+            owners,
+        )
     }
 }
 
@@ -882,21 +879,19 @@ fn plan_route_table(
     sort_changes(&mut ch, route_order);
     conflicts.sort_by(|a, b| (&a.foreign, a.kind, &a.owned).cmp(&(&b.foreign, b.kind, &b.owned)));
 
+    let changes = ch.has_changes();
     ResourcePlan {
-        id: id.clone(),
-        kind: ResourceKind::RouteTable,
-        action: parent_action(have.is_some(), ch.has_changes()),
-        location: parent_location(
-            have.map(|h| &h.location),
-            want.and_then(|w| w.location.as_ref()),
-        ),
-        etag: have.and_then(|h| h.etag.clone()),
-        owners,
-        rules: EntryChanges::default(),
         routes: ch,
-        association: None,
         conflicts,
         service_tags,
+        ..parent_plan(
+            id,
+            ResourceKind::RouteTable,
+            have.map(|h| (&h.location, &h.etag)),
+            want.and_then(|w| w.location.as_ref()),
+            changes,
+            owners,
+        )
     }
 }
 
@@ -1038,6 +1033,31 @@ fn replace_entries<S: ParentState>(
         .or_insert_with(|| S::empty(r.id.clone(), r.location.clone()));
     *parent.entries_mut() = targets;
     parent.raw_entries_mut().retain(|k, _| foreign.contains(k));
+}
+
+/// The plan of an NSG or route table, its entries left for the caller to set: `have` is
+/// its observed `(location, etag)` when it exists, `changes` whether any entry changes.
+fn parent_plan(
+    id: &ResourceId,
+    kind: ResourceKind,
+    have: Option<(&Option<String>, &Option<String>)>,
+    desired_location: Option<&String>,
+    changes: bool,
+    owners: BTreeSet<SpecKey>,
+) -> ResourcePlan {
+    ResourcePlan {
+        id: id.clone(),
+        kind,
+        action: parent_action(have.is_some(), changes),
+        location: parent_location(have.map(|h| h.0), desired_location),
+        etag: have.and_then(|h| h.1.clone()),
+        owners,
+        rules: EntryChanges::default(),
+        routes: EntryChanges::default(),
+        association: None,
+        conflicts: vec![],
+        service_tags: None,
+    }
 }
 
 /// What happens to an NSG or route table: created when it does not exist, else one PUT
