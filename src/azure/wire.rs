@@ -332,24 +332,15 @@ pub fn nsg_state(
         .as_ref()
         .map(|p| p.security_rules.clone())
         .unwrap_or_default();
-    let raw_list = f
-        .raw
-        .pointer("/properties/securityRules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut rules = Vec::new();
-    let mut raw_rules = BTreeMap::new();
-    for (typed, raw) in rules_typed.iter().zip(raw_list.iter()) {
-        let Some(rule) = security_rule(typed) else {
-            return Err(Malformed {
-                id: id.to_string(),
-                message: format!("security rule without name or properties: {raw}"),
-            });
-        };
-        raw_rules.insert(rule.name.to_ascii_lowercase(), raw.clone());
-        rules.push(rule);
-    }
+    let (rules, raw_rules) = children(
+        id,
+        &f.raw,
+        "securityRules",
+        &rules_typed,
+        security_rule,
+        |r| &r.name,
+        "security rule without name or properties",
+    )?;
     Ok(NsgState {
         id: resource_id(id, &f.raw),
         location: f.typed.resource.location.clone(),
@@ -358,6 +349,37 @@ pub fn nsg_state(
         raw_rules,
         raw: Some(f.raw),
     })
+}
+
+/// The child entries of an NSG or route table (`properties.<field>`), each parsed from its
+/// typed form and kept as read (keyed by lower-cased name) for carrying back unchanged.
+fn children<M, T>(
+    id: &ResourceId,
+    raw: &Value,
+    field: &str,
+    typed: &[M],
+    parse: impl Fn(&M) -> Option<T>,
+    name: impl Fn(&T) -> &str,
+    malformed: &str,
+) -> Result<(Vec<T>, BTreeMap<String, Value>), Malformed> {
+    let raw_list = raw
+        .pointer(&format!("/properties/{field}"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut entries = Vec::new();
+    let mut raw_entries = BTreeMap::new();
+    for (typed, raw) in typed.iter().zip(raw_list.iter()) {
+        let Some(entry) = parse(typed) else {
+            return Err(Malformed {
+                id: id.to_string(),
+                message: format!("{malformed}: {raw}"),
+            });
+        };
+        raw_entries.insert(name(&entry).to_ascii_lowercase(), raw.clone());
+        entries.push(entry);
+    }
+    Ok((entries, raw_entries))
 }
 
 /// One ARM security rule in canonical form.
@@ -438,24 +460,15 @@ pub fn route_table_state(
     f: Fetched<models::RouteTable>,
 ) -> Result<RouteTableState, Malformed> {
     let props = f.typed.properties.clone().unwrap_or_default();
-    let raw_list = f
-        .raw
-        .pointer("/properties/routes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut routes = Vec::new();
-    let mut raw_routes = BTreeMap::new();
-    for (typed, raw) in props.routes.iter().zip(raw_list.iter()) {
-        let Some(route) = route(typed) else {
-            return Err(Malformed {
-                id: id.to_string(),
-                message: format!("route without name, prefix or next hop: {raw}"),
-            });
-        };
-        raw_routes.insert(route.name.to_ascii_lowercase(), raw.clone());
-        routes.push(route);
-    }
+    let (routes, raw_routes) = children(
+        id,
+        &f.raw,
+        "routes",
+        &props.routes,
+        route,
+        |r| &r.name,
+        "route without name, prefix or next hop",
+    )?;
     Ok(RouteTableState {
         id: resource_id(id, &f.raw),
         location: f.typed.resource.location.clone(),
