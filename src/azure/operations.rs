@@ -107,7 +107,7 @@ pub const OPERATIONS: &[ArmOperation] = &[
         method: "GET",
         path: "…/virtualNetworks/{vnet}/subnets/{subnet}",
         resource_type: "subnets",
-        when: "before each dissociation (the subnet's current properties and etag), after a 412 on a subnet, and to read back a write answered without a body (associations use the subnet as read inline with its VNet)",
+        when: "after a 412 on a subnet, and to read back a write answered without a body (associations and dissociations use the subnet as read inline with its VNet)",
         actions: &["Microsoft.Network/virtualNetworks/subnets/read"],
         read_only: false,
     },
