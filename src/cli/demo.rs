@@ -157,6 +157,20 @@ impl Steps {
             println!("\n{text}\n");
         }
     }
+    /// The demo's verdict: every step behaved as expected, or the list of those that did not.
+    fn conclude(&self) -> ExitCode {
+        println!();
+        if self.failures.is_empty() {
+            println!("Demo complete: every step behaved as expected.");
+            ExitCode::SUCCESS
+        } else {
+            println!("Demo FAILED:");
+            for f in &self.failures {
+                println!("  - {f}");
+            }
+            ExitCode::from(1)
+        }
+    }
     fn check(&mut self, ok: bool, what: &str) {
         let mark = if ok { "ok" } else { "FAILED" };
         println!("[{mark}] {what}");
@@ -242,26 +256,7 @@ async fn story(
     let Some((nsg, rule)) = victim(&first.plan) else {
         bail!("the plan created no owned rule to delete");
     };
-    let mut body = mock_state
-        .get_resource(nsg.as_str())
-        .with_context(|| format!("{nsg} is not in the mock"))?;
-    if let Some(rules) = body
-        .pointer_mut("/properties/securityRules")
-        .and_then(Value::as_array_mut)
-    {
-        rules.retain(|r| {
-            r.get("name")
-                .and_then(Value::as_str)
-                .is_none_or(|n| !n.eq_ignore_ascii_case(&rule))
-        });
-    }
-    mock_state
-        .put_raw(nsg.as_str(), crate::apply::writable(&body))
-        .map_err(|e| anyhow::anyhow!("foreign write: {e:?}"))?;
-    println!(
-        "Deleted rule `{rule}` from {} (a PUT by another client).",
-        report::resource_title(&nsg)
-    );
+    delete_rule_as_another_client(&mock_state, &nsg, &rule)?;
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // 5. Plan shows the drift.
@@ -298,17 +293,36 @@ async fn story(
     steps.check(verify.passed(), "every required flow is allowed");
 
     mock.shutdown().await;
-    println!();
-    if steps.failures.is_empty() {
-        println!("Demo complete: every step behaved as expected.");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("Demo FAILED:");
-        for f in &steps.failures {
-            println!("  - {f}");
-        }
-        Ok(ExitCode::from(1))
+    Ok(steps.conclude())
+}
+
+/// A foreign edit: `rule` removed from `nsg` by a PUT of the whole NSG, as the portal does.
+fn delete_rule_as_another_client(
+    mock_state: &mock_arm::MockState,
+    nsg: &crate::model::ResourceId,
+    rule: &str,
+) -> anyhow::Result<()> {
+    let mut body = mock_state
+        .get_resource(nsg.as_str())
+        .with_context(|| format!("{nsg} is not in the mock"))?;
+    if let Some(rules) = body
+        .pointer_mut("/properties/securityRules")
+        .and_then(Value::as_array_mut)
+    {
+        rules.retain(|r| {
+            r.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(|n| !n.eq_ignore_ascii_case(rule))
+        });
     }
+    mock_state
+        .put_raw(nsg.as_str(), crate::apply::writable(&body))
+        .map_err(|e| anyhow::anyhow!("foreign write: {e:?}"))?;
+    println!(
+        "Deleted rule `{rule}` from {} (a PUT by another client).",
+        report::resource_title(nsg)
+    );
+    Ok(())
 }
 
 /// An NSG the first apply created rules in, and one of those rules.
