@@ -25,7 +25,7 @@ use crate::observe::ServiceTags;
 use crate::pipeline::{self, PipelineOptions};
 use crate::report;
 
-use super::plan::{render_apply_report, render_verify, ProgressPrinter};
+use super::plan::{render_apply_report, ProgressPrinter};
 
 /// The built-in story's specs, by the path they are read from in the source tree (the
 /// name errors show).
@@ -289,7 +289,7 @@ async fn story(
     // 7. Verify.
     steps.heading("asenet verify: every required flow against the live NSGs");
     let verify = pipeline.verify(&specs).await?;
-    print!("{}", render_verify(&verify));
+    print!("{}", report::verify::render_verify(&verify));
     steps.check(verify.passed(), "every required flow is allowed");
 
     mock.shutdown().await;
