@@ -622,6 +622,10 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     }
 }
 
+/// The entry names of a spec so far, each with the list and index of its entry
+/// (`("inbound", 1)` stands for `spec.inbound[1].name`).
+type Names<'a> = BTreeMap<Caseless<'a>, (&'static str, usize)>;
+
 /// Kubernetes object names (RFC 1123): they become part of Azure rule names and of the
 /// `asenet:<namespace>/<name>:` description marker, so only these characters are safe.
 fn is_k8s_name(s: &str) -> bool {
@@ -702,7 +706,7 @@ impl Ctx {
         f: Path<'_>,
         i: usize,
         entry: &'a api::InboundSpec,
-        names: &mut BTreeMap<Caseless<'a>, (&'static str, usize)>,
+        names: &mut Names<'a>,
     ) -> Option<ValidInbound> {
         self.entry_name(f.field("name"), ("inbound", i), &entry.name, names);
         let ports = self.inbound_ports(f, entry);
@@ -869,7 +873,7 @@ impl Ctx {
         f: Path<'_>,
         i: usize,
         b: &'a api::BackendSpec,
-        names: &mut BTreeMap<Caseless<'a>, (&'static str, usize)>,
+        names: &mut Names<'a>,
     ) -> Option<ValidBackend> {
         self.entry_name(f.field("name"), ("backends", i), &b.name, names);
         let address = self.prefix(f.field("address"), &b.address);

@@ -14,6 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::rust_files;
+
 /// Forbidden tokens. Those ending in `_` or `::` are prefixes (`azure_core`, `std::time::`);
 /// the others must stand as whole words.
 const FORBIDDEN: &[&str] = &[
@@ -39,17 +42,6 @@ const FORBIDDEN: &[&str] = &[
     "thread_rng",
     "getrandom",
 ];
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The line without a trailing `//` comment and with the contents of its string literals
 /// blanked (a `//` or a forbidden word inside a string literal is no code).
@@ -130,7 +122,7 @@ fn core_files(src: &Path) -> Vec<(String, PathBuf)> {
         }
         let dir = src.join(m);
         if dir.is_dir() {
-            files(&dir, &mut list);
+            rust_files(&dir, &mut list);
         }
     }
     list.into_iter()
@@ -559,7 +551,7 @@ fn edges_of(rel: &str, text: &str, modules: &BTreeSet<String>) -> Vec<Edge> {
 /// The top-level modules of `src/` and the files under it (path relative to `src/`, text).
 fn read_tree(src: &Path) -> (BTreeSet<String>, Vec<(String, String)>) {
     let mut list = Vec::new();
-    files(src, &mut list);
+    rust_files(src, &mut list);
     let mut modules = BTreeSet::new();
     let mut texts = Vec::new();
     for f in list {

@@ -4,7 +4,10 @@
 //! functions or in test modules) is measured from its `fn` keyword to its closing brace.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::rust_files;
 
 use syn::visit::Visit;
 
@@ -40,13 +43,25 @@ struct Lengths {
 }
 
 impl Lengths {
-    fn record(&mut self, name: &str, first: usize, last: usize) {
-        let mut path = self.scope.clone();
-        path.push(name.to_string());
-        self.found.push(Measured {
-            name: path.join("::"),
-            lines: last + 1 - first,
-        });
+    /// Records a function with a body, from its `fn` keyword to its closing brace.
+    fn record(&mut self, sig: &syn::Signature, body: Option<&syn::Block>) {
+        if let Some(block) = body {
+            let first = sig.fn_token.span.start().line;
+            let last = block.brace_token.span.close().end().line;
+            let mut path = self.scope.clone();
+            path.push(sig.ident.to_string());
+            self.found.push(Measured {
+                name: path.join("::"),
+                lines: last + 1 - first,
+            });
+        }
+    }
+
+    /// Visits what is inside an item with its name added to the scope.
+    fn within(&mut self, name: String, visit: impl FnOnce(&mut Self)) {
+        self.scope.push(name);
+        visit(self);
+        self.scope.pop();
     }
 }
 
@@ -65,50 +80,34 @@ fn self_type(ty: &syn::Type) -> String {
 
 impl<'ast> Visit<'ast> for Lengths {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        self.scope.push(m.ident.to_string());
-        syn::visit::visit_item_mod(self, m);
-        self.scope.pop();
+        self.within(m.ident.to_string(), |v| syn::visit::visit_item_mod(v, m));
     }
 
     fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
-        self.scope.push(self_type(&i.self_ty));
-        syn::visit::visit_item_impl(self, i);
-        self.scope.pop();
+        self.within(self_type(&i.self_ty), |v| syn::visit::visit_item_impl(v, i));
     }
 
     fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
-        self.scope.push(t.ident.to_string());
-        syn::visit::visit_item_trait(self, t);
-        self.scope.pop();
+        self.within(t.ident.to_string(), |v| syn::visit::visit_item_trait(v, t));
     }
 
     fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
-        let first = f.sig.fn_token.span.start().line;
-        let last = f.block.brace_token.span.close().end().line;
-        self.record(&f.sig.ident.to_string(), first, last);
-        self.scope.push(f.sig.ident.to_string());
-        syn::visit::visit_item_fn(self, f);
-        self.scope.pop();
+        self.record(&f.sig, Some(&f.block));
+        self.within(f.sig.ident.to_string(), |v| syn::visit::visit_item_fn(v, f));
     }
 
     fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
-        let first = f.sig.fn_token.span.start().line;
-        let last = f.block.brace_token.span.close().end().line;
-        self.record(&f.sig.ident.to_string(), first, last);
-        self.scope.push(f.sig.ident.to_string());
-        syn::visit::visit_impl_item_fn(self, f);
-        self.scope.pop();
+        self.record(&f.sig, Some(&f.block));
+        self.within(f.sig.ident.to_string(), |v| {
+            syn::visit::visit_impl_item_fn(v, f)
+        });
     }
 
     fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
-        if let Some(block) = &f.default {
-            let first = f.sig.fn_token.span.start().line;
-            let last = block.brace_token.span.close().end().line;
-            self.record(&f.sig.ident.to_string(), first, last);
-        }
-        self.scope.push(f.sig.ident.to_string());
-        syn::visit::visit_trait_item_fn(self, f);
-        self.scope.pop();
+        self.record(&f.sig, f.default.as_ref());
+        self.within(f.sig.ident.to_string(), |v| {
+            syn::visit::visit_trait_item_fn(v, f)
+        });
     }
 }
 
@@ -120,22 +119,11 @@ fn measure(text: &str) -> Result<Vec<Measured>, syn::Error> {
     Ok(v.found)
 }
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 /// The functions over the limit in `src/`, keyed by (file relative to `src/`, function).
 fn offenders() -> BTreeMap<(String, String), usize> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut list = Vec::new();
-    files(&src, &mut list);
+    rust_files(&src, &mut list);
     assert!(
         list.len() > 20,
         "the scan of {} found {list:?}",
@@ -199,6 +187,12 @@ fn outer() {
     fn inner() {}
     let _ = \"}}}\";
 }
+trait T {
+    fn sig_only(&self);
+    fn default_body(&self) {
+        let _ = 2;
+    }
+}
 #[cfg(test)]
 mod tests {
     #[test]
@@ -212,6 +206,7 @@ mod tests {
         ("S::method", 3),
         ("outer", 4),
         ("outer::inner", 1),
+        ("T::default_body", 3),
         ("tests::a_test", 3),
     ];
     let want: Vec<Measured> = want

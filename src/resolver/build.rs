@@ -152,14 +152,11 @@ use Protocol::{Any as AnyProtocol, Tcp, Udp};
 /// domain.md 1.2.1: management over SSL on 454-455, always required. The v1 article's
 /// sample uses source INTERNET; the AppServiceManagement tag is the narrower, documented
 /// source of that traffic (1.3.2, 1.3.5), used here.
-const V1_REQUIRED: &[RequiredRule] = &[req(
-    "req-mgmt-in",
-    In,
-    Tcp,
-    (Tag("AppServiceManagement"), Any),
-    &[(454, 455)],
-    "ASE V1 management 454-455 from AppServiceManagement (required; domain.md 1.2.1)",
-)];
+#[rustfmt::skip]
+const V1_REQUIRED: &[RequiredRule] = &[
+    req("req-mgmt-in", In, Tcp, (Tag("AppServiceManagement"), Any), &[(454, 455)],
+        "ASE V1 management 454-455 from AppServiceManagement (required; domain.md 1.2.1)"),
+];
 
 /// domain.md 1.3.4, the canonical ASEv2 list.
 #[rustfmt::skip]
@@ -185,24 +182,17 @@ const V2_REQUIRED: &[RequiredRule] = &[
 ];
 
 /// domain.md 1.4.2: the load balancer's health ping on 80, to the subnet range.
-const V3_REQUIRED: &[RequiredRule] = &[req(
-    "req-lb-in",
-    In,
-    Tcp,
-    (Tag("AzureLoadBalancer"), Subnet),
-    &[(80, 80)],
-    "ASE V3 load balancer health ping 80 (required; domain.md 1.4.2)",
-)];
+#[rustfmt::skip]
+const V3_REQUIRED: &[RequiredRule] = &[
+    req("req-lb-in", In, Tcp, (Tag("AzureLoadBalancer"), Subnet), &[(80, 80)],
+        "ASE V3 load balancer health ping 80 (required; domain.md 1.4.2)"),
+];
 
 /// domain.md 1.4.2: allow the FTP health ping on 21 whenever FTP is used.
-const V3_FTP_REQUIRED: RequiredRule = req(
-    "req-lb-ftp-in",
-    In,
-    Tcp,
-    (Tag("AzureLoadBalancer"), Subnet),
-    &[(21, 21)],
-    "ASE V3 load balancer FTP health ping 21 (required with Ftp; domain.md 1.4.2)",
-);
+#[rustfmt::skip]
+const V3_FTP_REQUIRED: RequiredRule =
+    req("req-lb-ftp-in", In, Tcp, (Tag("AzureLoadBalancer"), Subnet), &[(21, 21)],
+        "ASE V3 load balancer FTP health ping 21 (required with Ftp; domain.md 1.4.2)");
 
 /// What one inbound entry admits, gathered from its sources.
 #[derive(Default)]
@@ -281,24 +271,17 @@ impl<'a> Builder<'a> {
         });
     }
 
+    fn error(&mut self, kind: SpecErrorKind, field: &str, value: String, message: String) {
+        let e = SpecError::new(&self.spec.key, kind, field, value, message);
+        self.errors.push(e);
+    }
+
     fn unresolved(&mut self, field: &str, value: String, message: String) {
-        self.errors.push(SpecError::new(
-            &self.spec.key,
-            SpecErrorKind::UnresolvedReference,
-            field,
-            value,
-            message,
-        ));
+        self.error(SpecErrorKind::UnresolvedReference, field, value, message);
     }
 
     fn invalid(&mut self, field: &str, value: String, message: String) {
-        self.errors.push(SpecError::new(
-            &self.spec.key,
-            SpecErrorKind::InvalidField,
-            field,
-            value,
-            message,
-        ));
+        self.error(SpecErrorKind::InvalidField, field, value, message);
     }
 
     /// The rules the ASE version requires; never switchable off.
