@@ -191,21 +191,7 @@ async fn story(
         failures: Vec::new(),
         n: 0,
     };
-    let config = mock_arm::Config {
-        lro_delay: Duration::from_millis(300),
-        lro_retry_after: Duration::from_millis(100),
-        ..mock_arm::Config::default()
-    };
-    let crate::fixture::harness::MockPipeline { mock, pipeline } = crate::fixture::harness::start(
-        seed,
-        config,
-        fast_options(),
-        PipelineOptions {
-            service_tags: tags,
-            ..PipelineOptions::default()
-        },
-    )
-    .await?;
+    let crate::fixture::harness::MockPipeline { mock, pipeline } = start_mock(seed, tags).await?;
     println!(
         "Mock ARM server listening on {} (seeded with {} specs' topology).",
         mock.base_url,
@@ -294,6 +280,24 @@ async fn story(
 
     mock.shutdown().await;
     Ok(steps.conclude())
+}
+
+/// The mock ARM server seeded with `seed`, its long-running operations slow enough to show
+/// progress, and a pipeline against it.
+async fn start_mock(
+    seed: mock_arm::Seed,
+    tags: ServiceTags,
+) -> anyhow::Result<crate::fixture::harness::MockPipeline> {
+    let config = mock_arm::Config {
+        lro_delay: Duration::from_millis(300),
+        lro_retry_after: Duration::from_millis(100),
+        ..mock_arm::Config::default()
+    };
+    let options = PipelineOptions {
+        service_tags: tags,
+        ..PipelineOptions::default()
+    };
+    crate::fixture::harness::start(seed, config, fast_options(), options).await
 }
 
 /// A foreign edit: `rule` removed from `nsg` by a PUT of the whole NSG, as the portal does.
