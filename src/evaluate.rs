@@ -29,6 +29,7 @@
 //! first-match evaluation.
 
 pub mod routes;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

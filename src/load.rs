@@ -425,6 +425,34 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
             ));
         }
     }
+    check_header(cx, &value, map)?;
+    let (result, unknown) = deserialize(&value);
+    for (segs, text) in &unknown {
+        unknown_field(cx, &value, segs, text);
+    }
+    let mut spec = match result {
+        Ok(spec) => spec,
+        Err(e) => {
+            deserialize_error(cx, &value, e);
+            return None;
+        }
+    };
+    if !unknown.is_empty() {
+        return None;
+    }
+    if spec.metadata.name.as_deref().unwrap_or_default().is_empty() {
+        cx.err("metadata.name", "", "required field is missing");
+        return None;
+    }
+    if spec.metadata.namespace.is_none() {
+        spec.metadata.namespace = Some("default".to_string());
+    }
+    Some(spec)
+}
+
+/// Whether a document is an `AseConnectivity` by its `kind` and `apiVersion`: `None` when
+/// it is not (a data file or Namespace skipped silently, anything else an error).
+fn check_header(cx: &mut DocCx<'_>, value: &Value, map: &serde_yaml::Mapping) -> Option<()> {
     let kind = value.get("kind");
     let api_version = value.get("apiVersion");
     // `Kind:` or `apiversion:` instead of the field itself.
@@ -462,9 +490,14 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
         );
         return None;
     }
+    check_kind(cx, value, kind)?;
+    check_api_version(cx, api_version)
+}
+
+fn check_kind(cx: &mut DocCx<'_>, value: &Value, kind: Option<&Value>) -> Option<()> {
     match kind.and_then(Value::as_str) {
-        Some(KIND) => {}
-        Some("Namespace") if str_at(&value, "apiVersion") == Some("v1") => return None,
+        Some(KIND) => Some(()),
+        Some("Namespace") if str_at(value, "apiVersion") == Some("v1") => None,
         Some(k) => {
             let hint = if k.eq_ignore_ascii_case(KIND) || strsim::damerau_levenshtein(k, KIND) <= 3
             {
@@ -477,7 +510,7 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
                 k,
                 format!("`{k}` is not `{KIND}`: spec files hold only {KIND} documents (and Namespaces){hint}"),
             );
-            return None;
+            None
         }
         None => {
             cx.err(
@@ -485,11 +518,14 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
                 kind.map(compact).unwrap_or_default(),
                 format!("must be `{KIND}`"),
             );
-            return None;
+            None
         }
     }
+}
+
+fn check_api_version(cx: &mut DocCx<'_>, api_version: Option<&Value>) -> Option<()> {
     match api_version.and_then(Value::as_str) {
-        Some(API_VERSION) => {}
+        Some(API_VERSION) => Some(()),
         other => {
             let v = other
                 .map(str::to_string)
@@ -509,12 +545,23 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
                 v,
                 format!("{what}: {KIND} is served as `{API_VERSION}`{hint}"),
             );
-            return None;
+            None
         }
     }
+}
 
-    let mut unknown: Vec<(Vec<Seg>, String)> = Vec::new();
-    let result: Result<AseConnectivity, _> = {
+/// A path of unknown field, as segments and as text.
+type Unknown = (Vec<Seg>, String);
+
+/// Deserialises a spec, recording every field the spec type does not know.
+fn deserialize(
+    value: &Value,
+) -> (
+    Result<AseConnectivity, serde_path_to_error::Error<serde_yaml::Error>>,
+    Vec<Unknown>,
+) {
+    let mut unknown: Vec<Unknown> = Vec::new();
+    let result = {
         let mut record = |p: serde_ignored::Path<'_>| {
             let mut segs = Vec::new();
             ignored_segments(&p, &mut segs);
@@ -528,83 +575,79 @@ fn parse_document(cx: &mut DocCx<'_>, value: Value) -> Option<AseConnectivity> {
             let text = segments_text(&segs);
             unknown.push((segs, text));
         };
-        let de = serde_ignored::Deserializer::new(&value, &mut record);
+        let de = serde_ignored::Deserializer::new(value, &mut record);
         serde_path_to_error::deserialize(de)
     };
-    for (segs, text) in &unknown {
-        let (parent, last) = match segs.split_last() {
-            Some((Seg::Key(k), parent)) => (parent, k.as_str()),
-            _ => (&segs[..], text.as_str()),
-        };
-        let hint = suggestion(parent, last)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        let found = lookup(&value, segs).map(compact).unwrap_or_default();
-        cx.err(text.clone(), found, format!("unknown field `{last}`{hint}"));
-    }
-    let mut spec = match result {
-        Ok(spec) => spec,
-        Err(e) => {
-            let mut segs: Vec<Seg> = e
-                .path()
-                .iter()
-                .filter_map(|s| match s {
-                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                    serde_path_to_error::Segment::Enum { variant } => {
-                        Some(Seg::Key(variant.clone()))
-                    }
-                    serde_path_to_error::Segment::Unknown => None,
-                })
-                .collect();
-            let message = e.inner().to_string();
-            // `missing field `x`` is reported at the parent object: name the field itself.
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-                .map(str::to_string);
-            if let Some(m) = &missing {
-                segs.push(Seg::Key(m.clone()));
-            }
-            let found = if missing.is_some() {
-                String::new()
-            } else {
-                lookup(&value, &segs).map(compact).unwrap_or_default()
-            };
-            let message = match missing {
-                Some(_) => "required field is missing".to_string(),
-                // serde_yaml's words for an enum given as a number, list or map.
-                None if message.contains("Value::Tagged enum") => {
-                    let names = schema_at(&segs)
-                        .and_then(|n| n.get("enum"))
-                        .and_then(|e| e.as_array())
-                        .map(|e| {
-                            e.iter()
-                                .filter_map(|v| v.as_str())
-                                .map(|v| format!("`{v}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .unwrap_or_default();
-                    format!("expected one of the names {names}")
-                }
-                None => message,
-            };
-            cx.err(segments_text(&segs), found, message);
-            return None;
-        }
+    (result, unknown)
+}
+
+/// An unknown field, with the known field its name is closest to.
+fn unknown_field(cx: &mut DocCx<'_>, value: &Value, segs: &[Seg], text: &str) {
+    let (parent, last) = match segs.split_last() {
+        Some((Seg::Key(k), parent)) => (parent, k.as_str()),
+        _ => (segs, text),
     };
-    if !unknown.is_empty() {
-        return None;
+    let hint = suggestion(parent, last)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    let found = lookup(value, segs).map(compact).unwrap_or_default();
+    cx.err(
+        text.to_string(),
+        found,
+        format!("unknown field `{last}`{hint}"),
+    );
+}
+
+/// A value of the wrong type, or a missing field, named by its path.
+fn deserialize_error(
+    cx: &mut DocCx<'_>,
+    value: &Value,
+    e: serde_path_to_error::Error<serde_yaml::Error>,
+) {
+    let mut segs: Vec<Seg> = e
+        .path()
+        .iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect();
+    let message = e.inner().to_string();
+    // `missing field `x`` is reported at the parent object: name the field itself.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+        .map(str::to_string);
+    if let Some(m) = &missing {
+        segs.push(Seg::Key(m.clone()));
     }
-    if spec.metadata.name.as_deref().unwrap_or_default().is_empty() {
-        cx.err("metadata.name", "", "required field is missing");
-        return None;
-    }
-    if spec.metadata.namespace.is_none() {
-        spec.metadata.namespace = Some("default".to_string());
-    }
-    Some(spec)
+    let found = if missing.is_some() {
+        String::new()
+    } else {
+        lookup(value, &segs).map(compact).unwrap_or_default()
+    };
+    let message = match missing {
+        Some(_) => "required field is missing".to_string(),
+        // serde_yaml's words for an enum given as a number, list or map.
+        None if message.contains("Value::Tagged enum") => {
+            let names = schema_at(&segs)
+                .and_then(|n| n.get("enum"))
+                .and_then(|e| e.as_array())
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|v| v.as_str())
+                        .map(|v| format!("`{v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!("expected one of the names {names}")
+        }
+        None => message,
+    };
+    cx.err(segments_text(&segs), found, message);
 }
 
 /// A field path segment.

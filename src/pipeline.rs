@@ -12,23 +12,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
 use crate::api::{self, DeletionPolicy};
 use crate::apply::{self, ApplyError, ApplyOptions};
 use crate::azure::ArmClient;
 pub use crate::azure::{ArmError, ErrorCategory};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::SpecError;
-use crate::evaluate::routes::{forced_tunneling_requirements, RouteCheck, RoutingTable};
-use crate::evaluate::{self, TagContext, Verdict};
-use crate::model::{Access, SpecKey};
+use crate::evaluate::verify;
+use crate::model::SpecKey;
 use crate::observe::{self, ObserveError, ServiceTagCache, ServiceTags, TagOptions, Targets};
-use crate::resolver::{self, Desired, RequiredFlow, SpecOutcome};
+use crate::resolver::{self, Desired, SpecOutcome};
 use crate::snapshot::Snapshot;
 use crate::validate::{self, ValidSpec};
 
 pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
+pub use crate::evaluate::verify::{VerifiedFlow, VerifiedRoute, VerifyReport};
 
 /// Knobs of the pipeline.
 #[derive(Debug, Clone)]
@@ -105,57 +103,6 @@ impl PipelineError {
             PipelineError::Observe(e) => e.category(),
             PipelineError::Apply(e) => e.category(),
         }
-    }
-}
-
-/// One required flow checked against the live NSG.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifiedFlow {
-    pub spec: SpecKey,
-    pub flow: RequiredFlow,
-    pub verdict: Verdict,
-    /// False when the NSG does not exist (the flow then counts as denied).
-    pub nsg_exists: bool,
-}
-
-/// One destination a spec's forced tunneling must route to the Internet, checked against
-/// the live route table, the advertised BGP routes and the system routes.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifiedRoute {
-    pub spec: SpecKey,
-    #[serde(flatten)]
-    pub check: RouteCheck,
-}
-
-/// The result of `verify`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyReport {
-    pub flows: Vec<VerifiedFlow>,
-    /// Every required destination of every spec under forced tunneling (domain.md 1.2.7).
-    pub routes: Vec<VerifiedRoute>,
-    /// Specs that could not be verified (invalid or unresolvable).
-    pub errors: Vec<SpecError>,
-}
-
-impl VerifyReport {
-    pub fn denied(&self) -> impl Iterator<Item = &VerifiedFlow> {
-        self.flows
-            .iter()
-            .filter(|f| f.verdict.access != Access::Allow)
-    }
-    /// Required destinations whose effective next hop is not the promised one.
-    pub fn misrouted(&self) -> impl Iterator<Item = &VerifiedRoute> {
-        self.routes.iter().filter(|r| !r.check.ok)
-    }
-    /// True when every required flow of every spec is allowed, every required destination
-    /// takes the promised next hop, and every spec resolved.
-    pub fn passed(&self) -> bool {
-        self.denied().next().is_none()
-            && self.misrouted().next().is_none()
-            && self.errors.is_empty()
     }
 }
 
@@ -351,101 +298,13 @@ impl Pipeline {
         let prepared = Prepared::new(specs, scope);
         let snapshot = self.observe(&prepared.all_valid).await?;
         let desired = resolver::resolve(&prepared.active, &snapshot);
-        let mut report = VerifyReport::default();
-        for errors in prepared.invalid.values() {
-            report.errors.extend(errors.iter().cloned());
-        }
-        let by_key: BTreeMap<&SpecKey, &ValidSpec> =
-            prepared.active.iter().map(|v| (&v.key, v)).collect();
-        for (key, outcome) in &desired.specs {
-            if let SpecOutcome::Failed { errors } = outcome {
-                report.errors.extend(errors.iter().cloned());
-                continue;
-            }
-            let spec = by_key.get(key);
-            let extra = spec.map(|s| s.extra_prefixes.clone()).unwrap_or_default();
-            for flow in &desired.required_flows(key) {
-                let nsg = snapshot
-                    .network_security_groups
-                    .get(&flow.network_security_group);
-                // `VirtualNetwork` of the ASE's own NSG is its VNet's space (domain.md 2.5).
-                let ctx = match spec
-                    .filter(|s| s.network_security_group == flow.network_security_group)
-                {
-                    Some(s) => match s.subnet.parent() {
-                        Some(vnet) => TagContext::for_vnet(&snapshot, &vnet, &extra),
-                        None => TagContext::from_snapshot(&snapshot, &extra),
-                    },
-                    None => TagContext::from_snapshot(&snapshot, &extra),
-                };
-                let rules = nsg.map(|n| n.rules.clone()).unwrap_or_default();
-                let verdict = match nsg {
-                    Some(_) => evaluate::evaluate_required(flow, &rules, &ctx),
-                    None => Verdict {
-                        access: Access::Deny,
-                        rule: "(network security group missing)".into(),
-                        priority: 0,
-                    },
-                };
-                report.flows.push(VerifiedFlow {
-                    spec: key.clone(),
-                    flow: flow.clone(),
-                    verdict,
-                    nsg_exists: nsg.is_some(),
-                });
-            }
-        }
-        for spec in &prepared.active {
-            if matches!(desired.specs.get(&spec.key), Some(SpecOutcome::Resolved(_))) {
-                report.routes.extend(verify_routes(spec, &snapshot));
-            }
-        }
-        report.errors.sort();
-        report.errors.dedup();
-        Ok(report)
+        Ok(verify::verify(
+            &prepared.active,
+            prepared.invalid.values().flatten(),
+            &desired,
+            &snapshot,
+        ))
     }
-}
-
-/// The effective next hop of every destination `spec`'s forced tunneling promises
-/// (evaluate::routes), from the live route table, but only if the live subnet is
-/// associated with it (otherwise its routes do not apply, domain.md 3.5).
-fn verify_routes(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<VerifiedRoute> {
-    let Some(ft) = &spec.forced_tunneling else {
-        return Vec::new();
-    };
-    let associated = snapshot
-        .subnets
-        .get(&spec.subnet)
-        .and_then(|s| s.route_table.as_ref());
-    let table = associated.and_then(|id| snapshot.route_tables.get(id));
-    let udrs = table.map(|t| t.routes.clone()).unwrap_or_default();
-    let disable_bgp = table.is_some_and(|t| t.disable_bgp_route_propagation);
-    let vnet = snapshot
-        .vnet_of(&spec.subnet)
-        .map(|v| v.address_prefixes.clone())
-        .unwrap_or_default();
-    let tags: BTreeMap<String, Vec<ipnet::Ipv4Net>> = snapshot
-        .service_tags
-        .values()
-        .map(|t| (t.name.clone(), t.address_prefixes.clone()))
-        .collect();
-    let required: BTreeMap<String, Vec<ipnet::Ipv4Net>> = ft
-        .required_tags
-        .iter()
-        .filter_map(|t| {
-            snapshot
-                .service_tag(t)
-                .map(|s| (t.clone(), s.address_prefixes.clone()))
-        })
-        .collect();
-    let routing = RoutingTable::new(&udrs, &tags, &ft.advertised, disable_bgp, &vnet);
-    forced_tunneling_requirements(&required, &ft.advertised, &vnet)
-        .iter()
-        .map(|req| VerifiedRoute {
-            spec: spec.key.clone(),
-            check: routing.check(req),
-        })
-        .collect()
 }
 
 /// The key of a spec (`default` namespace when none is set, as kubectl would); see

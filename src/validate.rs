@@ -539,45 +539,7 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
         key: key.clone(),
         errors: Vec::new(),
     };
-    if key.name.is_empty() {
-        cx.err("metadata.name", "", "metadata.name is required");
-    }
-    let key_text = key.to_string();
-    if key_text.len() > MAX_SPEC_KEY {
-        cx.err(
-            "metadata.name",
-            &*key.name,
-            format!(
-                "`{key_text}` is longer than {MAX_SPEC_KEY} characters; it is recorded in rule descriptions (at most 140, docs/domain.md 2.1)"
-            ),
-        );
-    }
-    // Kubernetes object names (RFC 1123): they become part of Azure rule names and of the
-    // `asenet:<namespace>/<name>:` description marker, so only these characters are safe.
-    let k8s_name = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    if !key.name.is_empty() && !k8s_name(&key.name) {
-        cx.err(
-            "metadata.name",
-            &*key.name,
-            format!("`{}` is not a valid object name (lower-case letters, digits, `-`, `.`; starting and ending with a letter or digit)", key.name),
-        );
-    }
-    if !k8s_name(&key.namespace) || key.namespace.contains('.') {
-        cx.err(
-            "metadata.namespace",
-            &*key.namespace,
-            format!(
-                "`{}` is not a valid namespace (lower-case letters, digits, `-`)",
-                key.namespace
-            ),
-        );
-    }
+    cx.metadata(&key);
     let s = &spec.spec;
 
     // Environment.
@@ -589,24 +551,14 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
             ENVIRONMENT_TYPE,
         )
     });
-    let mut addresses = ValidAddresses::default();
-    if let Some(a) = &s.environment.addresses {
-        addresses.public_vip = a
-            .public_vip
-            .as_deref()
-            .and_then(|v| cx.ip(Path::root("spec.environment.addresses.publicVip"), v));
-        for (i, o) in a.outbound.iter().enumerate() {
-            if let Some(ip) = cx.ip(Path::root("spec.environment.addresses.outbound").at(i), o) {
-                addresses.outbound.push(ip);
-            }
-        }
-        addresses.internal_ip = a
-            .internal_ip
-            .as_deref()
-            .and_then(|v| cx.ip(Path::root("spec.environment.addresses.internalIp"), v));
-    }
+    let addresses = s
+        .environment
+        .addresses
+        .as_ref()
+        .map(|a| cx.addresses(a))
+        .unwrap_or_default();
 
-    // Subnet, NSG, route table.
+    // Subnet, NSG, route table, topology.
     let subnet = cx.resource_id(
         Path::root("spec.subnet.resourceId"),
         &s.subnet.resource_id,
@@ -624,236 +576,27 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
         )
     });
     let route_table_ok = s.route_table.is_none() || route_table.is_some();
+    let extra_prefixes = cx.prefixes(
+        Path::root("spec.topology.extraPrefixes"),
+        &s.topology.extra_prefixes,
+    );
 
-    let mut extra_prefixes = Vec::new();
-    for (i, p) in s.topology.extra_prefixes.iter().enumerate() {
-        if let Some(p) = cx.prefix(Path::root("spec.topology.extraPrefixes").at(i), p) {
-            extra_prefixes.push(p);
-        }
-    }
-
-    // Inbound.
+    // Inbound entries and backends share one namespace of entry names.
     let mut names = BTreeMap::new();
-    let mut inbound = Vec::new();
     let spec_root = Path::root("spec");
-    for (i, entry) in s.inbound.iter().enumerate() {
-        let f = spec_root.item("inbound", i);
-        cx.entry_name(f.field("name"), ("inbound", i), &entry.name, &mut names);
-        let ports = match (&entry.service, entry.ports.is_empty()) {
-            (Some(svc), true) => {
-                if entry.protocol.is_some() {
-                    cx.err(
-                        f.field("protocol"),
-                        entry.protocol.clone().unwrap_or_default(),
-                        "`protocol` applies to raw `ports` only; a service has its own protocol",
-                    );
-                }
-                match svc.parse::<Service>() {
-                    Ok(s) => Some(InboundPorts::Service(s)),
-                    Err(()) => {
-                        let valid: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
-                        cx.err(
-                            f.field("service"),
-                            svc,
-                            format!(
-                                "unknown service `{svc}`; valid services are {}",
-                                valid.join(", ")
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
-            (None, false) => {
-                let protocol = cx.protocol(f.field("protocol"), entry.protocol.as_deref());
-                let ports = cx.ports(f.field("ports"), &entry.ports);
-                match (ports, protocol) {
-                    (Some(ports), Some(protocol)) => Some(InboundPorts::Raw { ports, protocol }),
-                    _ => None,
-                }
-            }
-            (Some(svc), false) => {
-                cx.err(f, svc, "give either `service` or `ports`, not both");
-                None
-            }
-            (None, true) => {
-                cx.err(f, "", "give either `service` or `ports`");
-                None
-            }
-        };
-        if entry.from.is_empty() {
-            cx.err(f.field("from"), "", "at least one source is required");
-        }
-        let mut sources = Vec::new();
-        for (j, src) in entry.from.iter().enumerate() {
-            let sf = f.item("from", j);
-            let any = src.any == Some(true);
-            let set = [
-                src.cidr.is_some(),
-                src.service_tag.is_some(),
-                src.environment_ref.is_some(),
-                any,
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if set != 1 {
-                cx.err(
-                    sf,
-                    "",
-                    format!(
-                        "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef`, `any: true` ({set} given)"
-                    ),
-                );
-                continue;
-            }
-            // Every address is admitted only by the explicit `any: true`: a `/0` in a
-            // `cidr` is as likely a typo as a meaning (issue 12).
-            if any {
-                sources.push(Source::Prefix(Ipv4Net::default()));
-            } else if let Some(c) = &src.cidr {
-                if let Err(crate::model::ParseError::HostBits {
-                    len: 0, address, ..
-                }) = parse_network(c)
-                {
-                    cx.err(
-                        sf.field("cidr"),
-                        c,
-                        format!("`{c}` has host bits set and a /0 length: it would admit every address (the whole Internet); write `{address}` for the single address, or `{{any: true}}` as the source if every address is meant"),
-                    );
-                } else if let Some(p) = cx.prefix(sf.field("cidr"), c) {
-                    if p.prefix_len() == 0 {
-                        cx.err(
-                            sf.field("cidr"),
-                            c,
-                            format!("`{c}` admits every address (the whole Internet); write `{{any: true}}` as the source if that is meant"),
-                        );
-                    } else {
-                        sources.push(Source::Prefix(p));
-                    }
-                }
-            } else if let Some(t) = &src.service_tag {
-                let t = t.trim();
-                if t == "*" {
-                    cx.err(
-                        sf.field("serviceTag"),
-                        t,
-                        "`*` admits every address (the whole Internet); write `{any: true}` as the source if that is meant",
-                    );
-                } else if looks_like_tag(t) {
-                    sources.push(Source::Tag(crate::model::canonical_tag(t)));
-                } else {
-                    cx.err(
-                        sf.field("serviceTag"),
-                        t,
-                        format!("`{t}` is not a service tag name (letters, digits, `.`, `_`)"),
-                    );
-                }
-            } else if let Some(r) = &src.environment_ref {
-                let ns = r
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| key.namespace.to_string());
-                if r.name.trim().is_empty() {
-                    cx.err(
-                        sf.field("environmentRef.name"),
-                        "",
-                        "environmentRef.name is required",
-                    );
-                } else {
-                    sources.push(Source::Environment(SpecKey::new(ns, r.name.clone())));
-                }
-            }
-        }
-        sources.sort();
-        sources.dedup();
-        if let Some(ports) = ports {
-            inbound.push(ValidInbound {
-                name: entry.name.clone(),
-                ports,
-                sources,
-            });
-        }
-    }
-
-    // Backends.
-    let mut backends = Vec::new();
-    for (i, b) in s.backends.iter().enumerate() {
-        let f = spec_root.item("backends", i);
-        cx.entry_name(f.field("name"), ("backends", i), &b.name, &mut names);
-        let address = cx.prefix(f.field("address"), &b.address);
-        let ports = cx.ports(f.field("ports"), &b.ports);
-        let protocol = cx.protocol(f.field("protocol"), b.protocol.as_deref());
-        let (nsg, band) = cx.nsg(f.field("networkSecurityGroup"), &b.network_security_group);
-        if let (Some(address), Some(ports), Some(protocol), Some(nsg), Some(band)) =
-            (address, ports, protocol, nsg, band)
-        {
-            backends.push(ValidBackend {
-                name: b.name.clone(),
-                address,
-                ports,
-                protocol,
-                network_security_group: nsg,
-                band,
-            });
-        }
-    }
+    let inbound: Vec<ValidInbound> = (s.inbound.iter().enumerate())
+        .filter_map(|(i, entry)| cx.inbound(spec_root.item("inbound", i), i, entry, &mut names))
+        .collect();
+    let backends: Vec<ValidBackend> = (s.backends.iter().enumerate())
+        .filter_map(|(i, b)| cx.backend(spec_root.item("backends", i), i, b, &mut names))
+        .collect();
 
     // Outbound.
-    let mut forced_tunneling = None;
-    if let Some(ft) = &s.outbound.forced_tunneling {
-        let f = "spec.outbound.forcedTunneling";
-        if s.route_table.is_none() {
-            cx.err(
-                "spec.routeTable",
-                "",
-                "forced tunneling needs `spec.routeTable`: the routes that keep the Internet path live there (docs/domain.md 1.2.7)",
-            );
-        }
-        if ft.advertised_prefixes.is_empty() {
-            cx.err(
-                format!("{f}.advertisedPrefixes"),
-                "",
-                "at least one advertised prefix is required (0.0.0.0/0 for a default route)",
-            );
-        }
-        let mut advertised = Vec::new();
-        for (i, p) in ft.advertised_prefixes.iter().enumerate() {
-            if let Some(p) = cx.prefix(Path::root(f).item("advertisedPrefixes", i), p) {
-                advertised.push(p);
-            }
-        }
-        advertised.sort();
-        advertised.dedup();
-        let required_tags = match &ft.required_tags {
-            Some(tags) => {
-                let mut out = Vec::new();
-                for (i, t) in tags.iter().enumerate() {
-                    if looks_like_tag(t.trim()) {
-                        out.push(crate::model::canonical_tag(t.trim()));
-                    } else {
-                        cx.err(
-                            format!("{f}.requiredTags[{i}]"),
-                            t,
-                            format!("`{t}` is not a service tag name"),
-                        );
-                    }
-                }
-                out
-            }
-            // Management traffic must return on the path it came (domain.md 1.3.5); ASEv3
-            // has no management traffic in the customer's VNet (1.4.2).
-            None => match version {
-                AseVersion::V1 | AseVersion::V2 => vec!["AppServiceManagement".to_string()],
-                AseVersion::V3 => vec![],
-            },
-        };
-        forced_tunneling = Some(ValidForcedTunneling {
-            advertised,
-            strategy: tunneling_strategy(ft.strategy),
-            required_tags,
-        });
-    }
+    let forced_tunneling = s
+        .outbound
+        .forced_tunneling
+        .as_ref()
+        .map(|ft| cx.forced_tunneling(ft, s.route_table.is_some(), version));
 
     match (subnet, nsg, band) {
         (Some(subnet), Some(nsg), Some(band)) if cx.errors.is_empty() && route_table_ok => {
@@ -876,6 +619,334 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
             })
         }
         _ => Err(cx.errors),
+    }
+}
+
+/// The entry names of a spec so far, each with the list and index of its entry
+/// (`("inbound", 1)` stands for `spec.inbound[1].name`).
+type Names<'a> = BTreeMap<Caseless<'a>, (&'static str, usize)>;
+
+/// Kubernetes object names (RFC 1123): they become part of Azure rule names and of the
+/// `asenet:<namespace>/<name>:` description marker, so only these characters are safe.
+fn is_k8s_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The steps of [`validate`], one per part of the spec.
+impl Ctx {
+    /// The spec's name and namespace.
+    fn metadata(&mut self, key: &SpecKey) {
+        if key.name.is_empty() {
+            self.err("metadata.name", "", "metadata.name is required");
+        }
+        let key_text = key.to_string();
+        if key_text.len() > MAX_SPEC_KEY {
+            self.err(
+                "metadata.name",
+                &*key.name,
+                format!(
+                    "`{key_text}` is longer than {MAX_SPEC_KEY} characters; it is recorded in rule descriptions (at most 140, docs/domain.md 2.1)"
+                ),
+            );
+        }
+        if !key.name.is_empty() && !is_k8s_name(&key.name) {
+            self.err(
+                "metadata.name",
+                &*key.name,
+                format!("`{}` is not a valid object name (lower-case letters, digits, `-`, `.`; starting and ending with a letter or digit)", key.name),
+            );
+        }
+        if !is_k8s_name(&key.namespace) || key.namespace.contains('.') {
+            self.err(
+                "metadata.namespace",
+                &*key.namespace,
+                format!(
+                    "`{}` is not a valid namespace (lower-case letters, digits, `-`)",
+                    key.namespace
+                ),
+            );
+        }
+    }
+
+    /// Addresses written in the spec.
+    fn addresses(&mut self, a: &api::AddressesSpec) -> ValidAddresses {
+        let mut addresses = ValidAddresses {
+            public_vip: a
+                .public_vip
+                .as_deref()
+                .and_then(|v| self.ip(Path::root("spec.environment.addresses.publicVip"), v)),
+            ..ValidAddresses::default()
+        };
+        for (i, o) in a.outbound.iter().enumerate() {
+            if let Some(ip) = self.ip(Path::root("spec.environment.addresses.outbound").at(i), o) {
+                addresses.outbound.push(ip);
+            }
+        }
+        addresses.internal_ip = a
+            .internal_ip
+            .as_deref()
+            .and_then(|v| self.ip(Path::root("spec.environment.addresses.internalIp"), v));
+        addresses
+    }
+
+    /// A list of prefixes, the valid ones in their order.
+    fn prefixes(&mut self, field: Path<'_>, list: &[String]) -> Vec<Ipv4Net> {
+        (list.iter().enumerate())
+            .filter_map(|(i, p)| self.prefix(field.at(i), p))
+            .collect()
+    }
+
+    /// One inbound entry `spec.inbound[i]` (at `f`): its name, ports and sources.
+    fn inbound<'a>(
+        &mut self,
+        f: Path<'_>,
+        i: usize,
+        entry: &'a api::InboundSpec,
+        names: &mut Names<'a>,
+    ) -> Option<ValidInbound> {
+        self.entry_name(f.field("name"), ("inbound", i), &entry.name, names);
+        let ports = self.inbound_ports(f, entry);
+        if entry.from.is_empty() {
+            self.err(f.field("from"), "", "at least one source is required");
+        }
+        let mut sources: Vec<Source> = (entry.from.iter().enumerate())
+            .filter_map(|(j, src)| self.source(f.item("from", j), src))
+            .collect();
+        sources.sort();
+        sources.dedup();
+        Some(ValidInbound {
+            name: entry.name.clone(),
+            ports: ports?,
+            sources,
+        })
+    }
+
+    /// What an inbound entry opens: a named service, or raw ports with a protocol.
+    fn inbound_ports(&mut self, f: Path<'_>, entry: &api::InboundSpec) -> Option<InboundPorts> {
+        match (&entry.service, entry.ports.is_empty()) {
+            (Some(svc), true) => {
+                if entry.protocol.is_some() {
+                    self.err(
+                        f.field("protocol"),
+                        entry.protocol.clone().unwrap_or_default(),
+                        "`protocol` applies to raw `ports` only; a service has its own protocol",
+                    );
+                }
+                match svc.parse::<Service>() {
+                    Ok(s) => Some(InboundPorts::Service(s)),
+                    Err(()) => {
+                        let valid: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
+                        self.err(
+                            f.field("service"),
+                            svc,
+                            format!(
+                                "unknown service `{svc}`; valid services are {}",
+                                valid.join(", ")
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, false) => {
+                let protocol = self.protocol(f.field("protocol"), entry.protocol.as_deref());
+                let ports = self.ports(f.field("ports"), &entry.ports);
+                match (ports, protocol) {
+                    (Some(ports), Some(protocol)) => Some(InboundPorts::Raw { ports, protocol }),
+                    _ => None,
+                }
+            }
+            (Some(svc), false) => {
+                self.err(f, svc, "give either `service` or `ports`, not both");
+                None
+            }
+            (None, true) => {
+                self.err(f, "", "give either `service` or `ports`");
+                None
+            }
+        }
+    }
+
+    /// One source of an inbound entry (at `sf`): exactly one of its kinds.
+    fn source(&mut self, sf: Path<'_>, src: &api::SourceSpec) -> Option<Source> {
+        let any = src.any == Some(true);
+        let set = [
+            src.cidr.is_some(),
+            src.service_tag.is_some(),
+            src.environment_ref.is_some(),
+            any,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            self.err(
+                sf,
+                "",
+                format!(
+                    "a source needs exactly one of `cidr`, `serviceTag`, `environmentRef`, `any: true` ({set} given)"
+                ),
+            );
+            return None;
+        }
+        // Every address is admitted only by the explicit `any: true`: a `/0` in a
+        // `cidr` is as likely a typo as a meaning (issue 12).
+        if any {
+            Some(Source::Prefix(Ipv4Net::default()))
+        } else if let Some(c) = &src.cidr {
+            self.source_cidr(sf, c)
+        } else if let Some(t) = &src.service_tag {
+            self.source_tag(sf, t.trim())
+        } else if let Some(r) = &src.environment_ref {
+            let ns = r
+                .namespace
+                .clone()
+                .unwrap_or_else(|| self.key.namespace.to_string());
+            if r.name.trim().is_empty() {
+                self.err(
+                    sf.field("environmentRef.name"),
+                    "",
+                    "environmentRef.name is required",
+                );
+                None
+            } else {
+                Some(Source::Environment(SpecKey::new(ns, r.name.clone())))
+            }
+        } else {
+            None
+        }
+    }
+
+    /// A `cidr` source: a prefix, never `/0`.
+    fn source_cidr(&mut self, sf: Path<'_>, c: &str) -> Option<Source> {
+        if let Err(crate::model::ParseError::HostBits {
+            len: 0, address, ..
+        }) = parse_network(c)
+        {
+            self.err(
+                sf.field("cidr"),
+                c,
+                format!("`{c}` has host bits set and a /0 length: it would admit every address (the whole Internet); write `{address}` for the single address, or `{{any: true}}` as the source if every address is meant"),
+            );
+            return None;
+        }
+        let p = self.prefix(sf.field("cidr"), c)?;
+        if p.prefix_len() == 0 {
+            self.err(
+                sf.field("cidr"),
+                c,
+                format!("`{c}` admits every address (the whole Internet); write `{{any: true}}` as the source if that is meant"),
+            );
+            return None;
+        }
+        Some(Source::Prefix(p))
+    }
+
+    /// A `serviceTag` source: a tag name, never `*`.
+    fn source_tag(&mut self, sf: Path<'_>, t: &str) -> Option<Source> {
+        if t == "*" {
+            self.err(
+                sf.field("serviceTag"),
+                t,
+                "`*` admits every address (the whole Internet); write `{any: true}` as the source if that is meant",
+            );
+            None
+        } else if looks_like_tag(t) {
+            Some(Source::Tag(crate::model::canonical_tag(t)))
+        } else {
+            self.err(
+                sf.field("serviceTag"),
+                t,
+                format!("`{t}` is not a service tag name (letters, digits, `.`, `_`)"),
+            );
+            None
+        }
+    }
+
+    /// One backend `spec.backends[i]` (at `f`).
+    fn backend<'a>(
+        &mut self,
+        f: Path<'_>,
+        i: usize,
+        b: &'a api::BackendSpec,
+        names: &mut Names<'a>,
+    ) -> Option<ValidBackend> {
+        self.entry_name(f.field("name"), ("backends", i), &b.name, names);
+        let address = self.prefix(f.field("address"), &b.address);
+        let ports = self.ports(f.field("ports"), &b.ports);
+        let protocol = self.protocol(f.field("protocol"), b.protocol.as_deref());
+        let (nsg, band) = self.nsg(f.field("networkSecurityGroup"), &b.network_security_group);
+        Some(ValidBackend {
+            name: b.name.clone(),
+            address: address?,
+            ports: ports?,
+            protocol: protocol?,
+            network_security_group: nsg?,
+            band: band?,
+        })
+    }
+
+    /// `spec.outbound.forcedTunneling`: what is advertised, and which tags' traffic must
+    /// keep its Internet path.
+    fn forced_tunneling(
+        &mut self,
+        ft: &api::ForcedTunnelingSpec,
+        has_route_table: bool,
+        version: AseVersion,
+    ) -> ValidForcedTunneling {
+        let f = "spec.outbound.forcedTunneling";
+        if !has_route_table {
+            self.err(
+                "spec.routeTable",
+                "",
+                "forced tunneling needs `spec.routeTable`: the routes that keep the Internet path live there (docs/domain.md 1.2.7)",
+            );
+        }
+        if ft.advertised_prefixes.is_empty() {
+            self.err(
+                format!("{f}.advertisedPrefixes"),
+                "",
+                "at least one advertised prefix is required (0.0.0.0/0 for a default route)",
+            );
+        }
+        let field = Path::root(f);
+        let mut advertised: Vec<Ipv4Net> = (ft.advertised_prefixes.iter().enumerate())
+            .filter_map(|(i, p)| self.prefix(field.item("advertisedPrefixes", i), p))
+            .collect();
+        advertised.sort();
+        advertised.dedup();
+        let required_tags = match &ft.required_tags {
+            Some(tags) => {
+                let mut out = Vec::new();
+                for (i, t) in tags.iter().enumerate() {
+                    if looks_like_tag(t.trim()) {
+                        out.push(crate::model::canonical_tag(t.trim()));
+                    } else {
+                        self.err(
+                            format!("{f}.requiredTags[{i}]"),
+                            t,
+                            format!("`{t}` is not a service tag name"),
+                        );
+                    }
+                }
+                out
+            }
+            // Management traffic must return on the path it came (domain.md 1.3.5); ASEv3
+            // has no management traffic in the customer's VNet (1.4.2).
+            None => match version {
+                AseVersion::V1 | AseVersion::V2 => vec!["AppServiceManagement".to_string()],
+                AseVersion::V3 => vec![],
+            },
+        };
+        ValidForcedTunneling {
+            advertised,
+            strategy: tunneling_strategy(ft.strategy),
+            required_tags,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use crate::observe::ServiceTags;
 use crate::pipeline::{self, PipelineOptions};
 use crate::report;
 
-use super::plan::{render_apply_report, render_verify, ProgressPrinter};
+use super::plan::{render_apply_report, ProgressPrinter};
 
 /// The built-in story's specs, by the path they are read from in the source tree (the
 /// name errors show).
@@ -157,6 +157,20 @@ impl Steps {
             println!("\n{text}\n");
         }
     }
+    /// The demo's verdict: every step behaved as expected, or the list of those that did not.
+    fn conclude(&self) -> ExitCode {
+        println!();
+        if self.failures.is_empty() {
+            println!("Demo complete: every step behaved as expected.");
+            ExitCode::SUCCESS
+        } else {
+            println!("Demo FAILED:");
+            for f in &self.failures {
+                println!("  - {f}");
+            }
+            ExitCode::from(1)
+        }
+    }
     fn check(&mut self, ok: bool, what: &str) {
         let mark = if ok { "ok" } else { "FAILED" };
         println!("[{mark}] {what}");
@@ -177,21 +191,7 @@ async fn story(
         failures: Vec::new(),
         n: 0,
     };
-    let config = mock_arm::Config {
-        lro_delay: Duration::from_millis(300),
-        lro_retry_after: Duration::from_millis(100),
-        ..mock_arm::Config::default()
-    };
-    let crate::fixture::harness::MockPipeline { mock, pipeline } = crate::fixture::harness::start(
-        seed,
-        config,
-        fast_options(),
-        PipelineOptions {
-            service_tags: tags,
-            ..PipelineOptions::default()
-        },
-    )
-    .await?;
+    let crate::fixture::harness::MockPipeline { mock, pipeline } = start_mock(seed, tags).await?;
     println!(
         "Mock ARM server listening on {} (seeded with {} specs' topology).",
         mock.base_url,
@@ -242,26 +242,7 @@ async fn story(
     let Some((nsg, rule)) = victim(&first.plan) else {
         bail!("the plan created no owned rule to delete");
     };
-    let mut body = mock_state
-        .get_resource(nsg.as_str())
-        .with_context(|| format!("{nsg} is not in the mock"))?;
-    if let Some(rules) = body
-        .pointer_mut("/properties/securityRules")
-        .and_then(Value::as_array_mut)
-    {
-        rules.retain(|r| {
-            r.get("name")
-                .and_then(Value::as_str)
-                .is_none_or(|n| !n.eq_ignore_ascii_case(&rule))
-        });
-    }
-    mock_state
-        .put_raw(nsg.as_str(), crate::apply::writable(&body))
-        .map_err(|e| anyhow::anyhow!("foreign write: {e:?}"))?;
-    println!(
-        "Deleted rule `{rule}` from {} (a PUT by another client).",
-        report::resource_title(&nsg)
-    );
+    delete_rule_as_another_client(&mock_state, &nsg, &rule)?;
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // 5. Plan shows the drift.
@@ -294,21 +275,58 @@ async fn story(
     // 7. Verify.
     steps.heading("asenet verify: every required flow against the live NSGs");
     let verify = pipeline.verify(&specs).await?;
-    print!("{}", render_verify(&verify));
+    print!("{}", report::verify::render_verify(&verify));
     steps.check(verify.passed(), "every required flow is allowed");
 
     mock.shutdown().await;
-    println!();
-    if steps.failures.is_empty() {
-        println!("Demo complete: every step behaved as expected.");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("Demo FAILED:");
-        for f in &steps.failures {
-            println!("  - {f}");
-        }
-        Ok(ExitCode::from(1))
+    Ok(steps.conclude())
+}
+
+/// The mock ARM server seeded with `seed`, its long-running operations slow enough to show
+/// progress, and a pipeline against it.
+async fn start_mock(
+    seed: mock_arm::Seed,
+    tags: ServiceTags,
+) -> anyhow::Result<crate::fixture::harness::MockPipeline> {
+    let config = mock_arm::Config {
+        lro_delay: Duration::from_millis(300),
+        lro_retry_after: Duration::from_millis(100),
+        ..mock_arm::Config::default()
+    };
+    let options = PipelineOptions {
+        service_tags: tags,
+        ..PipelineOptions::default()
+    };
+    crate::fixture::harness::start(seed, config, fast_options(), options).await
+}
+
+/// A foreign edit: `rule` removed from `nsg` by a PUT of the whole NSG, as the portal does.
+fn delete_rule_as_another_client(
+    mock_state: &mock_arm::MockState,
+    nsg: &crate::model::ResourceId,
+    rule: &str,
+) -> anyhow::Result<()> {
+    let mut body = mock_state
+        .get_resource(nsg.as_str())
+        .with_context(|| format!("{nsg} is not in the mock"))?;
+    if let Some(rules) = body
+        .pointer_mut("/properties/securityRules")
+        .and_then(Value::as_array_mut)
+    {
+        rules.retain(|r| {
+            r.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(|n| !n.eq_ignore_ascii_case(rule))
+        });
     }
+    mock_state
+        .put_raw(nsg.as_str(), crate::apply::writable(&body))
+        .map_err(|e| anyhow::anyhow!("foreign write: {e:?}"))?;
+    println!(
+        "Deleted rule `{rule}` from {} (a PUT by another client).",
+        report::resource_title(nsg)
+    );
+    Ok(())
 }
 
 /// An NSG the first apply created rules in, and one of those rules.

@@ -1,7 +1,8 @@
 //! `asenet plan`, `apply` and `verify`: the pipeline from YAML files against ARM (or the
 //! mock). Exit codes follow `terraform plan -detailed-exitcode`: 0 no changes, 2 changes,
-//! 1 error. This file also renders apply progress and results (the plan itself is rendered
-//! by `report`).
+//! 1 error. The plan and the verify report are rendered by `report`; apply progress and
+//! results are still rendered here, because their types (`ApplyEvent`, `ApplyReport`) live
+//! in the shell's `apply`, which the core's `report` may not import.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -11,8 +12,7 @@ use anyhow::Context as _;
 
 use crate::apply::{ApplyEvent, ApplyReport, WriteAction};
 use crate::diff::Plan;
-use crate::model::Access;
-use crate::pipeline::{self, Pipeline, VerifyReport};
+use crate::pipeline::{self, Pipeline};
 use crate::report;
 use crate::report::escape::terminal;
 
@@ -264,132 +264,11 @@ pub fn run_verify(args: super::VerifyArgs) -> anyhow::Result<ExitCode> {
     })?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        _ => print!("{}", render_verify(&report)),
+        _ => print!("{}", report::verify::render_verify(&report)),
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A table of flows, verdict and deciding rule.
-pub fn render_verify(r: &VerifyReport) -> String {
-    let mut rows: Vec<[String; 6]> = vec![[
-        "SPEC".into(),
-        "NSG".into(),
-        "FLOW".into(),
-        "VERDICT".into(),
-        "DECIDED BY".into(),
-        "REQUIRED BECAUSE".into(),
-    ]];
-    for f in &r.flows {
-        rows.push([
-            f.spec.to_string(),
-            f.flow.network_security_group.name().to_string(),
-            format!(
-                "{:?} {} {} -> {}:{}",
-                f.flow.direction, f.flow.protocol, f.flow.source, f.flow.destination, f.flow.port
-            ),
-            match f.verdict.access {
-                Access::Allow => "allowed".into(),
-                Access::Deny => "DENIED".into(),
-            },
-            if f.nsg_exists {
-                format!("{} ({})", f.verdict.rule, f.verdict.priority)
-            } else {
-                f.verdict.rule.clone()
-            },
-            f.flow.reason.clone(),
-        ]);
-    }
-    let mut widths = [0usize; 6];
-    for row in rows.iter_mut() {
-        for (i, c) in row.iter_mut().enumerate() {
-            *c = terminal(c).into_owned();
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, c) in row.iter().enumerate() {
-            if i == 5 {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    if !r.routes.is_empty() {
-        out.push('\n');
-        let mut rows: Vec<[String; 5]> = vec![[
-            "SPEC".into(),
-            "DESTINATION".into(),
-            "NEXT HOP".into(),
-            "VERDICT".into(),
-            "ROUTE (first wrong address, else first checked)".into(),
-        ]];
-        for v in &r.routes {
-            let c = &v.check;
-            let (hop, via) = match (&c.route, c.address) {
-                (Some(route), Some(ip)) => (
-                    format!("{:?}", route.next_hop),
-                    format!(
-                        "{ip} via {} {:?} ({})",
-                        route.prefix, route.origin, route.source
-                    ),
-                ),
-                _ => ("-".into(), "no address to check".into()),
-            };
-            rows.push([
-                v.spec.to_string(),
-                c.destination.clone(),
-                hop,
-                if c.ok {
-                    "ok".into()
-                } else {
-                    format!("WRONG (want {:?})", c.expected)
-                },
-                via,
-            ]);
-        }
-        let mut widths = [0usize; 5];
-        for row in &rows {
-            for (i, c) in row.iter().enumerate() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-        for row in &rows {
-            let mut line = String::new();
-            for (i, c) in row.iter().enumerate() {
-                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-    }
-    for e in &r.errors {
-        out.push_str(&format!("Error: {}\n", terminal(&e.to_string())));
-    }
-    let denied = r.denied().count();
-    let misrouted = r.misrouted().count();
-    out.push('\n');
-    if r.passed() {
-        out.push_str(&format!(
-            "Verify passed: all {} required flows are allowed, all {} required destinations take the promised next hop.\n",
-            r.flows.len(),
-            r.routes.len()
-        ));
-    } else {
-        out.push_str(&format!(
-            "Verify FAILED: {denied} of {} required flows denied, {misrouted} of {} required destinations misrouted, {} spec error(s).\n",
-            r.flows.len(),
-            r.routes.len(),
-            r.errors.len()
-        ));
-    }
-    out
 }

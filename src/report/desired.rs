@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Direction, RouteDestination};
-use crate::resolver::{Desired, SpecOutcome};
+use crate::model::{Direction, ResourceId, RouteDestination};
+use crate::resolver::{Desired, DesiredNsg, DesiredRouteTable, SpecOutcome};
 
 /// Pretty JSON of the desired state, ending with a newline.
 pub fn render_json(desired: &Desired) -> Result<String, serde_json::Error> {
@@ -54,119 +54,123 @@ fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) 
 pub fn render_text(desired: &Desired) -> String {
     let mut out = String::new();
     for nsg in desired.network_security_groups.values() {
-        let loc = nsg
-            .location
-            .as_deref()
-            .map(|l| format!(" ({l})"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{}",
-            super::escape::terminal(&format!("network security group {}{loc}", nsg.id))
-        );
-        let rows: Vec<Vec<String>> = nsg
-            .rules
-            .iter()
-            .map(|o| {
-                let r = &o.rule;
-                vec![
-                    r.priority.to_string(),
-                    match r.direction {
-                        Direction::Inbound => "In".into(),
-                        Direction::Outbound => "Out".into(),
-                    },
-                    format!("{:?}", r.access),
-                    r.protocol.to_string(),
-                    r.source.to_string(),
-                    r.destination_ports.to_string(),
-                    r.destination.to_string(),
-                    r.name.clone(),
-                    o.reason.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            "  ",
-            &[
-                "PRIO",
-                "DIR",
-                "ACCESS",
-                "PROTO",
-                "SOURCE",
-                "PORTS",
-                "DESTINATION",
-                "NAME",
-                "REASON",
-            ],
-            &rows,
-        );
-        out.push('\n');
+        nsg_section(&mut out, nsg);
     }
     for rt in desired.route_tables.values() {
-        let loc = rt
-            .location
-            .as_deref()
-            .map(|l| format!(" ({l})"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{}",
-            super::escape::terminal(&format!("route table {}{loc}", rt.id))
-        );
-        let rows: Vec<Vec<String>> = rt
-            .routes
-            .iter()
-            .map(|o| {
-                let r = &o.route;
-                vec![
-                    match &r.address_prefix {
-                        RouteDestination::Prefix(p) => p.to_string(),
-                        RouteDestination::Tag(t) => t.clone(),
-                    },
-                    format!("{:?}", r.next_hop_type),
-                    r.name.clone(),
-                    o.reason.clone(),
-                ]
-            })
-            .collect();
-        if rows.is_empty() {
-            let _ = writeln!(out, "  (no owned routes)");
-        } else {
-            table(
-                &mut out,
-                "  ",
-                &["PREFIX", "NEXT HOP", "NAME", "REASON"],
-                &rows,
-            );
-        }
-        out.push('\n');
+        route_table_section(&mut out, rt);
     }
     if !desired.subnets.is_empty() {
-        let _ = writeln!(out, "subnet associations");
-        let rows: Vec<Vec<String>> = desired
-            .subnets
-            .values()
-            .map(|s| {
-                vec![
-                    s.id.name().to_string(),
-                    s.network_security_group.name().to_string(),
-                    s.route_table
-                        .as_ref()
-                        .map(|r| r.name().to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    s.owner.to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            "  ",
-            &["SUBNET", "NSG", "ROUTE TABLE", "SPEC"],
-            &rows,
-        );
-        out.push('\n');
+        subnets_section(&mut out, desired);
     }
+    specs_section(&mut out, desired);
+    out
+}
+
+/// A section's heading: the resource and its location, escaped.
+fn heading(out: &mut String, what: &str, id: &ResourceId, location: Option<&str>) {
+    let loc = location.map(|l| format!(" ({l})")).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{}",
+        super::escape::terminal(&format!("{what} {id}{loc}"))
+    );
+}
+
+fn nsg_section(out: &mut String, nsg: &DesiredNsg) {
+    heading(
+        out,
+        "network security group",
+        &nsg.id,
+        nsg.location.as_deref(),
+    );
+    let rows: Vec<Vec<String>> = nsg
+        .rules
+        .iter()
+        .map(|o| {
+            let r = &o.rule;
+            vec![
+                r.priority.to_string(),
+                match r.direction {
+                    Direction::Inbound => "In".into(),
+                    Direction::Outbound => "Out".into(),
+                },
+                format!("{:?}", r.access),
+                r.protocol.to_string(),
+                r.source.to_string(),
+                r.destination_ports.to_string(),
+                r.destination.to_string(),
+                r.name.clone(),
+                o.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "  ",
+        &[
+            "PRIO",
+            "DIR",
+            "ACCESS",
+            "PROTO",
+            "SOURCE",
+            "PORTS",
+            "DESTINATION",
+            "NAME",
+            "REASON",
+        ],
+        &rows,
+    );
+    out.push('\n');
+}
+
+fn route_table_section(out: &mut String, rt: &DesiredRouteTable) {
+    heading(out, "route table", &rt.id, rt.location.as_deref());
+    let rows: Vec<Vec<String>> = rt
+        .routes
+        .iter()
+        .map(|o| {
+            let r = &o.route;
+            vec![
+                match &r.address_prefix {
+                    RouteDestination::Prefix(p) => p.to_string(),
+                    RouteDestination::Tag(t) => t.clone(),
+                },
+                format!("{:?}", r.next_hop_type),
+                r.name.clone(),
+                o.reason.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (no owned routes)");
+    } else {
+        table(out, "  ", &["PREFIX", "NEXT HOP", "NAME", "REASON"], &rows);
+    }
+    out.push('\n');
+}
+
+fn subnets_section(out: &mut String, desired: &Desired) {
+    let _ = writeln!(out, "subnet associations");
+    let rows: Vec<Vec<String>> = desired
+        .subnets
+        .values()
+        .map(|s| {
+            vec![
+                s.id.name().to_string(),
+                s.network_security_group.name().to_string(),
+                s.route_table
+                    .as_ref()
+                    .map(|r| r.name().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.owner.to_string(),
+            ]
+        })
+        .collect();
+    table(out, "  ", &["SUBNET", "NSG", "ROUTE TABLE", "SPEC"], &rows);
+    out.push('\n');
+}
+
+fn specs_section(out: &mut String, desired: &Desired) {
     let _ = writeln!(out, "specs");
     let rows: Vec<Vec<String>> = desired
         .specs
@@ -201,7 +205,7 @@ pub fn render_text(desired: &Desired) -> String {
         })
         .collect();
     table(
-        &mut out,
+        out,
         "  ",
         &[
             "SPEC",
@@ -212,5 +216,4 @@ pub fn render_text(desired: &Desired) -> String {
         ],
         &rows,
     );
-    out
 }

@@ -13,6 +13,7 @@ pub mod escape;
 mod json;
 mod markdown;
 mod text;
+pub mod verify;
 
 pub use json::{render_json, FORMAT_VERSION};
 pub use markdown::render_markdown;

@@ -15,7 +15,7 @@ use crate::model::{
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
-use super::build::{build, RouteNeed, SpecBuild};
+use super::build::{build, PendingRule, RouteNeed, SpecBuild};
 use super::names::{is_owned_name, owned_name, owner_parts, route_owner, stem};
 use super::routes::tunnel_prefixes;
 use super::{
@@ -180,69 +180,195 @@ impl Taken {
     }
 }
 
+/// One merge round over the active builds: the failures it finds, spec by spec.
+struct Merge<'a> {
+    builds: &'a [SpecBuild],
+    /// Indices into `builds`, in key order.
+    active: &'a [usize],
+    snapshot: &'a Snapshot,
+    failures: Failures,
+}
+
+/// A contribution: `(build, rule)` indices.
+type Contribution = (usize, usize);
+
+/// What a route table keeps as it is: routes asenet does not rewrite in this plan.
+struct KeptRoutes<'a> {
+    foreign: Vec<&'a Route>,
+    /// Destinations already sent to the Internet by owned routes of specs outside the input.
+    internet: Vec<&'a RouteDestination>,
+    /// Service-tag routes among `foreign`.
+    tags: usize,
+}
+
+const TUNNEL_FIELD: &str = "spec.outbound.forcedTunneling";
+
 fn merge(
     builds: &[SpecBuild],
     active: &[usize],
     snapshot: &Snapshot,
     removing: &BTreeSet<SpecKey>,
 ) -> Result<Layout, Failures> {
-    let mut failures: Failures = BTreeMap::new();
-    // `active` is in key order: owners found in observed descriptions are looked up in it.
-    let is_active = |namespace: &str, name: &str| {
-        active
+    let mut m = Merge {
+        builds,
+        active,
+        snapshot,
+        failures: BTreeMap::new(),
+    };
+    let subnets = m.subnets();
+    let mut nsgs = Vec::new();
+    for (nsg_id, contribs) in m.contributions_by_nsg() {
+        nsgs.push(m.nsg(nsg_id, &contribs));
+    }
+    let route_tables = m.route_tables(removing);
+    if !m.failures.is_empty() {
+        return Err(m.failures);
+    }
+    let desired = Desired {
+        subnets,
+        route_tables,
+        ..Desired::default()
+    };
+    Ok(Layout { desired, nsgs })
+}
+
+impl<'a> Merge<'a> {
+    fn active_builds(&self) -> impl Iterator<Item = &'a SpecBuild> + 'a {
+        let builds = self.builds;
+        self.active.iter().map(move |n| &builds[*n])
+    }
+
+    /// Whether the spec `namespace/name` (an owner found in an observed description) is
+    /// resolved in this round.
+    fn is_active(&self, namespace: &str, name: &str) -> bool {
+        self.active
             .binary_search_by(|n| {
-                let k = &builds[*n].key;
+                let k = &self.builds[*n].key;
                 (&*k.namespace, &*k.name).cmp(&(namespace, name))
             })
             .is_ok()
-    };
-    let mut desired = Desired::default();
-
-    // ---- Subnet associations: one spec per subnet (an ASE has a dedicated subnet,
-    // domain.md 1.2.6).
-    for b in active.iter().map(|n| &builds[*n]) {
-        if let Some(prev) = desired.subnets.get(&b.subnet) {
-            fail(&mut failures, &b.key, SpecErrorKind::InvalidField, "spec.subnet.resourceId", b.subnet.to_string(),
-                format!("subnet `{}` is already the subnet of spec {}; an ASE needs a dedicated subnet (domain.md 1.2.6)", b.subnet, prev.owner));
-            continue;
-        }
-        desired.subnets.insert(
-            b.subnet.clone(),
-            DesiredSubnet {
-                id: b.subnet.clone(),
-                network_security_group: b.nsg.clone(),
-                route_table: b.route_table.clone(),
-                owner: b.key.clone(),
-            },
-        );
     }
 
-    // ---- NSGs. Contributions are in `active` order, then rule order: the rules of one
-    // spec are contiguous and the specs come in key order.
-    let mut by_nsg: BTreeMap<&ResourceId, Vec<(usize, usize)>> = BTreeMap::new();
-    for &n in active {
-        for (i, r) in builds[n].rules.iter().enumerate() {
-            by_nsg.entry(&r.nsg).or_default().push((n, i));
-        }
+    fn pending(&self, (n, i): Contribution) -> (&'a SpecBuild, &'a PendingRule) {
+        (&self.builds[n], &self.builds[n].rules[i])
     }
-    let mut nsgs = Vec::with_capacity(by_nsg.len());
-    for (nsg_id, contribs) in by_nsg {
-        let pending = |(n, i): (usize, usize)| (&builds[n], &builds[n].rules[i]);
-        let observed = snapshot.network_security_groups.get(nsg_id);
+
+    /// Subnet associations: one spec per subnet (an ASE has a dedicated subnet,
+    /// domain.md 1.2.6).
+    fn subnets(&mut self) -> BTreeMap<ResourceId, DesiredSubnet> {
+        let mut subnets: BTreeMap<ResourceId, DesiredSubnet> = BTreeMap::new();
+        for b in self.active_builds() {
+            if let Some(prev) = subnets.get(&b.subnet) {
+                fail(&mut self.failures, &b.key, SpecErrorKind::InvalidField, "spec.subnet.resourceId", b.subnet.to_string(),
+                    format!("subnet `{}` is already the subnet of spec {}; an ASE needs a dedicated subnet (domain.md 1.2.6)", b.subnet, prev.owner));
+                continue;
+            }
+            subnets.insert(
+                b.subnet.clone(),
+                DesiredSubnet {
+                    id: b.subnet.clone(),
+                    network_security_group: b.nsg.clone(),
+                    route_table: b.route_table.clone(),
+                    owner: b.key.clone(),
+                },
+            );
+        }
+        subnets
+    }
+
+    /// The rules contributed to each NSG, in `active` order, then rule order: the rules of
+    /// one spec are contiguous and the specs come in key order.
+    fn contributions_by_nsg(&self) -> BTreeMap<&'a ResourceId, Vec<Contribution>> {
+        let mut by_nsg: BTreeMap<&'a ResourceId, Vec<Contribution>> = BTreeMap::new();
+        for &n in self.active {
+            for (i, r) in self.builds[n].rules.iter().enumerate() {
+                by_nsg.entry(&r.nsg).or_default().push((n, i));
+            }
+        }
+        by_nsg
+    }
+
+    /// One NSG: which observed rules stay, which specs fit Azure's limits, and the
+    /// priority of every rule of the specs that fit.
+    fn nsg(&mut self, nsg_id: &'a ResourceId, contribs: &[Contribution]) -> NsgLayout {
+        let observed = self.snapshot.network_security_groups.get(nsg_id);
         let observed_rules: &[SecurityRule] = observed.map(|n| n.rules.as_slice()).unwrap_or(&[]);
+        let (reserved, previous) = self.split_observed(observed_rules, contribs);
+        let over = self.check_nsg_limits(nsg_id, contribs, &reserved);
+        let mut priority: Vec<Option<u32>> = vec![None; contribs.len()];
+        for dir in [Direction::Inbound, Direction::Outbound] {
+            let mine: Vec<usize> = (0..contribs.len())
+                .filter(|n| {
+                    let (b, pr) = self.pending(contribs[*n]);
+                    pr.rule.direction == dir && !over.contains(&b.key)
+                })
+                .collect();
+            let mut taken = Taken::new();
+            for r in reserved.iter().filter(|r| r.direction == dir) {
+                taken.insert(r.priority);
+            }
+            self.keep_observed_priorities(contribs, &mine, &previous, &mut taken, &mut priority);
+            self.take_free_priorities(nsg_id, dir, contribs, &mine, &mut taken, &mut priority);
+        }
+        let location = observed
+            .and_then(|o| o.location.clone())
+            .or_else(|| {
+                contribs
+                    .iter()
+                    .map(|c| self.pending(*c).0)
+                    .find(|b| b.nsg == *nsg_id)
+                    .and_then(|b| b.location.clone())
+            })
+            .or_else(|| {
+                contribs
+                    .iter()
+                    .find_map(|c| self.pending(*c).0.location.clone())
+            });
+        let placed: Vec<(usize, usize, u32)> = contribs
+            .iter()
+            .zip(&priority)
+            .filter_map(|((n, i), p)| p.map(|p| (*n, *i, p)))
+            .collect();
+        let mut bands = BTreeMap::new();
+        for run in contribs.chunk_by(|a, b| a.0 == b.0) {
+            let (b, pr) = self.pending(run[0]);
+            if !over.contains(&b.key) {
+                bands.entry(b.key.clone()).or_insert(pr.band);
+            }
+        }
+        NsgLayout {
+            nsg: DesiredNsg {
+                id: nsg_id.clone(),
+                location,
+                rules: Vec::new(),
+                bands,
+            },
+            placed,
+        }
+    }
+
+    /// The observed rules of an NSG that stay as they are (foreign rules, and owned rules
+    /// of specs not resolved in this run: failed, or not in the input), and the owned
+    /// rules this round replaces, by name.
+    fn split_observed(
+        &self,
+        observed_rules: &'a [SecurityRule],
+        contribs: &[Contribution],
+    ) -> (
+        Vec<&'a SecurityRule>,
+        BTreeMap<Caseless<'a>, &'a SecurityRule>,
+    ) {
         // Names of the desired rules, built only if an observed owned rule carries no owner.
         let mut desired_names: Option<BTreeSet<Caseless>> = None;
-        // Observed rules that stay as they are: foreign rules, and owned rules of specs
-        // not resolved in this run (failed, or not in the input).
         let mut replaceable = |r: &SecurityRule| {
             is_owned_name(&r.name)
                 && match r.description.as_deref().and_then(owner_parts) {
-                    Some((namespace, name)) => is_active(namespace, name),
+                    Some((namespace, name)) => self.is_active(namespace, name),
                     None => desired_names
                         .get_or_insert_with(|| {
                             contribs
                                 .iter()
-                                .map(|c| Caseless(pending(*c).1.rule.name.as_str()))
+                                .map(|c| Caseless(self.pending(*c).1.rule.name.as_str()))
                                 .collect()
                         })
                         .contains(&Caseless(&r.name)),
@@ -257,19 +383,31 @@ fn merge(
                 reserved.push(r);
             }
         }
+        (reserved, previous)
+    }
 
-        // Limits (domain.md 2.7), spec by spec in key order.
+    /// Azure's limits on one NSG (domain.md 2.7), spec by spec in key order: the specs
+    /// whose rules would exceed one fail, and their rules are left out.
+    fn check_nsg_limits(
+        &mut self,
+        nsg_id: &ResourceId,
+        contribs: &[Contribution],
+        reserved: &[&SecurityRule],
+    ) -> BTreeSet<&'a SpecKey> {
         let mut rules = reserved.len();
         let mut src: usize = reserved.iter().map(|r| r.source.count()).sum();
         let mut dst: usize = reserved.iter().map(|r| r.destination.count()).sum();
         let mut over: BTreeSet<&SpecKey> = BTreeSet::new();
         for run in contribs.chunk_by(|a, b| a.0 == b.0) {
-            let key = &builds[run[0].0].key;
+            let key = &self.builds[run[0].0].key;
             let r = run.len();
-            let s: usize = run.iter().map(|c| pending(*c).1.rule.source.count()).sum();
+            let s: usize = run
+                .iter()
+                .map(|c| self.pending(*c).1.rule.source.count())
+                .sum();
             let d: usize = run
                 .iter()
-                .map(|c| pending(*c).1.rule.destination.count())
+                .map(|c| self.pending(*c).1.rule.destination.count())
                 .sum();
             let problem = if rules + r > MAX_RULES {
                 Some(format!("NSG `{nsg_id}` would hold {} rules, more than Azure's {MAX_RULES} (domain.md 2.7)", rules + r))
@@ -281,9 +419,9 @@ fn merge(
                 None
             };
             if let Some(message) = problem {
-                let (_, pr) = pending(run[0]);
+                let (_, pr) = self.pending(run[0]);
                 fail(
-                    &mut failures,
+                    &mut self.failures,
                     key,
                     SpecErrorKind::LimitExceeded,
                     &pr.field,
@@ -297,265 +435,301 @@ fn merge(
             src += s;
             dst += d;
         }
-
-        // Priorities, per direction: first every rule that keeps its observed priority
-        // (stable when other rules come or go), then new rules take the lowest free one.
-        let mut priority: Vec<Option<u32>> = vec![None; contribs.len()];
-        for dir in [Direction::Inbound, Direction::Outbound] {
-            let mut taken = Taken::new();
-            for r in reserved.iter().filter(|r| r.direction == dir) {
-                taken.insert(r.priority);
-            }
-            let mine = || {
-                (0..contribs.len()).filter(|n| {
-                    let (b, pr) = pending(contribs[*n]);
-                    pr.rule.direction == dir && !over.contains(&b.key)
-                })
-            };
-            if !previous.is_empty() {
-                for n in mine() {
-                    let (_, pr) = pending(contribs[n]);
-                    if let Some(o) = previous.get(&Caseless(&pr.rule.name)) {
-                        if o.direction == dir
-                            && pr.band.contains(o.priority)
-                            && taken.insert(o.priority)
-                        {
-                            priority[n] = Some(o.priority);
-                        }
-                    }
-                }
-            }
-            for n in mine() {
-                if priority[n].is_some() {
-                    continue;
-                }
-                let (b, pr) = pending(contribs[n]);
-                match taken.first_free(pr.band.from.get().into(), pr.band.to.get().into()) {
-                    Some(p) => {
-                        taken.insert(p);
-                        priority[n] = Some(p);
-                    }
-                    None => {
-                        let band = format!("{}-{}", pr.band.from.get(), pr.band.to.get());
-                        if !failures
-                            .get(&b.key)
-                            .is_some_and(|e| e.iter().any(|e| e.kind == SpecErrorKind::BandFull))
-                        {
-                            fail(&mut failures, &b.key, SpecErrorKind::BandFull, &format!("{}.priorities", pr.field), band.clone(),
-                                format!("no free {dir:?} priority left in band {band} of NSG `{nsg_id}` for rule `{}` (other rules hold the rest)", pr.rule.name));
-                        }
-                    }
-                }
-            }
-        }
-
-        let location = observed
-            .and_then(|o| o.location.clone())
-            .or_else(|| {
-                contribs
-                    .iter()
-                    .map(|c| pending(*c).0)
-                    .find(|b| b.nsg == *nsg_id)
-                    .and_then(|b| b.location.clone())
-            })
-            .or_else(|| contribs.iter().find_map(|c| pending(*c).0.location.clone()));
-        let placed: Vec<(usize, usize, u32)> = contribs
-            .iter()
-            .zip(&priority)
-            .filter_map(|((n, i), p)| p.map(|p| (*n, *i, p)))
-            .collect();
-        let mut bands = BTreeMap::new();
-        for run in contribs.chunk_by(|a, b| a.0 == b.0) {
-            let (b, pr) = pending(run[0]);
-            if !over.contains(&b.key) {
-                bands.entry(b.key.clone()).or_insert(pr.band);
-            }
-        }
-        nsgs.push(NsgLayout {
-            nsg: DesiredNsg {
-                id: nsg_id.clone(),
-                location,
-                rules: Vec::new(),
-                bands,
-            },
-            placed,
-        });
+        over
     }
 
-    // ---- Route tables.
-    let mut by_rt: BTreeMap<_, Vec<&SpecBuild>> = BTreeMap::new();
-    for b in active.iter().map(|n| &builds[*n]) {
-        if let Some(rt) = &b.route_table {
-            by_rt.entry(rt.clone()).or_default().push(b);
+    /// First every rule that keeps its observed priority (stable when other rules come or
+    /// go) ...
+    fn keep_observed_priorities(
+        &self,
+        contribs: &[Contribution],
+        mine: &[usize],
+        previous: &BTreeMap<Caseless, &SecurityRule>,
+        taken: &mut Taken,
+        priority: &mut [Option<u32>],
+    ) {
+        if previous.is_empty() {
+            return;
+        }
+        for &n in mine {
+            let (_, pr) = self.pending(contribs[n]);
+            if let Some(o) = previous.get(&Caseless(&pr.rule.name)) {
+                if o.direction == pr.rule.direction
+                    && pr.band.contains(o.priority)
+                    && taken.insert(o.priority)
+                {
+                    priority[n] = Some(o.priority);
+                }
+            }
         }
     }
-    // The specs whose owned routes this plan rewrites: the active ones (their routes are
-    // wanted or deleted) and the ones being removed. Any other owned route (of a spec
-    // outside the input, or of one that failed) stays as it is, so it counts like a
-    // foreign route against the table's limit and may already give a route that an
-    // active spec needs (issue 12: never take over or duplicate another spec's route).
-    let replanned: BTreeSet<&SpecKey> = active
-        .iter()
-        .map(|n| &builds[*n].key)
-        .chain(removing)
-        .collect();
-    for (rt_id, bs) in by_rt {
-        let observed = snapshot.route_tables.get(&rt_id);
-        let foreign: Vec<&Route> = observed
-            .map(|o| {
-                o.routes
-                    .iter()
-                    .filter(|r| {
-                        !is_owned_name(&r.name)
-                            || route_owner(&r.name, replanned.iter().copied()).is_none()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Routes of specs outside the input that already send a destination to the Internet.
-        let kept_internet: Vec<&RouteDestination> = foreign
-            .iter()
-            .filter(|r| is_owned_name(&r.name) && r.next_hop_type == NextHopType::Internet)
-            .map(|r| &r.address_prefix)
+
+    /// ... then each new rule takes the lowest free priority of its band; a spec whose
+    /// band is full fails (once).
+    fn take_free_priorities(
+        &mut self,
+        nsg_id: &ResourceId,
+        dir: Direction,
+        contribs: &[Contribution],
+        mine: &[usize],
+        taken: &mut Taken,
+        priority: &mut [Option<u32>],
+    ) {
+        for &n in mine {
+            if priority[n].is_some() {
+                continue;
+            }
+            let (b, pr) = self.pending(contribs[n]);
+            if let Some(p) = taken.first_free(pr.band.from.get().into(), pr.band.to.get().into()) {
+                taken.insert(p);
+                priority[n] = Some(p);
+                continue;
+            }
+            let band = format!("{}-{}", pr.band.from.get(), pr.band.to.get());
+            if !self
+                .failures
+                .get(&b.key)
+                .is_some_and(|e| e.iter().any(|e| e.kind == SpecErrorKind::BandFull))
+            {
+                fail(&mut self.failures, &b.key, SpecErrorKind::BandFull, &format!("{}.priorities", pr.field), band.clone(),
+                    format!("no free {dir:?} priority left in band {band} of NSG `{nsg_id}` for rule `{}` (other rules hold the rest)", pr.rule.name));
+            }
+        }
+    }
+
+    /// The route tables of the active specs.
+    fn route_tables(
+        &mut self,
+        removing: &BTreeSet<SpecKey>,
+    ) -> BTreeMap<ResourceId, DesiredRouteTable> {
+        let mut by_rt: BTreeMap<_, Vec<&SpecBuild>> = BTreeMap::new();
+        for b in self.active_builds() {
+            if let Some(rt) = &b.route_table {
+                by_rt.entry(rt.clone()).or_default().push(b);
+            }
+        }
+        // The specs whose owned routes this plan rewrites: the active ones (their routes are
+        // wanted or deleted) and the ones being removed. Any other owned route (of a spec
+        // outside the input, or of one that failed) stays as it is, so it counts like a
+        // foreign route against the table's limit and may already give a route that an
+        // active spec needs (issue 12: never take over or duplicate another spec's route).
+        let replanned: BTreeSet<&SpecKey> = self
+            .active_builds()
+            .map(|b| &b.key)
+            .chain(removing)
             .collect();
-        let foreign_tags = foreign
-            .iter()
-            .filter(|r| matches!(r.address_prefix, RouteDestination::Tag(_)))
-            .count();
+        let mut out = BTreeMap::new();
+        for (rt_id, bs) in by_rt {
+            let table = self.route_table(rt_id.clone(), &bs, &replanned);
+            out.insert(rt_id, table);
+        }
+        out
+    }
+
+    /// One route table: the routes of each spec sharing it, in key order, each spec
+    /// checked against the table's limits with the routes before it.
+    fn route_table(
+        &mut self,
+        rt_id: ResourceId,
+        bs: &[&SpecBuild],
+        replanned: &BTreeSet<&SpecKey>,
+    ) -> DesiredRouteTable {
+        let observed = self.snapshot.route_tables.get(&rt_id);
+        let kept = kept_routes(observed.map(|o| o.routes.as_slice()), replanned);
         let mut routes: Vec<OwnedRoute> = Vec::new();
         let mut service_tags: BTreeMap<String, String> = BTreeMap::new();
-        let field = "spec.outbound.forcedTunneling";
         for b in bs.iter().copied() {
-            let mut mine: Vec<(RouteDestination, String)> = Vec::new();
-            let versions = |t: &str| {
-                snapshot
-                    .service_tag_version(t)
-                    .map(|n| format!(" (changeNumber {n})"))
-                    .unwrap_or_default()
-            };
-            let default_route = || {
-                (
-                    RouteDestination::Prefix(ipnet::Ipv4Net::default()),
-                    "forced tunneling advertises 0.0.0.0/0: default route next hop Internet (domain.md 1.2.7, 1.3.5)".to_string(),
-                )
-            };
-            match &b.route_need {
-                None => {}
-                Some(RouteNeed::Default) => mine.push(default_route()),
-                Some(RouteNeed::Tags { tags, default }) => {
-                    if *default {
-                        mine.push(default_route());
-                    }
-                    for t in tags {
-                        mine.push((RouteDestination::Tag(t.clone()),
-                            format!("service tag {t}{} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)", versions(t))));
-                    }
-                }
-                Some(RouteNeed::Prefixes {
-                    required,
-                    advertised,
-                    tags,
-                    default,
-                }) => {
-                    if *default {
-                        mine.push(default_route());
-                    }
-                    for t in tags {
-                        if let Some(n) = snapshot.service_tag_version(t) {
-                            service_tags.insert(t.clone(), n.to_string());
-                        }
-                    }
-                    let with_versions: Vec<String> =
-                        tags.iter().map(|t| format!("{t}{}", versions(t))).collect();
-                    let budget =
-                        MAX_ROUTES.saturating_sub(foreign.len() + routes.len() + mine.len());
-                    match tunnel_prefixes(required, advertised, budget) {
-                        Ok((v, summarised)) => {
-                            let how = if summarised {
-                                "summarised to fit the table"
-                            } else {
-                                "aggregated"
-                            };
-                            for p in v {
-                                mine.push((RouteDestination::Prefix(p),
-                                    format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", with_versions.join(","))));
-                            }
-                        }
-                        Err(n) => {
-                            fail(&mut failures, &b.key, SpecErrorKind::LimitExceeded, field, tags.join(","),
-                                format!("the required prefixes of {} need at least {n} routes in route table `{rt_id}` but only {budget} fit (400 minus {} foreign and {} other routes; domain.md 3.6)", tags.join(","), foreign.len(), routes.len() + mine.len()));
-                            continue;
-                        }
-                    }
-                }
-            }
-            let new_tags = mine
-                .iter()
-                .filter(|(d, _)| matches!(d, RouteDestination::Tag(_)))
-                .count();
-            let existing_tags = routes
-                .iter()
-                .filter(|r| matches!(r.route.address_prefix, RouteDestination::Tag(_)))
-                .count();
-            if foreign_tags + existing_tags + new_tags > MAX_TAG_ROUTES {
-                fail(&mut failures, &b.key, SpecErrorKind::LimitExceeded, field, rt_id.to_string(),
-                    format!("route table `{rt_id}` would hold more than {MAX_TAG_ROUTES} service-tag routes (domain.md 3.3)"));
+            let Some(mine) = self.wanted_routes(b, &rt_id, &kept, routes.len(), &mut service_tags)
+            else {
                 continue;
-            }
-            if foreign.len() + routes.len() + mine.len() > MAX_ROUTES {
-                fail(&mut failures, &b.key, SpecErrorKind::LimitExceeded, field, rt_id.to_string(),
-                    format!("route table `{rt_id}` would hold more than {MAX_ROUTES} routes (domain.md 3.6)"));
-                continue;
-            }
-            for (dest, reason) in mine {
-                // Another spec sharing the table already routes this destination the same way
-                // (in the input, or outside it with a route that stays).
-                if kept_internet.contains(&&dest)
-                    || routes.iter().any(|r| {
-                        r.route.address_prefix == dest
-                            && r.route.next_hop_type == NextHopType::Internet
-                    })
-                {
-                    continue;
-                }
-                let what = match &dest {
-                    RouteDestination::Prefix(p) if p.prefix_len() == 0 => {
-                        "internet-default".to_string()
-                    }
-                    RouteDestination::Prefix(p) => format!("{}-{}", p.addr(), p.prefix_len()),
-                    RouteDestination::Tag(t) => format!("tag-{t}"),
-                };
-                routes.push(OwnedRoute {
-                    route: Route {
-                        name: owned_name(&b.stem, &what),
-                        address_prefix: dest,
-                        next_hop_type: NextHopType::Internet,
-                        next_hop_ip_address: None,
-                    },
-                    owner: b.key.clone(),
-                    reason,
-                });
+            };
+            if self.check_route_limits(b, &rt_id, &kept, &routes, &mine) {
+                add_routes(&mut routes, b, mine, &kept);
             }
         }
         routes.sort_by(|a, b| a.route.name.cmp(&b.route.name));
         let location = observed
             .and_then(|o| o.location.clone())
             .or_else(|| bs.iter().find_map(|b| b.location.clone()));
-        desired.route_tables.insert(
-            rt_id.clone(),
-            DesiredRouteTable {
-                id: rt_id,
-                location,
-                routes,
-                service_tags,
-            },
-        );
+        DesiredRouteTable {
+            id: rt_id,
+            location,
+            routes,
+            service_tags,
+        }
     }
 
-    if !failures.is_empty() {
-        return Err(failures);
+    /// The routes one spec needs under forced tunneling (destination, reason), or `None`
+    /// when its prefixes cannot fit the table (the spec fails). Records the change numbers
+    /// of the service tags whose prefixes it routes.
+    fn wanted_routes(
+        &mut self,
+        b: &SpecBuild,
+        rt_id: &ResourceId,
+        kept: &KeptRoutes,
+        others: usize,
+        service_tags: &mut BTreeMap<String, String>,
+    ) -> Option<Vec<(RouteDestination, String)>> {
+        let snapshot = self.snapshot;
+        let mut mine: Vec<(RouteDestination, String)> = Vec::new();
+        let versions = |t: &str| {
+            snapshot
+                .service_tag_version(t)
+                .map(|n| format!(" (changeNumber {n})"))
+                .unwrap_or_default()
+        };
+        let default_route = || {
+            (
+                RouteDestination::Prefix(ipnet::Ipv4Net::default()),
+                "forced tunneling advertises 0.0.0.0/0: default route next hop Internet (domain.md 1.2.7, 1.3.5)".to_string(),
+            )
+        };
+        match &b.route_need {
+            None => {}
+            Some(RouteNeed::Default) => mine.push(default_route()),
+            Some(RouteNeed::Tags { tags, default }) => {
+                if *default {
+                    mine.push(default_route());
+                }
+                for t in tags {
+                    mine.push((RouteDestination::Tag(t.clone()),
+                        format!("service tag {t}{} next hop Internet under forced tunneling (domain.md 1.3.5, 3.3)", versions(t))));
+                }
+            }
+            Some(RouteNeed::Prefixes {
+                required,
+                advertised,
+                tags,
+                default,
+            }) => {
+                if *default {
+                    mine.push(default_route());
+                }
+                for t in tags {
+                    if let Some(n) = snapshot.service_tag_version(t) {
+                        service_tags.insert(t.clone(), n.to_string());
+                    }
+                }
+                let with_versions: Vec<String> =
+                    tags.iter().map(|t| format!("{t}{}", versions(t))).collect();
+                let foreign = kept.foreign.len();
+                let budget = MAX_ROUTES.saturating_sub(foreign + others + mine.len());
+                match tunnel_prefixes(required, advertised, budget) {
+                    Ok((v, summarised)) => {
+                        let how = if summarised {
+                            "summarised to fit the table"
+                        } else {
+                            "aggregated"
+                        };
+                        for p in v {
+                            mine.push((RouteDestination::Prefix(p),
+                                format!("{} prefixes, {how}, at least as specific as the advertised routes, next hop Internet (domain.md 1.2.7, 1.3.5, 3.4)", with_versions.join(","))));
+                        }
+                    }
+                    Err(n) => {
+                        fail(&mut self.failures, &b.key, SpecErrorKind::LimitExceeded, TUNNEL_FIELD, tags.join(","),
+                            format!("the required prefixes of {} need at least {n} routes in route table `{rt_id}` but only {budget} fit (400 minus {foreign} foreign and {} other routes; domain.md 3.6)", tags.join(","), others + mine.len()));
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(mine)
     }
-    Ok(Layout { desired, nsgs })
+
+    /// Whether one spec's routes fit the table beside the kept routes and those of the
+    /// specs before it (domain.md 3.3, 3.6); if not, the spec fails.
+    fn check_route_limits(
+        &mut self,
+        b: &SpecBuild,
+        rt_id: &ResourceId,
+        kept: &KeptRoutes,
+        routes: &[OwnedRoute],
+        mine: &[(RouteDestination, String)],
+    ) -> bool {
+        let new_tags = mine
+            .iter()
+            .filter(|(d, _)| matches!(d, RouteDestination::Tag(_)))
+            .count();
+        let existing_tags = routes
+            .iter()
+            .filter(|r| matches!(r.route.address_prefix, RouteDestination::Tag(_)))
+            .count();
+        if kept.tags + existing_tags + new_tags > MAX_TAG_ROUTES {
+            fail(&mut self.failures, &b.key, SpecErrorKind::LimitExceeded, TUNNEL_FIELD, rt_id.to_string(),
+                format!("route table `{rt_id}` would hold more than {MAX_TAG_ROUTES} service-tag routes (domain.md 3.3)"));
+            return false;
+        }
+        if kept.foreign.len() + routes.len() + mine.len() > MAX_ROUTES {
+            fail(&mut self.failures, &b.key, SpecErrorKind::LimitExceeded, TUNNEL_FIELD, rt_id.to_string(),
+                format!("route table `{rt_id}` would hold more than {MAX_ROUTES} routes (domain.md 3.6)"));
+            return false;
+        }
+        true
+    }
+}
+
+/// The observed routes of a table that this plan does not rewrite: foreign routes, and
+/// owned routes of specs outside `replanned`.
+fn kept_routes<'a>(
+    observed: Option<&'a [Route]>,
+    replanned: &BTreeSet<&SpecKey>,
+) -> KeptRoutes<'a> {
+    let foreign: Vec<&Route> = observed
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| {
+            !is_owned_name(&r.name) || route_owner(&r.name, replanned.iter().copied()).is_none()
+        })
+        .collect();
+    let internet = foreign
+        .iter()
+        .filter(|r| is_owned_name(&r.name) && r.next_hop_type == NextHopType::Internet)
+        .map(|r| &r.address_prefix)
+        .collect();
+    let tags = foreign
+        .iter()
+        .filter(|r| matches!(r.address_prefix, RouteDestination::Tag(_)))
+        .count();
+    KeptRoutes {
+        foreign,
+        internet,
+        tags,
+    }
+}
+
+/// Adds one spec's routes, named after the spec, except those another spec sharing the
+/// table already routes the same way (in the input, or outside it with a route that stays).
+fn add_routes(
+    routes: &mut Vec<OwnedRoute>,
+    b: &SpecBuild,
+    mine: Vec<(RouteDestination, String)>,
+    kept: &KeptRoutes,
+) {
+    for (dest, reason) in mine {
+        if kept.internet.contains(&&dest)
+            || routes.iter().any(|r| {
+                r.route.address_prefix == dest && r.route.next_hop_type == NextHopType::Internet
+            })
+        {
+            continue;
+        }
+        let what = match &dest {
+            RouteDestination::Prefix(p) if p.prefix_len() == 0 => "internet-default".to_string(),
+            RouteDestination::Prefix(p) => format!("{}-{}", p.addr(), p.prefix_len()),
+            RouteDestination::Tag(t) => format!("tag-{t}"),
+        };
+        routes.push(OwnedRoute {
+            route: Route {
+                name: owned_name(&b.stem, &what),
+                address_prefix: dest,
+                next_hop_type: NextHopType::Internet,
+                next_hop_ip_address: None,
+            },
+            owner: b.key.clone(),
+            reason,
+        });
+    }
 }
 
 /// Moves the owned rules out of the builds of a successful merge.

@@ -17,7 +17,9 @@ use crate::model::{
     ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
 };
 use crate::snapshot::Snapshot;
-use crate::validate::{InboundPorts, Source, ValidSpec};
+use crate::validate::{
+    InboundPorts, Source, ValidBackend, ValidForcedTunneling, ValidInbound, ValidSpec,
+};
 
 use super::names::{description, owned_name};
 
@@ -100,9 +102,139 @@ struct Builder<'a> {
     rules: Vec<PendingRule>,
     /// Field path of the NSG reference of the rules being added.
     field: Arc<str>,
+    errors: Vec<SpecError>,
 }
 
-impl Builder<'_> {
+/// Where the addresses of a required rule come from.
+#[derive(Clone, Copy)]
+enum Peer {
+    Any,
+    /// The ASE subnet's range.
+    Subnet,
+    Tag(&'static str),
+}
+
+/// One rule an ASE version requires; never switchable off.
+struct RequiredRule {
+    what: &'static str,
+    direction: Direction,
+    protocol: Protocol,
+    source: Peer,
+    destination: Peer,
+    /// Port ranges; empty for all ports.
+    ports: &'static [(u16, u16)],
+    reason: &'static str,
+}
+
+const fn req(
+    what: &'static str,
+    direction: Direction,
+    protocol: Protocol,
+    (source, destination): (Peer, Peer),
+    ports: &'static [(u16, u16)],
+    reason: &'static str,
+) -> RequiredRule {
+    RequiredRule {
+        what,
+        direction,
+        protocol,
+        source,
+        destination,
+        ports,
+        reason,
+    }
+}
+
+use Direction::{Inbound as In, Outbound as Out};
+use Peer::{Any, Subnet, Tag};
+use Protocol::{Any as AnyProtocol, Tcp, Udp};
+
+/// domain.md 1.2.1: management over SSL on 454-455, always required. The v1 article's
+/// sample uses source INTERNET; the AppServiceManagement tag is the narrower, documented
+/// source of that traffic (1.3.2, 1.3.5), used here.
+#[rustfmt::skip]
+const V1_REQUIRED: &[RequiredRule] = &[
+    req("req-mgmt-in", In, Tcp, (Tag("AppServiceManagement"), Any), &[(454, 455)],
+        "ASE V1 management 454-455 from AppServiceManagement (required; domain.md 1.2.1)"),
+];
+
+/// domain.md 1.3.4, the canonical ASEv2 list.
+#[rustfmt::skip]
+const V2_REQUIRED: &[RequiredRule] = &[
+    req("req-mgmt-in", In, Tcp, (Tag("AppServiceManagement"), Any), &[(454, 455)],
+        "ASE V2 management 454-455 from AppServiceManagement (required; domain.md 1.3.4)"),
+    req("req-lb-in", In, Tcp, (Tag("AzureLoadBalancer"), Any), &[(16001, 16001)],
+        "ASE V2 load balancer keep-alive 16001 (required; domain.md 1.3.4)"),
+    req("req-intra-in", In, AnyProtocol, (Subnet, Subnet), &[],
+        "ASE V2 subnet-to-subnet, all ports (required; domain.md 1.3.4)"),
+    req("req-dns-out", Out, Udp, (Any, Any), &[(53, 53)],
+        "ASE V2 outbound DNS 53/udp (required; domain.md 1.3.4)"),
+    req("req-ntp-out", Out, Udp, (Any, Any), &[(123, 123)],
+        "ASE V2 outbound NTP 123/udp (required; domain.md 1.3.3-1.3.4)"),
+    req("req-web-out", Out, Tcp, (Any, Any), &[(80, 80), (443, 443)],
+        "ASE V2 outbound 80, 443 to all IPs (required; domain.md 1.3.4)"),
+    req("req-sql-out", Out, Tcp, (Any, Tag("Sql")), &[(1433, 1433)],
+        "ASE V2 outbound Azure SQL 1433 to Sql (required; domain.md 1.3.4)"),
+    req("req-monitor-out", Out, Tcp, (Any, Any), &[(12000, 12000)],
+        "ASE V2 outbound monitoring 12000 (required; domain.md 1.3.4)"),
+    req("req-intra-out", Out, AnyProtocol, (Any, Subnet), &[],
+        "ASE V2 outbound to the ASE subnet, all ports (required; domain.md 1.3.4)"),
+];
+
+/// domain.md 1.4.2: the load balancer's health ping on 80, to the subnet range.
+#[rustfmt::skip]
+const V3_REQUIRED: &[RequiredRule] = &[
+    req("req-lb-in", In, Tcp, (Tag("AzureLoadBalancer"), Subnet), &[(80, 80)],
+        "ASE V3 load balancer health ping 80 (required; domain.md 1.4.2)"),
+];
+
+/// domain.md 1.4.2: allow the FTP health ping on 21 whenever FTP is used.
+#[rustfmt::skip]
+const V3_FTP_REQUIRED: RequiredRule =
+    req("req-lb-ftp-in", In, Tcp, (Tag("AzureLoadBalancer"), Subnet), &[(21, 21)],
+        "ASE V3 load balancer FTP health ping 21 (required with Ftp; domain.md 1.4.2)");
+
+/// What one inbound entry admits, gathered from its sources.
+#[derive(Default)]
+struct Callers<'a> {
+    /// Every address admitted by one rule: listed prefixes and callers' addresses.
+    prefixes: BTreeSet<Ipv4Net>,
+    /// Tags, one rule each.
+    tags: Vec<&'a str>,
+    /// The specs whose outbound addresses are admitted (`itself` for the spec).
+    specs: Vec<String>,
+    /// The prefixes listed in the entry, in its order.
+    listed: Vec<Ipv4Net>,
+}
+
+impl Callers<'_> {
+    /// How a reason names the callers: up to three prefixes, or their count, and the
+    /// calling specs.
+    fn describe(&self) -> String {
+        let mut from: Vec<String> = Vec::new();
+        match self.listed.len() {
+            0 => {}
+            n @ 1..=3 => from.push(
+                self.listed[..n]
+                    .iter()
+                    .map(crate::model::prefix_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            n => from.push(format!("{n} prefixes")),
+        }
+        if !self.specs.is_empty() {
+            // Calls between ASEs are Internet calls (domain.md 1.2.4).
+            from.push(format!(
+                "the outbound addresses of {} (domain.md 1.2.4)",
+                self.specs.join(", ")
+            ));
+        }
+        from.join(" and ")
+    }
+}
+
+impl<'a> Builder<'a> {
     #[allow(clippy::too_many_arguments)]
     fn rule(
         &mut self,
@@ -139,273 +271,98 @@ impl Builder<'_> {
         });
     }
 
+    fn error(&mut self, kind: SpecErrorKind, field: &str, value: String, message: String) {
+        let e = SpecError::new(&self.spec.key, kind, field, value, message);
+        self.errors.push(e);
+    }
+
+    fn unresolved(&mut self, field: &str, value: String, message: String) {
+        self.error(SpecErrorKind::UnresolvedReference, field, value, message);
+    }
+
+    fn invalid(&mut self, field: &str, value: String, message: String) {
+        self.error(SpecErrorKind::InvalidField, field, value, message);
+    }
+
     /// The rules the ASE version requires; never switchable off.
     fn required(&mut self) {
         let spec = self.spec;
-        let nsg = spec.network_security_group.clone();
-        let band = spec.band;
-        let subnet = AddressSet::prefixes([self.subnet_range]);
-        let tcp = Protocol::Tcp;
-        let ports = |v: &[u16]| PortSet::from_ranges(v.iter().map(|p| PortRange::single(*p)));
-        let mgmt = PortSet::from_ranges([PortRange::new(454, 455)]);
-        let tag = AddressSet::tag;
-        use Direction::{Inbound as In, Outbound as Out};
-        match spec.version {
-            AseVersion::V1 => {
-                // domain.md 1.2.1: management over SSL on 454-455, always required. The v1
-                // article's sample uses source INTERNET; the AppServiceManagement tag is the
-                // narrower, documented source of that traffic (1.3.2, 1.3.5), used here.
-                self.rule(&nsg, band, "req-mgmt-in", In, tcp, tag("AppServiceManagement"), AddressSet::Any, mgmt,
-                    "ASE V1 management 454-455 from AppServiceManagement (required; domain.md 1.2.1)".into(), true);
-            }
-            AseVersion::V2 => {
-                // domain.md 1.3.4, the canonical ASEv2 list.
-                self.rule(&nsg, band, "req-mgmt-in", In, tcp, tag("AppServiceManagement"), AddressSet::Any, mgmt,
-                    "ASE V2 management 454-455 from AppServiceManagement (required; domain.md 1.3.4)".into(), true);
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-lb-in",
-                    In,
-                    tcp,
-                    tag("AzureLoadBalancer"),
-                    AddressSet::Any,
-                    ports(&[16001]),
-                    "ASE V2 load balancer keep-alive 16001 (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-intra-in",
-                    In,
-                    Protocol::Any,
-                    subnet.clone(),
-                    subnet.clone(),
-                    PortSet::any(),
-                    "ASE V2 subnet-to-subnet, all ports (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-dns-out",
-                    Out,
-                    Protocol::Udp,
-                    AddressSet::Any,
-                    AddressSet::Any,
-                    ports(&[53]),
-                    "ASE V2 outbound DNS 53/udp (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-ntp-out",
-                    Out,
-                    Protocol::Udp,
-                    AddressSet::Any,
-                    AddressSet::Any,
-                    ports(&[123]),
-                    "ASE V2 outbound NTP 123/udp (required; domain.md 1.3.3-1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-web-out",
-                    Out,
-                    tcp,
-                    AddressSet::Any,
-                    AddressSet::Any,
-                    ports(&[80, 443]),
-                    "ASE V2 outbound 80, 443 to all IPs (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-sql-out",
-                    Out,
-                    tcp,
-                    AddressSet::Any,
-                    tag("Sql"),
-                    ports(&[1433]),
-                    "ASE V2 outbound Azure SQL 1433 to Sql (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-monitor-out",
-                    Out,
-                    tcp,
-                    AddressSet::Any,
-                    AddressSet::Any,
-                    ports(&[12000]),
-                    "ASE V2 outbound monitoring 12000 (required; domain.md 1.3.4)".into(),
-                    true,
-                );
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-intra-out",
-                    Out,
-                    Protocol::Any,
-                    AddressSet::Any,
-                    subnet,
-                    PortSet::any(),
-                    "ASE V2 outbound to the ASE subnet, all ports (required; domain.md 1.3.4)"
-                        .into(),
-                    true,
-                );
-            }
-            AseVersion::V3 => {
-                // domain.md 1.4.2: the load balancer's health ping on 80, to the subnet range.
-                self.rule(
-                    &nsg,
-                    band,
-                    "req-lb-in",
-                    In,
-                    tcp,
-                    tag("AzureLoadBalancer"),
-                    subnet.clone(),
-                    ports(&[80]),
-                    "ASE V3 load balancer health ping 80 (required; domain.md 1.4.2)".into(),
-                    true,
-                );
-                if spec.uses_ftp() {
-                    // domain.md 1.4.2: allow the FTP health ping on 21 whenever FTP is used.
-                    self.rule(&nsg, band, "req-lb-ftp-in", In, tcp, tag("AzureLoadBalancer"), subnet, ports(&[21]),
-                        "ASE V3 load balancer FTP health ping 21 (required with Ftp; domain.md 1.4.2)".into(), true);
-                }
-            }
-        }
-    }
-}
-
-/// Builds one spec's contributions.
-pub(crate) fn build(
-    spec: &ValidSpec,
-    specs: &BTreeMap<SpecKey, &ValidSpec>,
-    snapshot: &Snapshot,
-    stem: String,
-) -> Result<SpecBuild, Vec<SpecError>> {
-    let key = &spec.key;
-    let mut errors = Vec::new();
-    let unresolved = |field: &str, value: String, message: String| {
-        SpecError::new(
-            key,
-            SpecErrorKind::UnresolvedReference,
-            field,
-            value,
-            message,
-        )
-    };
-
-    // An `environmentRef` naming no spec is wrong whatever Azure holds: it is reported
-    // first, and also when the subnet is missing too (a spec applied to a cluster whose
-    // Azure lacks its subnet still shows the error in its own input).
-    for (i, entry) in spec.inbound.iter().enumerate() {
-        for (j, src) in entry.sources.iter().enumerate() {
-            if let Source::Environment(other) = src {
-                if !specs.contains_key(other) {
-                    errors.push(unresolved(
-                        &format!("spec.inbound[{i}].from[{j}].environmentRef"),
-                        other.to_string(),
-                        format!(
-                            "environmentRef `{other}` names no AseConnectivity spec in the input"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-
-    let subnet_state = snapshot.subnets.get(&spec.subnet);
-    let Some(subnet_state) = subnet_state else {
-        errors.push(unresolved(
-            "spec.subnet.resourceId",
-            spec.subnet.to_string(),
-            format!(
-                "subnet `{}` is not in the snapshot; its address range is needed for the rules",
-                spec.subnet
-            ),
-        ));
-        return Err(errors);
-    };
-    let subnet_range = subnet_state.address_prefix.trunc();
-    let vnet = snapshot.vnet_of(&spec.subnet);
-    let location = vnet.and_then(|v| v.location.clone());
-
-    // The topology: the VNet's address space plus extra prefixes (design.md section 1 point
-    // 2; domain.md 1.2.3).
-    let mut topology: Vec<Ipv4Net> = spec.extra_prefixes.clone();
-    topology.push(subnet_range);
-    if let Some(v) = vnet {
-        topology.extend(v.address_prefixes.iter().map(|p| p.trunc()));
-    } else if !spec.backends.is_empty() {
-        errors.push(unresolved(
-            "spec.subnet.resourceId",
-            spec.subnet.to_string(),
-            format!(
-                "the virtual network of subnet `{}` is not in the snapshot; its address space decides which back ends are inside the topology",
-                spec.subnet
-            ),
-        ));
-    }
-
-    let internet = internet_addresses(spec, snapshot);
-    let mut b = Builder {
-        spec,
-        stem,
-        subnet_range,
-        rules: Vec::new(),
-        field: Arc::from("spec.networkSecurityGroup"),
-    };
-    b.required();
-
-    // Inbound entries: destination is the ASE subnet range (domain.md 1.4.2; design.md 1.1).
-    let subnet = AddressSet::prefixes([subnet_range]);
-    for (i, entry) in spec.inbound.iter().enumerate() {
-        let (ports, protocol, what) = match &entry.ports {
-            InboundPorts::Service(s) => (s.ports(spec.version), Protocol::Tcp, s.to_string()),
-            InboundPorts::Raw { ports, protocol } => {
-                (ports.clone(), *protocol, format!("ports {ports}"))
-            }
+        let ftp = (spec.version == AseVersion::V3 && spec.uses_ftp()).then_some(&V3_FTP_REQUIRED);
+        let table = match spec.version {
+            AseVersion::V1 => V1_REQUIRED,
+            AseVersion::V2 => V2_REQUIRED,
+            AseVersion::V3 => V3_REQUIRED,
         };
-        let mut prefixes: BTreeSet<Ipv4Net> = BTreeSet::new();
-        let mut tags: Vec<&str> = Vec::new();
-        let mut callers: Vec<String> = Vec::new();
-        let mut listed: Vec<Ipv4Net> = Vec::new();
+        let peer = |p: Peer| match p {
+            Peer::Any => AddressSet::Any,
+            Peer::Subnet => AddressSet::prefixes([self.subnet_range]),
+            Peer::Tag(t) => AddressSet::tag(t),
+        };
+        let rules: Vec<_> = table
+            .iter()
+            .chain(ftp)
+            .map(|r| {
+                let ports = if r.ports.is_empty() {
+                    PortSet::any()
+                } else {
+                    PortSet::from_ranges(r.ports.iter().map(|(lo, hi)| PortRange::new(*lo, *hi)))
+                };
+                (r, peer(r.source), peer(r.destination), ports)
+            })
+            .collect();
+        for (r, source, destination, ports) in rules {
+            self.rule(
+                &spec.network_security_group,
+                spec.band,
+                r.what,
+                r.direction,
+                r.protocol,
+                source,
+                destination,
+                ports,
+                r.reason.into(),
+                true,
+            );
+        }
+    }
+
+    /// The callers one inbound entry `spec.inbound[i]` admits. Calls between ASEs are
+    /// Internet calls, even in one VNet: the callee sees the caller's outbound addresses
+    /// (design.md 1.3; domain.md 1.2.4).
+    fn callers(
+        &mut self,
+        i: usize,
+        entry: &'a ValidInbound,
+        specs: &BTreeMap<SpecKey, &ValidSpec>,
+        snapshot: &Snapshot,
+    ) -> Callers<'a> {
+        let mut c = Callers::default();
         for (j, src) in entry.sources.iter().enumerate() {
             match src {
                 Source::Prefix(p) => {
-                    prefixes.insert(*p);
-                    listed.push(*p);
+                    c.prefixes.insert(*p);
+                    c.listed.push(*p);
                 }
-                Source::Tag(t) => tags.push(t),
+                Source::Tag(t) => c.tags.push(t),
                 Source::Environment(other) => {
-                    // Calls between ASEs are Internet calls, even in one VNet: the callee
-                    // sees the caller's outbound addresses (design.md 1.3; domain.md 1.2.4).
-                    let field = || format!("spec.inbound[{i}].from[{j}].environmentRef");
-                    // Reported above, before the subnet was looked up.
+                    // Reported by `unresolved_environment_refs`, before the subnet was
+                    // looked up.
                     let Some(o) = specs.get(other) else {
                         continue;
                     };
                     let addrs = internet_addresses(o, snapshot);
                     if addrs.is_empty() {
-                        errors.push(unresolved(
-                            &field(),
+                        self.unresolved(
+                            &format!("spec.inbound[{i}].from[{j}].environmentRef"),
                             other.to_string(),
                             format!(
                                 "the ASE of spec `{other}` has no known outbound address (set spec.environment.addresses or an environment.resourceId present in the snapshot)"
                             ),
-                        ));
+                        );
                         continue;
                     }
-                    prefixes.extend(addrs.into_iter().map(Ipv4Net::from));
-                    callers.push(if other == key {
+                    c.prefixes.extend(addrs.into_iter().map(Ipv4Net::from));
+                    c.specs.push(if *other == self.spec.key {
                         "itself".into()
                     } else {
                         other.to_string()
@@ -413,43 +370,38 @@ pub(crate) fn build(
                 }
             }
         }
-        let mut from: Vec<String> = Vec::new();
-        match listed.len() {
-            0 => {}
-            n @ 1..=3 => from.push(
-                listed[..n]
-                    .iter()
-                    .map(crate::model::prefix_text)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            n => from.push(format!("{n} prefixes")),
-        }
-        if !callers.is_empty() {
-            // Calls between ASEs are Internet calls (domain.md 1.2.4).
-            from.push(format!(
-                "the outbound addresses of {} (domain.md 1.2.4)",
-                callers.join(", ")
-            ));
-        }
-        let from = from.join(" and ");
-        if !prefixes.is_empty() {
-            b.rule(
+        c
+    }
+
+    /// The rules of one inbound entry: its destination is the ASE subnet range
+    /// (domain.md 1.4.2; design.md 1.1); one rule for its addresses, one per tag (a rule
+    /// may not list several tags, domain.md 2.6).
+    fn inbound(&mut self, entry: &ValidInbound, callers: Callers<'_>) {
+        let spec = self.spec;
+        let (ports, protocol, what) = match &entry.ports {
+            InboundPorts::Service(s) => (s.ports(spec.version), Protocol::Tcp, s.to_string()),
+            InboundPorts::Raw { ports, protocol } => {
+                (ports.clone(), *protocol, format!("ports {ports}"))
+            }
+        };
+        let subnet = AddressSet::prefixes([self.subnet_range]);
+        let from = callers.describe();
+        if !callers.prefixes.is_empty() {
+            self.rule(
                 &spec.network_security_group,
                 spec.band,
                 &format!("in-{}", entry.name),
                 Direction::Inbound,
                 protocol,
-                AddressSet::prefixes(prefixes),
+                AddressSet::prefixes(callers.prefixes),
                 subnet.clone(),
                 ports.clone(),
                 format!("inbound `{}`: {what} from {from}", entry.name),
                 false,
             );
         }
-        // One rule per tag: a rule may not list several tags (domain.md 2.6).
-        for t in tags {
-            b.rule(
+        for t in callers.tags {
+            self.rule(
                 &spec.network_security_group,
                 spec.band,
                 &format!("in-{}.{t}", entry.name),
@@ -464,10 +416,18 @@ pub(crate) fn build(
         }
     }
 
-    // Back ends: inside the topology they see the ASE subnet, outside the ASE's outbound
-    // addresses (design.md section 1 point 2; domain.md 1.2.3).
-    for (i, be) in spec.backends.iter().enumerate() {
-        b.field = Arc::from(format!("spec.backends[{i}].networkSecurityGroup"));
+    /// The rule of one back end `spec.backends[i]`: inside the topology it sees the ASE
+    /// subnet, outside the ASE's outbound addresses (design.md section 1 point 2;
+    /// domain.md 1.2.3).
+    fn backend(
+        &mut self,
+        i: usize,
+        be: &ValidBackend,
+        topology: &[Ipv4Net],
+        internet: &[Ipv4Addr],
+    ) {
+        self.field = Arc::from(format!("spec.backends[{i}].networkSecurityGroup"));
+        let subnet_range = self.subnet_range;
         let inside = topology.iter().any(|t| t.contains(&be.address));
         let (source, seen) = if inside {
             (
@@ -475,12 +435,12 @@ pub(crate) fn build(
                 format!("inside the topology, sees the ASE subnet {subnet_range}"),
             )
         } else if internet.is_empty() {
-            errors.push(unresolved(
+            self.unresolved(
                 &format!("spec.backends[{i}].address"),
                 be.address.to_string(),
                 "the back end is outside the topology, so it sees the ASE's outbound addresses, but none is known (set spec.environment.addresses or an environment.resourceId present in the snapshot)".to_string(),
-            ));
-            continue;
+            );
+            return;
         } else {
             let list: Vec<String> = internet.iter().map(|a| a.to_string()).collect();
             (
@@ -491,7 +451,8 @@ pub(crate) fn build(
                 ),
             )
         };
-        b.rule(
+        let key = &self.spec.key;
+        self.rule(
             &be.network_security_group,
             be.band,
             &format!("be-{}", be.name),
@@ -508,73 +469,180 @@ pub(crate) fn build(
         );
     }
 
-    // Forced tunneling (domain.md 1.2.7, 1.3.5, 3.3, 3.4). When 0.0.0.0/0 is advertised,
-    // `0.0.0.0/0 -> Internet` is always needed: it carries every Internet-bound flow the
-    // ASE must make directly (1.2.2, 1.3.4). More specific advertisements beat it by longest
-    // prefix match (3.4), so the required tags' prefixes get routes of their own in
-    // addition, at least as specific as every advertisement they overlap.
-    let mut route_need = None;
-    if let Some(ft) = &spec.forced_tunneling {
+    /// What the route table must carry under forced tunneling (domain.md 1.2.7, 1.3.5,
+    /// 3.3, 3.4). When 0.0.0.0/0 is advertised, `0.0.0.0/0 -> Internet` is always needed:
+    /// it carries every Internet-bound flow the ASE must make directly (1.2.2, 1.3.4).
+    /// More specific advertisements beat it by longest prefix match (3.4), so the required
+    /// tags' prefixes get routes of their own in addition, at least as specific as every
+    /// advertisement they overlap.
+    fn route_need(
+        &mut self,
+        ft: &ValidForcedTunneling,
+        snapshot: &Snapshot,
+        location: Option<&str>,
+    ) -> RouteNeed {
         let default = ft.advertised.iter().any(|p| p.prefix_len() == 0);
         let only_default = ft.advertised.iter().all(|p| p.prefix_len() == 0);
         let f = "spec.outbound.forcedTunneling.requiredTags";
+        let location = location.unwrap_or("unknown");
         match ft.strategy {
-            TunnelingStrategy::DirectInternet if only_default => {
-                route_need = Some(RouteNeed::Default)
-            }
+            TunnelingStrategy::DirectInternet if only_default => RouteNeed::Default,
             TunnelingStrategy::DirectInternet => {
                 let mut required = Vec::new();
                 for t in &ft.required_tags {
                     match snapshot.service_tag(t) {
                         Some(s) => required.extend(s.address_prefixes.iter().map(|p| p.trunc())),
-                        None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; its prefixes are needed for the routes", location.as_deref().unwrap_or("unknown")))),
+                        None => self.unresolved(f, t.clone(),
+                            format!("service tag `{t}` is not in the snapshot for location `{location}`: neither ARM's Service Tags API nor --service-tags provided it; its prefixes are needed for the routes")),
                     }
                 }
-                route_need = Some(RouteNeed::Prefixes {
+                RouteNeed::Prefixes {
                     required,
                     advertised: ft.advertised.clone(),
                     tags: ft.required_tags.clone(),
                     default,
-                });
+                }
             }
             TunnelingStrategy::ServiceTag => {
                 for t in &ft.required_tags {
-                    match snapshot.service_tag(t) {
-                        Some(s) if s.usable_in_routes() => {
-                            // A tag route is one UDR per tag prefix; an advertisement strictly
-                            // inside one of them wins by longest prefix match (3.4), so the
-                            // promise (the tag's addresses go to the Internet) would not hold.
-                            let inner = s.address_prefixes.iter().find_map(|tp| {
-                                ft.advertised
-                                    .iter()
-                                    .find(|a| a.prefix_len() > tp.prefix_len() && tp.contains(*a))
-                                    .map(|a| (*tp, *a))
-                            });
-                            if let Some((tp, a)) = inner {
-                                errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
-                                    format!("advertised prefix {a} is more specific than {tp} of service tag `{t}`: a tag route would lose to it (domain.md 3.4); use strategy DirectInternet")));
-                            }
-                        }
-                        Some(_) => errors.push(SpecError::new(key, SpecErrorKind::InvalidField, f, t.clone(),
-                            format!("service tag `{t}` may not be used in routes (its networkFeatures lack UDR, domain.md 3.3); use strategy DirectInternet"))),
-                        None => errors.push(unresolved(f, t.clone(),
-                            format!("service tag `{t}` is not in the snapshot for location `{}`: neither ARM's Service Tags API nor --service-tags provided it; cannot check that it may be used in routes", location.as_deref().unwrap_or("unknown")))),
-                    }
+                    self.check_tag_route(f, t, ft, snapshot, location);
                 }
-                route_need = Some(RouteNeed::Tags {
+                RouteNeed::Tags {
                     tags: ft.required_tags.clone(),
                     default,
-                });
+                }
             }
         }
     }
 
-    if !errors.is_empty() {
+    /// Whether the service tag `t` can carry a tag route (domain.md 3.3, 3.4).
+    fn check_tag_route(
+        &mut self,
+        f: &str,
+        t: &str,
+        ft: &ValidForcedTunneling,
+        snapshot: &Snapshot,
+        location: &str,
+    ) {
+        match snapshot.service_tag(t) {
+            Some(s) if s.usable_in_routes() => {
+                // A tag route is one UDR per tag prefix; an advertisement strictly inside
+                // one of them wins by longest prefix match (3.4), so the promise (the
+                // tag's addresses go to the Internet) would not hold.
+                let inner = s.address_prefixes.iter().find_map(|tp| {
+                    ft.advertised
+                        .iter()
+                        .find(|a| a.prefix_len() > tp.prefix_len() && tp.contains(*a))
+                        .map(|a| (*tp, *a))
+                });
+                if let Some((tp, a)) = inner {
+                    self.invalid(f, t.to_string(),
+                        format!("advertised prefix {a} is more specific than {tp} of service tag `{t}`: a tag route would lose to it (domain.md 3.4); use strategy DirectInternet"));
+                }
+            }
+            Some(_) => self.invalid(f, t.to_string(),
+                format!("service tag `{t}` may not be used in routes (its networkFeatures lack UDR, domain.md 3.3); use strategy DirectInternet")),
+            None => self.unresolved(f, t.to_string(),
+                format!("service tag `{t}` is not in the snapshot for location `{location}`: neither ARM's Service Tags API nor --service-tags provided it; cannot check that it may be used in routes")),
+        }
+    }
+}
+
+/// `environmentRef`s naming no spec. They are wrong whatever Azure holds: reported first,
+/// and also when the subnet is missing too (a spec applied to a cluster whose Azure lacks
+/// its subnet still shows the error in its own input).
+fn unresolved_environment_refs(
+    spec: &ValidSpec,
+    specs: &BTreeMap<SpecKey, &ValidSpec>,
+) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    for (i, entry) in spec.inbound.iter().enumerate() {
+        for (j, src) in entry.sources.iter().enumerate() {
+            if let Source::Environment(other) = src {
+                if !specs.contains_key(other) {
+                    errors.push(SpecError::new(
+                        &spec.key,
+                        SpecErrorKind::UnresolvedReference,
+                        format!("spec.inbound[{i}].from[{j}].environmentRef"),
+                        other.to_string(),
+                        format!(
+                            "environmentRef `{other}` names no AseConnectivity spec in the input"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// Builds one spec's contributions.
+pub(crate) fn build(
+    spec: &ValidSpec,
+    specs: &BTreeMap<SpecKey, &ValidSpec>,
+    snapshot: &Snapshot,
+    stem: String,
+) -> Result<SpecBuild, Vec<SpecError>> {
+    let mut errors = unresolved_environment_refs(spec, specs);
+    let Some(subnet_state) = snapshot.subnets.get(&spec.subnet) else {
+        errors.push(SpecError::new(
+            &spec.key,
+            SpecErrorKind::UnresolvedReference,
+            "spec.subnet.resourceId",
+            spec.subnet.to_string(),
+            format!(
+                "subnet `{}` is not in the snapshot; its address range is needed for the rules",
+                spec.subnet
+            ),
+        ));
         return Err(errors);
+    };
+    let subnet_range = subnet_state.address_prefix.trunc();
+    let vnet = snapshot.vnet_of(&spec.subnet);
+    let location = vnet.and_then(|v| v.location.clone());
+    let mut b = Builder {
+        spec,
+        stem,
+        subnet_range,
+        rules: Vec::new(),
+        field: Arc::from("spec.networkSecurityGroup"),
+        errors,
+    };
+
+    // The topology: the VNet's address space plus extra prefixes (design.md section 1 point
+    // 2; domain.md 1.2.3).
+    let mut topology: Vec<Ipv4Net> = spec.extra_prefixes.clone();
+    topology.push(subnet_range);
+    if let Some(v) = vnet {
+        topology.extend(v.address_prefixes.iter().map(|p| p.trunc()));
+    } else if !spec.backends.is_empty() {
+        b.unresolved(
+            "spec.subnet.resourceId",
+            spec.subnet.to_string(),
+            format!(
+                "the virtual network of subnet `{}` is not in the snapshot; its address space decides which back ends are inside the topology",
+                spec.subnet
+            ),
+        );
+    }
+
+    let internet = internet_addresses(spec, snapshot);
+    b.required();
+    for (i, entry) in spec.inbound.iter().enumerate() {
+        let callers = b.callers(i, entry, specs, snapshot);
+        b.inbound(entry, callers);
+    }
+    for (i, be) in spec.backends.iter().enumerate() {
+        b.backend(i, be, &topology, &internet);
+    }
+    let route_need =
+        (spec.forced_tunneling.as_ref()).map(|ft| b.route_need(ft, snapshot, location.as_deref()));
+
+    if !b.errors.is_empty() {
+        return Err(b.errors);
     }
     Ok(SpecBuild {
-        key: key.clone(),
+        key: spec.key.clone(),
         stem: b.stem,
         rules: b.rules,
         route_table: spec.route_table.clone(),

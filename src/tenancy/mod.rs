@@ -592,21 +592,37 @@ spec:
         );
     }
 
+    /// One row of a decision table: (case, policies, grants, spec namespace, names the back
+    /// end, expected refused fields).
+    type Case<'a> = (
+        &'a str,
+        Vec<AseTenancyPolicy>,
+        Vec<AseBackendGrant>,
+        &'a str,
+        bool,
+        Vec<&'a str>,
+    );
+
+    /// The back end every table's spec names when the row says so.
+    fn db() -> String {
+        id("team-b", "networkSecurityGroups", "db-nsg")
+    }
+
+    fn check_decisions(cases: Vec<Case>) {
+        for (case, policies, grants, namespace, with_backend, expected) in cases {
+            let (set, errors) = PolicySet::enforce(&policies, &grants);
+            assert!(errors.is_empty(), "{case}: {errors:?}");
+            let s = spec(namespace, with_backend.then(db));
+            assert_eq!(fields(&set.decide(&s)), expected, "case: {case}");
+        }
+    }
+
     #[test]
-    fn the_decision_table_over_scopes_grants_and_namespaces() {
-        let db = id("team-b", "networkSecurityGroups", "db-nsg");
+    fn the_decision_table_over_namespaces_and_grants() {
+        let db = db();
         let a_policy = policy("a", &["a"], vec![rg("team-a")]);
         let b_policy = policy("b", &["b"], vec![rg("team-b")]);
         let backend = "spec.backends[0].networkSecurityGroup.resourceId";
-        // (case, policies, grants, spec namespace, names the back end, expected refused fields)
-        type Case<'a> = (
-            &'a str,
-            Vec<AseTenancyPolicy>,
-            Vec<AseBackendGrant>,
-            &'a str,
-            bool,
-            Vec<&'a str>,
-        );
         let cases: Vec<Case> = vec![
             (
                 "own group, no back end",
@@ -668,6 +684,15 @@ spec:
                 true,
                 vec![backend],
             ),
+        ];
+        check_decisions(cases);
+    }
+
+    #[test]
+    fn the_decision_table_over_scopes() {
+        let db = db();
+        let a_policy = policy("a", &["a"], vec![rg("team-a")]);
+        let cases: Vec<Case> = vec![
             (
                 "subscription scope covers everything in it",
                 vec![policy(
@@ -742,12 +767,7 @@ spec:
                 ],
             ),
         ];
-        for (case, policies, grants, namespace, with_backend, expected) in cases {
-            let (set, errors) = PolicySet::enforce(&policies, &grants);
-            assert!(errors.is_empty(), "{case}: {errors:?}");
-            let s = spec(namespace, with_backend.then(|| db.clone()));
-            assert_eq!(fields(&set.decide(&s)), expected, "case: {case}");
-        }
+        check_decisions(cases);
     }
 
     #[test]

@@ -1284,3 +1284,50 @@ fn examples_are_valid_azure_rules_and_their_required_flows_hold_after_apply() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Verify (evaluate::verify, pure: no mock needed)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn verify_denies_every_flow_of_a_missing_nsg_and_passes_once_the_desired_rules_are_in_it() {
+    use asenet::evaluate::verify::verify;
+    let specs = valid(&[spec(
+        "ase-a",
+        "{version: V2, addresses: {publicVip: 1.2.3.4}}",
+        "  inbound:\n    - {name: web, service: Https, from: [{cidr: 203.0.113.0/24}]}\n",
+    )]);
+    let mut snap = snapshot();
+    let desired = resolve(&specs, &snap);
+    resolved(&desired, "t/ase-a");
+
+    let before = verify(&specs, [], &desired, &snap);
+    assert!(!before.flows.is_empty());
+    assert!(before.errors.is_empty(), "{:#?}", before.errors);
+    assert!(before.flows.iter().all(|f| !f.nsg_exists
+        && f.verdict.access == asenet::model::Access::Deny
+        && f.verdict.rule == "(network security group missing)"));
+    assert_eq!(before.denied().count(), before.flows.len());
+    assert!(!before.passed());
+
+    let id = nsg_id("ase-a-nsg");
+    let rules = rules_of(&desired, "ase-a-nsg")
+        .iter()
+        .map(|o| o.rule.clone())
+        .collect();
+    snap.network_security_groups.insert(
+        id.clone(),
+        NsgState {
+            id,
+            location: None,
+            etag: None,
+            rules,
+            raw_rules: BTreeMap::new(),
+            raw: None,
+        },
+    );
+    let after = verify(&specs, [], &desired, &snap);
+    assert_eq!(after.flows.len(), before.flows.len());
+    assert!(after.flows.iter().all(|f| f.nsg_exists));
+    assert!(after.passed(), "{:#?}", after.denied().collect::<Vec<_>>());
+}
