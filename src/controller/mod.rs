@@ -15,6 +15,7 @@
 //! Lease.
 
 pub mod context;
+pub mod decide;
 pub mod engine;
 pub mod events;
 pub mod http;
@@ -40,7 +41,7 @@ use kube::Client;
 use tracing::{debug, info, warn};
 
 pub use context::{Context, Settings, Stores, FIELD_MANAGER};
-pub use engine::{Engine, EngineError, Planned};
+pub use engine::{Engine, Planned};
 pub use leader::{Leadership, LeaseSettings};
 pub use metrics::Metrics;
 pub use reconcile::{error_policy, reconcile, Error, FINALIZER};

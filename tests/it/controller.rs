@@ -703,10 +703,15 @@ fn transient_errors_back_off_and_permanent_ones_wait() {
     assert_eq!(controller::reconcile::backoff(1), Duration::from_secs(5));
     assert_eq!(controller::reconcile::backoff(2), Duration::from_secs(10));
     assert_eq!(controller::reconcile::backoff(30), Duration::from_secs(300));
-    let transient = controller::Error::Engine(controller::EngineError {
-        category: asenet::azure::ErrorCategory::Transient,
-        message: "429".into(),
-    });
+    let transient = controller::Error::Plan(asenet::pipeline::PipelineError::Arm(
+        asenet::azure::ArmError::Http {
+            method: "GET".into(),
+            resource: "nsg".into(),
+            status: 429,
+            code: "TooManyRequests".into(),
+            message: "429".into(),
+        },
+    ));
     assert_eq!(transient.policy(), controller::reconcile::Policy::Backoff);
     assert_eq!(transient.category(), "Transient");
 }
@@ -739,15 +744,23 @@ fn an_error_category_is_spelled_alike_in_metrics_conditions_events_and_json() {
         let json = serde_json::to_value(SpecError::new(&spec, kind, "f", "v", "m")).unwrap();
         assert_eq!(json["kind"], kind.as_str());
     }
-    for category in [
-        asenet::azure::ErrorCategory::Transient,
-        asenet::azure::ErrorCategory::Permanent,
+    for (status, category) in [
+        (503, asenet::azure::ErrorCategory::Transient),
+        (403, asenet::azure::ErrorCategory::Permanent),
     ] {
-        let error = controller::Error::Engine(controller::EngineError {
-            category,
+        let arm = asenet::azure::ArmError::Http {
+            method: "PUT".into(),
+            resource: "nsg".into(),
+            status,
+            code: "Code".into(),
             message: "m".into(),
-        });
-        assert_eq!(error.category(), category.as_str());
+        };
+        for error in [
+            controller::Error::Plan(asenet::pipeline::PipelineError::Arm(arm.clone())),
+            controller::Error::Apply(asenet::pipeline::PipelineError::Arm(arm)),
+        ] {
+            assert_eq!(error.category(), category.as_str());
+        }
     }
 }
 

@@ -950,7 +950,8 @@ impl Engine for HangingArm {
         &'a self,
         _specs: &'a [AseConnectivity],
         _scope: &'a asenet::diff::Scope,
-    ) -> futures::future::BoxFuture<'a, Result<controller::Planned, controller::EngineError>> {
+    ) -> futures::future::BoxFuture<'a, Result<controller::Planned, asenet::pipeline::PipelineError>>
+    {
         self.0.fetch_add(1, Ordering::SeqCst);
         Box::pin(futures::future::pending())
     }
@@ -962,7 +963,7 @@ impl Engine for HangingArm {
         _planned: controller::Planned,
     ) -> futures::future::BoxFuture<
         'a,
-        Result<asenet::pipeline::ApplyReport, controller::EngineError>,
+        Result<asenet::pipeline::ApplyReport, asenet::pipeline::PipelineError>,
     > {
         Box::pin(futures::future::pending())
     }
