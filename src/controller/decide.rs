@@ -466,3 +466,573 @@ pub fn removal<'a>(d: &Departure<'a>) -> Removal<'a> {
     };
     Removal { refused, step }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{Conflict, ConflictKind, EntryChanges, ParentAction, Planned};
+    use crate::model::{NextHopType, Route, RouteDestination};
+
+    const RT: &str = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/routeTables/rt";
+    const SUBNET: &str =
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/a";
+
+    fn me() -> SpecKey {
+        SpecKey::new("network", "ase-one")
+    }
+
+    fn other() -> SpecKey {
+        SpecKey::new("network", "ase-two")
+    }
+
+    fn id(s: &str) -> ResourceId {
+        ResourceId::parse(s).unwrap()
+    }
+
+    fn route(name: &str, owner: &SpecKey) -> Planned<Route> {
+        Planned {
+            entry: Route {
+                name: name.into(),
+                address_prefix: RouteDestination::Prefix("0.0.0.0/0".parse().unwrap()),
+                next_hop_type: NextHopType::Internet,
+                next_hop_ip_address: None,
+            },
+            owner: Some(owner.clone()),
+            reason: "test".into(),
+        }
+    }
+
+    /// The route table `rt`, contributed to by `owners`, creating `create` routes of the
+    /// first owner and deleting `delete`.
+    fn rt(owners: &[SpecKey], create: usize, delete: usize) -> ResourcePlan {
+        let routes = EntryChanges {
+            create: (0..create)
+                .map(|i| route(&format!("c{i}"), &owners[0]))
+                .collect(),
+            delete: (0..delete)
+                .map(|i| route(&format!("d{i}"), &owners[0]))
+                .collect(),
+            ..EntryChanges::default()
+        };
+        ResourcePlan {
+            id: id(RT),
+            kind: ResourceKind::RouteTable,
+            action: if routes.has_changes() {
+                ParentAction::Update
+            } else {
+                ParentAction::NoChange
+            },
+            location: None,
+            etag: None,
+            owners: owners.iter().cloned().collect(),
+            rules: EntryChanges::default(),
+            routes,
+            association: None,
+            conflicts: vec![],
+            service_tags: None,
+        }
+    }
+
+    fn subnet() -> ResourcePlan {
+        ResourcePlan {
+            id: id(SUBNET),
+            kind: ResourceKind::Subnet,
+            ..rt(&[me()], 0, 0)
+        }
+    }
+
+    fn conflicted(mut r: ResourcePlan) -> ResourcePlan {
+        r.conflicts.push(Conflict {
+            kind: ConflictKind::SameDestination,
+            foreign: "theirs".into(),
+            owned: Some("c0".into()),
+            message: "foreign route `theirs` has the destination of `c0`".into(),
+        });
+        r
+    }
+
+    fn resolution() -> Resolution {
+        Resolution {
+            internet_addresses: vec!["52.1.2.3".parse().unwrap()],
+            virtual_network_range: "10.0.1.0/24".parse().unwrap(),
+            touches: [id(RT)].into(),
+        }
+    }
+
+    fn in_sync_status(value: &str) -> AseConnectivityStatus {
+        let mut s = AseConnectivityStatus::default();
+        status::set_condition(
+            &mut s.conditions,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: status::IN_SYNC.into(),
+                status: value.into(),
+                reason: "Before".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: t(),
+            },
+            Some(1),
+            &t(),
+        );
+        s
+    }
+
+    fn t() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap())
+    }
+
+    /// What a reconcile found, as the table writes it.
+    enum Found {
+        Azure(ErrorCategory),
+        Spec(SpecErrorKind),
+        Planned {
+            plan: Vec<ResourcePlan>,
+            written: Vec<ResourcePlan>,
+            withheld_by: Option<SpecKey>,
+        },
+    }
+
+    struct Row {
+        situation: &'static str,
+        mode: Mode,
+        /// `InSync` of the previous status, if any.
+        was_in_sync: Option<&'static str>,
+        found: Found,
+        /// `(type, status, reason)` of every condition, in order; `None`: no status write.
+        conditions: Option<&'static [(&'static str, &'static str, &'static str)]>,
+        /// `(reason, kind, news_only)` of every event, in order.
+        events: &'static [(&'static str, EventKind, bool)],
+        changes_found: u32,
+        drift: bool,
+    }
+
+    const PLANNED_IN_SYNC: &[(&str, &str, &str)] = &[
+        ("Ready", "True", "Converged"),
+        ("Resolved", "True", "Resolved"),
+        ("InSync", "True", "Applied"),
+        ("Degraded", "False", "Healthy"),
+    ];
+
+    fn table() -> Vec<Row> {
+        use EventKind::{Normal, Warning};
+        let planned = |plan, written, withheld_by| Found::Planned {
+            plan,
+            written,
+            withheld_by,
+        };
+        vec![
+            Row {
+                situation: "a new spec whose changes were applied",
+                mode: Mode::Apply,
+                was_in_sync: None,
+                found: planned(vec![rt(&[me()], 0, 0)], vec![rt(&[me()], 2, 0)], None),
+                conditions: Some(PLANNED_IN_SYNC),
+                events: &[("Applied", Normal, false)],
+                changes_found: 2,
+                drift: false,
+            },
+            Row {
+                situation: "a converged spec: no change, no event",
+                mode: Mode::Apply,
+                was_in_sync: Some("True"),
+                found: planned(vec![rt(&[me()], 0, 0)], vec![], None),
+                conditions: Some(&[
+                    ("Ready", "True", "Converged"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "True", "NoChanges"),
+                    ("Degraded", "False", "Healthy"),
+                ]),
+                events: &[],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "drift detected and repaired in mode Apply",
+                mode: Mode::Apply,
+                was_in_sync: Some("True"),
+                found: planned(vec![rt(&[me()], 0, 0)], vec![rt(&[me()], 0, 1)], None),
+                conditions: Some(PLANNED_IN_SYNC),
+                events: &[("Applied", Normal, false)],
+                changes_found: 1,
+                drift: true,
+            },
+            Row {
+                situation: "drift detected in mode Observe is reported, not written",
+                mode: Mode::Observe,
+                was_in_sync: Some("True"),
+                found: planned(vec![rt(&[me()], 1, 0)], vec![], None),
+                conditions: Some(&[
+                    ("Ready", "True", "Observed"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "False", "DriftDetected"),
+                    ("Degraded", "False", "Healthy"),
+                ]),
+                events: &[("DriftDetected", Warning, true)],
+                changes_found: 1,
+                drift: true,
+            },
+            Row {
+                situation: "changes planned in mode Plan",
+                mode: Mode::Plan,
+                was_in_sync: None,
+                found: planned(vec![rt(&[me()], 3, 0)], vec![], None),
+                conditions: Some(&[
+                    ("Ready", "True", "Planned"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "False", "ChangesPlanned"),
+                    ("Degraded", "False", "Healthy"),
+                ]),
+                events: &[("ChangesPlanned", Normal, true)],
+                changes_found: 3,
+                drift: false,
+            },
+            Row {
+                situation: "a shared resource withheld by a spec in mode Plan",
+                mode: Mode::Apply,
+                was_in_sync: Some("False"),
+                found: planned(vec![rt(&[me(), other()], 1, 0)], vec![], Some(other())),
+                conditions: Some(&[
+                    ("Ready", "False", "SharedResourceNotApplied"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "False", "SharedResourceNotApplied"),
+                    ("Degraded", "False", "Healthy"),
+                ]),
+                events: &[("SharedResourceNotApplied", Warning, true)],
+                changes_found: 1,
+                drift: false,
+            },
+            Row {
+                situation: "a foreign conflict in a resource the spec touches",
+                mode: Mode::Apply,
+                was_in_sync: None,
+                found: planned(vec![conflicted(rt(&[me()], 0, 0))], vec![], None),
+                conditions: Some(&[
+                    ("Ready", "True", "Converged"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "True", "NoChanges"),
+                    ("Degraded", "True", "ForeignConflict"),
+                ]),
+                events: &[("ForeignConflict", Warning, true)],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "another spec's resource is not this spec's part",
+                mode: Mode::Observe,
+                was_in_sync: Some("True"),
+                found: planned(
+                    vec![ResourcePlan {
+                        id: id(SUBNET),
+                        ..rt(&[other()], 1, 0)
+                    }],
+                    vec![],
+                    None,
+                ),
+                conditions: Some(&[
+                    ("Ready", "True", "Observed"),
+                    ("Resolved", "True", "Resolved"),
+                    ("InSync", "True", "NoChanges"),
+                    ("Degraded", "False", "Healthy"),
+                ]),
+                events: &[],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "an invalid spec",
+                mode: Mode::Apply,
+                was_in_sync: Some("True"),
+                found: Found::Spec(SpecErrorKind::InvalidField),
+                conditions: Some(&[
+                    ("Ready", "False", "InvalidField"),
+                    ("Resolved", "False", "InvalidField"),
+                    ("InSync", "Unknown", "NotPlanned"),
+                    ("Degraded", "True", "InvalidField"),
+                ]),
+                events: &[("InvalidField", Warning, true)],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "a spec tenancy does not permit",
+                mode: Mode::Apply,
+                was_in_sync: None,
+                found: Found::Spec(SpecErrorKind::NotPermitted),
+                conditions: Some(&[
+                    ("Ready", "False", "NotPermitted"),
+                    ("Resolved", "False", "NotPermitted"),
+                    ("InSync", "Unknown", "NotPlanned"),
+                    ("Degraded", "True", "NotPermitted"),
+                ]),
+                events: &[("NotPermitted", Warning, true)],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "a transient ARM error",
+                mode: Mode::Apply,
+                was_in_sync: Some("True"),
+                found: Found::Azure(ErrorCategory::Transient),
+                conditions: Some(&[
+                    ("Ready", "False", "AzureUnavailable"),
+                    ("InSync", "True", "Before"),
+                ]),
+                events: &[],
+                changes_found: 0,
+                drift: false,
+            },
+            Row {
+                situation: "a permanent ARM error",
+                mode: Mode::Apply,
+                was_in_sync: Some("True"),
+                found: Found::Azure(ErrorCategory::Permanent),
+                conditions: None,
+                events: &[],
+                changes_found: 0,
+                drift: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_situation_decides_its_conditions_events_and_counters() {
+        let key = me();
+        let resolution = resolution();
+        let desired = Desired::default();
+        for row in table() {
+            let prev = row.was_in_sync.map(in_sync_status);
+            let subject = Subject {
+                key: &key,
+                generation: Some(2),
+                mode: row.mode,
+                prev: prev.as_ref(),
+            };
+            let errors = match &row.found {
+                Found::Spec(kind) => vec![SpecError::new(&key, *kind, "spec.f", "v", "bad")],
+                _ => vec![],
+            };
+            let mut withheld = Withheld::new();
+            let decision = match &row.found {
+                Found::Azure(category) => {
+                    let message = "reading rt: GET rt: HTTP 429 TooManyRequests: later";
+                    let outcome = Outcome::AzureFailed {
+                        category: *category,
+                        message,
+                    };
+                    assert_eq!(outcome.keeps_rules(), *category == ErrorCategory::Transient);
+                    decide(&subject, &outcome, &t())
+                }
+                Found::Spec(_) => {
+                    let outcome = Outcome::SpecFailed { errors: &errors };
+                    assert!(outcome.keeps_rules());
+                    decide(&subject, &outcome, &t())
+                }
+                Found::Planned {
+                    plan,
+                    written,
+                    withheld_by,
+                } => {
+                    if let Some(by) = withheld_by {
+                        withheld.insert(id(RT), [by.clone()].into());
+                    }
+                    let outcome = Outcome::Planned(Component {
+                        resolution: &resolution,
+                        desired: &desired,
+                        plan,
+                        written,
+                        withheld: &withheld,
+                    });
+                    assert!(!outcome.keeps_rules());
+                    decide(&subject, &outcome, &t())
+                }
+            };
+            let conditions = decision.status.as_ref().map(|s| {
+                s.conditions
+                    .iter()
+                    .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(
+                conditions.as_deref(),
+                row.conditions,
+                "conditions: {}",
+                row.situation
+            );
+            let events: Vec<_> = decision
+                .events
+                .iter()
+                .map(|e| (e.reason, e.kind, e.news_only))
+                .collect();
+            assert_eq!(events, row.events, "events: {}", row.situation);
+            assert_eq!(
+                decision.found.map_or(0, |f| f.total),
+                row.changes_found,
+                "changes found: {}",
+                row.situation
+            );
+            assert_eq!(decision.drift, row.drift, "drift: {}", row.situation);
+        }
+    }
+
+    #[test]
+    fn an_invalid_spec_reports_every_error_in_its_event_and_its_error() {
+        let key = me();
+        let errors = [
+            SpecError::new(&key, SpecErrorKind::BandFull, "spec.a", "1", "full"),
+            SpecError::new(&key, SpecErrorKind::InvalidField, "spec.b", "2", "bad"),
+        ];
+        let (kind, message) = spec_failure(&errors);
+        assert_eq!(kind, SpecErrorKind::BandFull);
+        assert_eq!(message, "spec.a: full; spec.b: bad");
+        let subject = Subject {
+            key: &key,
+            generation: Some(1),
+            mode: Mode::Apply,
+            prev: None,
+        };
+        let decision = decide(&subject, &Outcome::SpecFailed { errors: &errors }, &t());
+        assert_eq!(decision.events[0].note, message);
+        let status = decision.status.unwrap();
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.plan, None);
+    }
+
+    #[test]
+    fn the_applied_event_names_every_resource_the_component_wrote() {
+        let key = me();
+        let resolution = resolution();
+        let desired = Desired::default();
+        let mut theirs = subnet();
+        theirs.owners = [other()].into();
+        theirs.routes = rt(&[other()], 1, 0).routes;
+        let written = [rt(&[me()], 2, 0), theirs];
+        let outcome = Outcome::Planned(Component {
+            resolution: &resolution,
+            desired: &desired,
+            plan: &[],
+            written: &written,
+            withheld: &Withheld::new(),
+        });
+        let subject = Subject {
+            key: &key,
+            generation: Some(1),
+            mode: Mode::Apply,
+            prev: None,
+        };
+        let decision = decide(&subject, &outcome, &t());
+        assert_eq!(decision.events[0].note, "applied 3 change(s) to rt, a");
+        // This spec's part counts only its own resource.
+        assert_eq!(decision.found.map(|f| f.total), Some(2));
+        assert_eq!(decision.status.unwrap().plan.map(|p| p.total), Some(0));
+    }
+
+    #[test]
+    fn error_policy_waits_resyncs_or_backs_off_by_category() {
+        for (category, expected) in [
+            (Category::InvalidField, Policy::AwaitChange),
+            (Category::NotPermitted, Policy::AwaitChange),
+            (Category::UnresolvedReference, Policy::Resync),
+            (Category::BandFull, Policy::Resync),
+            (Category::LimitExceeded, Policy::Resync),
+            (Category::Permanent, Policy::Resync),
+            (Category::CleanupBlocked, Policy::Resync),
+            (Category::Transient, Policy::Backoff),
+            (Category::Kube, Policy::Backoff),
+            (Category::TenancyNotReady, Policy::Backoff),
+        ] {
+            assert_eq!(policy(category), expected, "{category}");
+        }
+    }
+
+    #[test]
+    fn only_changed_resources_nobody_withholds_are_written() {
+        let mut shared = rt(&[me(), other()], 1, 0);
+        shared.id = id(SUBNET);
+        let plan = [rt(&[me()], 1, 0), subnet(), shared];
+        let withheld: Withheld = [(id(SUBNET), [other()].into())].into();
+        let written = writable(&plan, &withheld);
+        assert_eq!(written, vec![plan[0].clone()]);
+    }
+
+    #[test]
+    fn a_deleted_spec_in_mode_apply_with_policy_delete_cleans_up_otherwise_not() {
+        let rows = [
+            (DeletionPolicy::Orphan, Mode::Apply, Some("Orphaned")),
+            (DeletionPolicy::Orphan, Mode::Plan, Some("Orphaned")),
+            (DeletionPolicy::Delete, Mode::Plan, Some("CleanupSkipped")),
+            (
+                DeletionPolicy::Delete,
+                Mode::Observe,
+                Some("CleanupSkipped"),
+            ),
+            (DeletionPolicy::Delete, Mode::Apply, None),
+        ];
+        for (policy, mode, reason) in rows {
+            let notice = cleanup_start(policy, mode);
+            assert_eq!(
+                notice.as_ref().map(|n| n.reason),
+                reason,
+                "{policy:?} {mode:?}"
+            );
+            assert!(notice.is_none_or(|n| n.kind == EventKind::Normal && !n.news_only));
+        }
+    }
+
+    fn departure<'a>(
+        key: &'a SpecKey,
+        own_ids: &'a BTreeSet<ResourceId>,
+        not_permitted: &'a BTreeSet<ResourceId>,
+        plan: &'a [ResourcePlan],
+        withheld: &'a Withheld,
+    ) -> Departure<'a> {
+        Departure {
+            key,
+            own_ids,
+            not_permitted,
+            plan,
+            withheld,
+        }
+    }
+
+    #[test]
+    fn the_cleanup_removes_what_the_spec_owns_unless_it_is_withheld_or_not_permitted() {
+        let key = me();
+        let own: BTreeSet<ResourceId> = [id(RT), id(SUBNET)].into();
+        let none = BTreeSet::new();
+        let free = Withheld::new();
+        // The spec's route table loses its two routes; its subnet stays as it is.
+        let plan = [rt(&[me()], 0, 2), subnet()];
+        let removal = removal(&departure(&key, &own, &none, &plan, &free));
+        assert_eq!(removal.refused, None);
+        let RemovalStep::Remove {
+            resources,
+            removed,
+            done,
+        } = removal.step
+        else {
+            panic!("expected a removal: {removal:?}");
+        };
+        assert_eq!(resources, vec![&plan[0], &plan[1]]);
+        assert_eq!((removed.delete, removed.total), (2, 2));
+        assert_eq!(done.reason, "CleanedUp");
+        assert_eq!(
+            done.note,
+            "removed what this spec owned from rt, a (2 change(s))"
+        );
+
+        // Shared with a spec not in mode Apply: blocked.
+        let withheld: Withheld = [(id(RT), [other()].into())].into();
+        let blocked = super::removal(&departure(&key, &own, &none, &plan, &withheld));
+        let RemovalStep::Blocked { notice, message } = blocked.step else {
+            panic!("expected blocked: {blocked:?}");
+        };
+        assert_eq!(notice.reason, "CleanupBlocked");
+        assert!(message.contains("shared with network/ase-two"), "{message}");
+
+        // Tenancy refuses the route table: it stays, only the unchanged subnet is left.
+        let refused: BTreeSet<ResourceId> = [id(RT)].into();
+        let kept = super::removal(&departure(&key, &own, &refused, &plan, &withheld));
+        assert_eq!(kept.refused.map(|n| n.reason), Some("NotPermitted"));
+        assert_eq!(kept.step, RemovalStep::Nothing);
+    }
+}
