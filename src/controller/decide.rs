@@ -613,13 +613,28 @@ mod tests {
         ("Degraded", "False", "Healthy"),
     ];
 
-    fn table() -> Vec<Row> {
-        use EventKind::{Normal, Warning};
-        let planned = |plan, written, withheld_by| Found::Planned {
+    fn planned(
+        plan: Vec<ResourcePlan>,
+        written: Vec<ResourcePlan>,
+        withheld_by: Option<SpecKey>,
+    ) -> Found {
+        Found::Planned {
             plan,
             written,
             withheld_by,
-        };
+        }
+    }
+
+    fn table() -> Vec<Row> {
+        [converging_rows(), pending_rows(), failed_rows()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Apply converges: writes, no change, repaired drift.
+    fn converging_rows() -> Vec<Row> {
+        use EventKind::Normal;
         vec![
             Row {
                 situation: "a new spec whose changes were applied",
@@ -656,6 +671,13 @@ mod tests {
                 changes_found: 1,
                 drift: true,
             },
+        ]
+    }
+
+    /// Changes left: in mode Observe or Plan, withheld, a conflict, not this spec's part.
+    fn pending_rows() -> Vec<Row> {
+        use EventKind::{Normal, Warning};
+        vec![
             Row {
                 situation: "drift detected in mode Observe is reported, not written",
                 mode: Mode::Observe,
@@ -738,6 +760,13 @@ mod tests {
                 changes_found: 0,
                 drift: false,
             },
+        ]
+    }
+
+    /// Nothing planned: an invalid or refused spec, an ARM error.
+    fn failed_rows() -> Vec<Row> {
+        use EventKind::Warning;
+        vec![
             Row {
                 situation: "an invalid spec",
                 mode: Mode::Apply,

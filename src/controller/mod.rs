@@ -206,19 +206,10 @@ pub async fn run_until(
     let route = Route {
         namespaces: options.namespaces.clone(),
     };
-    let tenancy_task =
-        tenancy_changes
-            .zip(stores.tenancy().cloned())
-            .map(|(changes, tenancy_stores)| {
-                let senders = watches.dependents_tx.clone();
-                let route = route.clone();
-                tokio::spawn(tenancy::wake_changed(
-                    changes,
-                    tenancy_stores,
-                    stores.clone(),
-                    move |spec| route.send(&senders, spec),
-                ))
-            });
+    let tenancy_task = tenancy_changes.and_then(|changes| {
+        let (senders, route) = (watches.dependents_tx.clone(), route.clone());
+        wake_on_tenancy_changes(changes, &stores, move |spec| route.send(&senders, spec))
+    });
     let wiring = Wiring {
         ctx,
         stores,
@@ -240,7 +231,23 @@ pub async fn run_until(
     // The budget starts at the signal: the reconciles are cancelled (they return at once),
     // the election releases the Lease, the probes stop; whatever is still waiting when the
     // budget is spent is abandoned, so the process exits before the kubelet's SIGKILL.
-    let budget = options.shutdown_timeout;
+    let deadline = drain(options.shutdown_timeout, &synced, controllers, election).await;
+    if let Some(task) = tenancy_task {
+        task.abort();
+    }
+    http.stop(deadline).await;
+    drop(leader_tx);
+    Ok(())
+}
+
+/// Waits at most `budget` for the controllers (when they ever ran) and the election to
+/// stop; returns the deadline, which bounds the rest of the shutdown too.
+async fn drain(
+    budget: std::time::Duration,
+    synced: &Synced,
+    controllers: impl std::future::Future<Output = Vec<()>>,
+    election: Option<leader::Election>,
+) -> tokio::time::Instant {
     let deadline = tokio::time::Instant::now() + budget;
     let drained = tokio::time::timeout_at(deadline, async {
         // kube-runtime holds a controller's runner until its store has the initial list, and
@@ -262,12 +269,22 @@ pub async fn run_until(
             "shutdown budget spent; exiting without waiting for the rest"
         );
     }
-    if let Some(task) = tenancy_task {
-        task.abort();
-    }
-    http.stop(deadline).await;
-    drop(leader_tx);
-    Ok(())
+    deadline
+}
+
+/// Tenancy enforced: a change of a policy or grant wakes the specs it decides differently.
+fn wake_on_tenancy_changes(
+    changes: impl futures::Stream<Item = ()> + Send + 'static,
+    stores: &Stores,
+    wake: impl Fn(ObjectRef<AseConnectivity>) + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let tenancy_stores = stores.tenancy()?.clone();
+    Some(tokio::spawn(tenancy::wake_changed(
+        changes,
+        tenancy_stores,
+        stores.clone(),
+        wake,
+    )))
 }
 
 /// Makes this replica a follower until it holds the Lease (or a leader for good without
