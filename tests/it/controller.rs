@@ -351,6 +351,28 @@ pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
+/// Plays `scenario` (the API server's side, which returns what it saw) while `work` runs
+/// (reconciles, which drop their clients when they end); returns what both returned once
+/// both ended and no request is left.
+async fn with_scenario<F, T, R>(
+    server: ApiServer,
+    scenario: impl FnOnce(ApiServer) -> F,
+    work: impl std::future::Future<Output = R>,
+) -> (R, T)
+where
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    let task = tokio::spawn(scenario(server));
+    let out = work.await;
+    let (server, seen) = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("scenario timed out")
+        .expect("scenario failed");
+    server.done().await;
+    (out, seen)
+}
+
 /// Runs a reconcile against a scenario and returns its result once both ended.
 pub(crate) async fn run<F>(
     obj: AseConnectivity,
@@ -361,14 +383,25 @@ pub(crate) async fn run<F>(
 where
     F: std::future::Future<Output = ApiServer> + Send + 'static,
 {
-    let task = tokio::spawn(scenario(server));
-    let result = reconcile(Arc::new(obj), ctx).await;
-    let server = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("scenario timed out")
-        .expect("scenario failed");
-    server.done().await;
-    result
+    let scenario = |api| {
+        let played = scenario(api);
+        async move { (played.await, ()) }
+    };
+    run_seeing(obj, ctx, server, scenario).await.0
+}
+
+/// [`run`] with a scenario that also returns what it saw (a status, an event's note).
+pub(crate) async fn run_seeing<F, T>(
+    obj: AseConnectivity,
+    ctx: Arc<Context>,
+    server: ApiServer,
+    scenario: impl FnOnce(ApiServer) -> F,
+) -> (Result<Action, controller::Error>, T)
+where
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    with_scenario(server, scenario, reconcile(Arc::new(obj), ctx)).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -400,17 +433,14 @@ async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true()
     let spec = with_finalizer(spec);
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
     let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let action = run(spec.clone(), ctx, server, |mut api| async move {
+    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
         let status = api.status_applied(&s).await;
         let note = api.event(&s, "Normal", "Applied").await;
-        let _ = tx.send((status, note));
-        api
+        (api, (status, note))
     })
-    .await
-    .unwrap();
+    .await;
+    let action = result.unwrap();
     assert_eq!(action, Action::requeue(Settings::default().resync));
-    let (status, note) = rx.await.unwrap();
 
     assert!(arm.writes() > 0, "ARM was written");
     assert!(
@@ -443,14 +473,12 @@ async fn a_converged_spec_resyncs_without_any_write() {
     // First pass writes the status (it had none); the second finds it equal and writes nothing.
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
     let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
+    let (result, status) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        (api, status)
     })
-    .await
-    .unwrap();
-    let status = rx.await.unwrap();
+    .await;
+    result.unwrap();
     assert_eq!(condition(&status, "InSync")["reason"], "NoChanges");
 
     let mut spec = spec;
@@ -469,16 +497,13 @@ async fn mode_plan_writes_nothing_to_azure_and_puts_the_plan_in_status() {
     spec.spec.mode = Mode::Plan;
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
     let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
+    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
         let status = api.status_applied(&s).await;
         let note = api.event(&s, "Normal", "ChangesPlanned").await;
-        let _ = tx.send((status, note));
-        api
+        (api, (status, note))
     })
-    .await
-    .unwrap();
-    let (status, note) = rx.await.unwrap();
+    .await;
+    result.unwrap();
 
     let stats = arm.mock.state.stats();
     assert!(stats.reads() > 0, "Azure was observed");
@@ -552,15 +577,12 @@ async fn an_invalid_spec_is_degraded_with_the_field_in_the_message_and_never_rea
     spec.metadata.generation = Some(4);
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
     let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let result = run(spec.clone(), ctx, server, |mut api| async move {
+    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
         let status = api.status_applied(&s).await;
         let note = api.event(&s, "Warning", "InvalidField").await;
-        let _ = tx.send((status, note));
-        api
+        (api, (status, note))
     })
     .await;
-    let (status, note) = rx.await.unwrap();
 
     assert_eq!(
         arm.mock.state.stats().total,
@@ -657,16 +679,14 @@ async fn a_changed_vip_of_a_referenced_spec_reaches_its_dependent_on_the_next_re
 
     let (ctx, server) = context(&arm, &store, Leadership::always());
     let s = two.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(two.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
+    let (result, status) = run_seeing(two.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
         let note = api.event(&s, "Normal", "Applied").await;
         assert!(note.contains("ase-two-nsg"), "{note}");
-        api
+        (api, status)
     })
-    .await
-    .unwrap();
-    let status = rx.await.unwrap();
+    .await;
+    result.unwrap();
     assert!(
         admits(new_vip),
         "ase-two now admits the new VIP: {:?}",
@@ -827,17 +847,14 @@ async fn a_shared_nsg_is_not_written_while_a_contributing_spec_is_in_mode_plan()
         .clone()
         .with_observer(metrics.clone() as Arc<dyn asenet::azure::ArmObserver>);
     let s = one.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(one.clone(), ctx, server, |mut api| async move {
+    let (result, (status, note)) = run_seeing(one.clone(), ctx, server, |mut api| async move {
         let status = api.status_applied(&s).await;
         api.event(&s, "Normal", "Applied").await;
         let note = api.event(&s, "Warning", "SharedResourceNotApplied").await;
-        let _ = tx.send((status, note));
-        api
+        (api, (status, note))
     })
-    .await
-    .unwrap();
-    let (status, note) = rx.await.unwrap();
+    .await;
+    result.unwrap();
 
     assert!(
         !arm.owned_rules(NSG_ONE).is_empty(),
@@ -1164,31 +1181,28 @@ async fn parent_locks_let_one_reconcile_at_a_time_hold_a_parent() {
 }
 
 /// Runs `reconciles` one after the other on one `Context` against one scenario; returns
-/// the ARM stats (reads, writes) measured after each.
-async fn run_on_one_context<F>(
+/// the ARM stats (reads, writes) measured after each, and what the scenario saw.
+async fn run_on_one_context<F, T>(
     arm: &Arm,
     ctx: Arc<Context>,
     server: ApiServer,
     reconciles: Vec<AseConnectivity>,
     scenario: impl FnOnce(ApiServer) -> F,
-) -> Vec<(u64, u64)>
+) -> (Vec<(u64, u64)>, T)
 where
-    F: std::future::Future<Output = ApiServer> + Send + 'static,
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
 {
-    let task = tokio::spawn(scenario(server));
-    let mut stats = Vec::new();
-    for obj in reconciles {
-        arm.mock.state.reset_stats();
-        reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
-        stats.push((arm.mock.state.stats().reads(), arm.writes()));
-    }
-    drop(ctx);
-    let server = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("scenario timed out")
-        .expect("scenario failed");
-    server.done().await;
-    stats
+    let work = async move {
+        let mut stats = Vec::new();
+        for obj in reconciles {
+            arm.mock.state.reset_stats();
+            reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
+            stats.push((arm.mock.state.stats().reads(), arm.writes()));
+        }
+        stats
+    };
+    with_scenario(server, scenario, work).await
 }
 
 /// Reconciles `one` (which applies, publishing an `Applied` event) and then `two` on one
@@ -1201,8 +1215,7 @@ async fn reconcile_one_then_two(
 ) -> (Vec<(u64, u64)>, Value, String, Value) {
     let (ctx, server) = context(arm, &[one.clone(), two.clone()], Leadership::always());
     let (s1, s2) = (one.clone(), two.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stats = run_on_one_context(
+    let (stats, (first, note, second)) = run_on_one_context(
         arm,
         ctx,
         server,
@@ -1211,12 +1224,10 @@ async fn reconcile_one_then_two(
             let first = api.status_applied(&s1).await;
             let note = api.event(&s1, "Normal", "Applied").await;
             let second = api.status_applied(&s2).await;
-            let _ = tx.send((first, note, second));
-            api
+            (api, (first, note, second))
         },
     )
     .await;
-    let (first, note, second) = rx.await.unwrap();
     (stats, first, note, second)
 }
 
@@ -1301,8 +1312,7 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
     edited.metadata.generation = Some(2);
     let (ctx, server) = context(&arm, &store, Leadership::always());
     let (s1, s2, s3) = (one.clone(), two.clone(), edited.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stats = run_on_one_context(
+    let (stats, edited_status) = run_on_one_context(
         &arm,
         ctx,
         server,
@@ -1311,12 +1321,10 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
             api.status_applied(&s1).await;
             api.status_applied(&s2).await;
             let edited = api.status_applied(&s3).await;
-            let _ = tx.send(edited);
-            api
+            (api, edited)
         },
     )
     .await;
-    let edited_status = rx.await.unwrap();
 
     assert!(stats[0].0 > 0, "the first reconcile reads: {stats:?}");
     assert_eq!(
@@ -1361,15 +1369,14 @@ async fn converged_with_status(arm: &Arm) -> AseConnectivity {
     arm.converge(std::slice::from_ref(&spec)).await;
     let (ctx, server) = context(arm, std::slice::from_ref(&spec), Leadership::always());
     let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
+    let (result, status) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        (api, status)
     })
-    .await
-    .unwrap();
+    .await;
+    result.unwrap();
     let mut spec = spec;
-    spec.status = Some(serde_json::from_value(rx.await.unwrap()).unwrap());
+    spec.status = Some(serde_json::from_value(status).unwrap());
     assert!(!spec.status.as_ref().unwrap().rules.is_empty());
     spec
 }
@@ -1402,15 +1409,13 @@ async fn a_changed_rule_is_patched_in_full_though_the_store_dropped_the_rules() 
 
     let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
     let s = stored.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(stored, ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
+    let (result, status) = run_seeing(stored, ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        (api, status)
     })
-    .await
-    .unwrap();
-    let written: asenet::api::AseConnectivityStatus =
-        serde_json::from_value(rx.await.unwrap()).unwrap();
+    .await;
+    result.unwrap();
+    let written: asenet::api::AseConnectivityStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
         &written,
         full.status.as_ref().unwrap(),
@@ -1433,18 +1438,15 @@ async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_sta
 
     let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
     let s = stored.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let result = run(stored, ctx, server, |mut api| async move {
+    let (result, status) = run_seeing(stored, ctx, server, |mut api| async move {
         api.status_read(&invalid).await;
         let status = api.status_applied(&s).await;
         api.event(&s, "Warning", "InvalidField").await;
-        let _ = tx.send(status);
-        api
+        (api, status)
     })
     .await;
     assert_eq!(result.unwrap_err().category(), "InvalidField");
-    let written: asenet::api::AseConnectivityStatus =
-        serde_json::from_value(rx.await.unwrap()).unwrap();
+    let written: asenet::api::AseConnectivityStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
         written.rules, rules,
         "the rules the spec still owns stay in status"
