@@ -186,6 +186,11 @@ fn context(
     (ctx, ApiServer(handle))
 }
 
+/// [`context`] whose store holds `spec` alone, on the leader.
+fn context_of(arm: &Arm, spec: &AseConnectivity) -> (Arc<Context>, ApiServer) {
+    context(arm, std::slice::from_ref(spec), Leadership::always())
+}
+
 // ---------------------------------------------------------------------------------------
 // The API server side of a scenario
 // ---------------------------------------------------------------------------------------
@@ -390,6 +395,49 @@ where
     run_seeing(obj, ctx, server, scenario).await.0
 }
 
+/// Reconciles `spec` alone on the leader against an API server that expects one status
+/// write; returns the result and the status.
+async fn reconcile_status(
+    arm: &Arm,
+    spec: &AseConnectivity,
+) -> (Result<Action, controller::Error>, Value) {
+    let (ctx, server) = context_of(arm, spec);
+    let s = spec.clone();
+    run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        (api, status)
+    })
+    .await
+}
+
+/// [`reconcile_status`] expecting an event of `type_` and `reason` after the status write;
+/// returns the event's note too.
+async fn reconcile_status_event(
+    arm: &Arm,
+    spec: &AseConnectivity,
+    type_: &'static str,
+    reason: &'static str,
+) -> (Result<Action, controller::Error>, Value, String) {
+    let (ctx, server) = context_of(arm, spec);
+    let s = spec.clone();
+    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        let note = api.event(&s, type_, reason).await;
+        (api, (status, note))
+    })
+    .await;
+    (result, status, note)
+}
+
+/// [`run`] against an API server that expects no request at all.
+async fn run_silent(
+    obj: AseConnectivity,
+    ctx: Arc<Context>,
+    server: ApiServer,
+) -> Result<Action, controller::Error> {
+    run(obj, ctx, server, |api| async move { api }).await
+}
+
 /// [`run`] with a scenario that also returns what it saw (a status, an event's note).
 pub(crate) async fn run_seeing<F, T>(
     obj: AseConnectivity,
@@ -414,7 +462,7 @@ async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true()
     let spec = seed_spec("ase-one");
 
     // First reconcile: only the finalizer, nothing in Azure yet.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     let action = run(spec.clone(), ctx, server, |mut api| async move {
         api.finalizer_added(&s).await;
@@ -431,14 +479,7 @@ async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true()
 
     // Second reconcile (the patch triggered it): plan, apply, status, event.
     let spec = with_finalizer(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Normal", "Applied").await;
-        (api, (status, note))
-    })
-    .await;
+    let (result, status, note) = reconcile_status_event(&arm, &spec, "Normal", "Applied").await;
     let action = result.unwrap();
     assert_eq!(action, Action::requeue(Settings::default().resync));
 
@@ -471,22 +512,14 @@ async fn a_converged_spec_resyncs_without_any_write() {
     arm.converge(std::slice::from_ref(&spec)).await;
 
     // First pass writes the status (it had none); the second finds it equal and writes nothing.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (result, status) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        (api, status)
-    })
-    .await;
+    let (result, status) = reconcile_status(&arm, &spec).await;
     result.unwrap();
     assert_eq!(condition(&status, "InSync")["reason"], "NoChanges");
 
     let mut spec = spec;
     spec.status = Some(serde_json::from_value(status).unwrap());
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    run(spec, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let (ctx, server) = context_of(&arm, &spec);
+    run_silent(spec, ctx, server).await.unwrap();
     assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
 }
 
@@ -495,14 +528,8 @@ async fn mode_plan_writes_nothing_to_azure_and_puts_the_plan_in_status() {
     let arm = Arm::start().await;
     let mut spec = with_finalizer(seed_spec("ase-one"));
     spec.spec.mode = Mode::Plan;
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Normal", "ChangesPlanned").await;
-        (api, (status, note))
-    })
-    .await;
+    let (result, status, note) =
+        reconcile_status_event(&arm, &spec, "Normal", "ChangesPlanned").await;
     result.unwrap();
 
     let stats = arm.mock.state.stats();
@@ -529,7 +556,7 @@ async fn deleting_a_spec_removes_its_owned_rules_and_then_the_finalizer() {
     assert!(!arm.owned_rules(NSG_ONE).is_empty());
 
     let spec = deleting(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     let action = run(spec.clone(), ctx, server, |mut api| async move {
         let note = api.event(&s, "Normal", "CleanedUp").await;
@@ -557,7 +584,7 @@ async fn deletion_with_orphan_policy_leaves_azure_alone() {
     let before = arm.owned_rules(NSG_ONE);
 
     let spec = deleting(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     run(spec.clone(), ctx, server, |mut api| async move {
         api.event(&s, "Normal", "Orphaned").await;
@@ -575,14 +602,8 @@ async fn an_invalid_spec_is_degraded_with_the_field_in_the_message_and_never_rea
     let arm = Arm::start().await;
     let mut spec = with_finalizer(load("examples/invalid/bad-cidr.yaml").remove(0));
     spec.metadata.generation = Some(4);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Warning", "InvalidField").await;
-        (api, (status, note))
-    })
-    .await;
+    let (result, status, note) =
+        reconcile_status_event(&arm, &spec, "Warning", "InvalidField").await;
 
     assert_eq!(
         arm.mock.state.stats().total,
@@ -702,9 +723,7 @@ async fn a_replica_that_is_not_the_leader_never_writes() {
     let spec = with_finalizer(seed_spec("ase-one"));
     let leadership = Leadership::follower();
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), leadership.clone());
-    let action = run(spec.clone(), ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let action = run_silent(spec.clone(), ctx, server).await.unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(arm.writes(), 0, "no ARM write");
     assert_eq!(arm.mock.state.stats().total, 0, "not even a read");
@@ -712,9 +731,7 @@ async fn a_replica_that_is_not_the_leader_never_writes() {
     // Not even the finalizer of a new spec.
     let fresh = seed_spec("ase-one");
     let (ctx, server) = context(&arm, std::slice::from_ref(&fresh), leadership);
-    run(fresh, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    run_silent(fresh, ctx, server).await.unwrap();
     assert_eq!(arm.mock.state.stats().total, 0);
 }
 
@@ -1367,13 +1384,7 @@ fn as_stored(obj: &AseConnectivity) -> AseConnectivity {
 async fn converged_with_status(arm: &Arm) -> AseConnectivity {
     let spec = with_finalizer(seed_spec("ase-one"));
     arm.converge(std::slice::from_ref(&spec)).await;
-    let (ctx, server) = context(arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (result, status) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        (api, status)
-    })
-    .await;
+    let (result, status) = reconcile_status(arm, &spec).await;
     result.unwrap();
     let mut spec = spec;
     spec.status = Some(serde_json::from_value(status).unwrap());
@@ -1390,10 +1401,8 @@ async fn an_unchanged_status_is_not_patched_again_though_the_store_dropped_its_r
     assert!(controller::store::rules_dropped(&stored));
 
     // The controller hands the reconcile the stored object: no request at all.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
-    run(stored, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let (ctx, server) = context_of(&arm, &stored);
+    run_silent(stored, ctx, server).await.unwrap();
     assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
 }
 
@@ -1407,13 +1416,7 @@ async fn a_changed_rule_is_patched_in_full_though_the_store_dropped_the_rules() 
     older.status.as_mut().unwrap().rules[0].reason = "an older reason".into();
     let stored = as_stored(&older);
 
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
-    let s = stored.clone();
-    let (result, status) = run_seeing(stored, ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        (api, status)
-    })
-    .await;
+    let (result, status) = reconcile_status(&arm, &stored).await;
     result.unwrap();
     let written: asenet::api::AseConnectivityStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
@@ -1436,7 +1439,7 @@ async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_sta
         serde_json::from_value(json!([{"cidr": "10.0.0.300/24"}])).unwrap();
     let stored = as_stored(&invalid);
 
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
+    let (ctx, server) = context_of(&arm, &stored);
     let s = stored.clone();
     let (result, status) = run_seeing(stored, ctx, server, |mut api| async move {
         api.status_read(&invalid).await;
