@@ -328,40 +328,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<FakeBody> {
 // ARM and the operator
 // ---------------------------------------------------------------------------------------
 
-/// The in-process mock ARM seeded with examples/seed.
-pub struct Arm {
-    pub mock: mock_arm::RunningMock,
-}
-
-impl Arm {
-    pub async fn start() -> Arm {
-        let dir = root().join("examples/azure/seed");
-        let specs: Vec<AseConnectivity> = seed_specs();
-        let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
-        let (valid, _) = asenet::validate::validate_all(&specs);
-        let seed = asenet::fixture::mock_seed::seed(&snapshot, &valid).unwrap();
-        let config = mock_arm::Config {
-            lro_delay: Duration::from_millis(20),
-            lro_retry_after: Duration::from_millis(10),
-            ..mock_arm::Config::default()
-        };
-        let state = mock_arm::MockState::new(config, seed).unwrap();
-        let mock = mock_arm::start(
-            state,
-            mock_arm::ServeOptions {
-                port: 0,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        Arm { mock }
-    }
-
-    pub fn writes(&self) -> u64 {
-        self.mock.state.stats().writes() + self.mock.state.stats().deletes()
-    }
-}
+/// The in-process mock ARM seeded with examples/seed: the controller tests' fixture (its
+/// pipeline is unused here; each operator builds its own, fenced by its leadership).
+use crate::controller::Arm;
 
 /// A pipeline writing to `endpoint` with quick retries (a unit of the tests' time scale).
 pub fn arm_client(endpoint: &str, retry: RetryConfig) -> ArmClient {
