@@ -1,15 +1,19 @@
 //! `reconcile` and `error_policy`: one AseConnectivity spec at a time, level-triggered.
 //!
-//! Named steps (docs/style.md): check leadership → finalizer → take the locks of the Azure
-//! parents of the spec's connected component (single flight per parent) → plan the
-//! component (the specs linked to this one by a shared NSG, route table or subnet or an
-//! `environmentRef`, transitively: every contributor of a merged NSG is in it, so merged
-//! NSGs are computed whole, and the reads are proportional to the component, not the fleet)
-//! → apply every writable change of the component (one plan per component: the outcome is
-//! cached in `Context::outcomes`, and the other members reuse it without reading or writing
-//! Azure until a member's spec changes or the resync interval passes) → status of this spec
-//! from its part (server-side apply, only when it changed) → events. A reconcile never
-//! branches on why it ran.
+//! Named steps (docs/style.md), each a call into the core or the shell with its own
+//! [`Error`] variant: check leadership → finalizer → `dereference` (the spec's connected
+//! component: the specs linked to this one by a shared NSG, route table or subnet or an
+//! `environmentRef`, transitively, so merged NSGs are computed whole and the reads are
+//! proportional to the component, not the fleet; with the tenancy refusals) → take the
+//! locks of the component's Azure parents (single flight per parent) → `plan_component`
+//! (plan → narrow to what may be written ([`decide::writable`]) → write → re-diff; one plan
+//! per component: the outcome is cached in `Context::outcomes`, and the other members
+//! reuse it without reading or writing Azure until a member's spec changes or the resync
+//! interval passes) → `report` (status, events and change counters of this spec's part,
+//! decided by the pure [`decide::decide`]; the status written by server-side apply only
+//! when it changed). A deleted spec goes through `cleanup` instead, its decisions made
+//! by [`decide::cleanup_start`] and [`decide::removal`]. A reconcile never branches on why
+//! it ran; `error_policy` decides from the error's category alone ([`decide::policy`]).
 //!
 //! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
 //! resource several specs contribute to is written only when *every* contributing spec is
