@@ -10,38 +10,23 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::api::AseConnectivity;
-use crate::azure::ErrorCategory;
 use crate::diff::Scope;
 use crate::pipeline::{ApplyEvent, ApplyReport, Pipeline, PipelineError, PlanOutcome};
 
-/// A failed plan or apply.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct EngineError {
-    /// Whether retrying can help: ARM throttling (429), 5xx, timeouts, 412 after
-    /// re-planning are `Transient` (back off and retry); what only a change of the spec or
-    /// of Azure can fix (403, 400 from ARM...) is `Permanent`. The category of the error
-    /// that failed, as the ARM layer decided it (one vocabulary, issue 15).
-    pub category: ErrorCategory,
-    pub message: String,
-}
-
-impl From<PipelineError> for EngineError {
-    fn from(e: PipelineError) -> Self {
-        let category = e.category();
-        // The whole chain: "failed to write NSG x: 403 AuthorizationFailed: ...".
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
+/// The whole chain of a failed plan or apply, for logs and the `AzureUnavailable`
+/// condition: "failed to write NSG x: 403 AuthorizationFailed: ...".
+pub fn describe(e: &PipelineError) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
         }
-        EngineError { category, message }
+        source = s.source();
     }
+    message
 }
 
 /// The result of planning: the snapshot it was computed from, the desired state (per spec
@@ -56,7 +41,7 @@ pub trait Engine: Send + Sync {
         &'a self,
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
-    ) -> BoxFuture<'a, Result<Planned, EngineError>>;
+    ) -> BoxFuture<'a, Result<Planned, PipelineError>>;
 
     /// Executes `planned.plan` (which the controller may have narrowed to the resources it
     /// is allowed to write).
@@ -65,7 +50,7 @@ pub trait Engine: Send + Sync {
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
         planned: Planned,
-    ) -> BoxFuture<'a, Result<ApplyReport, EngineError>>;
+    ) -> BoxFuture<'a, Result<ApplyReport, PipelineError>>;
 }
 
 fn log_progress(event: ApplyEvent) {
@@ -77,8 +62,8 @@ impl Engine for Pipeline {
         &'a self,
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
-    ) -> BoxFuture<'a, Result<Planned, EngineError>> {
-        async move { Ok(Pipeline::plan(self, specs, scope).await?) }.boxed()
+    ) -> BoxFuture<'a, Result<Planned, PipelineError>> {
+        Pipeline::plan(self, specs, scope).boxed()
     }
 
     fn apply<'a>(
@@ -86,8 +71,7 @@ impl Engine for Pipeline {
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
         planned: Planned,
-    ) -> BoxFuture<'a, Result<ApplyReport, EngineError>> {
-        async move { Ok(Pipeline::apply(self, specs, scope, planned, &log_progress).await?) }
-            .boxed()
+    ) -> BoxFuture<'a, Result<ApplyReport, PipelineError>> {
+        async move { Pipeline::apply(self, specs, scope, planned, &log_progress).await }.boxed()
     }
 }

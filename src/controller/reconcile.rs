@@ -1,15 +1,19 @@
 //! `reconcile` and `error_policy`: one AseConnectivity spec at a time, level-triggered.
 //!
-//! Named steps (docs/style.md): check leadership → finalizer → take the locks of the Azure
-//! parents of the spec's connected component (single flight per parent) → plan the
-//! component (the specs linked to this one by a shared NSG, route table or subnet or an
-//! `environmentRef`, transitively: every contributor of a merged NSG is in it, so merged
-//! NSGs are computed whole, and the reads are proportional to the component, not the fleet)
-//! → apply every writable change of the component (one plan per component: the outcome is
-//! cached in `Context::outcomes`, and the other members reuse it without reading or writing
-//! Azure until a member's spec changes or the resync interval passes) → status of this spec
-//! from its part (server-side apply, only when it changed) → events. A reconcile never
-//! branches on why it ran.
+//! Named steps (docs/style.md), each a call into the core or the shell with its own
+//! [`Error`] variant: check leadership → finalizer → `dereference` (the spec's connected
+//! component: the specs linked to this one by a shared NSG, route table or subnet or an
+//! `environmentRef`, transitively, so merged NSGs are computed whole and the reads are
+//! proportional to the component, not the fleet; with the tenancy refusals) → take the
+//! locks of the component's Azure parents (single flight per parent) → `plan_component`
+//! (plan → narrow to what may be written ([`decide::writable`]) → write → re-diff; one plan
+//! per component: the outcome is cached in `Context::outcomes`, and the other members
+//! reuse it without reading or writing Azure until a member's spec changes or the resync
+//! interval passes) → `report` (status, events and change counters of this spec's part,
+//! decided by the pure [`decide::decide`]; the status written by server-side apply only
+//! when it changed). A deleted spec goes through `cleanup` instead, its decisions made
+//! by [`decide::cleanup_start`] and [`decide::removal`]. A reconcile never branches on why
+//! it ran; `error_policy` decides from the error's category alone ([`decide::policy`]).
 //!
 //! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
 //! resource several specs contribute to is written only when *every* contributing spec is
@@ -31,54 +35,62 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{fingerprint_in, Context, FIELD_MANAGER};
-use super::engine::{EngineError, Planned};
+use super::context::{fingerprint_in, Context, MemberPrint, FIELD_MANAGER};
+use super::decide::{
+    self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject, Withheld,
+};
+use super::engine::{self, Planned};
 use super::index::{self, key_of};
 use super::metrics::ModeLabel;
-use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
+use super::status::summarise;
 use super::store;
 use super::tenancy;
-use crate::api::{AseConnectivity, AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
-use crate::diff::{self, Plan, ResourceKind, ResourcePlan, Scope};
-use crate::error::{Category, ErrorCategory, SpecErrorKind};
+use crate::api::{AseConnectivity, AseConnectivityStatus, Mode};
+use crate::diff::{self, Plan, ResourcePlan, Scope};
+use crate::error::{Category, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
-use crate::pipeline;
+use crate::pipeline::{self, PipelineError};
 use crate::resolver::SpecOutcome;
+
+pub use super::decide::Policy;
 
 /// The finalizer that keeps a spec until what it owns in Azure is removed.
 pub const FINALIZER: &str = "asenet.io/cleanup";
 
+/// A failed reconcile, one variant per step, carrying what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Dereference: the object is not namespaced.
     #[error("the spec has no namespace")]
     NoNamespace,
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[source] kube::Error),
-    #[error("{0}")]
-    Finalizer(#[source] Box<FinalizerError<Error>>),
-    #[error("Azure: {0}")]
-    Engine(#[source] EngineError),
+    /// Dereference: the tenancy objects are not read yet.
+    #[error("tenancy is enforced but the AseTenancyPolicy, AseBackendGrant and Namespace objects are not read yet (are the tenancy CRDs installed?)")]
+    TenancyNotReady,
+    /// Plan: observing Azure or planning the component failed.
+    #[error("planning the component failed: {}", engine::describe(.0))]
+    Plan(#[source] PipelineError),
+    /// Plan: the pipeline planned the component without this spec.
+    #[error("the pipeline returned no outcome for spec {spec}")]
+    NoOutcome { spec: SpecKey },
+    /// Validate/resolve: the spec cannot be planned.
     #[error("spec {spec} cannot be planned: {message}")]
     Spec {
         spec: SpecKey,
         kind: SpecErrorKind,
         message: String,
     },
+    /// Apply: writing the plan to Azure failed.
+    #[error("applying the plan failed: {}", engine::describe(.0))]
+    Apply(#[source] PipelineError),
+    /// Cleanup: a resource of the deleted spec is withheld by another spec.
     #[error("cleanup of {spec} waits: {message}")]
     CleanupBlocked { spec: SpecKey, message: String },
-    #[error("tenancy is enforced but the AseTenancyPolicy, AseBackendGrant and Namespace objects are not read yet (are the tenancy CRDs installed?)")]
-    TenancyNotReady,
-}
-
-/// What `error_policy` does with an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Only a change of the spec can fix it.
-    AwaitChange,
-    /// A change in Azure or in another spec can fix it: look again at the next resync.
-    Resync,
-    /// Retry with exponential backoff.
-    Backoff,
+    /// Status: a Kubernetes API request failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+    /// The finalizer (adding or removing it, or the step it wrapped) failed.
+    #[error("{0}")]
+    Finalizer(#[source] Box<FinalizerError<Error>>),
 }
 
 impl Error {
@@ -88,6 +100,11 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Error::NoNamespace => Category::InvalidField,
+            Error::TenancyNotReady => Category::TenancyNotReady,
+            Error::Plan(e) | Error::Apply(e) => e.category().category(),
+            Error::NoOutcome { .. } => Category::Permanent,
+            Error::Spec { kind, .. } => kind.category(),
+            Error::CleanupBlocked { .. } => Category::CleanupBlocked,
             Error::Kube(_) => Category::Kube,
             Error::Finalizer(e) => match &**e {
                 FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
@@ -95,39 +112,12 @@ impl Error {
                 }
                 _ => Category::Kube,
             },
-            Error::Engine(e) => e.category.category(),
-            Error::Spec { kind, .. } => kind.category(),
-            Error::CleanupBlocked { .. } => Category::CleanupBlocked,
-            Error::TenancyNotReady => Category::TenancyNotReady,
         }
     }
 
+    /// What `error_policy` does: decided by the category alone ([`decide::policy`]).
     pub fn policy(&self) -> Policy {
-        match self {
-            Error::NoNamespace => Policy::AwaitChange,
-            Error::Kube(_) => Policy::Backoff,
-            Error::Finalizer(e) => match &**e {
-                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
-                    inner.policy()
-                }
-                _ => Policy::Backoff,
-            },
-            Error::Engine(e) => match e.category {
-                ErrorCategory::Transient => Policy::Backoff,
-                ErrorCategory::Permanent => Policy::Resync,
-            },
-            // An invalid field is fixed only by editing the spec. A missing reference, a full
-            // band or a limit can be fixed by another spec or by Azure: the resync looks again
-            // (and a change of a referenced spec wakes this one through the index).
-            // A refusal (tenancy) is lifted by a policy or grant change, which wakes the spec
-            // (`controller::tenancy`), or by a spec change.
-            Error::Spec { kind, .. } => match kind {
-                SpecErrorKind::InvalidField | SpecErrorKind::NotPermitted => Policy::AwaitChange,
-                _ => Policy::Resync,
-            },
-            Error::CleanupBlocked { .. } => Policy::Resync,
-            Error::TenancyNotReady => Policy::Backoff,
-        }
+        decide::policy(self.category())
     }
 }
 
@@ -222,10 +212,6 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs((5u64 << exp).min(300))
 }
 
-fn spec_key(obj: &AseConnectivity) -> SpecKey {
-    obj.spec_key()
-}
-
 /// The specs to plan a reconcile of `obj` with: its connected component
 /// ([`index::component`]) among the specs in the store that are not being deleted, with
 /// `obj` in the version the controller handed over (newer than the store's or equal), and
@@ -256,22 +242,31 @@ fn owned(specs: &[Arc<AseConnectivity>]) -> Vec<AseConnectivity> {
     specs.iter().map(|s| (**s).clone()).collect()
 }
 
-async fn publish(
-    ctx: &Context,
-    obj: &AseConnectivity,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+/// The resources of `plan` that a spec in `read_only` withholds ([`pipeline::withheld_by`]).
+fn withheld<'a>(
+    plan: &[ResourcePlan],
+    specs: impl IntoIterator<Item = &'a AseConnectivity>,
+) -> Withheld {
+    let read_only = pipeline::read_only_specs(specs);
+    plan.iter()
+        .map(|r| (r.id.clone(), pipeline::withheld_by(r, &read_only)))
+        .filter(|(_, by)| !by.is_empty())
+        .collect()
+}
+
+async fn publish(ctx: &Context, obj: &AseConnectivity, notice: &Notice) {
     let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
+        type_: match notice.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: notice.reason.to_string(),
+        note: Some(notice.note.clone()),
         action: "Reconcile".to_string(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish an event");
+        warn!(error = %e, reason = notice.reason, "could not publish an event");
     }
 }
 
@@ -315,12 +310,68 @@ async fn write_status(
     Ok(true)
 }
 
-fn resource_names(resources: &[&ResourcePlan]) -> String {
-    resources
-        .iter()
-        .map(|r| r.id.name().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The report step: decides from `outcome` ([`decide::decide`]), counts the changes, writes
+/// the status when it changed and publishes the events.
+async fn report(
+    ctx: &Context,
+    api: &Api<AseConnectivity>,
+    obj: &AseConnectivity,
+    outcome: &Outcome<'_>,
+) -> Result<(), Error> {
+    let key = obj.spec_key();
+    let prev = if outcome.keeps_rules() {
+        full_status(api, obj).await?
+    } else {
+        obj.status.clone()
+    };
+    let subject = Subject {
+        key: &key,
+        generation: obj.meta().generation,
+        mode: obj.spec.mode,
+        prev: prev.as_ref(),
+    };
+    let decision = decide::decide(&subject, outcome, &now());
+    if let Some(found) = &decision.found {
+        ctx.metrics.count_changes(false, found);
+    }
+    if decision.drift {
+        ctx.metrics.drift_detected.inc();
+    }
+    let status_changed = match &decision.status {
+        Some(status) => write_status(api, obj, status).await?,
+        None => false,
+    };
+    for notice in &decision.events {
+        if status_changed || !notice.news_only {
+            publish(ctx, obj, notice).await;
+        }
+    }
+    Ok(())
+}
+
+/// A spec's connected component, ready to plan: its members (sorted by key), the scope to
+/// plan them in, and the Azure parents to lock.
+struct Members {
+    specs: Vec<Arc<AseConnectivity>>,
+    keys: Vec<index::Key>,
+    scope: Scope,
+    parents: BTreeSet<String>,
+}
+
+/// The dereference step of a reconcile: the component of `obj` and the tenancy refusals
+/// of its members (members that may not write what they name are planned as invalid specs).
+fn dereference(ctx: &Context, obj: &Arc<AseConnectivity>) -> Result<Members, Error> {
+    let (specs, parents) = component_specs(ctx, obj);
+    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
+    let scope = Scope::new(specs.iter().map(|s| s.spec_key()), [])
+        .with_refused(policy.refusals(specs.iter().map(|s| &**s)));
+    let keys = specs.iter().map(|s| key_of(s)).collect();
+    Ok(Members {
+        specs,
+        keys,
+        scope,
+        parents,
+    })
 }
 
 /// The outcome of a component a reconcile works from, and what it wrote to get it.
@@ -332,322 +383,166 @@ struct ComponentOutcome {
 }
 
 enum ComponentError {
-    Plan(EngineError),
-    Apply(EngineError),
+    Plan(PipelineError),
+    Apply(PipelineError),
     LostLeadership,
 }
 
-/// Plans the component and applies every writable change in it: every changed parent whose
-/// contributors are all in mode `Apply` ([`pipeline::withheld_by`]), whichever member runs
-/// the reconcile. On success the post-apply outcome is cached for the other members.
+/// One plan per component: a recent outcome with the same inputs is used as it is (no ARM
+/// read, no write); otherwise [`plan_and_apply`].
+async fn plan_component(ctx: &Context, m: &Members) -> Result<ComponentOutcome, ComponentError> {
+    let print = fingerprint_in(&m.specs, &m.scope);
+    if let Some(planned) = ctx.outcomes.get(&m.keys, &print, ctx.settings.resync) {
+        debug!(
+            specs = m.keys.len(),
+            "component planned recently; using its outcome"
+        );
+        return Ok(ComponentOutcome {
+            planned,
+            written: vec![],
+        });
+    }
+    plan_and_apply(ctx, m, print).await
+}
+
+/// Plans the component and applies every writable change in it ([`decide::writable`]):
+/// plan → narrow → write → re-diff → cache. On success the post-apply outcome is cached for
+/// the other members.
 async fn plan_and_apply(
     ctx: &Context,
-    specs: &[Arc<AseConnectivity>],
-    scope: &Scope,
-    members: Vec<index::Key>,
+    m: &Members,
+    print: Vec<MemberPrint>,
 ) -> Result<ComponentOutcome, ComponentError> {
     // Never work from (or leave behind) an outcome of a failed attempt.
-    ctx.outcomes.invalidate(&members);
-    let print = fingerprint_in(specs, scope);
-    let specs = &owned(specs);
+    ctx.outcomes.invalidate(&m.keys);
+    let specs = &owned(&m.specs);
     let planned = ctx
         .engine
-        .plan(specs, scope)
+        .plan(specs, &m.scope)
         .await
         .map_err(ComponentError::Plan)?;
-    let read_only = pipeline::read_only_specs(specs);
-    let written: Vec<ResourcePlan> = planned
-        .plan
-        .resources
-        .iter()
-        .filter(|r| has_changes(r) && pipeline::withheld_by(r, &read_only).is_empty())
-        .cloned()
-        .collect();
+    let written = decide::writable(
+        &planned.plan.resources,
+        &withheld(&planned.plan.resources, specs),
+    );
+    let (planned, cacheable) = if written.is_empty() {
+        (planned, true)
+    } else {
+        write(ctx, specs, &m.scope, planned, &written).await?
+    };
+    let planned = Arc::new(planned);
     // A resource re-read and re-planned during apply (412, transient operation failure) was
     // written from a plan this outcome does not hold: the outcome is used for this
     // reconcile's status but not cached, so the next member plans afresh.
-    let mut cacheable = true;
-    let planned = if written.is_empty() {
-        planned
-    } else {
-        if !ctx.leadership.is_leader() {
-            info!("lost leadership before applying; not writing");
-            return Err(ComponentError::LostLeadership);
-        }
-        let narrowed = Plan {
-            resources: written.clone(),
-            errors: vec![],
-        };
-        let report = ctx
-            .engine
-            .apply(
-                specs,
-                scope,
-                Planned {
-                    plan: narrowed.clone(),
-                    snapshot: planned.snapshot.clone(),
-                    desired: planned.desired.clone(),
-                },
-            )
-            .await
-            .map_err(ComponentError::Apply)?;
-        debug!(
-            writes = report.writes(),
-            replans = report.replans,
-            "{}",
-            report.summary_line()
-        );
-        cacheable = report.replans == 0;
-        let applied = summarise(written.iter());
-        ctx.metrics.count_changes(true, &applied);
-        info!(changes = applied.total, resources = %resource_names(&written.iter().collect::<Vec<_>>()), "applied");
-        // What Azure holds now, and the plan from there: the written changes are gone, the
-        // withheld ones remain.
-        let snapshot = diff::apply_to_snapshot(&narrowed, &planned.snapshot);
-        let plan = diff::diff(&planned.desired, &snapshot, scope);
-        Planned {
-            snapshot,
-            desired: planned.desired,
-            plan,
-        }
-    };
-    let planned = Arc::new(planned);
     if cacheable {
         ctx.outcomes
-            .put(members, print, planned.clone(), ctx.settings.resync);
+            .put(m.keys.clone(), print, planned.clone(), ctx.settings.resync);
     } else {
         debug!("resources were re-planned during apply; outcome not cached");
     }
     Ok(ComponentOutcome { planned, written })
 }
 
+/// Writes `written` (the plan narrowed to what may be written) and returns the plan from
+/// what Azure holds now, and whether it may be cached (nothing was re-planned).
+async fn write(
+    ctx: &Context,
+    specs: &[AseConnectivity],
+    scope: &Scope,
+    planned: Planned,
+    written: &[ResourcePlan],
+) -> Result<(Planned, bool), ComponentError> {
+    if !ctx.leadership.is_leader() {
+        info!("lost leadership before applying; not writing");
+        return Err(ComponentError::LostLeadership);
+    }
+    let narrowed = Plan {
+        resources: written.to_vec(),
+        errors: vec![],
+    };
+    let report = ctx
+        .engine
+        .apply(
+            specs,
+            scope,
+            Planned {
+                plan: narrowed.clone(),
+                snapshot: planned.snapshot.clone(),
+                desired: planned.desired.clone(),
+            },
+        )
+        .await
+        .map_err(ComponentError::Apply)?;
+    debug!(
+        writes = report.writes(),
+        replans = report.replans,
+        "{}",
+        report.summary_line()
+    );
+    let applied = summarise(written.iter());
+    ctx.metrics.count_changes(true, &applied);
+    info!(changes = applied.total, resources = %decide::resource_names(written), "applied");
+    // What Azure holds now, and the plan from there: the written changes are gone, the
+    // withheld ones remain.
+    let snapshot = diff::apply_to_snapshot(&narrowed, &planned.snapshot);
+    let plan = diff::diff(&planned.desired, &snapshot, scope);
+    let now_planned = Planned {
+        snapshot,
+        desired: planned.desired,
+        plan,
+    };
+    Ok((now_planned, report.replans == 0))
+}
+
+/// The reconcile of a live spec, as named steps: dereference → lock the parents → plan the
+/// component (and apply what it may write) → report this spec's part.
 async fn apply(
     obj: Arc<AseConnectivity>,
     ctx: &Context,
     api: &Api<AseConnectivity>,
 ) -> Result<Action, Error> {
-    let key = spec_key(&obj);
-    let mode = obj.spec.mode;
-    let generation = obj.meta().generation;
-    let (specs, parents) = component_specs(ctx, &obj);
-    // Tenancy: members that may not write what they name are planned as invalid specs.
-    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
-    let scope = Scope::new(specs.iter().map(|s| spec_key(s)), [])
-        .with_refused(policy.refusals(specs.iter().map(|s| &**s)));
+    let key = obj.spec_key();
+    let members = dereference(ctx, &obj)?;
     // Single flight: no other reconcile plans or writes these parents until this one has
     // applied and cached the outcome (released on return), so a second member of the
     // component waits here and then finds the fresh outcome.
-    let _parents = ctx.locks.acquire(&parents).await;
-
-    // One plan per component: a recent outcome with the same inputs is used as it is (no
-    // ARM read, no write); otherwise observe → validate → resolve → diff → apply.
-    let members: Vec<index::Key> = specs.iter().map(|s| key_of(s)).collect();
-    let cached = ctx.outcomes.get(
-        &members,
-        &fingerprint_in(&specs, &scope),
-        ctx.settings.resync,
-    );
-    let ComponentOutcome { planned, written } = match cached {
-        Some(planned) => {
-            debug!(
-                specs = members.len(),
-                "component planned recently; using its outcome"
-            );
-            ComponentOutcome {
-                planned,
-                written: vec![],
-            }
+    let _parents = ctx.locks.acquire(&members.parents).await;
+    let ComponentOutcome { planned, written } = match plan_component(ctx, &members).await {
+        Ok(o) => o,
+        Err(ComponentError::LostLeadership) => return Ok(Action::await_change()),
+        Err(ComponentError::Apply(e)) => return Err(Error::Apply(e)),
+        Err(ComponentError::Plan(e)) => {
+            let message = engine::describe(&e);
+            let outcome = Outcome::AzureFailed {
+                category: e.category(),
+                message: &message,
+            };
+            report(ctx, api, &obj, &outcome).await?;
+            return Err(Error::Plan(e));
         }
-        None => match plan_and_apply(ctx, &specs, &scope, members).await {
-            Ok(o) => o,
-            Err(ComponentError::LostLeadership) => return Ok(Action::await_change()),
-            Err(ComponentError::Apply(e)) => return Err(Error::Engine(e)),
-            Err(ComponentError::Plan(e)) => {
-                if e.category == ErrorCategory::Transient {
-                    // A stable message: a repeated failure does not rewrite the status (which
-                    // would re-trigger the spec and skip the backoff); the details are logged.
-                    let finding = Finding::Unavailable {
-                        message: status::transient_summary(&e.message),
-                    };
-                    let prev = full_status(api, &obj).await?;
-                    let status =
-                        next_status(prev.as_ref(), &key, generation, mode, &finding, &now());
-                    write_status(api, &obj, &status).await?;
-                }
-                return Err(Error::Engine(e));
-            }
-        },
     };
-
     let resolution = match planned.desired.specs.get(&key) {
-        Some(SpecOutcome::Resolved(r)) => r.clone(),
+        Some(SpecOutcome::Resolved(r)) => r,
         Some(SpecOutcome::Failed { errors }) => {
-            let finding = Finding::SpecFailed { errors };
-            let prev = full_status(api, &obj).await?;
-            let status = next_status(prev.as_ref(), &key, generation, mode, &finding, &now());
-            let message = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == status::RESOLVED)
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            let kind = errors
-                .first()
-                .map(|e| e.kind)
-                .unwrap_or(SpecErrorKind::InvalidField);
-            if write_status(api, &obj, &status).await? {
-                publish(
-                    ctx,
-                    &obj,
-                    EventType::Warning,
-                    kind.as_str(),
-                    message.clone(),
-                )
-                .await;
-            }
+            report(ctx, api, &obj, &Outcome::SpecFailed { errors }).await?;
+            let (kind, message) = decide::spec_failure(errors);
             return Err(Error::Spec {
                 spec: key,
                 kind,
                 message,
             });
         }
-        None => {
-            return Err(Error::Engine(EngineError {
-                category: ErrorCategory::Permanent,
-                message: format!("the pipeline returned no outcome for spec {key}"),
-            }))
-        }
+        None => return Err(Error::NoOutcome { spec: key }),
     };
-
-    // This spec's part: the resources it owns entries in or touches.
-    let is_mine = |r: &ResourcePlan| r.owners.contains(&key) || resolution.touches.contains(&r.id);
-    let read_only = pipeline::read_only_specs(specs.iter().map(|s| &**s));
-    let mine: Vec<&ResourcePlan> = planned
-        .plan
-        .resources
-        .iter()
-        .filter(|r| is_mine(r))
-        .collect();
-    // Still changed after this reconcile's writes: withheld, or planned in mode Plan/Observe.
-    let changed: Vec<&ResourcePlan> = mine.iter().copied().filter(|r| has_changes(r)).collect();
-    let mine_written: Vec<&ResourcePlan> = written.iter().filter(|r| is_mine(r)).collect();
-    let found = summarise(mine_written.iter().copied().chain(changed.iter().copied()));
-    if found.total > 0 {
-        ctx.metrics.count_changes(false, &found);
-        let was_in_sync = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::IN_SYNC))
-            .is_some_and(|c| c.status == "True");
-        if was_in_sync {
-            ctx.metrics.drift_detected.inc();
-        }
-    }
-
-    let blocked: Vec<(&ResourcePlan, BTreeSet<SpecKey>)> = changed
-        .iter()
-        .map(|r| (*r, pipeline::withheld_by(r, &read_only)))
-        .filter(|(_, by)| !by.is_empty())
-        .collect();
-    let pending = summarise(changed.iter().copied());
-    let applied = match mode {
-        Mode::Apply => summarise(mine_written.iter().copied()),
-        Mode::Plan | Mode::Observe => PlanSummary::default(),
-    };
-
-    let conflicts: Vec<String> = mine
-        .iter()
-        .flat_map(|r| {
-            r.conflicts
-                .iter()
-                .map(move |c| format!("{}: {}", r.id.name(), c.message))
-        })
-        .collect();
-    let finding = Finding::Planned(PlannedFinding {
-        resolution: &resolution,
+    let withheld = withheld(&planned.plan.resources, members.specs.iter().map(|s| &**s));
+    let outcome = Outcome::Planned(Component {
+        resolution,
         desired: &planned.desired,
-        pending,
-        applied,
-        blocked: blocked
-            .iter()
-            .map(|(r, by)| (r.id.clone(), by.clone()))
-            .collect(),
-        conflicts: conflicts.clone(),
+        plan: &planned.plan.resources,
+        written: &written,
+        withheld: &withheld,
     });
-    // The rules are computed afresh: the previous status without them (as the store keeps
-    // it) gives the same result.
-    let status = next_status(
-        obj.status.as_ref(),
-        &key,
-        generation,
-        mode,
-        &finding,
-        &now(),
-    );
-    let status_changed = write_status(api, &obj, &status).await?;
-
-    // Events: every write (this reconcile's, for the whole component), and every new finding
-    // (a finding repeated by a resync is not news: the status did not change).
-    if !written.is_empty() {
-        let all = summarise(written.iter());
-        let note = format!(
-            "applied {} change(s) to {}",
-            all.total,
-            resource_names(&written.iter().collect::<Vec<_>>())
-        );
-        publish(ctx, &obj, EventType::Normal, "Applied", note).await;
-    }
-    if status_changed && pending.total > 0 {
-        match mode {
-            Mode::Plan => {
-                let note = format!(
-                    "{} change(s) planned for {} ({} create, {} update, {} delete); mode Plan never writes",
-                    pending.total,
-                    resource_names(&changed),
-                    pending.create,
-                    pending.update,
-                    pending.delete
-                );
-                publish(ctx, &obj, EventType::Normal, "ChangesPlanned", note).await;
-            }
-            Mode::Observe => {
-                let note = format!(
-                    "{} difference(s) between Azure and the spec in {}",
-                    pending.total,
-                    resource_names(&changed)
-                );
-                publish(ctx, &obj, EventType::Warning, "DriftDetected", note).await;
-            }
-            // A change left that nobody withholds (a cached outcome is never written) is
-            // pending until the next fresh plan, without an event.
-            Mode::Apply if !blocked.is_empty() => {
-                let names: Vec<&ResourcePlan> = blocked.iter().map(|(r, _)| *r).collect();
-                let note = format!(
-                    "not writing {}: shared with specs not in mode Apply",
-                    resource_names(&names)
-                );
-                publish(
-                    ctx,
-                    &obj,
-                    EventType::Warning,
-                    "SharedResourceNotApplied",
-                    note,
-                )
-                .await;
-            }
-            Mode::Apply => {}
-        }
-    }
-    if status_changed && !conflicts.is_empty() {
-        publish(
-            ctx,
-            &obj,
-            EventType::Warning,
-            "ForeignConflict",
-            conflicts.join("; "),
-        )
-        .await;
-    }
+    report(ctx, api, &obj, &outcome).await?;
     Ok(Action::requeue(ctx.settings.resync))
 }
 
@@ -665,152 +560,110 @@ fn own_resource_ids(obj: &AseConnectivity) -> BTreeSet<ResourceId> {
     .collect()
 }
 
+/// The cleanup of a deleted spec, as named steps: decide whether it touches Azure →
+/// dereference the component without it → lock the parents → plan → decide the removal →
+/// apply it → report.
 async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Error> {
-    let key = spec_key(&obj);
+    let key = obj.spec_key();
     ctx.outcomes.forget_spec(&key_of(&obj));
-    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
-        publish(
-            ctx,
-            &obj,
-            EventType::Normal,
-            "Orphaned",
-            "deletionPolicy Orphan: the rules and routes this spec owns stay in Azure".into(),
-        )
-        .await;
+    if let Some(notice) = decide::cleanup_start(obj.spec.deletion_policy, obj.spec.mode) {
+        publish(ctx, &obj, &notice).await;
         return Ok(Action::await_change());
     }
-    if obj.spec.mode != Mode::Apply {
-        publish(
-            ctx,
-            &obj,
-            EventType::Normal,
-            "CleanupSkipped",
-            format!(
-                "mode {:?} never writes to Azure: the rules and routes this spec owns are left as they are",
-                obj.spec.mode
-            ),
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
-
-    // The removed spec is passed with the others (the pipeline reads its resources) and
-    // named in `removing` (it is not resolved, so the diff deletes what it owns).
-    let (specs, parents) = component_specs(ctx, &obj);
-    let others: Vec<&Arc<AseConnectivity>> = specs.iter().filter(|s| spec_key(s) != key).collect();
-    // Tenancy: the other members are judged as in a reconcile; the removed spec's cleanup
-    // writes only the resources its namespace may write (docs/operator.md, "Tenancy").
-    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
-    let not_permitted: BTreeSet<ResourceId> = policy
-        .decide(&obj)
-        .iter()
-        .filter_map(|r| ResourceId::parse(&r.resource_id).ok())
-        .collect();
-    let scope = Scope::new(others.iter().map(|s| spec_key(s)), [key.clone()])
-        .with_refused(policy.refusals(others.iter().map(|s| &***s)));
-    let _parents = ctx.locks.acquire(&parents).await;
+    let departing = dereference_departing(ctx, &obj)?;
+    let _parents = ctx.locks.acquire(&departing.parents).await;
     // Azure is about to change under the component: every cached outcome of its members
     // (with or without the removed spec) is stale.
-    for spec in &specs {
+    for spec in &departing.specs {
         ctx.outcomes.forget_spec(&key_of(spec));
     }
-    let specs = owned(&specs);
+    let specs = owned(&departing.specs);
     let planned = ctx
         .engine
-        .plan(&specs, &scope)
+        .plan(&specs, &departing.scope)
         .await
-        .map_err(Error::Engine)?;
+        .map_err(Error::Plan)?;
+    let others = specs.iter().filter(|s| s.spec_key() != key);
+    let withheld = withheld(&planned.plan.resources, others);
     let own_ids = own_resource_ids(&obj);
-    let owned_by_me = |r: &ResourcePlan| {
-        r.owners.contains(&key)
-            || own_ids.contains(&r.id)
-            || r.rules
-                .delete
-                .iter()
-                .any(|d| d.owner.as_ref() == Some(&key))
-            || r.routes
-                .delete
-                .iter()
-                .any(|d| d.owner.as_ref() == Some(&key))
+    let removal = decide::removal(&Departure {
+        key: &key,
+        own_ids: &own_ids,
+        not_permitted: &departing.not_permitted,
+        plan: &planned.plan.resources,
+        withheld: &withheld,
+    });
+    if let Some(notice) = &removal.refused {
+        publish(ctx, &obj, notice).await;
+    }
+    let (resources, removed, done) = match removal.step {
+        RemovalStep::Blocked { notice, message } => {
+            publish(ctx, &obj, &notice).await;
+            return Err(Error::CleanupBlocked { spec: key, message });
+        }
+        RemovalStep::Nothing => return Ok(Action::await_change()),
+        RemovalStep::Remove {
+            resources,
+            removed,
+            done,
+        } => (resources, removed, done),
     };
-    // Its own NSG and route table go along even without changes: apply deletes them when
-    // asenet created them for this spec and they are now empty.
-    let mine: Vec<&ResourcePlan> = planned
-        .plan
-        .resources
-        .iter()
-        .filter(|r| (has_changes(r) && owned_by_me(r)) || own_ids.contains(&r.id))
-        .filter(|r| !not_permitted.contains(&r.id))
-        .collect();
-    if !not_permitted.is_empty() {
-        let ids: Vec<String> = not_permitted.iter().map(|id| id.to_string()).collect();
-        publish(
-            ctx,
-            &obj,
-            EventType::Warning,
-            SpecErrorKind::NotPermitted.as_str(),
-            format!(
-                "not removing what this spec owns in {}: namespace `{}` may not write it; it stays in Azure as it is",
-                ids.join(", "),
-                key.namespace
-            ),
-        )
-        .await;
-    }
-    let read_only = pipeline::read_only_specs(others.iter().map(|s| &***s));
-    let blockers: BTreeSet<SpecKey> = mine
-        .iter()
-        .flat_map(|r| pipeline::withheld_by(r, &read_only))
-        .collect();
-    if !blockers.is_empty() {
-        let by: Vec<String> = blockers.iter().map(|k| k.to_string()).collect();
-        let message = format!(
-            "{} shared with {} (not in mode Apply); set them to mode Apply, or set this spec's deletionPolicy to Orphan",
-            resource_names(&mine),
-            by.join(", ")
-        );
-        publish(
-            ctx,
-            &obj,
-            EventType::Warning,
-            "CleanupBlocked",
-            message.clone(),
-        )
-        .await;
-        return Err(Error::CleanupBlocked { spec: key, message });
-    }
-    if !mine.iter().any(|r| has_changes(r)) && mine.iter().all(|r| r.kind == ResourceKind::Subnet) {
-        return Ok(Action::await_change());
-    }
     if !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
-    let removed = summarise(mine.iter().copied());
     let narrowed = Planned {
         plan: Plan {
-            resources: mine.iter().map(|r| (*r).clone()).collect(),
+            resources: resources.into_iter().cloned().collect(),
             errors: vec![],
         },
         ..planned.clone()
     };
     let report = ctx
         .engine
-        .apply(&specs, &scope, narrowed)
+        .apply(&specs, &departing.scope, narrowed)
         .await
-        .map_err(Error::Engine)?;
+        .map_err(Error::Apply)?;
     ctx.metrics.count_changes(true, &removed);
     info!(writes = report.writes(), "{}", report.summary_line());
-    publish(
-        ctx,
-        &obj,
-        EventType::Normal,
-        "CleanedUp",
-        format!(
-            "removed what this spec owned from {} ({} change(s))",
-            resource_names(&mine),
-            removed.total
-        ),
-    )
-    .await;
+    publish(ctx, &obj, &done).await;
     Ok(Action::await_change())
+}
+
+/// A deleted spec's component, ready to plan without it.
+struct Departing {
+    /// The component, the deleted spec included (the pipeline reads its resources).
+    specs: Vec<Arc<AseConnectivity>>,
+    /// The others, resolved; the deleted spec named in `removing` (it is not resolved, so
+    /// the diff deletes what it owns).
+    scope: Scope,
+    parents: BTreeSet<String>,
+    /// What the deleted spec's namespace may not write: it stays in Azure.
+    not_permitted: BTreeSet<ResourceId>,
+}
+
+/// The dereference step of a cleanup. Tenancy: the other members are judged as in a
+/// reconcile; the removed spec's cleanup writes only the resources its namespace may write
+/// (docs/operator.md, "Tenancy").
+fn dereference_departing(ctx: &Context, obj: &Arc<AseConnectivity>) -> Result<Departing, Error> {
+    let key = obj.spec_key();
+    let (specs, parents) = component_specs(ctx, obj);
+    let others: Vec<&AseConnectivity> = specs
+        .iter()
+        .map(|s| &**s)
+        .filter(|s| s.spec_key() != key)
+        .collect();
+    let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
+    let not_permitted = policy
+        .decide(obj)
+        .iter()
+        .filter_map(|r| ResourceId::parse(&r.resource_id).ok())
+        .collect();
+    let scope = Scope::new(others.iter().map(|s| s.spec_key()), [key])
+        .with_refused(policy.refusals(others.iter().copied()));
+    Ok(Departing {
+        specs,
+        scope,
+        parents,
+        not_permitted,
+    })
 }

@@ -153,7 +153,8 @@ pub fn set_condition(
     }
 }
 
-fn spec_error_message(errors: &[SpecError]) -> String {
+/// Every error of a spec, `field: message; ...` (the `Resolved` condition's message).
+pub fn spec_error_message(errors: &[SpecError]) -> String {
     errors
         .iter()
         .map(|e| format!("{}: {}", e.field, e.message))
@@ -171,57 +172,19 @@ pub fn next_status(
     now: &Time,
 ) -> AseConnectivityStatus {
     let mut status = prev.cloned().unwrap_or_default();
-    let set = |c: Condition, status: &mut AseConnectivityStatus| {
-        set_condition(&mut status.conditions, c, generation, now)
-    };
-    match finding {
-        Finding::Unavailable { message } => {
-            // Only Ready changes: what was resolved and planned before is still the best
-            // knowledge; the error is retried with backoff.
-            set(
-                condition(
-                    READY,
-                    false,
-                    "AzureUnavailable",
-                    format!("{message}; retrying with backoff"),
-                ),
-                &mut status,
-            );
-            return order(status);
-        }
+    let conditions = match finding {
+        // Only Ready changes: what was resolved and planned before is still the best
+        // knowledge; the error is retried with backoff.
+        Finding::Unavailable { message } => vec![condition(
+            READY,
+            false,
+            "AzureUnavailable",
+            format!("{message}; retrying with backoff"),
+        )],
         Finding::SpecFailed { errors } => {
-            let reason = errors
-                .first()
-                .map(|e| e.kind.as_str())
-                .unwrap_or("InvalidField");
-            let message = spec_error_message(errors);
             status.observed_generation = generation;
             status.plan = None;
-            set(
-                condition(READY, false, reason, message.clone()),
-                &mut status,
-            );
-            set(
-                condition(RESOLVED, false, reason, message.clone()),
-                &mut status,
-            );
-            set(
-                unknown(
-                    IN_SYNC,
-                    "NotPlanned",
-                    "the spec could not be planned; the rules and routes it owns in Azure are left as they are".into(),
-                ),
-                &mut status,
-            );
-            set(
-                condition(
-                    DEGRADED,
-                    true,
-                    reason,
-                    format!("{message}; fix the spec (asenet retries when it or what it references changes)"),
-                ),
-                &mut status,
-            );
+            spec_failed(errors)
         }
         Finding::Planned(p) => {
             status.observed_generation = generation;
@@ -236,117 +199,150 @@ pub fn next_status(
             });
             status.plan = Some(p.pending);
             status.rules = owned_rules(p.desired, key);
-            let internet = status
-                .addresses
-                .as_ref()
-                .map(|a| a.internet.join(", "))
-                .unwrap_or_default();
-            set(
-                condition(
-                    RESOLVED,
-                    true,
-                    "Resolved",
-                    format!(
-                        "callees outside the topology see {}; callees inside see {}",
-                        if internet.is_empty() {
-                            "no address"
-                        } else {
-                            &internet
-                        },
-                        p.resolution.virtual_network_range
-                    ),
-                ),
-                &mut status,
-            );
-            let pending = describe(&p.pending);
-            let (in_sync, reason, message) = if p.pending.total == 0 {
-                if p.applied.total > 0 {
-                    (true, "Applied", format!("applied {}", describe(&p.applied)))
-                } else {
-                    (
-                        true,
-                        "NoChanges",
-                        "Azure matches the desired rules and routes".to_string(),
-                    )
-                }
-            } else {
-                match mode {
-                    Mode::Plan => (
-                        false,
-                        "ChangesPlanned",
-                        format!("{pending} planned, see status.plan; mode Plan never writes: set spec.mode to Apply to apply them"),
-                    ),
-                    Mode::Observe => (
-                        false,
-                        "DriftDetected",
-                        format!("{pending} between Azure and the spec; mode Observe only reports: set spec.mode to Apply to converge"),
-                    ),
-                    Mode::Apply => {
-                        let blocked = p
-                            .blocked
-                            .iter()
-                            .map(|(id, by)| {
-                                let by: Vec<String> = by.iter().map(|k| k.to_string()).collect();
-                                format!("{} (shared with {})", id.name(), by.join(", "))
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        (
-                            false,
-                            "SharedResourceNotApplied",
-                            format!("{pending} not written: {blocked} is shared with specs not in mode Apply; set every contributing spec to mode Apply"),
-                        )
-                    }
-                }
-            };
-            set(
-                condition(IN_SYNC, in_sync, reason, message.clone()),
-                &mut status,
-            );
-            let ready = match mode {
-                Mode::Apply => condition(
-                    READY,
-                    in_sync,
-                    if in_sync { "Converged" } else { reason },
-                    if in_sync {
-                        "Azure has the rules and routes this spec needs".to_string()
-                    } else {
-                        message
-                    },
-                ),
-                Mode::Plan => condition(
-                    READY,
-                    true,
-                    "Planned",
-                    format!("plan computed ({pending}); mode Plan never writes to Azure"),
-                ),
-                Mode::Observe => condition(
-                    READY,
-                    true,
-                    "Observed",
-                    format!(
-                        "Azure observed ({pending} pending); mode Observe never writes to Azure"
-                    ),
-                ),
-            };
-            set(ready, &mut status);
-            let degraded = if p.conflicts.is_empty() {
-                condition(DEGRADED, false, "Healthy", "no problems found".to_string())
-            } else {
-                condition(
-                    DEGRADED,
-                    true,
-                    "ForeignConflict",
-                    format!(
-                        "{}; asenet never changes rules it does not own: fix or remove them in Azure",
-                        p.conflicts.join("; ")
-                    ),
-                )
-            };
-            set(degraded, &mut status);
+            planned(p, mode)
         }
+    };
+    for c in conditions {
+        set_condition(&mut status.conditions, c, generation, now);
     }
     order(status)
+}
+
+/// Ready, Resolved, InSync and Degraded of a spec that could not be planned.
+fn spec_failed(errors: &[SpecError]) -> Vec<Condition> {
+    let reason = errors
+        .first()
+        .map(|e| e.kind.as_str())
+        .unwrap_or("InvalidField");
+    let message = spec_error_message(errors);
+    vec![
+        condition(READY, false, reason, message.clone()),
+        condition(RESOLVED, false, reason, message.clone()),
+        unknown(
+            IN_SYNC,
+            "NotPlanned",
+            "the spec could not be planned; the rules and routes it owns in Azure are left as they are".into(),
+        ),
+        condition(
+            DEGRADED,
+            true,
+            reason,
+            format!("{message}; fix the spec (asenet retries when it or what it references changes)"),
+        ),
+    ]
+}
+
+/// Resolved, InSync, Ready and Degraded (in the order they are set) of a planned spec.
+fn planned(p: &PlannedFinding<'_>, mode: Mode) -> Vec<Condition> {
+    let internet = p
+        .resolution
+        .internet_addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let resolved = condition(
+        RESOLVED,
+        true,
+        "Resolved",
+        format!(
+            "callees outside the topology see {}; callees inside see {}",
+            if internet.is_empty() {
+                "no address"
+            } else {
+                &internet
+            },
+            p.resolution.virtual_network_range
+        ),
+    );
+    let pending = describe(&p.pending);
+    let (in_sync, reason, message) = in_sync(p, mode, &pending);
+    let ready = match mode {
+        Mode::Apply => condition(
+            READY,
+            in_sync,
+            if in_sync { "Converged" } else { reason },
+            if in_sync {
+                "Azure has the rules and routes this spec needs".to_string()
+            } else {
+                message.clone()
+            },
+        ),
+        Mode::Plan => condition(
+            READY,
+            true,
+            "Planned",
+            format!("plan computed ({pending}); mode Plan never writes to Azure"),
+        ),
+        Mode::Observe => condition(
+            READY,
+            true,
+            "Observed",
+            format!("Azure observed ({pending} pending); mode Observe never writes to Azure"),
+        ),
+    };
+    let degraded = if p.conflicts.is_empty() {
+        condition(DEGRADED, false, "Healthy", "no problems found".to_string())
+    } else {
+        condition(
+            DEGRADED,
+            true,
+            "ForeignConflict",
+            format!(
+                "{}; asenet never changes rules it does not own: fix or remove them in Azure",
+                p.conflicts.join("; ")
+            ),
+        )
+    };
+    vec![
+        resolved,
+        condition(IN_SYNC, in_sync, reason, message),
+        ready,
+        degraded,
+    ]
+}
+
+/// Whether Azure matches the spec after the reconcile, with the InSync reason and message.
+fn in_sync(p: &PlannedFinding<'_>, mode: Mode, pending: &str) -> (bool, &'static str, String) {
+    if p.pending.total == 0 {
+        return if p.applied.total > 0 {
+            (true, "Applied", format!("applied {}", describe(&p.applied)))
+        } else {
+            (
+                true,
+                "NoChanges",
+                "Azure matches the desired rules and routes".to_string(),
+            )
+        };
+    }
+    match mode {
+        Mode::Plan => (
+            false,
+            "ChangesPlanned",
+            format!("{pending} planned, see status.plan; mode Plan never writes: set spec.mode to Apply to apply them"),
+        ),
+        Mode::Observe => (
+            false,
+            "DriftDetected",
+            format!("{pending} between Azure and the spec; mode Observe only reports: set spec.mode to Apply to converge"),
+        ),
+        Mode::Apply => {
+            let blocked = p
+                .blocked
+                .iter()
+                .map(|(id, by)| {
+                    let by: Vec<String> = by.iter().map(|k| k.to_string()).collect();
+                    format!("{} (shared with {})", id.name(), by.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                false,
+                "SharedResourceNotApplied",
+                format!("{pending} not written: {blocked} is shared with specs not in mode Apply; set every contributing spec to mode Apply"),
+            )
+        }
+    }
 }
 
 /// Conditions in a fixed order (Ready, Resolved, InSync, Degraded), so that equal states

@@ -186,6 +186,11 @@ fn context(
     (ctx, ApiServer(handle))
 }
 
+/// [`context`] whose store holds `spec` alone, on the leader.
+fn context_of(arm: &Arm, spec: &AseConnectivity) -> (Arc<Context>, ApiServer) {
+    context(arm, std::slice::from_ref(spec), Leadership::always())
+}
+
 // ---------------------------------------------------------------------------------------
 // The API server side of a scenario
 // ---------------------------------------------------------------------------------------
@@ -351,6 +356,28 @@ pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
+/// Plays `scenario` (the API server's side, which returns what it saw) while `work` runs
+/// (reconciles, which drop their clients when they end); returns what both returned once
+/// both ended and no request is left.
+async fn with_scenario<F, T, R>(
+    server: ApiServer,
+    scenario: impl FnOnce(ApiServer) -> F,
+    work: impl std::future::Future<Output = R>,
+) -> (R, T)
+where
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    let task = tokio::spawn(scenario(server));
+    let out = work.await;
+    let (server, seen) = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("scenario timed out")
+        .expect("scenario failed");
+    server.done().await;
+    (out, seen)
+}
+
 /// Runs a reconcile against a scenario and returns its result once both ended.
 pub(crate) async fn run<F>(
     obj: AseConnectivity,
@@ -361,14 +388,68 @@ pub(crate) async fn run<F>(
 where
     F: std::future::Future<Output = ApiServer> + Send + 'static,
 {
-    let task = tokio::spawn(scenario(server));
-    let result = reconcile(Arc::new(obj), ctx).await;
-    let server = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("scenario timed out")
-        .expect("scenario failed");
-    server.done().await;
-    result
+    let scenario = |api| {
+        let played = scenario(api);
+        async move { (played.await, ()) }
+    };
+    run_seeing(obj, ctx, server, scenario).await.0
+}
+
+/// Reconciles `spec` alone on the leader against an API server that expects one status
+/// write; returns the result and the status.
+async fn reconcile_status(
+    arm: &Arm,
+    spec: &AseConnectivity,
+) -> (Result<Action, controller::Error>, Value) {
+    let (ctx, server) = context_of(arm, spec);
+    let s = spec.clone();
+    run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        (api, status)
+    })
+    .await
+}
+
+/// [`reconcile_status`] expecting an event of `type_` and `reason` after the status write;
+/// returns the event's note too.
+async fn reconcile_status_event(
+    arm: &Arm,
+    spec: &AseConnectivity,
+    type_: &'static str,
+    reason: &'static str,
+) -> (Result<Action, controller::Error>, Value, String) {
+    let (ctx, server) = context_of(arm, spec);
+    let s = spec.clone();
+    let (result, (status, note)) = run_seeing(spec.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
+        let note = api.event(&s, type_, reason).await;
+        (api, (status, note))
+    })
+    .await;
+    (result, status, note)
+}
+
+/// [`run`] against an API server that expects no request at all.
+async fn run_silent(
+    obj: AseConnectivity,
+    ctx: Arc<Context>,
+    server: ApiServer,
+) -> Result<Action, controller::Error> {
+    run(obj, ctx, server, |api| async move { api }).await
+}
+
+/// [`run`] with a scenario that also returns what it saw (a status, an event's note).
+pub(crate) async fn run_seeing<F, T>(
+    obj: AseConnectivity,
+    ctx: Arc<Context>,
+    server: ApiServer,
+    scenario: impl FnOnce(ApiServer) -> F,
+) -> (Result<Action, controller::Error>, T)
+where
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    with_scenario(server, scenario, reconcile(Arc::new(obj), ctx)).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -381,7 +462,7 @@ async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true()
     let spec = seed_spec("ase-one");
 
     // First reconcile: only the finalizer, nothing in Azure yet.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     let action = run(spec.clone(), ctx, server, |mut api| async move {
         api.finalizer_added(&s).await;
@@ -398,19 +479,9 @@ async fn a_new_spec_gets_the_finalizer_then_azure_is_written_and_ready_is_true()
 
     // Second reconcile (the patch triggered it): plan, apply, status, event.
     let spec = with_finalizer(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let action = run(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Normal", "Applied").await;
-        let _ = tx.send((status, note));
-        api
-    })
-    .await
-    .unwrap();
+    let (result, status, note) = reconcile_status_event(&arm, &spec, "Normal", "Applied").await;
+    let action = result.unwrap();
     assert_eq!(action, Action::requeue(Settings::default().resync));
-    let (status, note) = rx.await.unwrap();
 
     assert!(arm.writes() > 0, "ARM was written");
     assert!(
@@ -441,24 +512,14 @@ async fn a_converged_spec_resyncs_without_any_write() {
     arm.converge(std::slice::from_ref(&spec)).await;
 
     // First pass writes the status (it had none); the second finds it equal and writes nothing.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
-    })
-    .await
-    .unwrap();
-    let status = rx.await.unwrap();
+    let (result, status) = reconcile_status(&arm, &spec).await;
+    result.unwrap();
     assert_eq!(condition(&status, "InSync")["reason"], "NoChanges");
 
     let mut spec = spec;
     spec.status = Some(serde_json::from_value(status).unwrap());
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    run(spec, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let (ctx, server) = context_of(&arm, &spec);
+    run_silent(spec, ctx, server).await.unwrap();
     assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
 }
 
@@ -467,18 +528,9 @@ async fn mode_plan_writes_nothing_to_azure_and_puts_the_plan_in_status() {
     let arm = Arm::start().await;
     let mut spec = with_finalizer(seed_spec("ase-one"));
     spec.spec.mode = Mode::Plan;
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Normal", "ChangesPlanned").await;
-        let _ = tx.send((status, note));
-        api
-    })
-    .await
-    .unwrap();
-    let (status, note) = rx.await.unwrap();
+    let (result, status, note) =
+        reconcile_status_event(&arm, &spec, "Normal", "ChangesPlanned").await;
+    result.unwrap();
 
     let stats = arm.mock.state.stats();
     assert!(stats.reads() > 0, "Azure was observed");
@@ -504,7 +556,7 @@ async fn deleting_a_spec_removes_its_owned_rules_and_then_the_finalizer() {
     assert!(!arm.owned_rules(NSG_ONE).is_empty());
 
     let spec = deleting(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     let action = run(spec.clone(), ctx, server, |mut api| async move {
         let note = api.event(&s, "Normal", "CleanedUp").await;
@@ -532,7 +584,7 @@ async fn deletion_with_orphan_policy_leaves_azure_alone() {
     let before = arm.owned_rules(NSG_ONE);
 
     let spec = deleting(spec);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
+    let (ctx, server) = context_of(&arm, &spec);
     let s = spec.clone();
     run(spec.clone(), ctx, server, |mut api| async move {
         api.event(&s, "Normal", "Orphaned").await;
@@ -550,17 +602,8 @@ async fn an_invalid_spec_is_degraded_with_the_field_in_the_message_and_never_rea
     let arm = Arm::start().await;
     let mut spec = with_finalizer(load("examples/invalid/bad-cidr.yaml").remove(0));
     spec.metadata.generation = Some(4);
-    let (ctx, server) = context(&arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let result = run(spec.clone(), ctx, server, |mut api| async move {
-        let status = api.status_applied(&s).await;
-        let note = api.event(&s, "Warning", "InvalidField").await;
-        let _ = tx.send((status, note));
-        api
-    })
-    .await;
-    let (status, note) = rx.await.unwrap();
+    let (result, status, note) =
+        reconcile_status_event(&arm, &spec, "Warning", "InvalidField").await;
 
     assert_eq!(
         arm.mock.state.stats().total,
@@ -657,16 +700,14 @@ async fn a_changed_vip_of_a_referenced_spec_reaches_its_dependent_on_the_next_re
 
     let (ctx, server) = context(&arm, &store, Leadership::always());
     let s = two.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(two.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
+    let (result, status) = run_seeing(two.clone(), ctx, server, |mut api| async move {
+        let status = api.status_applied(&s).await;
         let note = api.event(&s, "Normal", "Applied").await;
         assert!(note.contains("ase-two-nsg"), "{note}");
-        api
+        (api, status)
     })
-    .await
-    .unwrap();
-    let status = rx.await.unwrap();
+    .await;
+    result.unwrap();
     assert!(
         admits(new_vip),
         "ase-two now admits the new VIP: {:?}",
@@ -682,9 +723,7 @@ async fn a_replica_that_is_not_the_leader_never_writes() {
     let spec = with_finalizer(seed_spec("ase-one"));
     let leadership = Leadership::follower();
     let (ctx, server) = context(&arm, std::slice::from_ref(&spec), leadership.clone());
-    let action = run(spec.clone(), ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let action = run_silent(spec.clone(), ctx, server).await.unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(arm.writes(), 0, "no ARM write");
     assert_eq!(arm.mock.state.stats().total, 0, "not even a read");
@@ -692,9 +731,7 @@ async fn a_replica_that_is_not_the_leader_never_writes() {
     // Not even the finalizer of a new spec.
     let fresh = seed_spec("ase-one");
     let (ctx, server) = context(&arm, std::slice::from_ref(&fresh), leadership);
-    run(fresh, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    run_silent(fresh, ctx, server).await.unwrap();
     assert_eq!(arm.mock.state.stats().total, 0);
 }
 
@@ -703,10 +740,15 @@ fn transient_errors_back_off_and_permanent_ones_wait() {
     assert_eq!(controller::reconcile::backoff(1), Duration::from_secs(5));
     assert_eq!(controller::reconcile::backoff(2), Duration::from_secs(10));
     assert_eq!(controller::reconcile::backoff(30), Duration::from_secs(300));
-    let transient = controller::Error::Engine(controller::EngineError {
-        category: asenet::azure::ErrorCategory::Transient,
-        message: "429".into(),
-    });
+    let transient = controller::Error::Plan(asenet::pipeline::PipelineError::Arm(
+        asenet::azure::ArmError::Http {
+            method: "GET".into(),
+            resource: "nsg".into(),
+            status: 429,
+            code: "TooManyRequests".into(),
+            message: "429".into(),
+        },
+    ));
     assert_eq!(transient.policy(), controller::reconcile::Policy::Backoff);
     assert_eq!(transient.category(), "Transient");
 }
@@ -739,15 +781,23 @@ fn an_error_category_is_spelled_alike_in_metrics_conditions_events_and_json() {
         let json = serde_json::to_value(SpecError::new(&spec, kind, "f", "v", "m")).unwrap();
         assert_eq!(json["kind"], kind.as_str());
     }
-    for category in [
-        asenet::azure::ErrorCategory::Transient,
-        asenet::azure::ErrorCategory::Permanent,
+    for (status, category) in [
+        (503, asenet::azure::ErrorCategory::Transient),
+        (403, asenet::azure::ErrorCategory::Permanent),
     ] {
-        let error = controller::Error::Engine(controller::EngineError {
-            category,
+        let arm = asenet::azure::ArmError::Http {
+            method: "PUT".into(),
+            resource: "nsg".into(),
+            status,
+            code: "Code".into(),
             message: "m".into(),
-        });
-        assert_eq!(error.category(), category.as_str());
+        };
+        for error in [
+            controller::Error::Plan(asenet::pipeline::PipelineError::Arm(arm.clone())),
+            controller::Error::Apply(asenet::pipeline::PipelineError::Arm(arm)),
+        ] {
+            assert_eq!(error.category(), category.as_str());
+        }
     }
 }
 
@@ -814,17 +864,14 @@ async fn a_shared_nsg_is_not_written_while_a_contributing_spec_is_in_mode_plan()
         .clone()
         .with_observer(metrics.clone() as Arc<dyn asenet::azure::ArmObserver>);
     let s = one.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(one.clone(), ctx, server, |mut api| async move {
+    let (result, (status, note)) = run_seeing(one.clone(), ctx, server, |mut api| async move {
         let status = api.status_applied(&s).await;
         api.event(&s, "Normal", "Applied").await;
         let note = api.event(&s, "Warning", "SharedResourceNotApplied").await;
-        let _ = tx.send((status, note));
-        api
+        (api, (status, note))
     })
-    .await
-    .unwrap();
-    let (status, note) = rx.await.unwrap();
+    .await;
+    result.unwrap();
 
     assert!(
         !arm.owned_rules(NSG_ONE).is_empty(),
@@ -1151,31 +1198,28 @@ async fn parent_locks_let_one_reconcile_at_a_time_hold_a_parent() {
 }
 
 /// Runs `reconciles` one after the other on one `Context` against one scenario; returns
-/// the ARM stats (reads, writes) measured after each.
-async fn run_on_one_context<F>(
+/// the ARM stats (reads, writes) measured after each, and what the scenario saw.
+async fn run_on_one_context<F, T>(
     arm: &Arm,
     ctx: Arc<Context>,
     server: ApiServer,
     reconciles: Vec<AseConnectivity>,
     scenario: impl FnOnce(ApiServer) -> F,
-) -> Vec<(u64, u64)>
+) -> (Vec<(u64, u64)>, T)
 where
-    F: std::future::Future<Output = ApiServer> + Send + 'static,
+    F: std::future::Future<Output = (ApiServer, T)> + Send + 'static,
+    T: Send + 'static,
 {
-    let task = tokio::spawn(scenario(server));
-    let mut stats = Vec::new();
-    for obj in reconciles {
-        arm.mock.state.reset_stats();
-        reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
-        stats.push((arm.mock.state.stats().reads(), arm.writes()));
-    }
-    drop(ctx);
-    let server = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("scenario timed out")
-        .expect("scenario failed");
-    server.done().await;
-    stats
+    let work = async move {
+        let mut stats = Vec::new();
+        for obj in reconciles {
+            arm.mock.state.reset_stats();
+            reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
+            stats.push((arm.mock.state.stats().reads(), arm.writes()));
+        }
+        stats
+    };
+    with_scenario(server, scenario, work).await
 }
 
 /// Reconciles `one` (which applies, publishing an `Applied` event) and then `two` on one
@@ -1188,8 +1232,7 @@ async fn reconcile_one_then_two(
 ) -> (Vec<(u64, u64)>, Value, String, Value) {
     let (ctx, server) = context(arm, &[one.clone(), two.clone()], Leadership::always());
     let (s1, s2) = (one.clone(), two.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stats = run_on_one_context(
+    let (stats, (first, note, second)) = run_on_one_context(
         arm,
         ctx,
         server,
@@ -1198,12 +1241,10 @@ async fn reconcile_one_then_two(
             let first = api.status_applied(&s1).await;
             let note = api.event(&s1, "Normal", "Applied").await;
             let second = api.status_applied(&s2).await;
-            let _ = tx.send((first, note, second));
-            api
+            (api, (first, note, second))
         },
     )
     .await;
-    let (first, note, second) = rx.await.unwrap();
     (stats, first, note, second)
 }
 
@@ -1288,8 +1329,7 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
     edited.metadata.generation = Some(2);
     let (ctx, server) = context(&arm, &store, Leadership::always());
     let (s1, s2, s3) = (one.clone(), two.clone(), edited.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stats = run_on_one_context(
+    let (stats, edited_status) = run_on_one_context(
         &arm,
         ctx,
         server,
@@ -1298,12 +1338,10 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
             api.status_applied(&s1).await;
             api.status_applied(&s2).await;
             let edited = api.status_applied(&s3).await;
-            let _ = tx.send(edited);
-            api
+            (api, edited)
         },
     )
     .await;
-    let edited_status = rx.await.unwrap();
 
     assert!(stats[0].0 > 0, "the first reconcile reads: {stats:?}");
     assert_eq!(
@@ -1346,17 +1384,10 @@ fn as_stored(obj: &AseConnectivity) -> AseConnectivity {
 async fn converged_with_status(arm: &Arm) -> AseConnectivity {
     let spec = with_finalizer(seed_spec("ase-one"));
     arm.converge(std::slice::from_ref(&spec)).await;
-    let (ctx, server) = context(arm, std::slice::from_ref(&spec), Leadership::always());
-    let s = spec.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(spec.clone(), ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
-    })
-    .await
-    .unwrap();
+    let (result, status) = reconcile_status(arm, &spec).await;
+    result.unwrap();
     let mut spec = spec;
-    spec.status = Some(serde_json::from_value(rx.await.unwrap()).unwrap());
+    spec.status = Some(serde_json::from_value(status).unwrap());
     assert!(!spec.status.as_ref().unwrap().rules.is_empty());
     spec
 }
@@ -1370,10 +1401,8 @@ async fn an_unchanged_status_is_not_patched_again_though_the_store_dropped_its_r
     assert!(controller::store::rules_dropped(&stored));
 
     // The controller hands the reconcile the stored object: no request at all.
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
-    run(stored, ctx, server, |api| async move { api })
-        .await
-        .unwrap();
+    let (ctx, server) = context_of(&arm, &stored);
+    run_silent(stored, ctx, server).await.unwrap();
     assert_eq!(arm.writes(), 0, "a resync in sync writes nothing to Azure");
 }
 
@@ -1387,17 +1416,9 @@ async fn a_changed_rule_is_patched_in_full_though_the_store_dropped_the_rules() 
     older.status.as_mut().unwrap().rules[0].reason = "an older reason".into();
     let stored = as_stored(&older);
 
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
-    let s = stored.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    run(stored, ctx, server, |mut api| async move {
-        let _ = tx.send(api.status_applied(&s).await);
-        api
-    })
-    .await
-    .unwrap();
-    let written: asenet::api::AseConnectivityStatus =
-        serde_json::from_value(rx.await.unwrap()).unwrap();
+    let (result, status) = reconcile_status(&arm, &stored).await;
+    result.unwrap();
+    let written: asenet::api::AseConnectivityStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
         &written,
         full.status.as_ref().unwrap(),
@@ -1418,20 +1439,17 @@ async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_sta
         serde_json::from_value(json!([{"cidr": "10.0.0.300/24"}])).unwrap();
     let stored = as_stored(&invalid);
 
-    let (ctx, server) = context(&arm, std::slice::from_ref(&stored), Leadership::always());
+    let (ctx, server) = context_of(&arm, &stored);
     let s = stored.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let result = run(stored, ctx, server, |mut api| async move {
+    let (result, status) = run_seeing(stored, ctx, server, |mut api| async move {
         api.status_read(&invalid).await;
         let status = api.status_applied(&s).await;
         api.event(&s, "Warning", "InvalidField").await;
-        let _ = tx.send(status);
-        api
+        (api, status)
     })
     .await;
     assert_eq!(result.unwrap_err().category(), "InvalidField");
-    let written: asenet::api::AseConnectivityStatus =
-        serde_json::from_value(rx.await.unwrap()).unwrap();
+    let written: asenet::api::AseConnectivityStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
         written.rules, rules,
         "the rules the spec still owns stay in status"

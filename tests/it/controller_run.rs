@@ -328,40 +328,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<FakeBody> {
 // ARM and the operator
 // ---------------------------------------------------------------------------------------
 
-/// The in-process mock ARM seeded with examples/seed.
-pub struct Arm {
-    pub mock: mock_arm::RunningMock,
-}
-
-impl Arm {
-    pub async fn start() -> Arm {
-        let dir = root().join("examples/azure/seed");
-        let specs: Vec<AseConnectivity> = seed_specs();
-        let snapshot = asenet::load::load_snapshot(&dir.join("snapshot.yaml")).unwrap();
-        let (valid, _) = asenet::validate::validate_all(&specs);
-        let seed = asenet::fixture::mock_seed::seed(&snapshot, &valid).unwrap();
-        let config = mock_arm::Config {
-            lro_delay: Duration::from_millis(20),
-            lro_retry_after: Duration::from_millis(10),
-            ..mock_arm::Config::default()
-        };
-        let state = mock_arm::MockState::new(config, seed).unwrap();
-        let mock = mock_arm::start(
-            state,
-            mock_arm::ServeOptions {
-                port: 0,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        Arm { mock }
-    }
-
-    pub fn writes(&self) -> u64 {
-        self.mock.state.stats().writes() + self.mock.state.stats().deletes()
-    }
-}
+/// The in-process mock ARM seeded with examples/seed: the controller tests' fixture (its
+/// pipeline is unused here; each operator builds its own, fenced by its leadership).
+use crate::controller::Arm;
 
 /// A pipeline writing to `endpoint` with quick retries (a unit of the tests' time scale).
 pub fn arm_client(endpoint: &str, retry: RetryConfig) -> ArmClient {
@@ -474,6 +443,17 @@ impl Operator {
         }
     }
 
+    /// [`Operator::start`] writing to the mock `arm`, fenced by its leadership.
+    pub fn on_arm(api: &FakeApi, arm: &Arm, options: RunOptions) -> Operator {
+        let engine = fenced_pipeline(&arm.mock.base_url, quick_retries(), &options);
+        Operator::start(api.client(), engine, options)
+    }
+
+    /// Whether `path` answers 200 within `within`.
+    pub async fn answers(&self, path: &str, within: Duration) -> bool {
+        eventually(within, || async { self.probe(path).await == 200 }).await
+    }
+
     /// What `/healthz` or `/readyz` answers: the status code, or 0 when nothing answers.
     pub async fn probe(&self, path: &str) -> u16 {
         let client = reqwest::Client::builder()
@@ -569,16 +549,9 @@ async fn readiness_after_the_initial_lists(namespaces: Vec<String>) {
     let api = FakeApi::new(seed_specs());
     let mut options = options(free_addr(), None);
     options.namespaces = namespaces;
-    let op = Operator::start(
-        api.client(),
-        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
-        options,
-    );
+    let op = Operator::on_arm(&api, &arm, options);
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            op.probe("/readyz").await == 200
-        })
-        .await,
+        op.answers("/readyz", Duration::from_secs(20)).await,
         "/readyz turns 200 once every watch delivered its initial list"
     );
     assert!(
@@ -719,18 +692,11 @@ async fn an_operator_started_while_the_api_server_is_unreachable_waits_unready_a
     let api = FakeApi::new(seed_specs());
     api.0.down.store(true, Ordering::SeqCst);
     let options = options(free_addr(), Some(lease_settings("replica-a")));
-    let op = Operator::start(
-        api.client(),
-        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
-        options,
-    );
+    let op = Operator::on_arm(&api, &arm, options);
 
     // Alive but not ready, and not the leader, for as long as the API server is away.
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            op.probe("/healthz").await == 200
-        })
-        .await,
+        op.answers("/healthz", Duration::from_secs(10)).await,
         "/healthz answers while the API server is unreachable"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -799,11 +765,7 @@ async fn a_leader_whose_lease_renewals_fail_stops_writing_at_the_renew_deadline_
     options.settings.resync = Duration::from_millis(200);
     let leadership = options.leadership.clone();
     let lease = lease_settings("replica-a");
-    let op = Operator::start(
-        api.client(),
-        fenced_pipeline(&arm.mock.base_url, quick_retries(), &options),
-        options,
-    );
+    let op = Operator::on_arm(&api, &arm, options);
     assert!(eventually(Duration::from_secs(20), || async { op.leader() == 1 }).await);
     assert!(eventually(Duration::from_secs(30), || async { arm.writes() > 0 }).await);
 
@@ -950,7 +912,8 @@ impl Engine for HangingArm {
         &'a self,
         _specs: &'a [AseConnectivity],
         _scope: &'a asenet::diff::Scope,
-    ) -> futures::future::BoxFuture<'a, Result<controller::Planned, controller::EngineError>> {
+    ) -> futures::future::BoxFuture<'a, Result<controller::Planned, asenet::pipeline::PipelineError>>
+    {
         self.0.fetch_add(1, Ordering::SeqCst);
         Box::pin(futures::future::pending())
     }
@@ -962,22 +925,28 @@ impl Engine for HangingArm {
         _planned: controller::Planned,
     ) -> futures::future::BoxFuture<
         'a,
-        Result<asenet::pipeline::ApplyReport, controller::EngineError>,
+        Result<asenet::pipeline::ApplyReport, asenet::pipeline::PipelineError>,
     > {
         Box::pin(futures::future::pending())
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn sigterm_while_arm_hangs_cancels_the_reconciles_releases_the_lease_and_returns_within_the_budget(
-) {
+/// An operator with a 20 s shutdown budget over [`HangingArm`], once it leads.
+async fn hanging_leader() -> (FakeApi, Arc<HangingArm>, Operator) {
     let api = FakeApi::new(seed_specs());
     let engine = Arc::new(HangingArm(0.into()));
     let mut options = options(free_addr(), Some(lease_settings("replica-a")));
     options.shutdown_timeout = Duration::from_secs(20);
     let op = Operator::start(api.client(), engine.clone(), options);
-    // Leader, with reconciles stuck in ARM (virtual time: the clock is paused).
     assert!(eventually(Duration::from_secs(60), || async { op.leader() == 1 }).await);
+    (api, engine, op)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_while_arm_hangs_cancels_the_reconciles_releases_the_lease_and_returns_within_the_budget(
+) {
+    let (api, engine, op) = hanging_leader().await;
+    // Leader, with reconciles stuck in ARM (virtual time: the clock is paused).
     assert!(
         eventually(Duration::from_secs(60), || async {
             engine.0.load(Ordering::SeqCst) > 0
@@ -1009,12 +978,7 @@ async fn sigterm_while_arm_hangs_cancels_the_reconciles_releases_the_lease_and_r
 async fn shutdown_gives_up_on_an_unreachable_api_server_when_its_budget_is_spent() {
     // The Lease cannot be released (the API server went away with the signal): run returns
     // at the budget anyway, so the kubelet's SIGKILL never comes first.
-    let api = FakeApi::new(seed_specs());
-    let engine = Arc::new(HangingArm(0.into()));
-    let mut options = options(free_addr(), Some(lease_settings("replica-a")));
-    options.shutdown_timeout = Duration::from_secs(20);
-    let op = Operator::start(api.client(), engine.clone(), options);
-    assert!(eventually(Duration::from_secs(60), || async { op.leader() == 1 }).await);
+    let (api, _engine, op) = hanging_leader().await;
     // Releasing needs the API server, which no longer answers at all.
     api.0.lease_hangs.store(true, Ordering::SeqCst);
     let signalled = tokio::time::Instant::now();
@@ -1047,12 +1011,7 @@ async fn sigterm_while_arm_is_unreachable_stops_long_before_the_arm_retries_woul
         &options,
     );
     let op = Operator::start(api.client(), engine, options);
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            op.probe("/readyz").await == 200
-        })
-        .await
-    );
+    assert!(op.answers("/readyz", Duration::from_secs(20)).await);
     // Reconciles are in ARM retries now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let signalled = std::time::Instant::now();
