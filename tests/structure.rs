@@ -14,21 +14,6 @@ use syn::visit::Visit;
 /// The longest a function may be, in lines from `fn` to its closing brace.
 const MAX_LINES: usize = 120;
 
-/// Functions over the limit in files other helpers of issue 15 are rewriting right now,
-/// as (file under `src/`, function path). Each entry is removed when its file is split;
-/// an entry that no longer matches an offender fails the test, so the list cannot go stale.
-const ALLOWED: &[(&str, &str)] = &[
-    // src/controller/** (reconcile as named steps, status from a pure decision).
-    ("controller/mod.rs", "run_until"),
-    ("controller/reconcile.rs", "apply"),
-    ("controller/reconcile.rs", "cleanup"),
-    ("controller/status.rs", "next_status"),
-    // src/diff.rs (the plan carries deletions and dissociations).
-    ("diff.rs", "plan_route_table"),
-    // src/fixture/mock_seed.rs (the mock seed leaves the ARM layer).
-    ("fixture/mock_seed.rs", "seed_value"),
-];
-
 /// One function: its path inside the file (`Type::method`, `tests::name`) and its length.
 #[derive(Debug, Clone, PartialEq)]
 struct Measured {
@@ -150,7 +135,6 @@ fn no_function_in_src_is_longer_than_the_limit() {
     let found = offenders();
     let too_long: Vec<String> = found
         .iter()
-        .filter(|((file, name), _)| !ALLOWED.contains(&(file.as_str(), name.as_str())))
         .map(|((file, name), lines)| {
             format!("src/{file}: fn {name} is {lines} lines (limit {MAX_LINES})")
         })
@@ -159,16 +143,6 @@ fn no_function_in_src_is_longer_than_the_limit() {
         too_long.is_empty(),
         "functions to split into named steps:\n{}",
         too_long.join("\n")
-    );
-    let stale: Vec<String> = ALLOWED
-        .iter()
-        .filter(|(file, name)| !found.contains_key(&(file.to_string(), name.to_string())))
-        .map(|(file, name)| format!("src/{file}: fn {name}"))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "allow-list entries that are no longer over the limit (remove them):\n{}",
-        stale.join("\n")
     );
 }
 
