@@ -39,7 +39,7 @@ use crate::model::{
 };
 use crate::resolver::{
     decode_tag_versions, encode_tag_versions, Desired, DesiredNsg, DesiredRouteTable, OwnedRoute,
-    OwnedRule, SERVICE_TAGS_TAG,
+    OwnedRule, RouteOwners, SERVICE_TAGS_TAG,
 };
 use crate::snapshot::{NsgState, ParentState, RouteTableState, Snapshot};
 
@@ -514,6 +514,8 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             .or_default()
             .extend(specs.iter().cloned());
     }
+    // Who may own a route: every spec the plan knows, indexed once for all tables.
+    let known = RouteOwners::new(scope.specs.iter().chain(&scope.removing).chain(&failed));
     for (id, claimed_by) in claimants {
         let want = desired.route_tables.get(id);
         let have = snapshot.route_tables.get(id);
@@ -527,6 +529,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             &claimed_by,
             scope,
             &failed,
+            &known,
         ));
     }
 
@@ -817,6 +820,7 @@ fn plan_route_table(
     claimed_by: &BTreeSet<SpecKey>,
     scope: &Scope,
     failed: &BTreeSet<SpecKey>,
+    known: &RouteOwners,
 ) -> ResourcePlan {
     let wanted: BTreeMap<Caseless, &OwnedRoute> = want
         .map(|w| {
@@ -830,18 +834,12 @@ fn plan_route_table(
     owners.extend(wanted.values().map(|r| r.owner.clone()));
     let mut ch = EntryChanges::<Route>::default();
     let mut conflicts = Vec::new();
-    // Who may own a route here: every spec the plan knows. The owner of an owned route is
-    // read from its own name (routes have no description, docs/domain.md 3.1); a route no
-    // known spec named belongs to a spec outside the input and is carried unchanged, even
-    // when specs in the input share the table (issue 12).
-    let candidates: BTreeSet<&SpecKey> = scope
-        .specs
-        .iter()
-        .chain(&scope.removing)
-        .chain(failed)
-        .chain(claimed_by)
-        .chain(wanted.values().map(|r| &r.owner))
-        .collect();
+    // Who may own a route here: every spec the plan knows (`known`) and the specs naming
+    // this table. The owner of an owned route is read from its own name (routes have no
+    // description, docs/domain.md 3.1); a route no known spec named belongs to a spec
+    // outside the input and is carried unchanged, even when specs in the input share the
+    // table (issue 12).
+    let here = RouteOwners::new(claimed_by.iter().chain(wanted.values().map(|r| &r.owner)));
     let mut foreign: Vec<(&Route, bool)> = Vec::new();
 
     let observed = have.map(|h| h.routes.as_slice()).unwrap_or_default();
@@ -850,7 +848,8 @@ fn plan_route_table(
             foreign.push((route, false));
             return;
         }
-        match crate::resolver::route_owner(&route.name, candidates.iter().copied()) {
+        let matches = known.matches(&route.name).into_iter();
+        match crate::resolver::names::best(matches.chain(here.matches(&route.name))) {
             Some(o) if failed.contains(o) => ch.keep.push(Planned {
                 entry: route.clone(),
                 owner: Some(o.clone()),

@@ -16,7 +16,7 @@ use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
 use super::build::{build, PendingRule, RouteNeed, SpecBuild};
-use super::names::{is_owned_name, owned_name, owner_parts, route_owner, stem};
+use super::names::{is_owned_name, owned_name, owner_parts, stem, RouteOwners};
 use super::routes::tunnel_prefixes;
 use super::{
     Desired, DesiredNsg, DesiredRouteTable, DesiredSubnet, OwnedRoute, OwnedRule, Resolution,
@@ -513,11 +513,7 @@ impl<'a> Merge<'a> {
         // outside the input, or of one that failed) stays as it is, so it counts like a
         // foreign route against the table's limit and may already give a route that an
         // active spec needs (issue 12: never take over or duplicate another spec's route).
-        let replanned: BTreeSet<&SpecKey> = self
-            .active_builds()
-            .map(|b| &b.key)
-            .chain(removing)
-            .collect();
+        let replanned = RouteOwners::new(self.active_builds().map(|b| &b.key).chain(removing));
         let mut out = BTreeMap::new();
         for (rt_id, bs) in by_rt {
             let table = self.route_table(rt_id.clone(), &bs, &replanned);
@@ -532,7 +528,7 @@ impl<'a> Merge<'a> {
         &mut self,
         rt_id: ResourceId,
         bs: &[&SpecBuild],
-        replanned: &BTreeSet<&SpecKey>,
+        replanned: &RouteOwners,
     ) -> DesiredRouteTable {
         let observed = self.snapshot.route_tables.get(&rt_id);
         let kept = kept_routes(observed.map(|o| o.routes.as_slice()), replanned);
@@ -671,16 +667,11 @@ impl<'a> Merge<'a> {
 
 /// The observed routes of a table that this plan does not rewrite: foreign routes, and
 /// owned routes of specs outside `replanned`.
-fn kept_routes<'a>(
-    observed: Option<&'a [Route]>,
-    replanned: &BTreeSet<&SpecKey>,
-) -> KeptRoutes<'a> {
+fn kept_routes<'a>(observed: Option<&'a [Route]>, replanned: &RouteOwners) -> KeptRoutes<'a> {
     let foreign: Vec<&Route> = observed
         .unwrap_or_default()
         .iter()
-        .filter(|r| {
-            !is_owned_name(&r.name) || route_owner(&r.name, replanned.iter().copied()).is_none()
-        })
+        .filter(|r| !is_owned_name(&r.name) || replanned.owner(&r.name).is_none())
         .collect();
     let internet = foreign
         .iter()

@@ -20,7 +20,7 @@ pub mod names;
 pub mod routes;
 
 pub use assemble::{MAX_PREFIXES_PER_NSG, MAX_ROUTES, MAX_RULES, MAX_TAG_ROUTES};
-pub use names::{is_owned_name, owner_from_description, route_owner};
+pub use names::{is_owned_name, owner_from_description, route_owner, RouteOwners};
 
 /// Resolves validated specs against a snapshot: the desired owned rules and routes of every
 /// NSG and route table the specs touch, the subnet associations, and per spec either its

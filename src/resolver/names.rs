@@ -193,27 +193,96 @@ fn route_match(name: &str, st: &str) -> Option<usize> {
     None
 }
 
-/// The owner of the owned route `name` among `candidates`: the spec whose naming produces
-/// it (the longest matching stem when several could). `None` when no candidate named it:
-/// then it belongs to a spec outside the input and is left alone.
+/// The owner of the owned route `name` among `candidates`: the spec whose stem matches
+/// most specifically (ties go to the smallest key), or `None` when no candidate gave it.
+/// For many names against the same candidates, build a [`RouteOwners`] once instead.
 pub fn route_owner<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a SpecKey>,
 ) -> Option<&'a SpecKey> {
-    if !is_owned_name(name) {
-        return None;
+    RouteOwners::new(candidates).owner(name)
+}
+
+/// Specs that may own a route, indexed by their lower-case stems, so finding the owner of
+/// a route name costs a few hash lookups rather than a pass over every spec (a fleet
+/// re-plan asks this for every observed route, against every spec in the input).
+#[derive(Debug, Default)]
+pub struct RouteOwners<'a> {
+    by_stem: std::collections::HashMap<String, Vec<&'a SpecKey>>,
+    keys: Vec<&'a SpecKey>,
+}
+
+impl<'a> RouteOwners<'a> {
+    pub fn new(candidates: impl IntoIterator<Item = &'a SpecKey>) -> Self {
+        let mut index = RouteOwners::default();
+        for key in candidates {
+            for st in stems_of(key) {
+                index
+                    .by_stem
+                    .entry(st.to_ascii_lowercase())
+                    .or_default()
+                    .push(key);
+            }
+            index.keys.push(key);
+        }
+        index
     }
-    candidates
+
+    /// The owner of `name` among these candidates (see [`route_owner`]).
+    pub fn owner(&self, name: &str) -> Option<&'a SpecKey> {
+        best(self.matches(name))
+    }
+
+    /// Every candidate that could have given `name`, with how specific its match is
+    /// (the stem's length).
+    pub fn matches(&self, name: &str) -> Vec<(usize, &'a SpecKey)> {
+        let owned = is_owned_name(name);
+        let lower = name.to_ascii_lowercase();
+        let mut found = Vec::new();
+        if owned {
+            // The full form `asenet-<stem>-<what>`: the stem ends at one of the hyphens.
+            let rest = lower.get(OWNED_PREFIX.len()..).unwrap_or_default();
+            for (i, _) in rest.match_indices('-') {
+                let Some(keys) = self.by_stem.get(&rest[..i]) else {
+                    continue;
+                };
+                if is_route_what(&name[OWNED_PREFIX.len() + i + 1..]) {
+                    found.extend(keys.iter().map(|k| (i, *k)));
+                }
+            }
+            // A name cut by `fit` keeps only a prefix of the stem: rare, so every
+            // candidate is tried.
+            if is_cut(name, &lower) {
+                for &k in &self.keys {
+                    let m = stems_of(k)
+                        .iter()
+                        .filter_map(|st| route_match(name, st))
+                        .max();
+                    found.extend(m.map(|m| (m, k)));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The most specific match; ties go to the smallest key.
+pub fn best<'a>(matches: impl IntoIterator<Item = (usize, &'a SpecKey)>) -> Option<&'a SpecKey> {
+    matches
         .into_iter()
-        .filter_map(|k| {
-            stems_of(k)
-                .iter()
-                .filter_map(|st| route_match(name, st))
-                .max()
-                .map(|m| (m, k))
-        })
         .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
         .map(|(_, k)| k)
+}
+
+/// Whether `name` has the shape of a name cut to 80 characters by `fit`.
+fn is_cut(name: &str, lower: &str) -> bool {
+    name.len() <= MAX_NAME
+        && lower.rsplit_once('-').is_some_and(|(cut, hash)| {
+            hash.len() == 6
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && cut.len() > OWNED_PREFIX.len()
+                && cut.len() + 1 + hash.len() >= MAX_NAME - 8
+        })
 }
 
 #[cfg(test)]
@@ -294,6 +363,74 @@ mod tests {
             let m = owned_name(&stem(&longer, false), what);
             assert_eq!(route_owner(&m, [&long, &longer]), Some(&longer), "{m}");
         }
+    }
+
+    /// The owner by a pass over every candidate: the definition `RouteOwners` indexes.
+    fn owner_by_scan<'a>(name: &str, keys: &[&'a SpecKey]) -> Option<&'a SpecKey> {
+        if !is_owned_name(name) {
+            return None;
+        }
+        best(keys.iter().filter_map(|k| {
+            let m = stems_of(k)
+                .iter()
+                .filter_map(|st| route_match(name, st))
+                .max();
+            m.map(|m| (m, *k))
+        }))
+    }
+
+    #[test]
+    fn the_stem_index_finds_the_same_owner_as_a_pass_over_every_spec() {
+        // Names that are prefixes of each other, hyphenated names, one namespace apart, and
+        // names long enough to be cut to 80 characters.
+        let long = "a".repeat(70);
+        let specs: Vec<SpecKey> = [
+            ("n1", "ase"),
+            ("n1", "ase-two"),
+            ("n2", "ase-two"),
+            ("n1", "ase-two-web"),
+            ("n1", "x"),
+            ("n1", long.as_str()),
+            ("n2", &format!("{long}-b")),
+        ]
+        .iter()
+        .map(|(ns, n)| SpecKey::new(*ns, *n))
+        .collect();
+        let keys: Vec<&SpecKey> = specs.iter().collect();
+        let whats = [
+            "internet-default",
+            "tag-AppServiceManagement",
+            "10.0.0.0-16",
+            "web-in",
+            "tag-",
+        ];
+        let mut names = vec![
+            "corp-route".to_string(),
+            "asenet-".into(),
+            "ASENET-ASE-10.1.0.0-24".into(),
+        ];
+        for k in &specs {
+            for collides in [false, true] {
+                for what in whats {
+                    names.push(owned_name(&stem(k, collides), what));
+                }
+            }
+        }
+        let index = RouteOwners::new(keys.iter().copied());
+        let mut owned = 0;
+        for name in &names {
+            for subset in [&keys[..], &keys[..3], &keys[3..]] {
+                let sub = RouteOwners::new(subset.iter().copied());
+                assert_eq!(sub.owner(name), owner_by_scan(name, subset), "{name}");
+            }
+            owned += usize::from(index.owner(name).is_some());
+        }
+        // The check is not vacuous: most generated names do have an owner.
+        assert!(
+            owned >= specs.len() * 2 * 3,
+            "{owned} of {} names owned",
+            names.len()
+        );
     }
 
     #[test]
