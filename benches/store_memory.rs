@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use asenet::api::{AseConnectivity, Mode, PlanSummary};
 use asenet::controller::index;
-use asenet::controller::status::{next_status, Finding, PlannedFinding};
+use asenet::controller::status::{next_status, owned_rules, Finding, PlannedFinding};
 use asenet::controller::store;
 use asenet::diff::{diff, Scope};
 use asenet::resolver::SpecOutcome;
@@ -246,20 +246,13 @@ fn objects(
             {
                 let finding = Finding::Planned(PlannedFinding {
                     resolution,
-                    desired: &desired,
+                    rules: &owned_rules(&desired, &key),
                     pending: PlanSummary::default(),
                     applied: PlanSummary::default(),
                     blocked: vec![],
                     conflicts: vec![],
                 });
-                s.status = Some(next_status(
-                    None,
-                    &key,
-                    Some(1),
-                    Mode::Apply,
-                    &finding,
-                    &now,
-                ));
+                s.status = Some(next_status(None, Some(1), Mode::Apply, &finding, &now));
             }
             if server_fields {
                 add_server_fields(&mut s, &now)?;

@@ -3,16 +3,17 @@
 //! recorder, metrics, leadership and settings.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::Client;
 
+use super::decide::{Parts, Withheld};
 use super::engine::{Engine, Planned};
 use super::events::EventRecorder;
-use super::index::{key_of, Key};
+use super::index::{key_of, ComponentView, Key};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::tenancy::TenancyStores;
@@ -20,6 +21,7 @@ use crate::api::{AseConnectivity, Mode};
 use crate::diff::Scope;
 use crate::error::SpecError;
 use crate::model::SpecKey;
+use crate::pipeline;
 use crate::tenancy::TenancyMode;
 
 /// The field manager of every write the controller makes (status, finalizer).
@@ -48,9 +50,15 @@ impl Stores {
     /// Every spec in every store, sorted by namespace/name (deterministic plans). Only the
     /// `Arc`s are copied, never the objects.
     pub fn all(&self) -> Vec<Arc<AseConnectivity>> {
-        let mut all: Vec<_> = self.0.iter().flat_map(|s| s.state()).collect();
+        let mut all = self.objects();
         all.sort_by(|a, b| super::index::key_ref(a).cmp(&super::index::key_ref(b)));
         all
+    }
+
+    /// Every spec in every store, in no particular order (no sort: for a caller that
+    /// does not need one).
+    pub fn objects(&self) -> Vec<Arc<AseConnectivity>> {
+        self.0.iter().flat_map(|s| s.state()).collect()
     }
 
     /// Resolves once every store has seen its initial list. Each store's readiness is a
@@ -174,23 +182,59 @@ pub fn fingerprint_in<S: std::borrow::Borrow<AseConnectivity>>(
     print
 }
 
-struct CachedOutcome {
-    fingerprint: Vec<MemberPrint>,
-    at: tokio::time::Instant,
-    outcome: Arc<Planned>,
+/// A component's outcome as every member's report reads it: the plan after the writes, the
+/// resources a contributor not in mode `Apply` withholds, and the plan indexed by spec.
+/// Computed once per planned outcome, so a member's report costs its own part.
+pub struct Shared {
+    pub planned: Planned,
+    pub withheld: Withheld,
+    pub parts: Parts,
 }
 
-/// The last successful outcome per component (key: the sorted keys of its members), *after*
-/// its writable changes were applied: a member reconciling while the fingerprint is equal
-/// and the entry younger than the resync interval uses it without reading or writing Azure.
-/// Only successful plans are stored; failures, deletions and cleanups remove entries.
+impl Shared {
+    /// `planned` of the component `specs`.
+    pub fn new(planned: Planned, specs: &[AseConnectivity]) -> Self {
+        let read_only = pipeline::read_only_specs(specs);
+        let withheld = planned
+            .plan
+            .resources
+            .iter()
+            .map(|r| (r.id.clone(), pipeline::withheld_by(r, &read_only)))
+            .filter(|(_, by)| !by.is_empty())
+            .collect();
+        let parts = Parts::of(&planned.plan.resources, &planned.desired);
+        Shared {
+            planned,
+            withheld,
+            parts,
+        }
+    }
+}
+
+struct CachedOutcome {
+    /// The component's members, sorted.
+    members: Vec<Key>,
+    fingerprint: Vec<MemberPrint>,
+    /// The view the outcome was planned from, when no member had a tenancy refusal: a
+    /// member reconciling with the same view has the same fingerprint (the view holds the
+    /// same object versions), so [`OutcomeCache::get_view`] needs no fingerprint.
+    view: Option<Weak<ComponentView>>,
+    at: tokio::time::Instant,
+    outcome: Arc<Shared>,
+}
+
+/// The last successful outcome per component (keyed by its first member, holding all its
+/// members), *after* its writable changes were applied: a member reconciling while the
+/// fingerprint is equal and the entry younger than the resync interval uses it without
+/// reading or writing Azure. Only successful plans are stored; failures, deletions and
+/// cleanups remove entries.
 #[derive(Default)]
 pub struct OutcomeCache {
-    entries: Mutex<HashMap<Vec<Key>, CachedOutcome>>,
+    entries: Mutex<HashMap<Key, CachedOutcome>>,
 }
 
 impl OutcomeCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<Key>, CachedOutcome>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CachedOutcome>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -201,29 +245,50 @@ impl OutcomeCache {
         members: &[Key],
         print: &[MemberPrint],
         max_age: Duration,
-    ) -> Option<Arc<Planned>> {
+    ) -> Option<Arc<Shared>> {
         let entries = self.entries();
-        let entry = entries.get(members)?;
-        (entry.fingerprint == print && entry.at.elapsed() < max_age).then(|| entry.outcome.clone())
+        let entry = entries.get(members.first()?)?;
+        (entry.members == members && entry.fingerprint == print && entry.at.elapsed() < max_age)
+            .then(|| entry.outcome.clone())
     }
 
-    /// Stores the outcome of `members`; drops entries of other components sharing a member
-    /// (a spec is in one component at a time) and entries older than `max_age`.
+    /// The cached outcome planned from this very `view` (without tenancy refusals), when it
+    /// is younger than `max_age`: [`OutcomeCache::get`] without comparing the members and
+    /// their prints, for a caller with no refusals.
+    pub fn get_view(&self, view: &Arc<ComponentView>, max_age: Duration) -> Option<Arc<Shared>> {
+        let entries = self.entries();
+        let entry = entries.get(view.keys.first()?)?;
+        let same = entry
+            .view
+            .as_ref()
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(view)));
+        (same && entry.at.elapsed() < max_age).then(|| entry.outcome.clone())
+    }
+
+    /// Stores the outcome of `members` (sorted), planned from `view` when no member had a
+    /// tenancy refusal; drops entries of other components sharing a member (a spec is in
+    /// one component at a time) and entries older than `max_age`.
     pub fn put(
         &self,
         members: Vec<Key>,
         print: Vec<MemberPrint>,
-        outcome: Arc<Planned>,
+        view: Option<&Arc<ComponentView>>,
+        outcome: Arc<Shared>,
         max_age: Duration,
     ) {
+        let Some(first) = members.first().cloned() else {
+            return;
+        };
         let mut entries = self.entries();
-        entries.retain(|k, e| {
-            e.at.elapsed() < max_age && !k.iter().any(|m| members.binary_search(m).is_ok())
+        entries.retain(|_, e| {
+            e.at.elapsed() < max_age && !e.members.iter().any(|m| members.binary_search(m).is_ok())
         });
         entries.insert(
-            members,
+            first,
             CachedOutcome {
+                members,
                 fingerprint: print,
+                view: view.map(Arc::downgrade),
                 at: tokio::time::Instant::now(),
                 outcome,
             },
@@ -232,7 +297,12 @@ impl OutcomeCache {
 
     /// Forgets the outcome of `members`.
     pub fn invalidate(&self, members: &[Key]) {
-        self.entries().remove(members);
+        let mut entries = self.entries();
+        if let Some(first) = members.first() {
+            if entries.get(first).is_some_and(|e| e.members == members) {
+                entries.remove(first);
+            }
+        }
     }
 
     /// Forgets every outcome: what the resync interval does to outcomes as they age (the
@@ -243,7 +313,7 @@ impl OutcomeCache {
 
     /// Forgets every outcome of a component `spec` is a member of.
     pub fn forget_spec(&self, spec: &Key) {
-        self.entries().retain(|k, _| !k.contains(spec));
+        self.entries().retain(|_, e| !e.members.contains(spec));
     }
 
     pub fn len(&self) -> usize {

@@ -8,12 +8,12 @@
 //! outcome of a reconcile (the component's plan after its writes, what it wrote, what is
 //! withheld) into the finding `next_status` takes, and adds the events and counters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
-use crate::api::{AseConnectivityStatus, DeletionPolicy, Mode, PlanSummary};
+use crate::api::{AseConnectivityStatus, DeletionPolicy, Mode, OwnedRuleStatus, PlanSummary};
 use crate::diff::{ResourceKind, ResourcePlan};
 use crate::error::{Category, ErrorCategory, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
@@ -114,9 +114,10 @@ pub enum Outcome<'a> {
 /// The component's plan as a reconcile left it.
 pub struct Component<'a> {
     pub resolution: &'a Resolution,
-    pub desired: &'a Desired,
     /// The plan *after* this reconcile's writes (the written changes are no longer in it).
     pub plan: &'a [ResourcePlan],
+    /// `plan` and the desired state it came from, indexed by spec ([`Parts::of`]).
+    pub parts: &'a Parts,
     /// The resources this reconcile wrote (for the whole component), as planned before.
     pub written: &'a [ResourcePlan],
     /// The resources of `plan` a contributor not in mode `Apply` withholds.
@@ -132,6 +133,61 @@ impl Outcome<'_> {
             Outcome::SpecFailed { .. } => true,
             Outcome::Planned(_) => false,
         }
+    }
+}
+
+/// Which part of a component's plan and desired state each spec's report reads: the
+/// resources whose entries a spec owns, and the rules and routes it owns with their
+/// reasons. Built once per planned outcome (the controller caches it with the outcome), so
+/// the report of one member costs its own part, not a pass over the whole component (one
+/// component of 10,000 specs has ~11,500 resources and ~200,000 rules; issue 14).
+#[derive(Debug, Default)]
+pub struct Parts {
+    /// Positions in the plan of the resources each spec owns entries in.
+    by_owner: HashMap<SpecKey, Vec<usize>>,
+    /// Positions in the plan by resource id.
+    by_id: HashMap<ResourceId, Vec<usize>>,
+    /// The rules and routes each spec owns in the desired state, in the order
+    /// [`status::owned_rules`] gives them.
+    rules: HashMap<SpecKey, Vec<OwnedRuleStatus>>,
+}
+
+impl Parts {
+    pub fn of(plan: &[ResourcePlan], desired: &Desired) -> Parts {
+        let mut parts = Parts::default();
+        for (i, r) in plan.iter().enumerate() {
+            for owner in &r.owners {
+                parts.by_owner.entry(owner.clone()).or_default().push(i);
+            }
+            parts.by_id.entry(r.id.clone()).or_default().push(i);
+        }
+        for rule in status::all_owned_rules(desired) {
+            parts.rules.entry(rule.0.clone()).or_default().push(rule.1);
+        }
+        parts
+    }
+
+    /// The resources of `plan` (the plan this was built from) that `key` owns entries in or
+    /// that are among `touches`, in plan order: what `plan.iter().filter(|r|
+    /// r.owners.contains(key) || touches.contains(&r.id))` gives, from the index.
+    pub fn mine<'p>(
+        &self,
+        key: &SpecKey,
+        touches: &BTreeSet<ResourceId>,
+        plan: &'p [ResourcePlan],
+    ) -> Vec<&'p ResourcePlan> {
+        let mut at: Vec<usize> = self.by_owner.get(key).cloned().unwrap_or_default();
+        for id in touches {
+            at.extend(self.by_id.get(id).into_iter().flatten());
+        }
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().filter_map(|i| plan.get(i)).collect()
+    }
+
+    /// The rules and routes `key` owns in the desired state.
+    pub fn rules(&self, key: &SpecKey) -> &[OwnedRuleStatus] {
+        self.rules.get(key).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -151,14 +207,7 @@ pub struct Decision {
 /// Decides the status, events and counters of a reconcile of `subject`.
 pub fn decide(subject: &Subject<'_>, outcome: &Outcome<'_>, now: &Time) -> Decision {
     let status = |finding: &Finding<'_>| {
-        next_status(
-            subject.prev,
-            subject.key,
-            subject.generation,
-            subject.mode,
-            finding,
-            now,
-        )
+        next_status(subject.prev, subject.generation, subject.mode, finding, now)
     };
     match outcome {
         // A permanent Azure error waits for a change; the status keeps the best knowledge.
@@ -215,7 +264,7 @@ fn planned(
     // This spec's part: the resources it owns entries in or touches.
     let is_mine =
         |r: &&ResourcePlan| r.owners.contains(key) || c.resolution.touches.contains(&r.id);
-    let mine: Vec<&ResourcePlan> = c.plan.iter().filter(is_mine).collect();
+    let mine: Vec<&ResourcePlan> = c.parts.mine(key, &c.resolution.touches, c.plan);
     // Still changed after this reconcile's writes: withheld, or planned in mode Plan/Observe.
     let changed: Vec<&ResourcePlan> = mine.iter().copied().filter(|r| has_changes(r)).collect();
     let mine_written: Vec<&ResourcePlan> = c.written.iter().filter(is_mine).collect();
@@ -236,7 +285,7 @@ fn planned(
         .collect();
     let finding = Finding::Planned(PlannedFinding {
         resolution: c.resolution,
-        desired: c.desired,
+        rules: c.parts.rules(key),
         pending,
         applied: match subject.mode {
             Mode::Apply => summarise(mine_written.iter().copied()),
@@ -864,9 +913,10 @@ mod tests {
                     if let Some(by) = withheld_by {
                         withheld.insert(id(RT), [by.clone()].into());
                     }
+                    let parts = Parts::of(plan, &desired);
                     let outcome = Outcome::Planned(Component {
                         resolution: &resolution,
-                        desired: &desired,
+                        parts: &parts,
                         plan,
                         written,
                         withheld: &withheld,
@@ -935,9 +985,10 @@ mod tests {
         theirs.owners = [other()].into();
         theirs.routes = rt(&[other()], 1, 0).routes;
         let written = [rt(&[me()], 2, 0), theirs];
+        let parts = Parts::of(&[], &desired);
         let outcome = Outcome::Planned(Component {
             resolution: &resolution,
-            desired: &desired,
+            parts: &parts,
             plan: &[],
             written: &written,
             withheld: &Withheld::new(),

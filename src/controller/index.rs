@@ -214,6 +214,45 @@ pub struct ComponentIndex {
     keys: Interner,
     objects: HashMap<usize, (Weak<AseConnectivity>, Arc<ObjectLinks>)>,
     buf: String,
+    /// Every component of the store as [`ComponentIndex::view`] last saw it.
+    partition: Option<Partition>,
+}
+
+/// One connected component ([`component`]) of the store, as one version of the store held
+/// it: computed once, with every other component, when an object in the store changed, and
+/// shared as an `Arc` by the reconciles of all its members until the next change. A resync
+/// of a converged fleet changes nothing in the store (no status is written), so each of its
+/// reconciles finds its component without building it (issue 14: the component's BFS over
+/// the whole store was 41 % of a resync's CPU).
+#[derive(Debug)]
+pub struct ComponentView {
+    /// Sorted by key.
+    pub specs: Vec<Arc<AseConnectivity>>,
+    /// The members' keys, in the order of `specs`.
+    pub keys: Vec<Key>,
+    /// The Azure parents the members link to (normalised ids): the locks to hold.
+    pub parents: BTreeSet<String>,
+}
+
+impl ComponentView {
+    fn new(specs: Vec<Arc<AseConnectivity>>, parents: BTreeSet<String>) -> Self {
+        let keys = specs.iter().map(|s| key_of(s)).collect();
+        ComponentView {
+            specs,
+            keys,
+            parents,
+        }
+    }
+}
+
+/// Every component of one version of the store.
+struct Partition {
+    /// The addresses of the objects it was computed from, sorted: the version of the store.
+    /// The views hold the objects, so no address is reused while this lives.
+    addresses: Vec<usize>,
+    views: Vec<Arc<ComponentView>>,
+    /// Object address → its component in `views`.
+    component_of: HashMap<usize, usize>,
 }
 
 impl ComponentIndex {
@@ -338,6 +377,150 @@ impl ComponentIndex {
         member.sort_by_key(|i| key_ref(specs[*i].0));
         let members = member.into_iter().map(|i| Arc::clone(specs[i].0)).collect();
         (members, parents)
+    }
+
+    /// The component of `root` among the live objects of `stored` (every object of the
+    /// store, in any order; those being deleted are left out, `root` replaces its stored
+    /// version): [`component_with_resources`] of them, as a shared view.
+    ///
+    /// When `root` is the stored version and not being deleted (every reconcile of an
+    /// unchanged spec), the view comes from the partition of the store into components,
+    /// recomputed only when the set of stored objects changed since the last call: the
+    /// per-call cost is then one pass over the store's addresses, not a BFS over it.
+    /// Otherwise (a newer version handed over, a deleted spec's cleanup) the component is
+    /// computed for this call alone.
+    pub fn view(
+        &mut self,
+        root: &Arc<AseConnectivity>,
+        stored: &[Arc<AseConnectivity>],
+    ) -> Arc<ComponentView> {
+        let live = |s: &&Arc<AseConnectivity>| s.metadata.deletion_timestamp.is_none();
+        let root_address = Arc::as_ptr(root) as usize;
+        let mut addresses: Vec<usize> = stored
+            .iter()
+            .filter(live)
+            .map(|s| Arc::as_ptr(s) as usize)
+            .collect();
+        addresses.sort_unstable();
+        let stored_root = live(&root) && addresses.binary_search(&root_address).is_ok();
+        if stored_root {
+            let fresh = self
+                .partition
+                .as_ref()
+                .is_some_and(|p| p.addresses == addresses);
+            if !fresh {
+                let live: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
+                self.partition = Some(self.partition_of(&live, addresses));
+            }
+            let partition = self.partition.as_ref().expect("set above");
+            // Absent: a second object of the same key (two watches that both list it),
+            // which the partition left out as the one-by-one computation does.
+            if let Some(&at) = partition.component_of.get(&root_address) {
+                return Arc::clone(&partition.views[at]);
+            }
+        }
+        let skip = key_ref(root);
+        let candidates: Vec<Arc<AseConnectivity>> = stored
+            .iter()
+            .filter(live)
+            .filter(|s| key_ref(s) != skip)
+            .cloned()
+            .collect();
+        let (specs, parents) = self.component_with_resources(root, &candidates);
+        Arc::new(ComponentView::new(specs, parents))
+    }
+
+    /// Every component of `live` in one pass (the graph of [`component_with_resources`]).
+    fn partition_of(&mut self, live: &[&Arc<AseConnectivity>], addresses: Vec<usize>) -> Partition {
+        if self.objects.len() > 2 * (live.len() + 1) + 64 {
+            self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+        let mut links: Vec<Arc<ObjectLinks>> = live.iter().map(|s| self.links(s)).collect();
+        // One object per key, the last one seen (as [`component_with_resources`] keeps it).
+        let mut spec_of_key = vec![usize::MAX; self.keys.texts.len()];
+        for (i, l) in links.iter().enumerate() {
+            spec_of_key[l.key as usize] = i;
+        }
+        let unique = links
+            .iter()
+            .enumerate()
+            .all(|(i, l)| spec_of_key[l.key as usize] == i);
+        let live: Vec<&Arc<AseConnectivity>> = if unique {
+            live.to_vec()
+        } else {
+            let kept: Vec<usize> = (0..live.len())
+                .filter(|&i| spec_of_key[links[i].key as usize] == i)
+                .collect();
+            for (to, &from) in kept.iter().enumerate() {
+                spec_of_key[links[from].key as usize] = to;
+            }
+            links = kept.iter().map(|&i| Arc::clone(&links[i])).collect();
+            kept.iter().map(|&i| live[i]).collect()
+        };
+        let mut by_resource: Vec<Vec<usize>> = vec![Vec::new(); self.resources.texts.len()];
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); live.len()];
+        for (i, l) in links.iter().enumerate() {
+            for &r in &l.resources {
+                by_resource[r as usize].push(i);
+            }
+            for &target in &l.references {
+                if let Some(&j) = spec_of_key.get(target as usize) {
+                    if j != usize::MAX {
+                        edges[i].push(j);
+                        edges[j].push(i);
+                    }
+                }
+            }
+        }
+        let mut component = vec![usize::MAX; live.len()];
+        let mut views = Vec::new();
+        let mut component_of = HashMap::with_capacity(live.len());
+        let mut queue = std::collections::VecDeque::new();
+        let mut linked = vec![false; by_resource.len()];
+        for start in 0..live.len() {
+            if component[start] != usize::MAX {
+                continue;
+            }
+            let c = views.len();
+            component[start] = c;
+            queue.push_back(start);
+            let mut member = Vec::new();
+            let mut touched = Vec::new();
+            while let Some(i) = queue.pop_front() {
+                member.push(i);
+                for &r in &links[i].resources {
+                    if !linked[r as usize] {
+                        linked[r as usize] = true;
+                        touched.push(r);
+                    }
+                }
+                let shared = links[i]
+                    .resources
+                    .iter()
+                    .flat_map(|r| by_resource[*r as usize].iter());
+                for &j in edges[i].iter().chain(shared) {
+                    if component[j] == usize::MAX {
+                        component[j] = c;
+                        queue.push_back(j);
+                    }
+                }
+            }
+            member.sort_by_key(|i| key_ref(live[*i]));
+            for &i in &member {
+                component_of.insert(Arc::as_ptr(live[i]) as usize, c);
+            }
+            let parents = touched
+                .iter()
+                .map(|r| self.resources.texts[*r as usize].clone())
+                .collect();
+            let specs = member.into_iter().map(|i| Arc::clone(live[i])).collect();
+            views.push(Arc::new(ComponentView::new(specs, parents)));
+        }
+        Partition {
+            addresses,
+            views,
+            component_of,
+        }
     }
 }
 

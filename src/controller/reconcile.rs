@@ -22,7 +22,7 @@
 //! list, so writing it would also apply the pending changes of a spec in mode `Plan` or
 //! `Observe`, which those modes promise never to do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,19 +35,19 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{fingerprint_in, Context, MemberPrint, FIELD_MANAGER};
+use super::context::{fingerprint_in, Context, MemberPrint, Shared, FIELD_MANAGER};
 use super::decide::{
     self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject, Withheld,
 };
 use super::engine::{self, Planned};
-use super::index::{self, key_of};
+use super::index::{key_of, ComponentView};
 use super::metrics::ModeLabel;
 use super::status::summarise;
 use super::store;
 use super::tenancy;
 use crate::api::{AseConnectivity, AseConnectivityStatus, Mode};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
-use crate::error::{Category, SpecErrorKind};
+use crate::error::{Category, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline::{self, PipelineError};
 use crate::resolver::SpecOutcome;
@@ -213,27 +213,18 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// The specs to plan a reconcile of `obj` with: its connected component
-/// ([`index::component`]) among the specs in the store that are not being deleted, with
-/// `obj` in the version the controller handed over (newer than the store's or equal), and
-/// the Azure parents they link to (the locks to hold). Sorted by key. The objects are shared
-/// with the store: only a reconcile that plans copies them ([`owned`]), after it holds the
-/// component's locks, so one copy per component is alive however many members wait.
-fn component_specs(
-    ctx: &Context,
-    obj: &Arc<AseConnectivity>,
-) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
-    let skip = index::key_ref(obj);
-    let candidates: Vec<Arc<AseConnectivity>> = ctx
-        .stores
-        .all()
-        .into_iter()
-        .filter(|s| index::key_ref(s) != skip && s.meta().deletion_timestamp.is_none())
-        .collect();
-    // Sorted by key already.
+/// ([`super::index::ComponentIndex::view`]) among the specs in the store that are not being
+/// deleted, with `obj` in the version the controller handed over (newer than the store's or
+/// equal), and the Azure parents they link to (the locks to hold). Sorted by key. The
+/// objects are shared with the store: only a reconcile that plans copies them ([`owned`]),
+/// after it holds the component's locks, so one copy per component is alive however many
+/// members wait.
+fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentView> {
+    let stored = ctx.stores.objects();
     ctx.components
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .component_with_resources(obj, &candidates)
+        .view(obj, &stored)
 }
 
 /// The engine plans from owned objects: a copy of the component, taken by the reconcile
@@ -349,37 +340,45 @@ async fn report(
     Ok(())
 }
 
-/// A spec's connected component, ready to plan: its members (sorted by key), the scope to
-/// plan them in, and the Azure parents to lock.
+/// A spec's connected component, ready to plan: its members (sorted by key) and the Azure
+/// parents to lock ([`ComponentView`]), and the tenancy refusals to plan them with.
 struct Members {
-    specs: Vec<Arc<AseConnectivity>>,
-    keys: Vec<index::Key>,
-    scope: Scope,
-    parents: BTreeSet<String>,
+    view: Arc<ComponentView>,
+    refused: BTreeMap<SpecKey, Vec<SpecError>>,
+}
+
+impl Members {
+    /// The scope to plan the members in.
+    fn scope(&self) -> Scope {
+        Scope::new(self.view.specs.iter().map(|s| s.spec_key()), [])
+            .with_refused(self.refused.clone())
+    }
 }
 
 /// The dereference step of a reconcile: the component of `obj` and the tenancy refusals
 /// of its members (members that may not write what they name are planned as invalid specs).
 fn dereference(ctx: &Context, obj: &Arc<AseConnectivity>) -> Result<Members, Error> {
-    let (specs, parents) = component_specs(ctx, obj);
+    let view = component_view(ctx, obj);
     let policy = tenancy::policy_set(ctx).ok_or(Error::TenancyNotReady)?;
-    let scope = Scope::new(specs.iter().map(|s| s.spec_key()), [])
-        .with_refused(policy.refusals(specs.iter().map(|s| &**s)));
-    let keys = specs.iter().map(|s| key_of(s)).collect();
-    Ok(Members {
-        specs,
-        keys,
-        scope,
-        parents,
-    })
+    let refused = policy.refusals(view.specs.iter().map(|s| &**s));
+    Ok(Members { view, refused })
 }
 
 /// The outcome of a component a reconcile works from, and what it wrote to get it.
 struct ComponentOutcome {
     /// The plan *after* this reconcile's writes (the written changes are no longer in it).
-    planned: Arc<Planned>,
+    shared: Arc<Shared>,
     /// The resources this reconcile wrote, as planned before the write.
     written: Vec<ResourcePlan>,
+}
+
+impl ComponentOutcome {
+    fn cached(shared: Arc<Shared>) -> Self {
+        ComponentOutcome {
+            shared,
+            written: vec![],
+        }
+    }
 }
 
 enum ComponentError {
@@ -388,21 +387,37 @@ enum ComponentError {
     LostLeadership,
 }
 
+/// A recent outcome planned from this very view of the component, found without locks
+/// and without a fingerprint (members without tenancy refusals only): what every member's
+/// reconcile but the first finds during a resync.
+fn cached_outcome(ctx: &Context, m: &Members) -> Option<ComponentOutcome> {
+    if !m.refused.is_empty() {
+        return None;
+    }
+    let shared = ctx.outcomes.get_view(&m.view, ctx.settings.resync)?;
+    debug!(
+        specs = m.view.keys.len(),
+        "component planned recently from this view; using its outcome"
+    );
+    Some(ComponentOutcome::cached(shared))
+}
+
 /// One plan per component: a recent outcome with the same inputs is used as it is (no ARM
-/// read, no write); otherwise [`plan_and_apply`].
+/// read, no write); otherwise [`plan_and_apply`]. Called with the component's locks held.
 async fn plan_component(ctx: &Context, m: &Members) -> Result<ComponentOutcome, ComponentError> {
-    let print = fingerprint_in(&m.specs, &m.scope);
-    if let Some(planned) = ctx.outcomes.get(&m.keys, &print, ctx.settings.resync) {
+    if let Some(hit) = cached_outcome(ctx, m) {
+        return Ok(hit);
+    }
+    let scope = m.scope();
+    let print = fingerprint_in(&m.view.specs, &scope);
+    if let Some(shared) = ctx.outcomes.get(&m.view.keys, &print, ctx.settings.resync) {
         debug!(
-            specs = m.keys.len(),
+            specs = m.view.keys.len(),
             "component planned recently; using its outcome"
         );
-        return Ok(ComponentOutcome {
-            planned,
-            written: vec![],
-        });
+        return Ok(ComponentOutcome::cached(shared));
     }
-    plan_and_apply(ctx, m, print).await
+    plan_and_apply(ctx, m, &scope, print).await
 }
 
 /// Plans the component and applies every writable change in it ([`decide::writable`]):
@@ -411,14 +426,15 @@ async fn plan_component(ctx: &Context, m: &Members) -> Result<ComponentOutcome, 
 async fn plan_and_apply(
     ctx: &Context,
     m: &Members,
+    scope: &Scope,
     print: Vec<MemberPrint>,
 ) -> Result<ComponentOutcome, ComponentError> {
     // Never work from (or leave behind) an outcome of a failed attempt.
-    ctx.outcomes.invalidate(&m.keys);
-    let specs = &owned(&m.specs);
+    ctx.outcomes.invalidate(&m.view.keys);
+    let specs = &owned(&m.view.specs);
     let planned = ctx
         .engine
-        .plan(specs, &m.scope)
+        .plan(specs, scope)
         .await
         .map_err(ComponentError::Plan)?;
     let written = decide::writable(
@@ -428,19 +444,25 @@ async fn plan_and_apply(
     let (planned, cacheable) = if written.is_empty() {
         (planned, true)
     } else {
-        write(ctx, specs, &m.scope, planned, &written).await?
+        write(ctx, specs, scope, planned, &written).await?
     };
-    let planned = Arc::new(planned);
+    let shared = Arc::new(Shared::new(planned, specs));
     // A resource re-read and re-planned during apply (412, transient operation failure) was
     // written from a plan this outcome does not hold: the outcome is used for this
     // reconcile's status but not cached, so the next member plans afresh.
     if cacheable {
-        ctx.outcomes
-            .put(m.keys.clone(), print, planned.clone(), ctx.settings.resync);
+        let view = m.refused.is_empty().then_some(&m.view);
+        ctx.outcomes.put(
+            m.view.keys.clone(),
+            print,
+            view,
+            shared.clone(),
+            ctx.settings.resync,
+        );
     } else {
         debug!("resources were re-planned during apply; outcome not cached");
     }
-    Ok(ComponentOutcome { planned, written })
+    Ok(ComponentOutcome { shared, written })
 }
 
 /// Writes `written` (the plan narrowed to what may be written) and returns the plan from
@@ -503,11 +525,17 @@ async fn apply(
 ) -> Result<Action, Error> {
     let key = obj.spec_key();
     let members = dereference(ctx, &obj)?;
-    // Single flight: no other reconcile plans or writes these parents until this one has
-    // applied and cached the outcome (released on return), so a second member of the
-    // component waits here and then finds the fresh outcome.
-    let _parents = ctx.locks.acquire(&members.parents).await;
-    let ComponentOutcome { planned, written } = match plan_component(ctx, &members).await {
+    let outcome = match cached_outcome(ctx, &members) {
+        Some(hit) => Ok(hit),
+        None => {
+            // Single flight: no other reconcile plans or writes these parents until this
+            // one has applied and cached the outcome (released after planning), so a
+            // second member of the component waits here and then finds the fresh outcome.
+            let _parents = ctx.locks.acquire(&members.view.parents).await;
+            plan_component(ctx, &members).await
+        }
+    };
+    let ComponentOutcome { shared, written } = match outcome {
         Ok(o) => o,
         Err(ComponentError::LostLeadership) => return Ok(Action::await_change()),
         Err(ComponentError::Apply(e)) => return Err(Error::Apply(e)),
@@ -521,6 +549,7 @@ async fn apply(
             return Err(Error::Plan(e));
         }
     };
+    let planned = &shared.planned;
     let resolution = match planned.desired.specs.get(&key) {
         Some(SpecOutcome::Resolved(r)) => r,
         Some(SpecOutcome::Failed { errors }) => {
@@ -534,13 +563,12 @@ async fn apply(
         }
         None => return Err(Error::NoOutcome { spec: key }),
     };
-    let withheld = withheld(&planned.plan.resources, members.specs.iter().map(|s| &**s));
     let outcome = Outcome::Planned(Component {
         resolution,
-        desired: &planned.desired,
         plan: &planned.plan.resources,
+        parts: &shared.parts,
         written: &written,
-        withheld: &withheld,
+        withheld: &shared.withheld,
     });
     report(ctx, api, &obj, &outcome).await?;
     Ok(Action::requeue(ctx.settings.resync))
@@ -571,13 +599,13 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let departing = dereference_departing(ctx, &obj)?;
-    let _parents = ctx.locks.acquire(&departing.parents).await;
+    let _parents = ctx.locks.acquire(&departing.view.parents).await;
     // Azure is about to change under the component: every cached outcome of its members
     // (with or without the removed spec) is stale.
-    for spec in &departing.specs {
-        ctx.outcomes.forget_spec(&key_of(spec));
+    for key in &departing.view.keys {
+        ctx.outcomes.forget_spec(key);
     }
-    let specs = owned(&departing.specs);
+    let specs = owned(&departing.view.specs);
     let planned = ctx
         .engine
         .plan(&specs, &departing.scope)
@@ -631,12 +659,12 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
 
 /// A deleted spec's component, ready to plan without it.
 struct Departing {
-    /// The component, the deleted spec included (the pipeline reads its resources).
-    specs: Vec<Arc<AseConnectivity>>,
+    /// The component, the deleted spec included (the pipeline reads its resources), and
+    /// the parents to lock.
+    view: Arc<ComponentView>,
     /// The others, resolved; the deleted spec named in `removing` (it is not resolved, so
     /// the diff deletes what it owns).
     scope: Scope,
-    parents: BTreeSet<String>,
     /// What the deleted spec's namespace may not write: it stays in Azure.
     not_permitted: BTreeSet<ResourceId>,
 }
@@ -646,8 +674,9 @@ struct Departing {
 /// (docs/operator.md, "Tenancy").
 fn dereference_departing(ctx: &Context, obj: &Arc<AseConnectivity>) -> Result<Departing, Error> {
     let key = obj.spec_key();
-    let (specs, parents) = component_specs(ctx, obj);
-    let others: Vec<&AseConnectivity> = specs
+    let view = component_view(ctx, obj);
+    let others: Vec<&AseConnectivity> = view
+        .specs
         .iter()
         .map(|s| &**s)
         .filter(|s| s.spec_key() != key)
@@ -661,9 +690,8 @@ fn dereference_departing(ctx: &Context, obj: &Arc<AseConnectivity>) -> Result<De
     let scope = Scope::new(others.iter().map(|s| s.spec_key()), [key])
         .with_refused(policy.refusals(others.iter().copied()));
     Ok(Departing {
-        specs,
+        view,
         scope,
-        parents,
         not_permitted,
     })
 }

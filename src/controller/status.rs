@@ -42,7 +42,8 @@ pub enum Finding<'a> {
 
 pub struct PlannedFinding<'a> {
     pub resolution: &'a Resolution,
-    pub desired: &'a Desired,
+    /// The rules and routes the spec owns in the desired state ([`owned_rules`]).
+    pub rules: &'a [OwnedRuleStatus],
     /// Changes still outstanding after this reconcile (all of them in Plan/Observe mode).
     pub pending: PlanSummary,
     /// Changes written by this reconcile.
@@ -87,28 +88,42 @@ fn describe(s: &PlanSummary) -> String {
 
 /// The owned rules and routes of one spec in the desired state, with their reasons.
 pub fn owned_rules(desired: &Desired, key: &SpecKey) -> Vec<OwnedRuleStatus> {
-    let mut out = Vec::new();
-    for nsg in desired.network_security_groups.values() {
-        for r in nsg.rules.iter().filter(|r| &r.owner == key) {
-            out.push(OwnedRuleStatus {
-                parent: nsg.id.to_string(),
-                name: r.rule.name.clone(),
-                priority: Some(r.rule.priority),
-                reason: r.reason.clone(),
-            });
-        }
-    }
-    for rt in desired.route_tables.values() {
-        for r in rt.routes.iter().filter(|r| &r.owner == key) {
-            out.push(OwnedRuleStatus {
-                parent: rt.id.to_string(),
-                name: r.route.name.clone(),
-                priority: None,
-                reason: r.reason.clone(),
-            });
-        }
-    }
-    out
+    all_owned_rules(desired)
+        .filter(|(owner, _)| *owner == key)
+        .map(|(_, rule)| rule)
+        .collect()
+}
+
+/// Every owned rule and route of the desired state with its owner: NSGs first, then route
+/// tables, each in the desired state's order ([`owned_rules`] of one owner is this, filtered).
+pub fn all_owned_rules(desired: &Desired) -> impl Iterator<Item = (&SpecKey, OwnedRuleStatus)> {
+    let rules = desired.network_security_groups.values().flat_map(|nsg| {
+        nsg.rules.iter().map(move |r| {
+            (
+                &r.owner,
+                OwnedRuleStatus {
+                    parent: nsg.id.to_string(),
+                    name: r.rule.name.clone(),
+                    priority: Some(r.rule.priority),
+                    reason: r.reason.clone(),
+                },
+            )
+        })
+    });
+    let routes = desired.route_tables.values().flat_map(|rt| {
+        rt.routes.iter().map(move |r| {
+            (
+                &r.owner,
+                OwnedRuleStatus {
+                    parent: rt.id.to_string(),
+                    name: r.route.name.clone(),
+                    priority: None,
+                    reason: r.reason.clone(),
+                },
+            )
+        })
+    });
+    rules.chain(routes)
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
@@ -165,7 +180,6 @@ pub fn spec_error_message(errors: &[SpecError]) -> String {
 /// The status after a reconcile. `prev` is the status the object carried.
 pub fn next_status(
     prev: Option<&AseConnectivityStatus>,
-    key: &SpecKey,
     generation: Option<i64>,
     mode: Mode,
     finding: &Finding<'_>,
@@ -198,7 +212,7 @@ pub fn next_status(
                 virtual_network: Some(p.resolution.virtual_network_range.to_string()),
             });
             status.plan = Some(p.pending);
-            status.rules = owned_rules(p.desired, key);
+            status.rules = p.rules.to_vec();
             planned(p, mode)
         }
     };
@@ -464,7 +478,6 @@ mod transient_tests {
 
     #[test]
     fn a_repeated_transient_failure_does_not_change_the_status() {
-        let key = SpecKey::new("network", "ase-one");
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
         let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
         let first = Finding::Unavailable {
@@ -472,13 +485,13 @@ mod transient_tests {
                 "reading a: GET a: HTTP 429 SubscriptionRequestsThrottled: retry after 3 s",
             ),
         };
-        let s1 = next_status(None, &key, Some(1), Mode::Apply, &first, &t1);
+        let s1 = next_status(None, Some(1), Mode::Apply, &first, &t1);
         let again = Finding::Unavailable {
             message: transient_summary(
                 "reading b: GET b: HTTP 429 SubscriptionRequestsThrottled: retry after 9 s",
             ),
         };
-        let s2 = next_status(Some(&s1), &key, Some(1), Mode::Apply, &again, &t2);
+        let s2 = next_status(Some(&s1), Some(1), Mode::Apply, &again, &t2);
         assert_eq!(s1, s2, "same status: no write, the backoff applies");
         let ready = s2.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.reason, "AzureUnavailable");

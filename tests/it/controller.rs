@@ -1058,6 +1058,86 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
     assert!(
         names(index::component(&Arc::new(one.clone()), &changed)).contains(&"alone".to_string())
     );
+
+    // The views of the partition (what a reconcile of a stored, unchanged spec uses): for
+    // every stored object of every store version, the same members and parents as the
+    // fresh computation; the same `Arc` again while the store is unchanged, a new one once
+    // it changed.
+    let mut deleting = (*all[3]).clone();
+    deleting.metadata.deletion_timestamp = Some(asenet_time());
+    let mut with_deleting = all.clone();
+    with_deleting[3] = Arc::new(deleting);
+    let mut kept = index::ComponentIndex::default();
+    let mut before: Option<Arc<index::ComponentView>> = None;
+    for store in [&all, &without, &with_moved, &changed, &with_deleting, &all] {
+        // The store's own order is not sorted (a reflector's state is a hash map's).
+        let mut shuffled = store.clone();
+        shuffled.reverse();
+        for root in store {
+            let view = kept.view(root, &shuffled);
+            let candidates: Vec<_> = store
+                .iter()
+                .filter(|s| s.name_any() != root.name_any())
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
+                .cloned()
+                .collect();
+            let (fresh, fresh_linked) = index::component_with_resources(root, &candidates);
+            assert_eq!(
+                names(view.specs.clone()),
+                names(fresh),
+                "{}",
+                root.name_any()
+            );
+            assert_eq!(view.parents, fresh_linked, "{}", root.name_any());
+            let keys: Vec<_> = view.specs.iter().map(|s| index::key_of(s)).collect();
+            assert_eq!(view.keys, keys);
+            let again = kept.view(root, &shuffled);
+            assert!(Arc::ptr_eq(&view, &again) || root.metadata.deletion_timestamp.is_some());
+        }
+        let view = kept.view(&store[0], &shuffled);
+        if let Some(before) = &before {
+            assert!(
+                !Arc::ptr_eq(before, &view),
+                "a new store version, a new view"
+            );
+        }
+        before = Some(view);
+    }
+    // A root that is not the stored version (a newer one handed over) is planned in that
+    // version, outside the partition.
+    let mut newer = (*all[0]).clone();
+    newer.metadata.generation = Some(7);
+    let view = kept.view(&Arc::new(newer), &all);
+    let root = view
+        .specs
+        .iter()
+        .find(|s| s.name_any() == all[0].name_any())
+        .unwrap();
+    assert_eq!(root.metadata.generation, Some(7));
+    assert_eq!(names(view.specs.clone()), everyone_but_alone);
+    // Two objects of one key (two watches listing the same spec): each, as the root, is
+    // planned in its own version, once, as the one-by-one computation does.
+    let mut twice = all.clone();
+    let mut copy = (*all[0]).clone();
+    copy.metadata.generation = Some(8);
+    twice.push(Arc::new(copy));
+    for root in [&twice[0], &twice[5]] {
+        let view = kept.view(root, &twice);
+        let same: Vec<_> = view
+            .specs
+            .iter()
+            .filter(|s| s.name_any() == root.name_any())
+            .collect();
+        assert_eq!(same.len(), 1);
+        assert!(Arc::ptr_eq(same[0], root));
+        assert_eq!(names(view.specs.clone()), everyone_but_alone);
+    }
+}
+
+fn asenet_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap(),
+    )
 }
 
 #[test]

@@ -747,6 +747,43 @@ fn the_benchmark_generator_produces_specs_that_validate_resolve_and_converge() {
     assert!(!again.has_changes(), "{}", render_text(&again, false));
 }
 
+#[test]
+fn the_per_spec_index_of_a_plan_gives_each_spec_what_a_pass_over_the_whole_plan_gives() {
+    use asenet::controller::decide::Parts;
+    use asenet::controller::status::owned_rules;
+    use asenet::resolver::SpecOutcome;
+    let world = specgen::generate(120);
+    let (valid, _) = asenet::validate::validate_all(&world.specs);
+    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    let plan = diff(&desired, &world.snapshot, &sc);
+    let parts = Parts::of(&plan.resources, &desired);
+    let mut shared = 0;
+    for v in &valid {
+        let Some(SpecOutcome::Resolved(r)) = desired.specs.get(&v.key) else {
+            panic!("{} did not resolve", v.key);
+        };
+        let scan: Vec<_> = plan
+            .resources
+            .iter()
+            .filter(|p| p.owners.contains(&v.key) || r.touches.contains(&p.id))
+            .collect();
+        let indexed = parts.mine(&v.key, &r.touches, &plan.resources);
+        assert_eq!(indexed.len(), scan.len(), "{}", v.key);
+        assert!(indexed.iter().zip(&scan).all(|(a, b)| std::ptr::eq(*a, *b)));
+        shared += scan.iter().filter(|p| p.owners.len() > 1).count();
+        let rules = owned_rules(&desired, &v.key);
+        assert!(!rules.is_empty(), "{} owns rules", v.key);
+        assert_eq!(parts.rules(&v.key), rules.as_slice(), "{}", v.key);
+    }
+    assert!(shared > 0, "the fleet has resources several specs share");
+    let nobody = asenet::model::SpecKey::new("nowhere", "nobody");
+    assert!(parts.rules(&nobody).is_empty());
+    assert!(parts
+        .mine(&nobody, &BTreeSet::new(), &plan.resources)
+        .is_empty());
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------------------
