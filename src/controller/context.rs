@@ -3,7 +3,7 @@
 //! recorder, metrics, leadership and settings.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::Reporter;
@@ -215,10 +215,11 @@ struct CachedOutcome {
     /// The component's members, sorted.
     members: Vec<Key>,
     fingerprint: Vec<MemberPrint>,
-    /// The view the outcome was planned from, when no member had a tenancy refusal: a
-    /// member reconciling with the same view has the same fingerprint (the view holds the
-    /// same object versions), so [`OutcomeCache::get_view`] needs no fingerprint.
-    view: Option<Weak<ComponentView>>,
+    /// The lineage of the view the outcome was planned from, when no member had a tenancy
+    /// refusal: a member reconciling with a view of that lineage has the same members with
+    /// the same fingerprint ([`ComponentView::lineage`]), so [`OutcomeCache::get_view`]
+    /// needs no fingerprint.
+    lineage: Option<u64>,
     at: tokio::time::Instant,
     outcome: Arc<Shared>,
 }
@@ -252,17 +253,14 @@ impl OutcomeCache {
             .then(|| entry.outcome.clone())
     }
 
-    /// The cached outcome planned from this very `view` (without tenancy refusals), when it
-    /// is younger than `max_age`: [`OutcomeCache::get`] without comparing the members and
-    /// their prints, for a caller with no refusals.
-    pub fn get_view(&self, view: &Arc<ComponentView>, max_age: Duration) -> Option<Arc<Shared>> {
+    /// The cached outcome planned from a view of `view`'s lineage (without tenancy
+    /// refusals), when it is younger than `max_age`: [`OutcomeCache::get`] without
+    /// comparing the members and their prints, for a caller with no refusals.
+    pub fn get_view(&self, view: &ComponentView, max_age: Duration) -> Option<Arc<Shared>> {
         let entries = self.entries();
         let entry = entries.get(view.keys.first()?)?;
-        let same = entry
-            .view
-            .as_ref()
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(view)));
-        (same && entry.at.elapsed() < max_age).then(|| entry.outcome.clone())
+        (entry.lineage == Some(view.lineage) && entry.at.elapsed() < max_age)
+            .then(|| entry.outcome.clone())
     }
 
     /// Stores the outcome of `members` (sorted), planned from `view` when no member had a
@@ -272,7 +270,7 @@ impl OutcomeCache {
         &self,
         members: Vec<Key>,
         print: Vec<MemberPrint>,
-        view: Option<&Arc<ComponentView>>,
+        view: Option<&ComponentView>,
         outcome: Arc<Shared>,
         max_age: Duration,
     ) {
@@ -288,7 +286,7 @@ impl OutcomeCache {
             CachedOutcome {
                 members,
                 fingerprint: print,
-                view: view.map(Arc::downgrade),
+                lineage: view.map(|v| v.lineage),
                 at: tokio::time::Instant::now(),
                 outcome,
             },

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
+use super::context::MemberPrint;
 use crate::api::AseConnectivity;
 
 /// The key a spec is known by: `(namespace, name)`.
@@ -229,18 +230,31 @@ pub struct ComponentView {
     /// Sorted by key.
     pub specs: Vec<Arc<AseConnectivity>>,
     /// The members' keys, in the order of `specs`.
-    pub keys: Vec<Key>,
+    pub keys: Arc<Vec<Key>>,
     /// The Azure parents the members link to (normalised ids): the locks to hold.
-    pub parents: BTreeSet<String>,
+    pub parents: Arc<BTreeSet<String>>,
+    /// Views of one lineage have the same members with the same fingerprint
+    /// (`context::MemberPrint`: generation, deletion, mode): a view that only took newer
+    /// versions of objects whose status alone changed keeps its predecessor's lineage, so an
+    /// outcome cached for one is valid for the other. A new lineage otherwise.
+    pub lineage: u64,
+}
+
+/// The source of new lineages (unique within the process).
+static LINEAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn new_lineage() -> u64 {
+    LINEAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ComponentView {
     fn new(specs: Vec<Arc<AseConnectivity>>, parents: BTreeSet<String>) -> Self {
-        let keys = specs.iter().map(|s| key_of(s)).collect();
+        let keys = Arc::new(specs.iter().map(|s| key_of(s)).collect());
         ComponentView {
             specs,
             keys,
-            parents,
+            parents: Arc::new(parents),
+            lineage: new_lineage(),
         }
     }
 }
@@ -251,8 +265,8 @@ struct Partition {
     /// The views hold the objects, so no address is reused while this lives.
     addresses: Vec<usize>,
     views: Vec<Arc<ComponentView>>,
-    /// Object address → its component in `views`.
-    component_of: HashMap<usize, usize>,
+    /// Object address → its component in `views` and its position in the view's `specs`.
+    component_of: HashMap<usize, (usize, usize)>,
 }
 
 impl ComponentIndex {
@@ -410,12 +424,19 @@ impl ComponentIndex {
                 .is_some_and(|p| p.addresses == addresses);
             if !fresh {
                 let live: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
-                self.partition = Some(self.partition_of(&live, addresses));
+                let updated = self
+                    .partition
+                    .take()
+                    .and_then(|old| self.updated(old, &live, &addresses));
+                self.partition = Some(match updated {
+                    Some(p) => p,
+                    None => self.partition_of(&live, addresses),
+                });
             }
             let partition = self.partition.as_ref().expect("set above");
             // Absent: a second object of the same key (two watches that both list it),
             // which the partition left out as the one-by-one computation does.
-            if let Some(&at) = partition.component_of.get(&root_address) {
+            if let Some(&(at, _)) = partition.component_of.get(&root_address) {
                 return Arc::clone(&partition.views[at]);
             }
         }
@@ -428,6 +449,86 @@ impl ComponentIndex {
             .collect();
         let (specs, parents) = self.component_with_resources(root, &candidates);
         Arc::new(ComponentView::new(specs, parents))
+    }
+
+    /// `old` brought to the store version `addresses` (sorted; `live` its objects) when
+    /// that version differs from `old`'s only by newer versions of some objects whose links
+    /// ([`linked_resources`] and references) are unchanged, as after a status write: the
+    /// same components, each view that holds a replaced object rebuilt with the new
+    /// versions (same keys and parents, and the same lineage when no member's fingerprint
+    /// changed). `None` when the components may have changed (an object added, removed or
+    /// relinked, or a quarter of the store replaced): then the partition is recomputed.
+    fn updated(
+        &mut self,
+        old: Partition,
+        live: &[&Arc<AseConnectivity>],
+        addresses: &[usize],
+    ) -> Option<Partition> {
+        let gone: Vec<usize> = old
+            .addresses
+            .iter()
+            .filter(|a| addresses.binary_search(a).is_err())
+            .copied()
+            .collect();
+        if gone.len() > addresses.len() / 4 + 1 {
+            return None;
+        }
+        let new: Vec<&Arc<AseConnectivity>> = live
+            .iter()
+            .filter(|s| {
+                old.addresses
+                    .binary_search(&(Arc::as_ptr(s) as usize))
+                    .is_err()
+            })
+            .copied()
+            .collect();
+        if new.len() != gone.len() {
+            return None;
+        }
+        // The replaced versions by key, with where they sit.
+        let mut replaced: HashMap<u32, (usize, Arc<AseConnectivity>)> = HashMap::new();
+        for address in &gone {
+            let &(c, at) = old.component_of.get(address)?;
+            let object = Arc::clone(&old.views[c].specs[at]);
+            let links = self.links(&object);
+            replaced.insert(links.key, (*address, object));
+        }
+        let mut component_of = old.component_of;
+        let mut rebuilt: HashMap<usize, (Vec<Arc<AseConnectivity>>, bool)> = HashMap::new();
+        for object in new {
+            let links = self.links(object);
+            let (address, before) = replaced.remove(&links.key)?;
+            let previous = self.links(&before);
+            if previous.resources != links.resources || previous.references != links.references {
+                return None;
+            }
+            let (c, at) = component_of.remove(&address)?;
+            component_of.insert(Arc::as_ptr(object) as usize, (c, at));
+            let (specs, same_print) = rebuilt
+                .entry(c)
+                .or_insert_with(|| (old.views[c].specs.clone(), true));
+            specs[at] = Arc::clone(object);
+            *same_print &= MemberPrint::of(&before) == MemberPrint::of(object);
+        }
+        let mut views = old.views;
+        for (c, (specs, same_print)) in rebuilt {
+            let was = &views[c];
+            views[c] = Arc::new(ComponentView {
+                specs,
+                keys: Arc::clone(&was.keys),
+                parents: Arc::clone(&was.parents),
+                lineage: if same_print {
+                    was.lineage
+                } else {
+                    new_lineage()
+                },
+            });
+        }
+        Some(Partition {
+            addresses: addresses.to_vec(),
+            views,
+            component_of,
+        })
     }
 
     /// Every component of `live` in one pass (the graph of [`component_with_resources`]).
@@ -506,8 +607,8 @@ impl ComponentIndex {
                 }
             }
             member.sort_by_key(|i| key_ref(live[*i]));
-            for &i in &member {
-                component_of.insert(Arc::as_ptr(live[i]) as usize, c);
+            for (at, &i) in member.iter().enumerate() {
+                component_of.insert(Arc::as_ptr(live[i]) as usize, (c, at));
             }
             let parents = touched
                 .iter()

@@ -451,9 +451,9 @@ async fn plan_and_apply(
     // written from a plan this outcome does not hold: the outcome is used for this
     // reconcile's status but not cached, so the next member plans afresh.
     if cacheable {
-        let view = m.refused.is_empty().then_some(&m.view);
+        let view = m.refused.is_empty().then_some(&*m.view);
         ctx.outcomes.put(
-            m.view.keys.clone(),
+            m.view.keys.to_vec(),
             print,
             view,
             shared.clone(),
@@ -602,7 +602,7 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     let _parents = ctx.locks.acquire(&departing.view.parents).await;
     // Azure is about to change under the component: every cached outcome of its members
     // (with or without the removed spec) is stale.
-    for key in &departing.view.keys {
+    for key in departing.view.keys.iter() {
         ctx.outcomes.forget_spec(key);
     }
     let specs = owned(&departing.view.specs);

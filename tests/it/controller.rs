@@ -1067,9 +1067,49 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
     deleting.metadata.deletion_timestamp = Some(asenet_time());
     let mut with_deleting = all.clone();
     with_deleting[3] = Arc::new(deleting);
+    // New versions of ase-two: its status alone changed (a status write), then its spec
+    // (a new generation) with the same parents and references.
+    let mut status_only = (*all[1]).clone();
+    status_only.status = Some(asenet::api::AseConnectivityStatus {
+        observed_generation: Some(3),
+        ..Default::default()
+    });
+    let mut written = all.clone();
+    written[1] = Arc::new(status_only);
+    let mut edited = (*written[1]).clone();
+    edited.metadata.generation = Some(9);
+    let mut edited_store = written.clone();
+    edited_store[1] = Arc::new(edited);
     let mut kept = index::ComponentIndex::default();
+    let v0 = kept.view(&all[0], &all);
+    let v1 = kept.view(&written[0], &written);
+    assert!(
+        !Arc::ptr_eq(&v0, &v1),
+        "a view holds the versions of its store"
+    );
+    assert!(v1.specs.iter().any(|s| Arc::ptr_eq(s, &written[1])));
+    assert_eq!(v0.lineage, v1.lineage, "a status write keeps the lineage");
+    let v2 = kept.view(&edited_store[0], &edited_store);
+    assert_ne!(
+        v1.lineage, v2.lineage,
+        "a new generation starts a new lineage"
+    );
+    assert_eq!(
+        kept.view(&all[4], &all).lineage,
+        kept.view(&edited_store[4], &edited_store).lineage,
+        "a component without the changed spec keeps its view"
+    );
     let mut before: Option<Arc<index::ComponentView>> = None;
-    for store in [&all, &without, &with_moved, &changed, &with_deleting, &all] {
+    for store in [
+        &all,
+        &written,
+        &edited_store,
+        &without,
+        &with_moved,
+        &changed,
+        &with_deleting,
+        &all,
+    ] {
         // The store's own order is not sorted (a reflector's state is a hash map's).
         let mut shuffled = store.clone();
         shuffled.reverse();
@@ -1088,9 +1128,9 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
                 "{}",
                 root.name_any()
             );
-            assert_eq!(view.parents, fresh_linked, "{}", root.name_any());
+            assert_eq!(*view.parents, fresh_linked, "{}", root.name_any());
             let keys: Vec<_> = view.specs.iter().map(|s| index::key_of(s)).collect();
-            assert_eq!(view.keys, keys);
+            assert_eq!(*view.keys, keys);
             let again = kept.view(root, &shuffled);
             assert!(Arc::ptr_eq(&view, &again) || root.metadata.deletion_timestamp.is_some());
         }
