@@ -203,6 +203,31 @@ struct ObjectLinks {
     references: Vec<u32>,
 }
 
+/// The graph of [`component`]: per resource, the specs linking to it, and per spec, its
+/// reference edges (both directions), as adjacency lists over the specs' positions.
+fn graph<'l>(
+    links: impl ExactSizeIterator<Item = &'l ObjectLinks>,
+    spec_of_key: &[usize],
+    resources: usize,
+) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let mut by_resource: Vec<Vec<usize>> = vec![Vec::new(); resources];
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); links.len()];
+    for (i, l) in links.enumerate() {
+        for &r in &l.resources {
+            by_resource[r as usize].push(i);
+        }
+        for &target in &l.references {
+            if let Some(&j) = spec_of_key.get(target as usize) {
+                if j != usize::MAX {
+                    edges[i].push(j);
+                    edges[j].push(i);
+                }
+            }
+        }
+    }
+    (by_resource, edges)
+}
+
 /// [`component_with_resources`] for a caller that asks again and again over a store whose
 /// objects mostly stay the same `Arc`s (the controller: every reconcile, over the whole
 /// store). Resource ids and keys are interned once, and each object's links are computed
@@ -343,22 +368,11 @@ impl ComponentIndex {
         spec_of_key.resize(self.keys.texts.len(), usize::MAX);
         let start = spec_of_key[self.links(root).key as usize];
 
-        // Resource → specs and reference edges (both directions), as adjacency lists.
-        let mut by_resource: Vec<Vec<usize>> = vec![Vec::new(); self.resources.texts.len()];
-        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
-        for (i, (_, links)) in specs.iter().enumerate() {
-            for &r in &links.resources {
-                by_resource[r as usize].push(i);
-            }
-            for &target in &links.references {
-                if let Some(&j) = spec_of_key.get(target as usize) {
-                    if j != usize::MAX {
-                        edges[i].push(j);
-                        edges[j].push(i);
-                    }
-                }
-            }
-        }
+        let (by_resource, edges) = graph(
+            specs.iter().map(|(_, l)| &**l),
+            &spec_of_key,
+            self.resources.texts.len(),
+        );
 
         let mut seen = vec![false; specs.len()];
         let mut queue = std::collections::VecDeque::from([start]);
@@ -558,21 +572,11 @@ impl ComponentIndex {
             links = kept.iter().map(|&i| Arc::clone(&links[i])).collect();
             kept.iter().map(|&i| live[i]).collect()
         };
-        let mut by_resource: Vec<Vec<usize>> = vec![Vec::new(); self.resources.texts.len()];
-        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); live.len()];
-        for (i, l) in links.iter().enumerate() {
-            for &r in &l.resources {
-                by_resource[r as usize].push(i);
-            }
-            for &target in &l.references {
-                if let Some(&j) = spec_of_key.get(target as usize) {
-                    if j != usize::MAX {
-                        edges[i].push(j);
-                        edges[j].push(i);
-                    }
-                }
-            }
-        }
+        let (by_resource, edges) = graph(
+            links.iter().map(|l| &**l),
+            &spec_of_key,
+            self.resources.texts.len(),
+        );
         let mut component = vec![usize::MAX; live.len()];
         let mut views = Vec::new();
         let mut component_of = HashMap::with_capacity(live.len());
