@@ -84,6 +84,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WRITE_BUCKET: f64 = 200.0;
 const WRITE_REFILL: f64 = 10.0;
+/// NRP's writes (and deletes) per subscription per window, and the window (domain.md 4.8).
+const NRP_WRITES: u64 = 1_000;
+const NRP_WINDOW_SECS: f64 = 300.0;
 /// Seconds (ARM clock) for an empty write bucket to fill again (200 / 10).
 const REFILL_ARM_SECS: f64 = 20.0;
 /// NRP's window (domain.md 4.8: per 5 minutes); the quiet time between phases with
@@ -364,6 +367,8 @@ struct Phase {
     /// Whole-process `VmRSS` and `VmHWM` at the end of the phase (MiB).
     rss_end: f64,
     hwm_end: f64,
+    /// Whether the mock applied NRP's per-5-minute limits in this phase.
+    nrp_limits: bool,
 }
 
 /// The longest chain of writes that ARM serialises in one phase: a VNet's subnet writes
@@ -390,10 +395,21 @@ impl Phase {
         (self.writes as f64 - WRITE_BUCKET).max(0.0) / WRITE_REFILL
     }
     /// The busiest subscription's `(writes - 200) / 10`: its write bucket cannot go faster.
+    /// With NRP's limits on, also its window: no more than 1,000 writes in any 5 minutes,
+    /// so write `k` (from 0) starts no earlier than `floor(k / 1000) * 300` s (domain.md
+    /// 4.8).
     fn floor_per_sub(&self) -> f64 {
         self.writes_by_sub
             .values()
-            .map(|w| (*w as f64 - WRITE_BUCKET).max(0.0) / WRITE_REFILL)
+            .map(|w| {
+                let bucket = (*w as f64 - WRITE_BUCKET).max(0.0) / WRITE_REFILL;
+                let window = if self.nrp_limits && *w > 0 {
+                    ((*w - 1) / NRP_WRITES) as f64 * NRP_WINDOW_SECS
+                } else {
+                    0.0
+                };
+                bucket.max(window)
+            })
             .fold(0.0, f64::max)
     }
     /// The longest serialised chain times the operation time: no schedule is shorter.
@@ -1066,6 +1082,8 @@ struct Setup {
     cpu_mark: Mutex<(f64, f64)>,
     /// Whole-process `VmRSS` once the fleet, offline plans and seeded mock exist (MiB).
     rss_setup: f64,
+    /// `--no-nrp-limits` not given.
+    nrp_limits: bool,
 }
 
 async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
@@ -1149,6 +1167,7 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         expected_change,
         cpu_mark: Mutex::new(cpu_secs()),
         rss_setup: rss_mib(),
+        nrp_limits: args.nrp_limits,
     })
 }
 
@@ -1241,6 +1260,7 @@ fn phase_end(s: &Setup, shared: &ChaosShared, hist: &HashMap<String, usize>) -> 
     p.cpu_client = ((total - total0) - p.cpu_mock).max(0.0);
     p.rss_end = rss_end;
     p.hwm_end = hwm_end;
+    p.nrp_limits = s.nrp_limits;
     p
 }
 
@@ -1838,7 +1858,7 @@ fn print_rows(args: &Args, rows: &[Row]) {
         if args.chaos { ", CHAOS" } else { "" }
     );
     println!();
-    println!("Convergence from the seeded state (time on the ARM clock). Honest floor = the larger of the bucket floor (the busiest subscription's max(0, writes_s - 200) / 10 s, domain.md 4.8) and the chain floor (the longest chain of serialised writes: one VNet's subnet writes, plus their NSG/route-table predecessor when every one waits for it, times the operation time). 'single bucket' = all writes over one bucket: NOT a floor with several subscriptions, shown for comparison with earlier figures only:");
+    println!("Convergence from the seeded state (time on the ARM clock). Honest floor = the larger of the bucket floor (the busiest subscription's max(0, writes_s - 200) / 10 s, and with NRP limits on floor((writes_s - 1) / 1000) * 300 s, domain.md 4.8) and the chain floor (the longest chain of serialised writes: one VNet's subnet writes, plus their NSG/route-table predecessor when every one waits for it, times the operation time). 'single bucket' = all writes over one bucket: NOT a floor with several subscriptions, shown for comparison with earlier figures only:");
     println!();
     println!("| driver | specs | subs | touched parents | changed parents | ARM reads | writes | 412s | 429s | writes / changed parent | time (ARM s) | bucket floor (s) | longest chain (writes, VNet) | chain floor (s) | **honest floor (s)** | **time / honest floor** | single bucket (s, not a floor) | reconciles (failed) | converged | peak RSS (MiB) |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |");
