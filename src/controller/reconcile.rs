@@ -4,16 +4,19 @@
 //! [`Error`] variant: check leadership → finalizer → `dereference` (the spec's connected
 //! component: the specs linked to this one by a shared NSG, route table or subnet or an
 //! `environmentRef`, transitively, so merged NSGs are computed whole and the reads are
-//! proportional to the component, not the fleet; with the tenancy refusals) → take the
-//! locks of the component's Azure parents (single flight per parent) → `plan_component`
-//! (plan → narrow to what may be written ([`decide::writable`]) → write → re-diff; one plan
-//! per component: the outcome is cached in `Context::outcomes`, and the other members
-//! reuse it without reading or writing Azure until a member's spec changes or the resync
-//! interval passes) → `report` (status, events and change counters of this spec's part,
-//! decided by the pure [`decide::decide`]; the status written by server-side apply only
-//! when it changed). A deleted spec goes through `cleanup` instead, its decisions made
-//! by [`decide::cleanup_start`] and [`decide::removal`]. A reconcile never branches on why
-//! it ran; `error_policy` decides from the error's category alone ([`decide::policy`]).
+//! proportional to the component, not the fleet; with the tenancy refusals; a shared view
+//! from the store's partition, [`super::index::ComponentIndex::view`]) → a recent outcome
+//! of the component's lineage is used as it is, without locks; otherwise take the locks of
+//! the component's Azure parents (single flight per parent) → `plan_component` (plan →
+//! narrow to what may be written ([`decide::writable`]) → write → re-diff; one plan per
+//! component: the outcome is cached in `Context::outcomes`, and the other members reuse it
+//! without reading or writing Azure until a member's spec changes or the resync interval
+//! passes) → `report` (status, events and change counters of this spec's part, read from
+//! the outcome's per-spec index [`decide::Parts`] and decided by the pure
+//! [`decide::decide`]; the status written by server-side apply only when it changed). A
+//! deleted spec goes through `cleanup` instead, its decisions made by
+//! [`decide::cleanup_start`] and [`decide::removal`]. A reconcile never branches on why it
+//! ran; `error_policy` decides from the error's category alone ([`decide::policy`]).
 //!
 //! Modes and shared resources: a spec in mode `Apply` writes the resources it touches, but a
 //! resource several specs contribute to is written only when *every* contributing spec is
@@ -387,9 +390,9 @@ enum ComponentError {
     LostLeadership,
 }
 
-/// A recent outcome planned from this very view of the component, found without locks
-/// and without a fingerprint (members without tenancy refusals only): what every member's
-/// reconcile but the first finds during a resync.
+/// A recent outcome planned from a view of this component's lineage (same members, same
+/// fingerprints), found without locks and without a fingerprint (members without tenancy
+/// refusals only): what every member's reconcile but the first finds during a resync.
 fn cached_outcome(ctx: &Context, m: &Members) -> Option<ComponentOutcome> {
     if !m.refused.is_empty() {
         return None;
@@ -397,7 +400,7 @@ fn cached_outcome(ctx: &Context, m: &Members) -> Option<ComponentOutcome> {
     let shared = ctx.outcomes.get_view(&m.view, ctx.settings.resync)?;
     debug!(
         specs = m.view.keys.len(),
-        "component planned recently from this view; using its outcome"
+        "component planned recently from this lineage; using its outcome"
     );
     Some(ComponentOutcome::cached(shared))
 }

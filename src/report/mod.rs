@@ -1,4 +1,4 @@
-//! Rendering for people and machines: a [`Plan`](crate::diff::Plan) as a terminal diff in
+//! Rendering for people and machines: a [`Plan`] as a terminal diff in
 //! the style of `terraform plan` ([`render_text`]), as JSON with a documented, stable schema
 //! ([`render_json`], docs/plan-json.md) and as Markdown for pull-request comments
 //! ([`render_markdown`]). The desired state (`asenet resolve`) is rendered by [`desired`].
