@@ -18,7 +18,7 @@ use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::tenancy::TenancyStores;
 use crate::api::{AseConnectivity, Mode};
-use crate::diff::Scope;
+use crate::diff::{ResourcePlan, Scope};
 use crate::error::SpecError;
 use crate::model::SpecKey;
 use crate::pipeline;
@@ -182,6 +182,18 @@ pub fn fingerprint_in<S: std::borrow::Borrow<AseConnectivity>>(
     print
 }
 
+/// The resources of `plan` that a spec in `read_only` withholds ([`pipeline::withheld_by`]).
+pub(crate) fn withheld<'a>(
+    plan: &[ResourcePlan],
+    specs: impl IntoIterator<Item = &'a AseConnectivity>,
+) -> Withheld {
+    let read_only = pipeline::read_only_specs(specs);
+    plan.iter()
+        .map(|r| (r.id.clone(), pipeline::withheld_by(r, &read_only)))
+        .filter(|(_, by)| !by.is_empty())
+        .collect()
+}
+
 /// A component's outcome as every member's report reads it: the plan after the writes, the
 /// resources a contributor not in mode `Apply` withholds, and the plan indexed by spec.
 /// Computed once per planned outcome, so a member's report costs its own part.
@@ -194,14 +206,7 @@ pub struct Shared {
 impl Shared {
     /// `planned` of the component `specs`.
     pub fn new(planned: Planned, specs: &[AseConnectivity]) -> Self {
-        let read_only = pipeline::read_only_specs(specs);
-        let withheld = planned
-            .plan
-            .resources
-            .iter()
-            .map(|r| (r.id.clone(), pipeline::withheld_by(r, &read_only)))
-            .filter(|(_, by)| !by.is_empty())
-            .collect();
+        let withheld = withheld(&planned.plan.resources, specs);
         let parts = Parts::of(&planned.plan.resources, &planned.desired);
         Shared {
             planned,

@@ -437,14 +437,14 @@ impl ComponentIndex {
                 .as_ref()
                 .is_some_and(|p| p.addresses == addresses);
             if !fresh {
-                let live: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
+                let objects: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
                 let updated = self
                     .partition
                     .take()
-                    .and_then(|old| self.updated(old, &live, &addresses));
+                    .and_then(|old| self.updated(old, &objects, &addresses));
                 self.partition = Some(match updated {
                     Some(p) => p,
-                    None => self.partition_of(&live, addresses),
+                    None => self.partition_of(&objects, addresses),
                 });
             }
             let partition = self.partition.as_ref().expect("set above");

@@ -38,10 +38,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{fingerprint_in, Context, MemberPrint, Shared, FIELD_MANAGER};
-use super::decide::{
-    self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject, Withheld,
-};
+use super::context::{fingerprint_in, withheld, Context, MemberPrint, Shared, FIELD_MANAGER};
+use super::decide::{self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject};
 use super::engine::{self, Planned};
 use super::index::{key_of, ComponentView};
 use super::metrics::ModeLabel;
@@ -52,7 +50,7 @@ use crate::api::{AseConnectivity, AseConnectivityStatus, Mode};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::{Category, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
-use crate::pipeline::{self, PipelineError};
+use crate::pipeline::PipelineError;
 use crate::resolver::SpecOutcome;
 
 pub use super::decide::Policy;
@@ -234,18 +232,6 @@ fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentVie
 /// that plans it.
 fn owned(specs: &[Arc<AseConnectivity>]) -> Vec<AseConnectivity> {
     specs.iter().map(|s| (**s).clone()).collect()
-}
-
-/// The resources of `plan` that a spec in `read_only` withholds ([`pipeline::withheld_by`]).
-fn withheld<'a>(
-    plan: &[ResourcePlan],
-    specs: impl IntoIterator<Item = &'a AseConnectivity>,
-) -> Withheld {
-    let read_only = pipeline::read_only_specs(specs);
-    plan.iter()
-        .map(|r| (r.id.clone(), pipeline::withheld_by(r, &read_only)))
-        .filter(|(_, by)| !by.is_empty())
-        .collect()
 }
 
 async fn publish(ctx: &Context, obj: &AseConnectivity, notice: &Notice) {
