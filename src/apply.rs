@@ -33,12 +33,14 @@
 //! ARM client (Retry-After honoured). Writes are idempotent: a run interrupted anywhere
 //! converges when run again.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::azure::pacing::{Reservation, Slot, WritePacer};
 use crate::azure::{ArmClient, ArmError, ErrorCategory, LroProgress, Precondition};
 // The ARM JSON of bodies lives in the ARM layer's wire module; re-exported for callers of
 // `apply::writable` and friends.
@@ -72,6 +74,10 @@ pub struct ApplyOptions {
     pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 or a transient operation failure.
     pub max_replans: u32,
+    /// NRP's per-subscription write window (domain.md 4.8), shared by every apply of the
+    /// process: subnet writes hold reserved slots so that their VNet's chain never waits
+    /// for the window behind writes nothing waits on (see `azure::pacing`).
+    pub pacer: WritePacer,
 }
 
 impl Default for ApplyOptions {
@@ -80,6 +86,7 @@ impl Default for ApplyOptions {
             max_concurrency: 4,
             max_write_concurrency: 4,
             max_replans: 5,
+            pacer: WritePacer::nrp(),
         }
     }
 }
@@ -239,21 +246,26 @@ struct Run<'a> {
     replanner: &'a dyn Replanner,
     options: &'a ApplyOptions,
     progress: Progress<'a>,
-    snapshot: tokio::sync::Mutex<Snapshot>,
+    /// The snapshot the plan came from; copied on the first re-read (a 412), so the
+    /// caller's copy is never changed and an apply without re-reads copies nothing.
+    snapshot: tokio::sync::Mutex<Cow<'a, Snapshot>>,
     /// Per VNet: serialises subnet writes and remembers the etag the last one left.
     vnets: std::sync::Mutex<BTreeMap<ResourceId, Arc<tokio::sync::Mutex<Option<String>>>>>,
-    /// Final bodies of written resources.
-    results: std::sync::Mutex<BTreeMap<ResourceId, Value>>,
+    /// The etag each written resource was left with (for the `If-Match` of a deletion in
+    /// phase 3); only the etag: a run of 10,000 specs would otherwise hold every body it
+    /// wrote until it ends.
+    etags: std::sync::Mutex<BTreeMap<ResourceId, Option<String>>>,
     /// The latest plan of every resource re-planned during the run (`None`: nothing left
     /// to write).
     replanned: std::sync::Mutex<BTreeMap<ResourceId, Option<ResourcePlan>>>,
     replans: std::sync::atomic::AtomicU32,
 }
 
-/// Executes `plan` (computed from `snapshot`).
+/// Executes `plan` (computed from `snapshot`: borrowed, or owned when the caller has no
+/// further use for it).
 pub async fn execute(
     arm: &ArmClient,
-    snapshot: Snapshot,
+    snapshot: Cow<'_, Snapshot>,
     plan: &Plan,
     replanner: &dyn Replanner,
     options: &ApplyOptions,
@@ -266,7 +278,7 @@ pub async fn execute(
         progress,
         snapshot: tokio::sync::Mutex::new(snapshot),
         vnets: Default::default(),
-        results: Default::default(),
+        etags: Default::default(),
         replanned: Default::default(),
         replans: Default::default(),
     };
@@ -342,6 +354,11 @@ impl Run<'_> {
     /// VNet, then the second, ...) so that every chain starts early and never waits, and
     /// subnet writes have their own `max_write_concurrency` per subscription, so a chain's
     /// next write never queues behind NSG writes.
+    ///
+    /// Under NRP's write window (`ApplyOptions::pacer`), a subnet write holds a reserved
+    /// slot from the moment the last NSG or route-table write it waits for is admitted (at
+    /// once, when it waits for none), so the writes nothing waits on never take the slots
+    /// a chain needs next.
     async fn write_all(
         &self,
         plans: Vec<ResourcePlan>,
@@ -361,6 +378,7 @@ impl Run<'_> {
         };
         let parents = chain_order(parents, &subnets, &deps);
         let parents = observe::interleave_subscriptions(parents, |r| r.id.subscription());
+        let mut kept = self.reservation_cells(&parents, &subnets, &deps);
 
         let mut gates: BTreeMap<ResourceId, tokio::sync::watch::Receiver<Option<Gate>>> =
             BTreeMap::new();
@@ -370,10 +388,19 @@ impl Run<'_> {
             let (done, gate) = tokio::sync::watch::channel(None);
             gates.insert(rp.id.clone(), gate);
             let limit = parent_limits.of(&rp.id);
+            let unlocks = kept.unlocked_by.remove(&rp.id).unwrap_or_default();
             jobs.push(Box::pin(async move {
                 let permit = limit.acquire_owned().await;
                 let id = rp.id.clone();
-                let result = self.write(rp, None).await;
+                let window = self.options.pacer.window(id.subscription());
+                let (slot, reservations) = window.admit(unlocks.len()).await;
+                for (cell, r) in unlocks.iter().zip(reservations) {
+                    *cell
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+                drop(unlocks);
+                let result = self.write(rp, None, slot).await;
                 drop(permit);
                 let gate = match &result {
                     Err(_) => Gate::Failed,
@@ -386,12 +413,14 @@ impl Run<'_> {
             }));
         }
         let mut subnet_limits = Limits::new(per_sub);
-        for (rp, deps) in subnets.into_iter().zip(deps) {
+        for ((rp, deps), cell) in subnets.into_iter().zip(deps).zip(kept.cells) {
             let waits: Vec<tokio::sync::watch::Receiver<Option<Gate>>> =
                 deps.iter().filter_map(|d| gates.get(d).cloned()).collect();
             let limit = subnet_limits.of(&rp.id);
             let vnet = self.vnet_lock(&rp.id);
             jobs.push(Box::pin(async move {
+                // Dropped on every way out: an unused reservation goes back to the window.
+                let cell = cell;
                 let mut dependency_replanned = false;
                 for mut gate in waits {
                     let state = gate
@@ -419,12 +448,61 @@ impl Run<'_> {
                 };
                 let guard = vnet.lock_owned().await;
                 let permit = limit.acquire_owned().await;
-                let result = self.write(rp, Some(guard)).await;
+                let window = self.options.pacer.window(rp.id.subscription());
+                let reservation = cell
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let slot = match reservation {
+                    Some(r) => window.admit_reserved(r).await,
+                    None => window.admit(0).await.0,
+                };
+                let result = self.write(rp, Some(guard), slot).await;
                 drop(permit);
                 result
             }));
         }
         futures::future::join_all(jobs).await
+    }
+
+    /// Where each subnet write's reservation in NRP's window is kept until it is written:
+    /// one cell per subnet (in `subnets` order), and per NSG or route-table write the cells
+    /// it fills when admitted: those of the subnets for which it is, in `parents` order
+    /// (the order of admission), the last write waited for, in the same subscription. A
+    /// subnet waiting for none is reserved now; one whose dependencies are in another
+    /// subscription queues like any write.
+    fn reservation_cells(
+        &self,
+        parents: &[ResourcePlan],
+        subnets: &[ResourcePlan],
+        deps: &[BTreeSet<ResourceId>],
+    ) -> ReservationCells {
+        let position: BTreeMap<&ResourceId, usize> = parents
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&p.id, i))
+            .collect();
+        let mut cells = Vec::with_capacity(subnets.len());
+        let mut unlocked_by: BTreeMap<ResourceId, Vec<ReservationCell>> = BTreeMap::new();
+        for (s, d) in subnets.iter().zip(deps) {
+            let cell = ReservationCell::default();
+            let last = d.iter().filter_map(|id| position.get(id).copied()).max();
+            match last.map(|i| &parents[i].id) {
+                None => {
+                    let window = self.options.pacer.window(s.id.subscription());
+                    *cell
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(window.reserve());
+                }
+                Some(p) if p.subscription().eq_ignore_ascii_case(s.id.subscription()) => {
+                    unlocked_by.entry(p.clone()).or_default().push(cell.clone());
+                }
+                Some(_) => {}
+            }
+            cells.push(cell);
+        }
+        ReservationCells { cells, unlocked_by }
     }
 
     fn vnet_lock(&self, subnet: &ResourceId) -> Arc<tokio::sync::Mutex<Option<String>>> {
@@ -439,13 +517,28 @@ impl Run<'_> {
 
     /// One resource: build the body, PUT it, re-read and re-plan on 412. A subnet is written
     /// holding its VNet's lock (`vnet_guard`).
+    /// `slot` is the first PUT's place in NRP's window; a PUT after a re-plan queues for
+    /// one of its own.
     async fn write(
         &self,
         mut rp: ResourcePlan,
         mut vnet_guard: Option<tokio::sync::OwnedMutexGuard<Option<String>>>,
+        slot: Slot,
     ) -> Result<Option<Written>, ApplyError> {
         let mut attempt = 0;
+        let mut slot = Some(slot);
         loop {
+            let slot_now = match slot.take() {
+                Some(s) => s,
+                None => {
+                    self.options
+                        .pacer
+                        .window(rp.id.subscription())
+                        .admit(0)
+                        .await
+                        .0
+                }
+            };
             let action = match (rp.kind, rp.action) {
                 (_, ParentAction::Create) => WriteAction::Create,
                 (ResourceKind::Subnet, _) if rp.only_dissociates() => WriteAction::Dissociate,
@@ -469,6 +562,9 @@ impl Run<'_> {
             let started = std::time::Instant::now();
             let id = rp.id.clone();
             let on_poll = |p: &LroProgress| {
+                if p.polls == 0 {
+                    return slot_now.accepted();
+                }
                 (self.progress)(ApplyEvent::Polling {
                     id: id.clone(),
                     status: p.status.clone(),
@@ -482,16 +578,18 @@ impl Run<'_> {
                 .await
             {
                 Ok(final_body) => {
+                    let etag = final_body
+                        .get("etag")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    drop(final_body);
                     if let Some(guard) = vnet_guard.as_mut() {
-                        **guard = final_body
-                            .get("etag")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned);
+                        **guard = etag.clone();
                     }
-                    self.results
+                    self.etags
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(rp.id.clone(), final_body);
+                        .insert(rp.id.clone(), etag);
                     (self.progress)(ApplyEvent::Done {
                         id: rp.id.clone(),
                         action,
@@ -542,9 +640,9 @@ impl Run<'_> {
 
     /// Re-reads `id`, re-plans, and returns its new plan if it still needs a write.
     async fn reobserve(&self, id: &ResourceId) -> Result<Option<ResourcePlan>, ApplyError> {
-        let mut fresh = self.snapshot.lock().await.clone();
+        let mut fresh = Snapshot::clone(&*self.snapshot.lock().await);
         observe::refresh(self.arm, &mut fresh, id).await?;
-        copy_resource(&fresh, &mut *self.snapshot.lock().await, id);
+        copy_resource(&fresh, self.snapshot.lock().await.to_mut(), id);
         Ok(self.replan(id).await)
     }
 
@@ -586,20 +684,31 @@ impl Run<'_> {
     async fn delete(&self, rp: &ResourcePlan) -> Result<Option<Written>, ApplyError> {
         let id = rp.id.clone();
         let written_etag = self
-            .results
+            .etags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
-            .and_then(|b| b.get("etag").and_then(Value::as_str).map(str::to_owned));
+            .cloned()
+            .flatten();
         (self.progress)(ApplyEvent::Started {
             id: id.clone(),
             action: WriteAction::Delete,
         });
+        let slot = self
+            .options
+            .pacer
+            .window(id.subscription())
+            .admit(0)
+            .await
+            .0;
         let started = std::time::Instant::now();
         let precondition = written_etag
             .or_else(|| rp.etag.clone())
             .map(Precondition::IfMatch);
         let on_poll = |p: &LroProgress| {
+            if p.polls == 0 {
+                return slot.accepted();
+            }
             (self.progress)(ApplyEvent::Polling {
                 id: id.clone(),
                 status: p.status.clone(),
@@ -637,6 +746,17 @@ enum Gate {
     /// Written (or found needing no write) after a re-read and re-plan.
     Replanned,
     Failed,
+}
+
+/// A subnet write's reservation in NRP's window, filled when the last write it waits for
+/// is admitted (see `Run::reservation_cells`).
+type ReservationCell = Arc<std::sync::Mutex<Option<Reservation>>>;
+
+struct ReservationCells {
+    /// Per subnet write, in the order of the plan's subnets.
+    cells: Vec<ReservationCell>,
+    /// Per NSG or route-table write: the cells its admission fills.
+    unlocked_by: BTreeMap<ResourceId, Vec<ReservationCell>>,
 }
 
 /// A semaphore per subscription, created on first use.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{self, DeletionPolicy};
 use crate::apply::{self, ApplyError, ApplyOptions};
+use crate::azure::pacing::WritePacer;
 use crate::azure::ArmClient;
 pub use crate::azure::{ArmError, ErrorCategory};
 use crate::diff::{self, Plan, ResourcePlan, Scope};
@@ -34,10 +35,14 @@ pub struct PipelineOptions {
     /// Concurrent ARM reads (observe).
     pub max_concurrency: usize,
     /// Concurrent NSG/route-table/subnet writes (apply) per subscription, sized to cover
-    /// ARM's write refill (10/s) times the latency of one write (PUT, LRO, final read).
+    /// ARM's write refill (10/s) times the latency of one write (PUT, LRO, final read):
+    /// NRP's operations take about 10 s (domain.md 4.5), so 128.
     pub max_write_concurrency: usize,
     /// Re-reads and re-plans of one resource after 412 before giving up.
     pub max_replans: u32,
+    /// NRP's write window per subscription (domain.md 4.8: 1,000 per 5 minutes), shared by
+    /// every apply of this pipeline (`azure::pacing`).
+    pub write_pacer: WritePacer,
     /// Service tags given explicitly (`--service-tags FILE`): when not empty, the only
     /// source; otherwise they are read from ARM (`observe::service_tag_sources`).
     pub service_tags: ServiceTags,
@@ -52,8 +57,9 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             max_concurrency: 8,
-            max_write_concurrency: 64,
+            max_write_concurrency: 128,
             max_replans: 5,
+            write_pacer: WritePacer::nrp(),
             service_tags: ServiceTags::default(),
             service_tag_cache: ServiceTagCache::default(),
             service_tag_max_age: std::time::Duration::ZERO,
@@ -71,6 +77,10 @@ impl PipelineOptions {
         Ok(PipelineOptions {
             max_concurrency: args.max_concurrency.max(1),
             max_write_concurrency: args.max_write_concurrency.max(1),
+            write_pacer: WritePacer::new(
+                args.nrp_write_limit,
+                std::time::Duration::from_secs(args.nrp_window_seconds.max(1)),
+            ),
             service_tags,
             ..PipelineOptions::default()
         })
@@ -258,9 +268,25 @@ impl Pipeline {
         outcome: PlanOutcome,
         progress: &(dyn Fn(ApplyEvent) + Send + Sync),
     ) -> Result<ApplyReport, PipelineError> {
+        let snapshot = std::borrow::Cow::Owned(outcome.snapshot);
+        self.apply_plan(specs, scope, snapshot, &outcome.plan, progress)
+            .await
+    }
+
+    /// [`Pipeline::apply`] of `plan` computed from `snapshot`, for callers that keep the
+    /// plan, the snapshot and the desired state for themselves: nothing of theirs is copied
+    /// (a borrowed snapshot is copied only if a 412 makes the apply re-read a resource).
+    pub async fn apply_plan(
+        &self,
+        specs: &[api::AseConnectivity],
+        scope: &Scope,
+        snapshot: std::borrow::Cow<'_, Snapshot>,
+        plan: &Plan,
+        progress: &(dyn Fn(ApplyEvent) + Send + Sync),
+    ) -> Result<ApplyReport, PipelineError> {
         let prepared = Prepared::new(specs, scope);
         // Deletions and dissociations are in the plan too.
-        if !outcome.plan.has_changes() {
+        if !plan.has_changes() {
             return Ok(ApplyReport::default());
         }
         let replanner = |snapshot: &Snapshot| prepared.plan(snapshot).1;
@@ -268,16 +294,9 @@ impl Pipeline {
             max_concurrency: self.options.max_concurrency,
             max_write_concurrency: self.options.max_write_concurrency,
             max_replans: self.options.max_replans,
+            pacer: self.options.write_pacer.clone(),
         };
-        Ok(apply::execute(
-            &self.arm,
-            outcome.snapshot,
-            &outcome.plan,
-            &replanner,
-            &options,
-            progress,
-        )
-        .await?)
+        Ok(apply::execute(&self.arm, snapshot, plan, &replanner, &options, progress).await?)
     }
 
     /// Reads the live NSGs and evaluates every required flow of every spec.

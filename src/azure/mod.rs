@@ -23,6 +23,7 @@ pub mod config;
 pub mod credential;
 pub mod error;
 pub mod operations;
+pub mod pacing;
 pub mod policy;
 pub mod wire;
 
@@ -92,12 +93,24 @@ pub struct Fetched<T> {
     pub etag: Option<String>,
 }
 
-/// Progress of a long-running operation, for people watching.
+/// Progress of a long-running operation, for people watching. The first report of a write
+/// has `polls: 0`: ARM accepted the request (the instant NRP's write window counts it,
+/// domain.md 4.8); the others follow each poll.
 #[derive(Debug, Clone)]
 pub struct LroProgress {
     pub status: String,
+    /// Status reads so far; 0: the request was just accepted.
     pub polls: u32,
     pub elapsed: Duration,
+}
+
+/// Reports that ARM accepted a write (see [`LroProgress`]).
+fn accepted(progress: &(dyn Fn(&LroProgress) + Send + Sync)) {
+    progress(&LroProgress {
+        status: "Accepted".to_string(),
+        polls: 0,
+        elapsed: Duration::ZERO,
+    });
 }
 
 /// A client for the ARM endpoint. Cheap to clone.
@@ -526,6 +539,7 @@ impl ArmClient {
             .send(op, Method::Put, url, Some(bytes), &headers, id.as_str())
             .await?;
         let initial = response.json(id.as_str())?;
+        accepted(progress);
         let done = self
             .wait(id, &response.headers, Some(&initial), progress)
             .await?;
@@ -556,6 +570,7 @@ impl ArmClient {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
+        accepted(progress);
         if response.status == 202 {
             self.wait_delete(id, &response.headers, progress).await?;
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use asenet::api::AseConnectivity;
 use asenet::azure::credential::StaticToken;
+use asenet::azure::pacing::WritePacer;
 use asenet::azure::{ArmClient, ArmClientOptions, RetryConfig};
 use asenet::diff::Scope;
 use asenet::model::{ResourceId, SpecKey};
@@ -113,6 +114,16 @@ impl Env {
 
 /// A mock seeded from an example's snapshot (through `fixture::mock_seed`), and a pipeline.
 async fn env_with(name: &str, tweak: impl FnOnce(&mut Value)) -> Env {
+    env_custom(name, tweak, mock_config(), PipelineOptions::default()).await
+}
+
+/// [`env_with`] with the mock's configuration and the pipeline's options given.
+async fn env_custom(
+    name: &str,
+    tweak: impl FnOnce(&mut Value),
+    config: mock_arm::Config,
+    options: PipelineOptions,
+) -> Env {
     let dir = example(name);
     let specs = specs_of(&dir);
     let snapshot = asenet::load::load_snapshot(&azure(name).join("snapshot.yaml")).unwrap();
@@ -125,11 +136,11 @@ async fn env_with(name: &str, tweak: impl FnOnce(&mut Value)) -> Env {
     let asenet::fixture::harness::MockPipeline { mock, pipeline } =
         asenet::fixture::harness::start(
             seed,
-            mock_config(),
+            config,
             fast_options(),
             PipelineOptions {
                 service_tags: tags,
-                ..PipelineOptions::default()
+                ..options
             },
         )
         .await
@@ -249,6 +260,51 @@ async fn every_example_converges_and_a_second_plan_reads_once_and_writes_nothing
             stats.reads()
         );
     }
+}
+
+/// NRP accepts a limited number of writes per subscription per window (domain.md 4.8:
+/// 1,000 per 5 minutes); asenet paces its own writes under it (`azure::pacing`). Here the
+/// mock's window admits 3 writes per 4 ARM seconds: the paced apply is never throttled
+/// and writes each changed resource once; the same apply unpaced is throttled.
+#[tokio::test]
+async fn a_paced_apply_stays_inside_nrps_write_window_and_an_unpaced_one_does_not() {
+    const LIMIT: u32 = 3;
+    let window = Duration::from_secs(4);
+    let run = |pacer: WritePacer| async move {
+        let mut config = mock_config();
+        config.throttling.nrp = mock_arm::config::NrpLimits {
+            enabled: true,
+            window,
+            writes: LIMIT,
+            reads: 10_000,
+        };
+        let options = PipelineOptions {
+            write_pacer: pacer,
+            ..PipelineOptions::default()
+        };
+        let env = env_custom("seed", |_| {}, config, options).await;
+        let first = env.plan().await;
+        let changed = first.plan.changed().count() as u64;
+        env.state().reset_stats();
+        env.pipeline
+            .apply(&env.specs, &env.scope, first, &|_| {})
+            .await
+            .unwrap();
+        let stats = env.state().stats();
+        assert!(!env.plan().await.plan.has_changes(), "converged");
+        (changed, stats.writes(), stats.throttled())
+    };
+    // The client's window on the real clock: the mock's ARM seconds run 20 times faster.
+    let real_window = window.div_f64(mock_config().clock_scale);
+    let (changed, writes, throttled) = run(WritePacer::new(LIMIT as usize, real_window)).await;
+    assert!(
+        changed > 2 * u64::from(LIMIT),
+        "{changed} writes: the test needs more than two windows"
+    );
+    assert_eq!(writes, changed, "one PUT per changed resource");
+    assert_eq!(throttled, 0, "a paced apply stays inside the window");
+    let (_, _, unpaced) = run(WritePacer::off()).await;
+    assert!(unpaced > 0, "the same apply unpaced is throttled");
 }
 
 #[tokio::test]
