@@ -41,8 +41,8 @@
 //!
 //! Every phase has a real-time budget (`--phase-budget`), so the run always stops.
 //!
-//! `--trace` (batch driver): after each phase, a timeline on stderr: when each plan and
-//! apply ran, per kind of write the first and last start and the latency (PUT to operation
+//! `--trace`: after each phase, a timeline on stderr: when each plan and apply ran (and,
+//! with the controller driver, when the last reconcile ended), per kind of write the first and last start and the latency (PUT to operation
 //! done), writes started and in flight per 10 ARM seconds, and the subnet chains per VNet.
 
 #[path = "support/fleet_kube.rs"]
@@ -59,6 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asenet::api::{AseConnectivity, AseVersion};
+use asenet::azure::pacing::WritePacer;
 use asenet::azure::{ArmClientOptions, RetryConfig};
 use asenet::controller::{self, index, Context, Engine, Leadership, Metrics, Settings, Stores};
 use asenet::diff::{apply_to_snapshot, diff, Plan, Scope};
@@ -1129,6 +1130,16 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
         PipelineOptions {
             service_tags: tags,
             max_concurrency: usize::from(args.concurrency),
+            // The client paces its writes under NRP's window as in production, on the
+            // bench's clock; without the mock's NRP limits there is no window to pace for.
+            write_pacer: if args.nrp_limits {
+                WritePacer::new(
+                    NRP_WRITES as usize,
+                    Duration::from_secs_f64(NRP_WINDOW_SECS / scale),
+                )
+            } else {
+                WritePacer::off()
+            },
             ..PipelineOptions::default()
         },
     );
@@ -1271,9 +1282,66 @@ enum Mark {
     PlanEnd,
     ApplyStart,
     ApplyEnd,
+    /// Controller driver: the last reconcile of the phase ended.
+    ReconcilesEnd,
     Start(String),
     Done(String),
     Replan,
+}
+
+/// `--trace` with the controller driver: the pipeline as the controller's engine, its plans
+/// and applies marked on a timeline.
+struct TracedEngine {
+    pipeline: Pipeline,
+    timeline: Arc<Timeline>,
+}
+
+impl Engine for TracedEngine {
+    fn plan<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<asenet::pipeline::PlanOutcome, asenet::pipeline::PipelineError>,
+    > {
+        async move {
+            self.timeline.mark(Mark::PlanStart);
+            let planned = self.pipeline.plan(specs, scope).await;
+            self.timeline.mark(Mark::PlanEnd);
+            planned
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        specs: &'a [AseConnectivity],
+        scope: &'a Scope,
+        snapshot: &'a Snapshot,
+        plan: &'a Plan,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<asenet::pipeline::ApplyReport, asenet::pipeline::PipelineError>,
+    > {
+        async move {
+            self.timeline.mark(Mark::ApplyStart);
+            let progress = |e: asenet::pipeline::ApplyEvent| self.timeline.on_event(&e);
+            let applied = self
+                .pipeline
+                .apply_plan(
+                    specs,
+                    scope,
+                    std::borrow::Cow::Borrowed(snapshot),
+                    plan,
+                    &progress,
+                )
+                .await;
+            self.timeline.mark(Mark::ApplyEnd);
+            applied
+        }
+        .boxed()
+    }
 }
 
 /// `--trace`: timestamped marks of one phase.
@@ -1284,8 +1352,18 @@ struct Timeline {
 
 impl Timeline {
     fn mark(&self, m: Mark) {
+        self.mark_at(Instant::now(), m);
+    }
+
+    fn mark_at(&self, at: Instant, m: Mark) {
         if let Ok(mut v) = self.marks.lock() {
-            v.push((Instant::now(), m));
+            v.push((at, m));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut v) = self.marks.lock() {
+            v.clear();
         }
     }
 
@@ -1310,6 +1388,7 @@ impl Timeline {
                 Mark::PlanEnd => eprintln!("    {:7.1} plan end", at(*t)),
                 Mark::ApplyStart => eprintln!("    {:7.1} apply start", at(*t)),
                 Mark::ApplyEnd => eprintln!("    {:7.1} apply end", at(*t)),
+                Mark::ReconcilesEnd => eprintln!("    {:7.1} last reconcile end", at(*t)),
                 _ => {}
             }
         }
@@ -1556,7 +1635,22 @@ async fn run_controller(
     let (all_tx, all_rx) = mpsc::unbounded::<()>();
     let tracker = Tracker::new();
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    let engine: Arc<dyn Engine> = Arc::new(s.pipeline.clone());
+    let timeline = Arc::new(Timeline::default());
+    let engine: Arc<dyn Engine> = if args.trace {
+        Arc::new(TracedEngine {
+            pipeline: s.pipeline.clone(),
+            timeline: timeline.clone(),
+        })
+    } else {
+        Arc::new(s.pipeline.clone())
+    };
+    let trace_phase = |name: &str, t0: Instant, end: Instant| {
+        if args.trace {
+            timeline.mark_at(end, Mark::ReconcilesEnd);
+            timeline.print(name, t0, scale);
+            timeline.clear();
+        }
+    };
     let (reader, writer) = reflector::store::<AseConnectivity>();
     let stores = Stores::new(vec![reader.clone()]);
     let ctx = Context::new(
@@ -1683,6 +1777,7 @@ async fn run_controller(
         let mut p1 = phase_end(s, shared, &hist);
         p1.arm_secs = (end - t0).as_secs_f64() * scale;
         p1.converged = ok1;
+        trace_phase("converge", t0, end);
         let (r1, e1) = counts(&tracker);
         p1.reconciles = r1 - r0;
         p1.reconcile_errors = e1 - e0;
@@ -1701,6 +1796,7 @@ async fn run_controller(
         let mut p2 = phase_end(s, shared, &hist);
         p2.arm_secs = (end - t0).as_secs_f64() * scale;
         p2.converged = ok2 && p2.writes == 0;
+        trace_phase("resync", t0, end);
         let (r2, e2) = counts(&tracker);
         p2.reconciles = r2 - r1;
         p2.reconcile_errors = e2 - e1;
@@ -1717,6 +1813,7 @@ async fn run_controller(
         stop_chaos(chaos).await;
         let mut p3 = phase_end(s, shared, &hist);
         p3.arm_secs = (end - t0).as_secs_f64() * scale;
+        trace_phase("5 % change", t0, end);
         let (r3, e3) = counts(&tracker);
         p3.reconciles = r3 - r2;
         p3.reconcile_errors = e3 - e2;
@@ -2030,7 +2127,9 @@ fn main() {
     if args.trace {
         // The pipeline's own timings (validate, observe, resolve + diff), real milliseconds.
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("asenet::pipeline=debug"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "asenet::pipeline=debug,asenet::controller::timing=debug",
+            ))
             .with_writer(std::io::stderr)
             .try_init();
     }

@@ -978,6 +978,12 @@ fn sort_changes<T>(ch: &mut EntryChanges<T>, order: fn(&T, &T) -> std::cmp::Orde
 /// foreign entries' raw JSON is kept.
 pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
     let mut out = snapshot.clone();
+    apply_in_place(plan, &mut out);
+    out
+}
+
+/// [`apply_to_snapshot`] on the snapshot itself (no copy of it).
+pub fn apply_in_place(plan: &Plan, out: &mut Snapshot) {
     for r in plan.resources.iter().filter(|r| r.has_changes()) {
         if r.action == ParentAction::Delete {
             out.network_security_groups.remove(&r.id);
@@ -1010,7 +1016,6 @@ pub fn apply_to_snapshot(plan: &Plan, snapshot: &Snapshot) -> Snapshot {
             }
         }
     }
-    out
 }
 
 /// `r`'s parent in `parents` (created when missing) with its entries replaced by

@@ -10,8 +10,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::api::AseConnectivity;
-use crate::diff::Scope;
+use crate::diff::{Plan, Scope};
 use crate::pipeline::{ApplyEvent, ApplyReport, Pipeline, PipelineError, PlanOutcome};
+use crate::snapshot::Snapshot;
 
 /// The whole chain of a failed plan or apply, for logs and the `AzureUnavailable`
 /// condition: "failed to write NSG x: 403 AuthorizationFailed: ...".
@@ -43,13 +44,14 @@ pub trait Engine: Send + Sync {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<Planned, PipelineError>>;
 
-    /// Executes `planned.plan` (which the controller may have narrowed to the resources it
-    /// is allowed to write).
+    /// Executes `plan` (which the controller may have narrowed to the resources it is
+    /// allowed to write), computed from `snapshot`.
     fn apply<'a>(
         &'a self,
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
-        planned: Planned,
+        snapshot: &'a Snapshot,
+        plan: &'a Plan,
     ) -> BoxFuture<'a, Result<ApplyReport, PipelineError>>;
 }
 
@@ -70,8 +72,11 @@ impl Engine for Pipeline {
         &'a self,
         specs: &'a [AseConnectivity],
         scope: &'a Scope,
-        planned: Planned,
+        snapshot: &'a Snapshot,
+        plan: &'a Plan,
     ) -> BoxFuture<'a, Result<ApplyReport, PipelineError>> {
-        async move { Pipeline::apply(self, specs, scope, planned, &log_progress).await }.boxed()
+        let snapshot = std::borrow::Cow::Borrowed(snapshot);
+        async move { Pipeline::apply_plan(self, specs, scope, snapshot, plan, &log_progress).await }
+            .boxed()
     }
 }

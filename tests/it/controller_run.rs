@@ -922,7 +922,8 @@ impl Engine for HangingArm {
         &'a self,
         _specs: &'a [AseConnectivity],
         _scope: &'a asenet::diff::Scope,
-        _planned: controller::Planned,
+        _snapshot: &'a asenet::snapshot::Snapshot,
+        _plan: &'a asenet::diff::Plan,
     ) -> futures::future::BoxFuture<
         'a,
         Result<asenet::pipeline::ApplyReport, asenet::pipeline::PipelineError>,
