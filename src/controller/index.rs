@@ -289,6 +289,11 @@ struct Partition {
     /// The addresses of the objects it was computed from, sorted: the version of the store.
     /// The views hold the objects, so no address is reused while this lives.
     addresses: Vec<usize>,
+    /// The same addresses in the order the store listed them. A status write replaces an
+    /// object in place, so the next listing differs at that position only: comparing in
+    /// this order finds the replaced objects without sorting the store (issue 14: the sort
+    /// was most of a status-only reconcile's CPU at 5,000 specs).
+    order: Vec<usize>,
     views: Vec<Arc<ComponentView>>,
     /// Object address → its component in `views` and its position in the view's `specs`.
     component_of: HashMap<usize, (usize, usize)>,
@@ -424,27 +429,19 @@ impl ComponentIndex {
     ) -> Arc<ComponentView> {
         let live = |s: &&Arc<AseConnectivity>| s.metadata.deletion_timestamp.is_none();
         let root_address = Arc::as_ptr(root) as usize;
-        let mut addresses: Vec<usize> = stored
-            .iter()
-            .filter(live)
-            .map(|s| Arc::as_ptr(s) as usize)
-            .collect();
-        addresses.sort_unstable();
-        let stored_root = live(&root) && addresses.binary_search(&root_address).is_ok();
+        let objects: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
+        let order: Vec<usize> = objects.iter().map(|s| Arc::as_ptr(s) as usize).collect();
+        let stored_root = live(&root) && order.contains(&root_address);
         if stored_root {
-            let fresh = self
-                .partition
-                .as_ref()
-                .is_some_and(|p| p.addresses == addresses);
+            let fresh = self.partition.as_ref().is_some_and(|p| p.order == order);
             if !fresh {
-                let objects: Vec<&Arc<AseConnectivity>> = stored.iter().filter(live).collect();
-                let updated = self
-                    .partition
-                    .take()
-                    .and_then(|old| self.updated(old, &objects, &addresses));
-                self.partition = Some(match updated {
-                    Some(p) => p,
-                    None => self.partition_of(&objects, addresses),
+                self.partition = Some(match self.partition.take() {
+                    Some(old) => self.brought_up_to_date(old, &objects, order),
+                    None => {
+                        let mut addresses = order.clone();
+                        addresses.sort_unstable();
+                        self.partition_of(&objects, addresses, order)
+                    }
                 });
             }
             let partition = self.partition.as_ref().expect("set above");
@@ -465,43 +462,68 @@ impl ComponentIndex {
         Arc::new(ComponentView::new(specs, parents))
     }
 
-    /// `old` brought to the store version `addresses` (sorted; `live` its objects) when
-    /// that version differs from `old`'s only by newer versions of some objects whose links
-    /// ([`linked_resources`] and references) are unchanged, as after a status write: the
-    /// same components, each view that holds a replaced object rebuilt with the new
-    /// versions (same keys and parents, and the same lineage when no member's fingerprint
-    /// changed). `None` when the components may have changed (an object added, removed or
-    /// relinked, or a quarter of the store replaced): then the partition is recomputed.
-    fn updated(
+    /// `old` brought to the store version `live` (the live objects, in the store's order
+    /// `order`): [`Self::updated`] when only some objects were replaced, else computed anew.
+    fn brought_up_to_date(
         &mut self,
         old: Partition,
         live: &[&Arc<AseConnectivity>],
-        addresses: &[usize],
+        order: Vec<usize>,
+    ) -> Partition {
+        let (gone, new, addresses) = match replaced_in_place(&old, &order) {
+            Some((positions, addresses)) => (
+                positions.iter().map(|&i| old.order[i]).collect(),
+                positions.iter().map(|&i| live[i]).collect(),
+                addresses,
+            ),
+            None => {
+                let mut addresses = order.clone();
+                addresses.sort_unstable();
+                let gone: Vec<usize> = old
+                    .addresses
+                    .iter()
+                    .filter(|a| addresses.binary_search(a).is_err())
+                    .copied()
+                    .collect();
+                let new: Vec<&Arc<AseConnectivity>> = live
+                    .iter()
+                    .filter(|s| {
+                        old.addresses
+                            .binary_search(&(Arc::as_ptr(s) as usize))
+                            .is_err()
+                    })
+                    .copied()
+                    .collect();
+                (gone, new, addresses)
+            }
+        };
+        if gone.len() > addresses.len() / 4 + 1 || new.len() != gone.len() {
+            return self.partition_of(live, addresses, order);
+        }
+        match self.updated(old, &gone, new, addresses.clone(), order.clone()) {
+            Some(p) => p,
+            None => self.partition_of(live, addresses, order),
+        }
+    }
+
+    /// `old` brought to the store version `addresses` (sorted; `order` in the store's
+    /// order) when that version differs from `old`'s only by newer versions (`new`) of the
+    /// objects at `gone` whose links ([`linked_resources`] and references) are unchanged,
+    /// as after a status write: the same components, each view that holds a replaced object
+    /// rebuilt with the new versions (same keys and parents, and the same lineage when no
+    /// member's fingerprint changed). `None` when the components may have changed (an
+    /// object added, removed or relinked): then the partition is recomputed.
+    fn updated(
+        &mut self,
+        old: Partition,
+        gone: &[usize],
+        new: Vec<&Arc<AseConnectivity>>,
+        addresses: Vec<usize>,
+        order: Vec<usize>,
     ) -> Option<Partition> {
-        let gone: Vec<usize> = old
-            .addresses
-            .iter()
-            .filter(|a| addresses.binary_search(a).is_err())
-            .copied()
-            .collect();
-        if gone.len() > addresses.len() / 4 + 1 {
-            return None;
-        }
-        let new: Vec<&Arc<AseConnectivity>> = live
-            .iter()
-            .filter(|s| {
-                old.addresses
-                    .binary_search(&(Arc::as_ptr(s) as usize))
-                    .is_err()
-            })
-            .copied()
-            .collect();
-        if new.len() != gone.len() {
-            return None;
-        }
         // The replaced versions by key, with where they sit.
         let mut replaced: HashMap<u32, (usize, Arc<AseConnectivity>)> = HashMap::new();
-        for address in &gone {
+        for address in gone {
             let &(c, at) = old.component_of.get(address)?;
             let object = Arc::clone(&old.views[c].specs[at]);
             let links = self.links(&object);
@@ -539,14 +561,20 @@ impl ComponentIndex {
             });
         }
         Some(Partition {
-            addresses: addresses.to_vec(),
+            addresses,
+            order,
             views,
             component_of,
         })
     }
 
     /// Every component of `live` in one pass (the graph of [`component_with_resources`]).
-    fn partition_of(&mut self, live: &[&Arc<AseConnectivity>], addresses: Vec<usize>) -> Partition {
+    fn partition_of(
+        &mut self,
+        live: &[&Arc<AseConnectivity>],
+        addresses: Vec<usize>,
+        order: Vec<usize>,
+    ) -> Partition {
         if self.objects.len() > 2 * (live.len() + 1) + 64 {
             self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
         }
@@ -623,10 +651,46 @@ impl ComponentIndex {
         }
         Partition {
             addresses,
+            order,
             views,
             component_of,
         }
     }
+}
+
+/// The positions (in `order`, the store's listing now) whose object replaced the one
+/// `old` listed there, and the sorted addresses of `order`, when the listing kept its
+/// order (same length, every other position unchanged) and no object new at a changed
+/// position was in `old` (one that merely moved). `None` otherwise, or when a quarter of
+/// the listing changed: then the sets are compared sorted.
+fn replaced_in_place(old: &Partition, order: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+    if old.order.len() != order.len() {
+        return None;
+    }
+    let positions: Vec<usize> = (0..order.len())
+        .filter(|&i| old.order[i] != order[i])
+        .collect();
+    if positions.len() > order.len() / 4 + 1 {
+        return None;
+    }
+    // Addresses of one listing are distinct, so with every new address absent from `old`,
+    // the objects gone are exactly those `old` listed at these positions.
+    if positions
+        .iter()
+        .any(|&i| old.addresses.binary_search(&order[i]).is_ok())
+    {
+        return None;
+    }
+    let mut addresses = old.addresses.clone();
+    for &i in &positions {
+        let at = addresses.binary_search(&old.order[i]).ok()?;
+        addresses.remove(at);
+    }
+    for &i in &positions {
+        let at = addresses.binary_search(&order[i]).unwrap_or_else(|at| at);
+        addresses.insert(at, order[i]);
+    }
+    Some((positions, addresses))
 }
 
 /// The Azure parents (normalised ids) a set of specs links to: the keys of the per-parent
