@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench fleet -- [--sizes 10,100,1000] [--driver controller|batch|both]
 //! [--chaos] [--clock-scale X] [--concurrency K] [--subscriptions S] [--phase-budget SECS]
-//! [--max-attempts A] [--lro-secs S] [--no-nrp-limits] [--quick]`
+//! [--max-attempts A] [--lro-secs S] [--no-nrp-limits] [--no-pacing] [--quick]`
 //!
 //! NRP timing by default: every long-running operation answers `Retry-After: 10` and takes
 //! 10 ARM seconds (domain.md 4.5; `--lro-secs`), and NRP's per-subscription limits of 1,000
@@ -145,6 +145,9 @@ struct Args {
     lro_secs: f64,
     /// NRP's per-5-minute limits in the mock (`--no-nrp-limits` turns them off).
     nrp_limits: bool,
+    /// `--no-pacing`: the client does not pace its writes under NRP's window (the mock's
+    /// limits stay; ARM's 429s and `Retry-After` only).
+    pacing: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -160,6 +163,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         trace: false,
         lro_secs: 10.0,
         nrp_limits: true,
+        pacing: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -192,6 +196,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--chaos" => args.chaos = true,
             "--no-nrp-limits" => args.nrp_limits = false,
+            "--no-pacing" => args.pacing = false,
             "--lro-secs" => {
                 args.lro_secs = value("--lro-secs")?
                     .parse()
@@ -1132,7 +1137,7 @@ async fn setup(args: &Args, n: usize) -> anyhow::Result<Setup> {
             max_concurrency: usize::from(args.concurrency),
             // The client paces its writes under NRP's window as in production, on the
             // bench's clock; without the mock's NRP limits there is no window to pace for.
-            write_pacer: if args.nrp_limits {
+            write_pacer: if args.nrp_limits && args.pacing {
                 WritePacer::new(
                     NRP_WRITES as usize,
                     Duration::from_secs_f64(NRP_WINDOW_SECS / scale),
@@ -1954,6 +1959,9 @@ fn print_rows(args: &Args, rows: &[Row]) {
         },
         if args.chaos { ", CHAOS" } else { "" }
     );
+    if args.nrp_limits && !args.pacing {
+        println!("client-side pacing under NRP's window: off (--no-pacing)");
+    }
     println!();
     println!("Convergence from the seeded state (time on the ARM clock). Honest floor = the larger of the bucket floor (the busiest subscription's max(0, writes_s - 200) / 10 s, and with NRP limits on floor((writes_s - 1) / 1000) * 300 s, domain.md 4.8) and the chain floor (the longest chain of serialised writes: one VNet's subnet writes, plus their NSG/route-table predecessor when every one waits for it, times the operation time). 'single bucket' = all writes over one bucket: NOT a floor with several subscriptions, shown for comparison with earlier figures only:");
     println!();
