@@ -453,10 +453,11 @@ impl Run<'_> {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
-                let slot = match reservation {
-                    Some(r) => window.admit_reserved(r).await,
-                    None => window.admit(0).await.0,
-                };
+                // Without a reservation (its dependencies in another subscription) it
+                // reserves now: a write holding its VNet's lock must never queue behind
+                // writes that wait for the reservations of that VNet's next subnets.
+                let reservation = reservation.unwrap_or_else(|| window.reserve());
+                let slot = window.admit_reserved(reservation).await;
                 let result = self.write(rp, Some(guard), slot).await;
                 drop(permit);
                 result
@@ -530,13 +531,15 @@ impl Run<'_> {
         loop {
             let slot_now = match slot.take() {
                 Some(s) => s,
+                // A subnet's retry holds its VNet's lock: it takes a reservation rather than
+                // queue (see `write_all`).
                 None => {
-                    self.options
-                        .pacer
-                        .window(rp.id.subscription())
-                        .admit(0)
-                        .await
-                        .0
+                    let window = self.options.pacer.window(rp.id.subscription());
+                    if vnet_guard.is_some() {
+                        window.admit_reserved(window.reserve()).await
+                    } else {
+                        window.admit(0).await.0
+                    }
                 }
             };
             let action = match (rp.kind, rp.action) {

@@ -403,6 +403,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reserved_write_does_not_queue_behind_a_waiting_one() {
+        let pacer = WritePacer::new(3, Duration::from_secs(60));
+        let w = pacer.window("s");
+        let t0 = Instant::now();
+        let (_first, kept) = w.admit(2).await;
+        // A write that would reserve one more waits (1 + 2 + 1 + 1 > 3) in the queue ...
+        let w2 = w.clone();
+        let queued = tokio::spawn(async move { w2.admit(1).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!queued.is_finished());
+        // ... and a write reserving now gets the free slot at once, queue or not.
+        let extra = w.reserve();
+        let _second = w.admit_reserved(extra).await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(1));
+        drop(kept);
+        queued.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn off_admits_everything_at_once() {
         let pacer = WritePacer::off();
         let w = pacer.window("s");
