@@ -484,7 +484,6 @@ async fn write(
         info!("lost leadership before applying; not writing");
         return Err(ComponentError::LostLeadership);
     }
-    let started = std::time::Instant::now();
     let narrowed = Plan {
         resources: written,
         errors: vec![],
@@ -496,7 +495,6 @@ async fn write(
         .apply(specs, scope, &planned.snapshot, &narrowed)
         .await
         .map_err(ComponentError::Apply)?;
-    let applied_at = std::time::Instant::now();
     debug!(
         writes = report.writes(),
         replans = report.replans,
@@ -511,12 +509,6 @@ async fn write(
     let mut snapshot = planned.snapshot;
     diff::apply_in_place(&narrowed, &mut snapshot);
     let plan = diff::diff(&planned.desired, &snapshot, scope);
-    debug!(
-        target: "asenet::controller::timing",
-        until_applied_ms = (applied_at - started).as_millis() as u64,
-        rediff_ms = applied_at.elapsed().as_millis() as u64,
-        "written"
-    );
     let now_planned = Planned {
         snapshot,
         desired: planned.desired,
