@@ -286,11 +286,12 @@ pub async fn execute(
 
     // Phases 1 and 2 together: every subnet write waits for the NSG and route-table writes
     // it depends on, not for all of them.
-    let puts: Vec<ResourcePlan> = plan
+    // Borrowed: each write copies its plan when it starts, so the plan of a whole component
+    // (10,000 ASEs) is not held twice while the writes queue.
+    let puts: Vec<&ResourcePlan> = plan
         .resources
         .iter()
         .filter(|r| r.writes().contains(&WriteVerb::Put))
-        .cloned()
         .collect();
     let results = run.write_all(puts).await;
     collect(&mut report, results)?;
@@ -359,13 +360,13 @@ impl Run<'_> {
     /// slot from the moment the last NSG or route-table write it waits for is admitted (at
     /// once, when it waits for none), so the writes nothing waits on never take the slots
     /// a chain needs next.
-    async fn write_all(
-        &self,
-        plans: Vec<ResourcePlan>,
+    async fn write_all<'p>(
+        &'p self,
+        plans: Vec<&'p ResourcePlan>,
     ) -> Vec<Result<Option<Written>, ApplyError>> {
         type Job<'a> = futures::future::BoxFuture<'a, Result<Option<Written>, ApplyError>>;
         let per_sub = self.options.max_write_concurrency.max(1);
-        let (parents, subnets): (Vec<ResourcePlan>, Vec<ResourcePlan>) = plans
+        let (parents, subnets): (Vec<&ResourcePlan>, Vec<&ResourcePlan>) = plans
             .into_iter()
             .partition(|r| r.kind != ResourceKind::Subnet);
         let parent_ids: BTreeSet<ResourceId> = parents.iter().map(|r| r.id.clone()).collect();
@@ -383,7 +384,7 @@ impl Run<'_> {
         let mut gates: BTreeMap<ResourceId, tokio::sync::watch::Receiver<Option<Gate>>> =
             BTreeMap::new();
         let mut parent_limits = Limits::new(per_sub);
-        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(parents.len() + subnets.len());
+        let mut jobs: Vec<Job<'p>> = Vec::with_capacity(parents.len() + subnets.len());
         for rp in parents {
             let (done, gate) = tokio::sync::watch::channel(None);
             gates.insert(rp.id.clone(), gate);
@@ -400,7 +401,7 @@ impl Run<'_> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
                 }
                 drop(unlocks);
-                let result = self.write(rp, None, slot).await;
+                let result = self.write(rp.clone(), None, slot).await;
                 drop(permit);
                 let gate = match &result {
                     Err(_) => Gate::Failed,
@@ -437,14 +438,14 @@ impl Run<'_> {
                 // What the subnet write was planned from changed: plan it again.
                 let rp = if dependency_replanned {
                     match self.replan(&rp.id).await {
-                        Some(fresh) => fresh,
+                        Some(fresh) => Cow::Owned(fresh),
                         None => {
                             (self.progress)(ApplyEvent::Unchanged { id: rp.id.clone() });
                             return Ok(None);
                         }
                     }
                 } else {
-                    rp
+                    Cow::Borrowed(rp)
                 };
                 let guard = vnet.lock_owned().await;
                 let permit = limit.acquire_owned().await;
@@ -458,7 +459,7 @@ impl Run<'_> {
                 // writes that wait for the reservations of that VNet's next subnets.
                 let reservation = reservation.unwrap_or_else(|| window.reserve());
                 let slot = window.admit_reserved(reservation).await;
-                let result = self.write(rp, Some(guard), slot).await;
+                let result = self.write(rp.into_owned(), Some(guard), slot).await;
                 drop(permit);
                 result
             }));
@@ -474,8 +475,8 @@ impl Run<'_> {
     /// subscription queues like any write.
     fn reservation_cells(
         &self,
-        parents: &[ResourcePlan],
-        subnets: &[ResourcePlan],
+        parents: &[&ResourcePlan],
+        subnets: &[&ResourcePlan],
         deps: &[BTreeSet<ResourceId>],
     ) -> ReservationCells {
         let position: BTreeMap<&ResourceId, usize> = parents
@@ -643,7 +644,8 @@ impl Run<'_> {
 
     /// Re-reads `id`, re-plans, and returns its new plan if it still needs a write.
     async fn reobserve(&self, id: &ResourceId) -> Result<Option<ResourcePlan>, ApplyError> {
-        let mut fresh = Snapshot::clone(&*self.snapshot.lock().await);
+        // Only `id` is read and copied over: an empty snapshot holds all of it.
+        let mut fresh = Snapshot::default();
         observe::refresh(self.arm, &mut fresh, id).await?;
         copy_resource(&fresh, self.snapshot.lock().await.to_mut(), id);
         Ok(self.replan(id).await)
@@ -816,11 +818,11 @@ fn subnet_dependencies(
 /// `parents` in the order the subnet chains need them: the dependencies of the first
 /// subnet of every VNet, then of the second, and so on; parents no subnet waits for keep
 /// their order after those.
-fn chain_order(
-    parents: Vec<ResourcePlan>,
-    subnets: &[ResourcePlan],
+fn chain_order<'p>(
+    parents: Vec<&'p ResourcePlan>,
+    subnets: &[&ResourcePlan],
     deps: &[BTreeSet<ResourceId>],
-) -> Vec<ResourcePlan> {
+) -> Vec<&'p ResourcePlan> {
     let mut chains: BTreeMap<ResourceId, Vec<&BTreeSet<ResourceId>>> = BTreeMap::new();
     for (s, d) in subnets.iter().zip(deps) {
         let vnet = s.id.parent().unwrap_or_else(|| s.id.clone());
@@ -836,7 +838,7 @@ fn chain_order(
             }
         }
     }
-    let mut keyed: Vec<(usize, usize, ResourcePlan)> = parents
+    let mut keyed: Vec<(usize, usize, &ResourcePlan)> = parents
         .into_iter()
         .enumerate()
         .map(|(i, rp)| (rank.get(&rp.id).copied().unwrap_or(usize::MAX), i, rp))

@@ -933,9 +933,8 @@ fn note_service_tags(
 ) -> Option<String> {
     let recorded = have
         .and_then(|h| h.raw.as_ref())
-        .and_then(|raw| raw.pointer(&format!("/tags/{SERVICE_TAGS_TAG}")))
-        .and_then(serde_json::Value::as_str)
-        .map(decode_tag_versions)
+        .and_then(|raw| raw.string_at(&format!("/tags/{SERVICE_TAGS_TAG}")))
+        .map(|s| decode_tag_versions(&s))
         .unwrap_or_default();
     let current = want.map(|w| &w.service_tags);
     let moved: Vec<String> = current

@@ -38,7 +38,7 @@ pub use crate::azure::wire::{
 };
 use crate::azure::{ArmClient, ArmError, Fetched};
 use crate::model::ResourceId;
-use crate::snapshot::{ServiceTagState, Snapshot};
+use crate::snapshot::{NsgState, RouteTableState, ServiceTagState, Snapshot};
 use crate::validate::ValidSpec;
 
 /// The embedded service-tag fixture (Azure's download format, trimmed): the one the mock
@@ -239,13 +239,12 @@ pub async fn observe(
     assemble(reads.into_iter().flatten(), targets, tags)
 }
 
-/// One resource read by `observe` (`None`: 404).
+/// One resource read by `observe` (`None`: 404). NSGs and route tables are converted to
+/// their snapshot state as they arrive (a list of thousands is not held as JSON); absent
+/// ones are not reported.
 enum Read {
-    Nsg(
-        ResourceId,
-        Option<Box<Fetched<models::NetworkSecurityGroup>>>,
-    ),
-    RouteTable(ResourceId, Option<Box<Fetched<models::RouteTable>>>),
+    Nsg(NsgState),
+    RouteTable(RouteTableState),
     Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
     Env(ResourceId, Option<Value>),
 }
@@ -295,31 +294,42 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
     jobs
 }
 
-/// An NSG or a route table as ARM returns it: how to read one, and which [`Read`] it is.
+/// An NSG or a route table as ARM returns it: how to read one, its snapshot state, and
+/// which [`Read`] it is.
 trait ParentRead: serde::de::DeserializeOwned + Send + 'static {
     /// The ARM collection (`networkSecurityGroups`, `routeTables`).
     const COLLECTION: &'static str;
+    type State: Send;
     fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self>;
-    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read;
+    fn state(id: &ResourceId, fetched: Fetched<Self>) -> Result<Self::State, Malformed>;
+    fn read(state: Self::State) -> Read;
 }
 
 impl ParentRead for models::NetworkSecurityGroup {
     const COLLECTION: &'static str = "networkSecurityGroups";
+    type State = NsgState;
     fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self> {
         Box::pin(arm.get_nsg(id))
     }
-    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read {
-        Read::Nsg(id, fetched.map(Box::new))
+    fn state(id: &ResourceId, fetched: Fetched<Self>) -> Result<NsgState, Malformed> {
+        nsg_state(id, fetched)
+    }
+    fn read(state: NsgState) -> Read {
+        Read::Nsg(state)
     }
 }
 
 impl ParentRead for models::RouteTable {
     const COLLECTION: &'static str = "routeTables";
+    type State = RouteTableState;
     fn get<'a>(arm: &'a ArmClient, id: &'a ResourceId) -> GetOne<'a, Self> {
         Box::pin(arm.get_route_table(id))
     }
-    fn read(id: ResourceId, fetched: Option<Fetched<Self>>) -> Read {
-        Read::RouteTable(id, fetched.map(Box::new))
+    fn state(id: &ResourceId, fetched: Fetched<Self>) -> Result<RouteTableState, Malformed> {
+        route_table_state(id, fetched)
+    }
+    fn read(state: RouteTableState) -> Read {
+        Read::RouteTable(state)
     }
 }
 
@@ -329,8 +339,11 @@ impl ParentRead for models::RouteTable {
 fn group_job<T: ParentRead>(arm: &ArmClient, group: Vec<ResourceId>) -> (String, ReadJob<'_>) {
     let sub = group[0].subscription().to_owned();
     let job: ReadJob<'_> = Box::pin(async move {
-        let found = fetch_group(arm, &group, T::COLLECTION, |id| T::get(arm, id)).await?;
-        Ok(found.into_iter().map(|(id, f)| T::read(id, f)).collect())
+        let found = fetch_group::<T>(arm, &group).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(_, s)| s.map(T::read))
+            .collect())
     });
     (sub, job)
 }
@@ -347,8 +360,8 @@ fn assemble(
     }
     for read in reads {
         match read {
-            Read::Nsg(id, Some(f)) => snap.insert_nsg(nsg_state(&id, *f)?),
-            Read::RouteTable(id, Some(f)) => snap.insert_route_table(route_table_state(&id, *f)?),
+            Read::Nsg(nsg) => snap.insert_nsg(nsg),
+            Read::RouteTable(rt) => snap.insert_route_table(rt),
             Read::Vnet(id, Some(f)) => {
                 let (vnet, subnets) = vnet_state(&id, *f)?;
                 snap.insert_vnet(vnet);
@@ -574,14 +587,13 @@ type GetOne<'a, T> =
 /// reading each target: below it, GETs cost as little and name every absent one (404).
 const LIST_MIN_TARGETS: usize = 4;
 
-/// The resources `ids` (one resource group): a GET each for a few, else a list of the
-/// group's `collection` that stops paging once every id was seen. Absent ones are `None`.
-async fn fetch_group<'a, T: serde::de::DeserializeOwned>(
-    arm: &'a ArmClient,
-    ids: &'a [ResourceId],
-    collection: &str,
-    get: impl Fn(&'a ResourceId) -> GetOne<'a, T>,
-) -> Result<Vec<(ResourceId, Option<Fetched<T>>)>, ObserveError> {
+/// The resources `ids` (one resource group), as snapshot states: a GET each for a few,
+/// else a list of the group's collection that stops paging once every id was seen, each
+/// item converted as it arrives and the others dropped. Absent ones are `None`.
+async fn fetch_group<T: ParentRead>(
+    arm: &ArmClient,
+    ids: &[ResourceId],
+) -> Result<Vec<(ResourceId, Option<T::State>)>, ObserveError> {
     let err = |id: &ResourceId| {
         let id = id.to_string();
         move |source| ObserveError::Arm {
@@ -592,35 +604,53 @@ async fn fetch_group<'a, T: serde::de::DeserializeOwned>(
     if ids.len() < LIST_MIN_TARGETS {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push((id.clone(), get(id).await.map_err(err(id))?));
+            let state = match T::get(arm, id).await.map_err(err(id))? {
+                Some(f) => Some(T::state(id, f)?),
+                None => None,
+            };
+            out.push((id.clone(), state));
         }
         return Ok(out);
     }
     let key = |id: &str| id.to_ascii_lowercase();
-    let wanted: BTreeSet<String> = ids.iter().map(|id| key(id.as_str())).collect();
-    let item_id = |f: &Fetched<T>| f.raw.get("id").and_then(Value::as_str).map(key);
-    let done = |items: &[Fetched<T>]| {
-        let seen: BTreeSet<String> = items.iter().filter_map(item_id).collect();
-        wanted.is_subset(&seen)
-    };
-    let items = arm
-        .list_in_group::<T>(
-            ids[0].subscription(),
-            ids[0].resource_group(),
-            collection,
-            &done,
-        )
-        .await
-        .map_err(err(&ids[0]))?;
-    let mut by_id: BTreeMap<String, Fetched<T>> = BTreeMap::new();
-    for f in items {
-        if let Some(k) = item_id(&f) {
-            by_id.insert(k, f);
+    let wanted: BTreeMap<String, &ResourceId> =
+        ids.iter().map(|id| (key(id.as_str()), id)).collect();
+    let mut found: BTreeMap<String, T::State> = BTreeMap::new();
+    let mut malformed: Option<Malformed> = None;
+    let mut each = |f: Fetched<T>| {
+        let Some((k, id)) = f
+            .raw
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| wanted.get_key_value(&key(s)))
+        else {
+            return found.len() == wanted.len();
+        };
+        match T::state(id, f) {
+            Ok(state) => {
+                found.insert(k.clone(), state);
+            }
+            Err(e) => {
+                malformed.get_or_insert(e);
+                return true;
+            }
         }
+        found.len() == wanted.len()
+    };
+    arm.list_in_group::<T>(
+        ids[0].subscription(),
+        ids[0].resource_group(),
+        T::COLLECTION,
+        &mut each,
+    )
+    .await
+    .map_err(err(&ids[0]))?;
+    if let Some(e) = malformed {
+        return Err(e.into());
     }
     Ok(ids
         .iter()
-        .map(|id| (id.clone(), by_id.remove(&key(id.as_str()))))
+        .map(|id| (id.clone(), found.remove(&key(id.as_str()))))
         .collect())
 }
 

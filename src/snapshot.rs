@@ -8,7 +8,11 @@
 //!
 //! `raw` fields keep the ARM JSON as read, so that `apply` writes back every property
 //! asenet does not manage (foreign rules byte for byte, subnet delegations, tags...). They
-//! are not part of the serialised snapshot.
+//! are not part of the serialised snapshot. They are held as compact JSON text
+//! ([`RawJson`]), not as `serde_json::Value` trees, and a parent's raw JSON leaves out what
+//! is held elsewhere or never written back (its child list, read-only properties): a
+//! snapshot of 10,000 ASEs is held by the controller for every component it plans
+//! (issue 14's process memory target).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -104,9 +108,10 @@ pub struct SubnetState {
     pub route_table: Option<ResourceId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    /// The subnet as ARM returned it (carried unchanged on write, docs/domain.md 4.4).
+    /// The subnet as ARM returned it, without read-only properties (carried unchanged on
+    /// write, docs/domain.md 4.4).
     #[serde(skip)]
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,10 +127,11 @@ pub struct NsgState {
     pub rules: Vec<SecurityRule>,
     /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
     #[serde(skip)]
-    pub raw_rules: BTreeMap<String, serde_json::Value>,
-    /// The NSG as ARM returned it.
+    pub raw_rules: BTreeMap<String, RawJson>,
+    /// The NSG as ARM returned it, without its rules (in `raw_rules`) and read-only
+    /// properties ([`crate::azure::wire::writable`]).
     #[serde(skip)]
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,9 +148,58 @@ pub struct RouteTableState {
     pub routes: Vec<Route>,
     /// ARM JSON of each route as read, keyed by lower-cased route name.
     #[serde(skip)]
-    pub raw_routes: BTreeMap<String, serde_json::Value>,
+    pub raw_routes: BTreeMap<String, RawJson>,
+    /// The route table as ARM returned it, without its routes (in `raw_routes`) and
+    /// read-only properties.
     #[serde(skip)]
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<RawJson>,
+}
+
+/// A JSON document as ARM returned it, held as its compact text: a fraction of the memory of
+/// a `serde_json::Value` tree (no node per key and value). `serde_json` writes object keys
+/// in sorted order (no `preserve_order` feature), so two texts are equal exactly when the
+/// documents are.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    pub fn new(value: &serde_json::Value) -> Self {
+        RawJson(value.to_string().into_boxed_str())
+    }
+
+    /// The document as a `Value` (parsed anew on each call).
+    pub fn value(&self) -> serde_json::Value {
+        // The text was written by serde_json from a `Value`, so it parses.
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The string at JSON pointer `pointer`, if the document has one there.
+    pub fn string_at(&self, pointer: &str) -> Option<String> {
+        match self
+            .value()
+            .pointer_mut(pointer)
+            .map(serde_json::Value::take)
+        {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<serde_json::Value> for RawJson {
+    fn from(value: serde_json::Value) -> Self {
+        RawJson::new(&value)
+    }
+}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// An NSG or a route table as read: the parent of rules or of routes. Lets the code that
@@ -156,7 +211,7 @@ pub trait ParentState {
     fn empty(id: ResourceId, location: Option<String>) -> Self;
     fn entries_mut(&mut self) -> &mut Vec<Self::Entry>;
     /// ARM JSON of each entry as read, keyed by lower-cased name.
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value>;
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson>;
 }
 
 impl ParentState for NsgState {
@@ -174,7 +229,7 @@ impl ParentState for NsgState {
     fn entries_mut(&mut self) -> &mut Vec<SecurityRule> {
         &mut self.rules
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value> {
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson> {
         &mut self.raw_rules
     }
 }
@@ -195,7 +250,7 @@ impl ParentState for RouteTableState {
     fn entries_mut(&mut self) -> &mut Vec<Route> {
         &mut self.routes
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, serde_json::Value> {
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson> {
         &mut self.raw_routes
     }
 }

@@ -435,7 +435,7 @@ impl ArmClient {
             resource: id.to_string(),
             message: e.to_string(),
         })?;
-        let typed: T = serde_json::from_value(raw.clone()).map_err(|e| ArmError::Decode {
+        let typed = T::deserialize(&raw).map_err(|e| ArmError::Decode {
             resource: id.to_string(),
             message: e.to_string(),
         })?;
@@ -443,16 +443,19 @@ impl ArmClient {
         Ok(Some(Fetched { raw, typed, etag }))
     }
 
-    /// Every `Microsoft.Network/{collection}` of one resource group, following `nextLink`
-    /// (domain.md 4.9); each item is the body GET returns. A missing resource group is an
-    /// empty list. `done` is asked after every page: paging stops once it says so.
+    /// Lists `collection` in a resource group, following `nextLink` (domain.md 4.9; each
+    /// item is the body GET returns), handing each item to `each` as soon as its page is
+    /// parsed; stops paging once `each` returns `true` (the caller
+    /// has seen everything it wants). A 404 (no such group) lists nothing. Items are not
+    /// collected here: a group of thousands of NSGs would otherwise be held as JSON trees
+    /// all at once (issue 14's process memory).
     pub async fn list_in_group<T: serde::de::DeserializeOwned>(
         &self,
         subscription: &str,
         resource_group: &str,
         collection: &str,
-        done: &(dyn Fn(&[Fetched<T>]) -> bool + Send + Sync),
-    ) -> Result<Vec<Fetched<T>>, ArmError> {
+        each: &mut (dyn FnMut(Fetched<T>) -> bool + Send),
+    ) -> Result<(), ArmError> {
         let path = format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/{collection}"
         );
@@ -462,30 +465,29 @@ impl ArmClient {
             ))
         })?;
         let mut url = self.url(&path, NETWORK_API_VERSION)?;
-        let mut out = Vec::new();
         loop {
-            let page = match self.send(op, Method::Get, url, None, &[], &path).await {
+            let mut page = match self.send(op, Method::Get, url, None, &[], &path).await {
                 Ok(r) => r.json(&path)?,
-                Err(e) if e.is_not_found() => return Ok(out),
+                Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let items = page.get("value").and_then(Value::as_array);
-            for raw in items.into_iter().flatten() {
-                let typed: T =
-                    serde_json::from_value(raw.clone()).map_err(|e| ArmError::Decode {
-                        resource: path.clone(),
-                        message: e.to_string(),
-                    })?;
+            let items = match page.get_mut("value").map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => vec![],
+            };
+            let mut done = false;
+            for raw in items {
+                let typed = T::deserialize(&raw).map_err(|e| ArmError::Decode {
+                    resource: path.clone(),
+                    message: e.to_string(),
+                })?;
                 let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
-                out.push(Fetched {
-                    raw: raw.clone(),
-                    typed,
-                    etag,
-                });
+                let seen_all = each(Fetched { raw, typed, etag });
+                done = done || seen_all;
             }
             let next = page.get("nextLink").and_then(Value::as_str);
-            let Some(next) = next.filter(|_| !done(&out)) else {
-                return Ok(out);
+            let Some(next) = next.filter(|_| !done) else {
+                return Ok(());
             };
             url = self.follow(&path, "nextLink", next)?;
         }

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use azure_mgmt_network::models;
 use ipnet::Ipv4Net;
+use serde::Deserialize as _;
 use serde_json::{json, Map, Value};
 
 use crate::azure::{Fetched, Precondition};
@@ -19,7 +20,7 @@ use crate::model::{
     RouteDestination, SecurityRule,
 };
 use crate::snapshot::{
-    EnvironmentState, NsgState, RouteTableState, Snapshot, SubnetState, VnetState,
+    EnvironmentState, NsgState, RawJson, RouteTableState, Snapshot, SubnetState, VnetState,
 };
 
 /// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
@@ -43,6 +44,12 @@ const READ_ONLY_PROPERTIES: &[&str] = &[
 /// properties).
 pub fn writable(raw: &Value) -> Value {
     let mut v = raw.clone();
+    strip_computed(&mut v);
+    v
+}
+
+/// Drops from `v` what [`writable`] drops.
+fn strip_computed(v: &mut Value) {
     if let Some(o) = v.as_object_mut() {
         o.remove("etag");
         o.remove("type");
@@ -52,13 +59,11 @@ pub fn writable(raw: &Value) -> Value {
             }
         }
     }
-    v
 }
 
 /// A child entry (foreign rule or route) as read, minus the two values ARM re-stamps on
 /// every write of the parent (`etag`, `provisioningState`); every other byte is carried.
-pub fn carried_child(raw: &Value) -> Value {
-    let mut v = raw.clone();
+pub fn carried_child(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("etag");
         if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
@@ -192,13 +197,15 @@ pub fn build_body(
                 .subnets
                 .get(&rp.id)
                 .and_then(|s| s.raw.as_ref())
+                .map(RawJson::value)
                 .ok_or_else(|| Unwritable {
                     id: rp.id.to_string(),
                     message:
                         "the subnet was not read (it must exist; asenet never creates subnets)"
                             .into(),
                 })?;
-            let mut body = writable(raw);
+            let mut body = raw;
+            strip_computed(&mut body);
             if !body.get("properties").is_some_and(Value::is_object) {
                 body["properties"] = json!({});
             }
@@ -232,7 +239,7 @@ pub fn build_body(
 /// child list in `properties.<field>`.
 fn parent_body(
     rp: &ResourcePlan,
-    raw: Option<&Value>,
+    raw: Option<&RawJson>,
     field: &str,
     children: Vec<Value>,
 ) -> Result<Value, Unwritable> {
@@ -243,10 +250,11 @@ fn parent_body(
 
 /// The parent body: as read (minus read-only), or a new resource in `rp.location` tagged
 /// with its creator.
-fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, Unwritable> {
+fn base_body(rp: &ResourcePlan, raw: Option<&RawJson>) -> Result<Value, Unwritable> {
     if rp.action != ParentAction::Create {
         if let Some(raw) = raw {
-            let mut body = writable(raw);
+            let mut body = raw.value();
+            strip_computed(&mut body);
             if !body.get("properties").is_some_and(Value::is_object) {
                 body["properties"] = json!({});
             }
@@ -270,7 +278,7 @@ fn base_body(rp: &ResourcePlan, raw: Option<&Value>) -> Result<Value, Unwritable
 fn child_bodies<T>(
     changes: &EntryChanges<T>,
     targets: &[T],
-    raw: Option<&BTreeMap<String, Value>>,
+    raw: Option<&BTreeMap<String, RawJson>>,
     name: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
 ) -> Vec<Value> {
@@ -285,7 +293,7 @@ fn child_bodies<T>(
         .map(|e| {
             let key = name(e).to_ascii_lowercase();
             match raw.and_then(|m| m.get(&key)) {
-                Some(raw) if carried.contains(&key) => carried_child(raw),
+                Some(raw) if carried.contains(&key) => carried_child(raw.value()),
                 _ => render(e),
             }
         })
@@ -330,53 +338,74 @@ pub fn nsg_state(
         .typed
         .properties
         .as_ref()
-        .map(|p| p.security_rules.clone())
+        .map(|p| p.security_rules.as_slice())
         .unwrap_or_default();
+    let mut raw = f.raw;
     let (rules, raw_rules) = children(
         id,
-        &f.raw,
+        &mut raw,
         "securityRules",
-        &rules_typed,
+        rules_typed,
         security_rule,
         |r| &r.name,
         "security rule without name or properties",
     )?;
     Ok(NsgState {
-        id: resource_id(id, &f.raw),
+        id: resource_id(id, &raw),
         location: f.typed.resource.location.clone(),
         etag: f.etag,
         rules,
         raw_rules,
-        raw: Some(f.raw),
+        raw: Some(stored_parent(raw)),
     })
 }
 
-/// The child entries of an NSG or route table (`properties.<field>`), each parsed from its
-/// typed form and kept as read (keyed by lower-cased name) for carrying back unchanged.
+/// A parent as the snapshot keeps it: its child list taken out (by [`children`]) and what
+/// a write drops anyway (read-only properties such as `defaultSecurityRules`), except
+/// `properties.subnets`, ARM's back-references the removal of a parent reads
+/// (`diff::removal`).
+fn stored_parent(mut raw: Value) -> RawJson {
+    let users = raw.pointer_mut("/properties/subnets").map(Value::take);
+    strip_computed(&mut raw);
+    if let (Some(users), Some(p)) = (users, raw.pointer_mut("/properties")) {
+        p["subnets"] = users;
+    }
+    RawJson::new(&raw)
+}
+
+/// The child entries of an NSG or route table (`properties.<field>`, taken out of `raw`),
+/// each parsed from its typed form and kept as read (keyed by lower-cased name, without
+/// what a write re-stamps) for carrying back unchanged.
 fn children<M, T>(
     id: &ResourceId,
-    raw: &Value,
+    raw: &mut Value,
     field: &str,
     typed: &[M],
     parse: impl Fn(&M) -> Option<T>,
     name: impl Fn(&T) -> &str,
     malformed: &str,
-) -> Result<(Vec<T>, BTreeMap<String, Value>), Malformed> {
-    let raw_list = raw
-        .pointer(&format!("/properties/{field}"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut entries = Vec::new();
+) -> Result<(Vec<T>, BTreeMap<String, RawJson>), Malformed> {
+    let raw_list = match raw
+        .pointer_mut("/properties")
+        .and_then(Value::as_object_mut)
+        .and_then(|p| p.remove(field))
+    {
+        Some(Value::Array(list)) => list,
+        _ => vec![],
+    };
+    let mut entries = Vec::with_capacity(typed.len());
     let mut raw_entries = BTreeMap::new();
-    for (typed, raw) in typed.iter().zip(raw_list.iter()) {
+    for (typed, raw) in typed.iter().zip(raw_list) {
         let Some(entry) = parse(typed) else {
             return Err(Malformed {
                 id: id.to_string(),
                 message: format!("{malformed}: {raw}"),
             });
         };
-        raw_entries.insert(name(&entry).to_ascii_lowercase(), raw.clone());
+        raw_entries.insert(
+            name(&entry).to_ascii_lowercase(),
+            RawJson::new(&carried_child(raw)),
+        );
         entries.push(entry);
     }
     Ok((entries, raw_entries))
@@ -459,10 +488,11 @@ pub fn route_table_state(
     id: &ResourceId,
     f: Fetched<models::RouteTable>,
 ) -> Result<RouteTableState, Malformed> {
-    let props = f.typed.properties.clone().unwrap_or_default();
+    let props = f.typed.properties.unwrap_or_default();
+    let mut raw = f.raw;
     let (routes, raw_routes) = children(
         id,
-        &f.raw,
+        &mut raw,
         "routes",
         &props.routes,
         route,
@@ -470,13 +500,13 @@ pub fn route_table_state(
         "route without name, prefix or next hop",
     )?;
     Ok(RouteTableState {
-        id: resource_id(id, &f.raw),
-        location: f.typed.resource.location.clone(),
+        id: resource_id(id, &raw),
+        location: f.typed.resource.location,
         etag: f.etag,
         disable_bgp_route_propagation: props.disable_bgp_route_propagation.unwrap_or(false),
         routes,
         raw_routes,
-        raw: Some(f.raw),
+        raw: Some(stored_parent(raw)),
     })
 }
 
@@ -520,15 +550,15 @@ pub fn vnet_state(
                 .collect()
         })
         .unwrap_or_default();
-    let vnet_etag = f.etag.clone();
-    let mut subnets = Vec::new();
-    for raw in f
-        .raw
-        .pointer("/properties/subnets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let vnet_etag = f.etag;
+    let vnet_id = resource_id(id, &f.raw);
+    let mut raw = f.raw;
+    let listed = match raw.pointer_mut("/properties/subnets").map(Value::take) {
+        Some(Value::Array(list)) => list,
+        _ => vec![],
+    };
+    let mut subnets = Vec::with_capacity(listed.len());
+    for mut raw in listed {
         let Some(sid) = raw
             .get("id")
             .and_then(Value::as_str)
@@ -536,7 +566,6 @@ pub fn vnet_state(
         else {
             continue;
         };
-        let mut raw = raw.clone();
         // Inline subnets carry their own etag in ARM; fall back to the VNet's.
         if raw.get("etag").is_none() {
             if let Some(e) = &vnet_etag {
@@ -547,7 +576,7 @@ pub fn vnet_state(
     }
     Ok((
         VnetState {
-            id: resource_id(id, &f.raw),
+            id: vnet_id,
             location: f.typed.resource.location.clone(),
             address_prefixes: space,
         },
@@ -555,8 +584,8 @@ pub fn vnet_state(
     ))
 }
 
-pub fn subnet_state(id: &ResourceId, raw: Value) -> Result<SubnetState, Malformed> {
-    let typed: models::Subnet = serde_json::from_value(raw.clone()).map_err(|e| Malformed {
+pub fn subnet_state(id: &ResourceId, mut raw: Value) -> Result<SubnetState, Malformed> {
+    let typed = models::Subnet::deserialize(&raw).map_err(|e| Malformed {
         id: id.to_string(),
         message: e.to_string(),
     })?;
@@ -572,13 +601,16 @@ pub fn subnet_state(id: &ResourceId, raw: Value) -> Result<SubnetState, Malforme
             message: "subnet has no IPv4 addressPrefix".into(),
         })?;
     let reference = |v: Option<String>| v.and_then(|s| ResourceId::parse(&s).ok());
+    let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
+    let id = resource_id(id, &raw);
+    strip_computed(&mut raw);
     Ok(SubnetState {
-        id: resource_id(id, &raw),
+        id,
         address_prefix: prefix,
         network_security_group: reference(props.network_security_group.and_then(|n| n.resource.id)),
         route_table: reference(props.route_table.and_then(|r| r.resource.id)),
-        etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
-        raw: Some(raw),
+        etag,
+        raw: Some(RawJson::new(&raw)),
     })
 }
 
@@ -605,5 +637,114 @@ pub fn environment_state(id: &ResourceId, v: &Value) -> EnvironmentState {
         outbound,
         internal_ip: ip("/properties/internalIpAddress"),
         subnet: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched_nsg(raw: Value) -> Fetched<models::NetworkSecurityGroup> {
+        Fetched {
+            typed: serde_json::from_value(raw.clone()).unwrap(),
+            etag: raw.get("etag").and_then(Value::as_str).map(str::to_owned),
+            raw,
+        }
+    }
+
+    /// The snapshot keeps an NSG as compact text without its rule list and read-only
+    /// properties (issue 14's memory), and the body of its next PUT is what it was when the
+    /// whole JSON was kept: every foreign byte carried, ARM's computed values dropped.
+    #[test]
+    fn a_stored_nsg_drops_only_what_is_kept_elsewhere_or_never_written() {
+        let id = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkSecurityGroups/n",
+        )
+        .unwrap();
+        let foreign = json!({
+            "id": format!("{id}/securityRules/Theirs"),
+            "name": "Theirs",
+            "etag": "W/\"1\"",
+            "type": "Microsoft.Network/networkSecurityGroups/securityRules",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "priority": 4000, "direction": "Inbound", "access": "Deny", "protocol": "*",
+                "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+                "sourcePortRange": "*", "destinationPortRange": "*",
+                "sourceApplicationSecurityGroups": [], "description": "kept as is",
+                "futureField": {"x": [1, 2]}
+            }
+        });
+        let raw = json!({
+            "id": id.as_str(), "name": "n", "location": "westeurope", "etag": "W/\"1\"",
+            "type": "Microsoft.Network/networkSecurityGroups",
+            "tags": {"team": "net"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "resourceGuid": "g",
+                "flushConnection": true,
+                "securityRules": [foreign.clone()],
+                "defaultSecurityRules": [{"name": "DenyAllInBound", "properties": {
+                    "priority": 65500, "direction": "Inbound", "access": "Deny",
+                    "protocol": "*"
+                }}],
+                "subnets": [{"id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/a"}]
+            }
+        });
+        let state = nsg_state(&id, fetched_nsg(raw.clone())).unwrap();
+        let stored = state.raw.as_ref().unwrap().value();
+        assert_eq!(
+            stored,
+            json!({
+                "id": id.as_str(), "name": "n", "location": "westeurope",
+                "tags": {"team": "net"},
+                "properties": {
+                    "flushConnection": true,
+                    "subnets": [{"id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/a"}]
+                }
+            })
+        );
+        assert_eq!(state.etag.as_deref(), Some("W/\"1\""));
+        assert_eq!(state.rules.len(), 1);
+        assert_eq!(
+            state.raw_rules["theirs"].value(),
+            carried_child(foreign.clone())
+        );
+
+        // The body of an update carrying the foreign rule: as from the whole JSON.
+        let mut snapshot = Snapshot::default();
+        snapshot.insert_nsg(state.clone());
+        let rp = ResourcePlan {
+            id: id.clone(),
+            kind: ResourceKind::NetworkSecurityGroup,
+            action: ParentAction::Update,
+            location: None,
+            etag: state.etag.clone(),
+            owners: Default::default(),
+            rules: EntryChanges {
+                foreign: state.rules.clone(),
+                ..Default::default()
+            },
+            routes: Default::default(),
+            association: None,
+            conflicts: vec![],
+            service_tags: None,
+        };
+        let (body, precondition) = build_body(&rp, &snapshot).unwrap();
+        let mut expected = writable(&raw);
+        expected["properties"]["securityRules"] = json!([carried_child(foreign)]);
+        assert_eq!(body, expected);
+        assert!(matches!(precondition, Some(Precondition::IfMatch(e)) if e == "W/\"1\""));
+    }
+
+    #[test]
+    fn raw_json_text_is_canonical_and_reads_strings() {
+        let a = RawJson::new(&json!({"b": 1, "a": {"tags": {"x/y": "v"}}}));
+        let b = RawJson::new(&json!({"a": {"tags": {"x/y": "v"}}, "b": 1}));
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), r#"{"a":{"tags":{"x/y":"v"}},"b":1}"#);
+        assert_eq!(a.string_at("/a/tags/x~1y").as_deref(), Some("v"));
+        assert_eq!(a.string_at("/b"), None);
+        assert_eq!(a.string_at("/missing"), None);
     }
 }

@@ -129,8 +129,7 @@ fn removable(
         // The tag the create writes.
         rp.owners.iter().next().cloned()
     } else {
-        raw?.pointer(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
-            .and_then(Value::as_str)
+        raw?.string_at(&format!("/tags/{}", CREATED_BY_TAG.replace('/', "~1")))
             .and_then(|s| s.parse::<SpecKey>().ok())
     }?;
     if !scope.removing.contains(&creator) {
@@ -144,7 +143,9 @@ fn removable(
         return None;
     }
     // Who uses it: ARM's back-references and the subnets read.
+    let raw = raw.map(crate::snapshot::RawJson::value);
     let mut users: BTreeSet<ResourceId> = raw
+        .as_ref()
         .and_then(|r| r.pointer("/properties/subnets"))
         .and_then(Value::as_array)
         .into_iter()

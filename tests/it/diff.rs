@@ -306,7 +306,7 @@ fn foreign_rules_are_untouched_and_listed() {
     nsg.rules.push(foreign.clone());
     nsg.raw_rules.insert(
         "allowbastion".into(),
-        serde_json::json!({"name": "AllowBastion"}),
+        serde_json::json!({"name": "AllowBastion"}).into(),
     );
 
     let plan = diff(&d, &s, &scope(&[two()]));

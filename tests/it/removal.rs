@@ -59,7 +59,7 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
             "asenet:network/ase-two:management ports (ASE V2, required)",
         )],
         raw_rules: BTreeMap::new(),
-        raw: Some(tags.clone()),
+        raw: Some(tags.clone().into()),
     });
     s.insert_route_table(RouteTableState {
         id: rt(),
@@ -73,7 +73,7 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
             next_hop_ip_address: None,
         }],
         raw_routes: BTreeMap::new(),
-        raw: Some(tags),
+        raw: Some(tags.into()),
     });
     s.insert_subnet(SubnetState {
         id: subnet("ase-two"),
@@ -131,8 +131,9 @@ fn a_foreign_entry_an_unknown_user_or_another_creator_keeps_the_parent() {
     // A subnet the snapshot did not read uses it (ARM's back-reference): it stays.
     let plan = removal_plan(|s| {
         let n = s.network_security_groups.get_mut(&nsg()).unwrap();
-        n.raw.as_mut().unwrap()["properties"] =
-            json!({ "subnets": [{ "id": subnet("other").as_str() }] });
+        let mut raw = n.raw.as_ref().unwrap().value();
+        raw["properties"] = json!({ "subnets": [{ "id": subnet("other").as_str() }] });
+        n.raw = Some(raw.into());
     });
     assert_eq!(verbs(&plan, &nsg()), [WriteVerb::Put]);
 
@@ -140,7 +141,9 @@ fn a_foreign_entry_an_unknown_user_or_another_creator_keeps_the_parent() {
     for tags in [json!({ CREATED_BY_TAG: "network/ase-one" }), json!({})] {
         let plan = removal_plan(|s| {
             for n in s.network_security_groups.values_mut() {
-                n.raw.as_mut().unwrap()["tags"] = tags.clone();
+                let mut raw = n.raw.as_ref().unwrap().value();
+                raw["tags"] = tags.clone();
+                n.raw = Some(raw.into());
             }
         });
         assert_eq!(
