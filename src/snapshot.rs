@@ -127,7 +127,7 @@ pub struct NsgState {
     pub rules: Vec<SecurityRule>,
     /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
     #[serde(skip)]
-    pub raw_rules: BTreeMap<String, RawJson>,
+    pub raw_rules: BTreeMap<String, RawChild>,
     /// The NSG as ARM returned it, without its rules (in `raw_rules`) and read-only
     /// properties ([`crate::azure::wire::writable`]).
     #[serde(skip)]
@@ -148,7 +148,7 @@ pub struct RouteTableState {
     pub routes: Vec<Route>,
     /// ARM JSON of each route as read, keyed by lower-cased route name.
     #[serde(skip)]
-    pub raw_routes: BTreeMap<String, RawJson>,
+    pub raw_routes: BTreeMap<String, RawChild>,
     /// The route table as ARM returned it, without its routes (in `raw_routes`) and
     /// read-only properties.
     #[serde(skip)]
@@ -202,6 +202,25 @@ impl std::fmt::Debug for RawJson {
     }
 }
 
+/// A child entry (security rule or route) as read, without what a write re-stamps
+/// ([`crate::azure::wire::carried_child`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawChild {
+    /// Its JSON, when it holds anything the model does not reproduce.
+    Json(RawJson),
+    /// Exactly what ARM answers for the entry as asenet renders it (its id, type, and the
+    /// empty lists and defaults ARM fills in): reproduced from the model when carried
+    /// (`wire::as_arm_answers`), byte for byte, so its text is not held. Most owned
+    /// entries, and foreign ones written in the same canonical form.
+    AsRendered,
+}
+
+impl From<serde_json::Value> for RawChild {
+    fn from(value: serde_json::Value) -> Self {
+        RawChild::Json(RawJson::new(&value))
+    }
+}
+
 /// An NSG or a route table as read: the parent of rules or of routes. Lets the code that
 /// treats both alike (the diff's simulation of a write) be written once.
 pub trait ParentState {
@@ -211,7 +230,7 @@ pub trait ParentState {
     fn empty(id: ResourceId, location: Option<String>) -> Self;
     fn entries_mut(&mut self) -> &mut Vec<Self::Entry>;
     /// ARM JSON of each entry as read, keyed by lower-cased name.
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson>;
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild>;
 }
 
 impl ParentState for NsgState {
@@ -229,7 +248,7 @@ impl ParentState for NsgState {
     fn entries_mut(&mut self) -> &mut Vec<SecurityRule> {
         &mut self.rules
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson> {
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild> {
         &mut self.raw_rules
     }
 }
@@ -250,7 +269,7 @@ impl ParentState for RouteTableState {
     fn entries_mut(&mut self) -> &mut Vec<Route> {
         &mut self.routes
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawJson> {
+    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild> {
         &mut self.raw_routes
     }
 }

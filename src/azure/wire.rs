@@ -20,7 +20,8 @@ use crate::model::{
     RouteDestination, SecurityRule,
 };
 use crate::snapshot::{
-    EnvironmentState, NsgState, RawJson, RouteTableState, Snapshot, SubnetState, VnetState,
+    EnvironmentState, NsgState, RawChild, RawJson, RouteTableState, Snapshot, SubnetState,
+    VnetState,
 };
 
 /// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
@@ -71,6 +72,74 @@ pub fn carried_child(mut v: Value) -> Value {
         }
     }
     v
+}
+
+/// A kind of child entry, and what ARM fills in when it stores one (the mock does the
+/// same, mock-server/src/validate.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildKind {
+    /// The path segment under the parent (`securityRules`, `routes`).
+    pub collection: &'static str,
+    pub type_name: &'static str,
+    /// Properties ARM answers with when the body left them out.
+    defaults: fn() -> Vec<(&'static str, Value)>,
+}
+
+pub const SECURITY_RULE: ChildKind = ChildKind {
+    collection: "securityRules",
+    type_name: "Microsoft.Network/networkSecurityGroups/securityRules",
+    defaults: || {
+        [
+            "sourcePortRanges",
+            "destinationPortRanges",
+            "sourceAddressPrefixes",
+            "destinationAddressPrefixes",
+        ]
+        .into_iter()
+        .map(|k| (k, json!([])))
+        .collect()
+    },
+};
+
+pub const ROUTE: ChildKind = ChildKind {
+    collection: "routes",
+    type_name: "Microsoft.Network/routeTables/routes",
+    defaults: || vec![("hasBgpOverride", json!(false))],
+};
+
+/// What ARM answers for the child `rendered` of the parent `parent_id` (as asenet renders
+/// it), as [`carried_child`] keeps it: with its id and type, and ARM's defaults for what
+/// the rendering left out. A child read that is exactly this is held as
+/// [`RawChild::AsRendered`] and reproduced by this function when carried.
+pub fn as_arm_answers(kind: ChildKind, parent_id: &str, mut rendered: Value) -> Value {
+    if let Some(o) = rendered.as_object_mut() {
+        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+        let id = format!("{parent_id}/{}/{name}", kind.collection);
+        o.insert("id".into(), Value::String(id));
+        o.insert("type".into(), Value::String(kind.type_name.into()));
+        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
+            for (k, v) in (kind.defaults)() {
+                p.entry(k).or_insert(v);
+            }
+        }
+    }
+    rendered
+}
+
+/// A child to carry unchanged in a parent's body: as read, or reproduced from the model
+/// when it was read exactly as ARM answers asenet's rendering; rendered when not read.
+pub fn carried_body<T>(
+    kind: ChildKind,
+    parent_id: &str,
+    raw: Option<&RawChild>,
+    entry: &T,
+    render: impl Fn(&T) -> Value,
+) -> Value {
+    match raw {
+        Some(RawChild::Json(raw)) => carried_child(raw.value()),
+        Some(RawChild::AsRendered) => as_arm_answers(kind, parent_id, render(entry)),
+        None => render(entry),
+    }
 }
 
 /// An owned rule as ARM JSON, through the generated model (singular field for one value,
@@ -159,6 +228,7 @@ pub fn build_body(
         ResourceKind::NetworkSecurityGroup => {
             let state = snapshot.network_security_groups.get(&rp.id);
             let rules = child_bodies(
+                (SECURITY_RULE, rp.id.as_str()),
                 &rp.rules,
                 &rp.target_rules(),
                 state.map(|s| &s.raw_rules),
@@ -175,6 +245,7 @@ pub fn build_body(
         ResourceKind::RouteTable => {
             let state = snapshot.route_tables.get(&rp.id);
             let routes = child_bodies(
+                (ROUTE, rp.id.as_str()),
                 &rp.routes,
                 &rp.target_routes(),
                 state.map(|s| &s.raw_routes),
@@ -276,9 +347,10 @@ fn base_body(rp: &ResourcePlan, raw: Option<&RawJson>) -> Result<Value, Unwritab
 /// carried unchanged (foreign, and owned ones kept) are written back from the JSON Azure
 /// returned, byte for byte; created and updated ones are rendered from the model.
 fn child_bodies<T>(
+    (kind, parent_id): (ChildKind, &str),
     changes: &EntryChanges<T>,
     targets: &[T],
-    raw: Option<&BTreeMap<String, RawJson>>,
+    raw: Option<&BTreeMap<String, RawChild>>,
     name: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
 ) -> Vec<Value> {
@@ -292,9 +364,10 @@ fn child_bodies<T>(
         .iter()
         .map(|e| {
             let key = name(e).to_ascii_lowercase();
-            match raw.and_then(|m| m.get(&key)) {
-                Some(raw) if carried.contains(&key) => carried_child(raw.value()),
-                _ => render(e),
+            if carried.contains(&key) {
+                carried_body(kind, parent_id, raw.and_then(|m| m.get(&key)), e, &render)
+            } else {
+                render(e)
             }
         })
         .collect()
@@ -344,9 +417,9 @@ pub fn nsg_state(
     let (rules, raw_rules) = children(
         id,
         &mut raw,
-        "securityRules",
+        SECURITY_RULE,
         rules_typed,
-        security_rule,
+        (security_rule, render_rule),
         |r| &r.name,
         "security rule without name or properties",
     )?;
@@ -373,22 +446,25 @@ fn stored_parent(mut raw: Value) -> RawJson {
     RawJson::new(&raw)
 }
 
-/// The child entries of an NSG or route table (`properties.<field>`, taken out of `raw`),
-/// each parsed from its typed form and kept as read (keyed by lower-cased name, without
-/// what a write re-stamps) for carrying back unchanged.
+/// The child entries of an NSG or route table (`properties.<collection>`, taken out of
+/// `raw`), each parsed from its typed form and kept as read (keyed by lower-cased name,
+/// without what a write re-stamps) for carrying back unchanged; as
+/// [`RawChild::AsRendered`] when that is exactly what ARM answers for the entry as asenet
+/// renders it.
 fn children<M, T>(
     id: &ResourceId,
     raw: &mut Value,
-    field: &str,
+    kind: ChildKind,
     typed: &[M],
-    parse: impl Fn(&M) -> Option<T>,
+    (parse, render): (impl Fn(&M) -> Option<T>, impl Fn(&T) -> Value),
     name: impl Fn(&T) -> &str,
     malformed: &str,
-) -> Result<(Vec<T>, BTreeMap<String, RawJson>), Malformed> {
+) -> Result<(Vec<T>, BTreeMap<String, RawChild>), Malformed> {
+    let parent_id = resource_id(id, raw);
     let raw_list = match raw
         .pointer_mut("/properties")
         .and_then(Value::as_object_mut)
-        .and_then(|p| p.remove(field))
+        .and_then(|p| p.remove(kind.collection))
     {
         Some(Value::Array(list)) => list,
         _ => vec![],
@@ -402,10 +478,13 @@ fn children<M, T>(
                 message: format!("{malformed}: {raw}"),
             });
         };
-        raw_entries.insert(
-            name(&entry).to_ascii_lowercase(),
-            RawJson::new(&carried_child(raw)),
-        );
+        let carried = carried_child(raw);
+        let kept = if carried == as_arm_answers(kind, parent_id.as_str(), render(&entry)) {
+            RawChild::AsRendered
+        } else {
+            RawChild::Json(RawJson::new(&carried))
+        };
+        raw_entries.insert(name(&entry).to_ascii_lowercase(), kept);
         entries.push(entry);
     }
     Ok((entries, raw_entries))
@@ -493,9 +572,9 @@ pub fn route_table_state(
     let (routes, raw_routes) = children(
         id,
         &mut raw,
-        "routes",
+        ROUTE,
         &props.routes,
-        route,
+        (route, render_route),
         |r| &r.name,
         "route without name, prefix or next hop",
     )?;
@@ -675,6 +754,22 @@ mod tests {
                 "futureField": {"x": [1, 2]}
             }
         });
+        // A rule exactly as ARM answers asenet's rendering of it: not held as text.
+        let canonical = SecurityRule {
+            name: "asenet-in-100".into(),
+            priority: 100,
+            direction: Direction::Inbound,
+            access: Access::Allow,
+            protocol: Protocol::Tcp,
+            source: AddressSet::parse_arm(Some("AppServiceManagement"), &[]).unwrap(),
+            source_ports: PortSet::any(),
+            destination: AddressSet::parse_arm(Some("10.0.0.0/24"), &[]).unwrap(),
+            destination_ports: PortSet::parse_all(["454-455"]).unwrap(),
+            description: Some("management".into()),
+        };
+        let mut answered = as_arm_answers(SECURITY_RULE, id.as_str(), render_rule(&canonical));
+        answered["etag"] = json!("W/\"1\"");
+        answered["properties"]["provisioningState"] = json!("Succeeded");
         let raw = json!({
             "id": id.as_str(), "name": "n", "location": "westeurope", "etag": "W/\"1\"",
             "type": "Microsoft.Network/networkSecurityGroups",
@@ -683,7 +778,7 @@ mod tests {
                 "provisioningState": "Succeeded",
                 "resourceGuid": "g",
                 "flushConnection": true,
-                "securityRules": [foreign.clone()],
+                "securityRules": [foreign.clone(), answered.clone()],
                 "defaultSecurityRules": [{"name": "DenyAllInBound", "properties": {
                     "priority": 65500, "direction": "Inbound", "access": "Deny",
                     "protocol": "*"
@@ -705,11 +800,13 @@ mod tests {
             })
         );
         assert_eq!(state.etag.as_deref(), Some("W/\"1\""));
-        assert_eq!(state.rules.len(), 1);
+        assert_eq!(state.rules.len(), 2);
+        assert_eq!(state.rules[1], canonical);
         assert_eq!(
-            state.raw_rules["theirs"].value(),
-            carried_child(foreign.clone())
+            state.raw_rules["theirs"],
+            RawChild::Json(RawJson::new(&carried_child(foreign.clone())))
         );
+        assert_eq!(state.raw_rules["asenet-in-100"], RawChild::AsRendered);
 
         // The body of an update carrying the foreign rule: as from the whole JSON.
         let mut snapshot = Snapshot::default();
@@ -732,7 +829,8 @@ mod tests {
         };
         let (body, precondition) = build_body(&rp, &snapshot).unwrap();
         let mut expected = writable(&raw);
-        expected["properties"]["securityRules"] = json!([carried_child(foreign)]);
+        expected["properties"]["securityRules"] =
+            json!([carried_child(answered), carried_child(foreign)]);
         assert_eq!(body, expected);
         assert!(matches!(precondition, Some(Precondition::IfMatch(e)) if e == "W/\"1\""));
     }

@@ -52,6 +52,7 @@ use crate::error::{Category, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline::PipelineError;
 use crate::resolver::SpecOutcome;
+use crate::snapshot::Snapshot;
 
 pub use super::decide::Policy;
 
@@ -436,13 +437,17 @@ async fn plan_and_apply(
     );
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
-    let (planned, cacheable, written) = if written.is_empty() {
+    let (mut planned, cacheable, written) = if written.is_empty() {
         (planned, true, written)
     } else {
         write(ctx, specs, scope, planned, written).await?
     };
     let write_ms = ms(step);
     let step = std::time::Instant::now();
+    // The members' reports read the desired state and the plan, never the snapshot, and a
+    // cached outcome is never written from: the outcome kept does not hold the snapshot
+    // (issue 14: the process memory of a 10,000-ASE component).
+    planned.snapshot = Snapshot::default();
     let shared = Arc::new(Shared::new(planned, specs));
     debug!(
         target: "asenet::controller::timing",

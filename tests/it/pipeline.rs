@@ -1245,6 +1245,22 @@ async fn four_or_more_nsgs_in_a_resource_group_are_read_with_one_list() {
         let got = asenet::azure::wire::nsg_state(&nsg, got).unwrap();
         assert_eq!(listed.raw, got.raw, "{n}");
         assert_eq!(listed.raw_rules, got.raw_rules, "{n}");
+        // The rules asenet wrote come back exactly as ARM answers its rendering: reproduced
+        // from the model when carried, not held as text (issue 14's memory).
+        let owned: Vec<_> = listed
+            .rules
+            .iter()
+            .filter(|r| r.name.starts_with(asenet::resolver::OWNED_PREFIX))
+            .collect();
+        assert!(!owned.is_empty(), "{n}");
+        for r in owned {
+            assert_eq!(
+                listed.raw_rules[&r.name.to_ascii_lowercase()],
+                asenet::snapshot::RawChild::AsRendered,
+                "{n}: {}",
+                r.name
+            );
+        }
         assert!(!listed.rules.is_empty(), "{n}");
     }
 }
