@@ -246,7 +246,7 @@ fn objects(
             {
                 let finding = Finding::Planned(PlannedFinding {
                     resolution,
-                    rules: &owned_rules(&desired, &key),
+                    rules: owned_rules(&desired, &key),
                     pending: PlanSummary::default(),
                     applied: PlanSummary::default(),
                     blocked: vec![],

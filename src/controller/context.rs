@@ -198,16 +198,32 @@ pub(crate) fn withheld<'a>(
 /// resources a contributor not in mode `Apply` withholds, and the plan indexed by spec.
 /// Computed once per planned outcome, so a member's report costs its own part.
 pub struct Shared {
+    /// What reports read of the planned outcome ([`Shared::new`]): no snapshot, no desired
+    /// parents (their owned entries are in `parts`), no kept or foreign entries in the plan.
     pub planned: Planned,
     pub withheld: Withheld,
     pub parts: Parts,
 }
 
 impl Shared {
-    /// `planned` of the component `specs`.
-    pub fn new(planned: Planned, specs: &[AseConnectivity]) -> Self {
+    /// `planned` of the component `specs`, without what no report reads: it is held for
+    /// the resync interval, and a component of 10,000 specs holds ~200,000 rules in each of
+    /// the snapshot, the desired parents and the plan's kept entries (issue 14's memory).
+    /// Reports read the plan's changes, owners and conflicts, and the desired state's
+    /// per-spec outcomes.
+    pub fn new(mut planned: Planned, specs: &[AseConnectivity]) -> Self {
         let withheld = withheld(&planned.plan.resources, specs);
         let parts = Parts::of(&planned.plan.resources, &planned.desired);
+        planned.snapshot = Default::default();
+        planned.desired.network_security_groups = Default::default();
+        planned.desired.route_tables = Default::default();
+        planned.desired.subnets = Default::default();
+        for r in &mut planned.plan.resources {
+            r.rules.keep = vec![];
+            r.rules.foreign = vec![];
+            r.routes.keep = vec![];
+            r.routes.foreign = vec![];
+        }
         Shared {
             planned,
             withheld,

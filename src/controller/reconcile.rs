@@ -444,9 +444,8 @@ async fn plan_and_apply(
     };
     let write_ms = ms(step);
     let step = std::time::Instant::now();
-    // The members' reports read the desired state and the plan, never the snapshot, and a
-    // cached outcome is never written from: the outcome kept does not hold the snapshot
-    // (issue 14: the process memory of a 10,000-ASE component).
+    // Reports never read the snapshot (nor does anything write from a cached outcome):
+    // released before the outcome is indexed (`Shared::new` keeps only what reports read).
     planned.snapshot = Snapshot::default();
     let shared = Arc::new(Shared::new(planned, specs));
     debug!(
@@ -493,11 +492,18 @@ async fn write(
         resources: written,
         errors: vec![],
     };
+    // The plan is re-computed after the writes: the first one is not held through them
+    // (`written` has the part written).
+    let Planned {
+        mut snapshot,
+        desired,
+        plan: _,
+    } = planned;
     // Nothing of the plan is copied for the apply (issue 14: at 5,000 specs the copies
     // took about as long as resolving).
     let report = ctx
         .engine
-        .apply(specs, scope, &planned.snapshot, &narrowed)
+        .apply(specs, scope, &snapshot, &narrowed)
         .await
         .map_err(ComponentError::Apply)?;
     debug!(
@@ -511,12 +517,11 @@ async fn write(
     info!(changes = applied.total, resources = %decide::resource_names(&narrowed.resources), "applied");
     // What Azure holds now, and the plan from there: the written changes are gone, the
     // withheld ones remain.
-    let mut snapshot = planned.snapshot;
     diff::apply_in_place(&narrowed, &mut snapshot);
-    let plan = diff::diff(&planned.desired, &snapshot, scope);
+    let plan = diff::diff(&desired, &snapshot, scope);
     let now_planned = Planned {
         snapshot,
-        desired: planned.desired,
+        desired,
         plan,
     };
     Ok((now_planned, report.replans == 0, narrowed.resources))

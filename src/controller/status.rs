@@ -43,7 +43,7 @@ pub enum Finding<'a> {
 pub struct PlannedFinding<'a> {
     pub resolution: &'a Resolution,
     /// The rules and routes the spec owns in the desired state ([`owned_rules`]).
-    pub rules: &'a [OwnedRuleStatus],
+    pub rules: Vec<OwnedRuleStatus>,
     /// Changes still outstanding after this reconcile (all of them in Plan/Observe mode).
     pub pending: PlanSummary,
     /// Changes written by this reconcile.
@@ -97,10 +97,18 @@ pub fn owned_rules(desired: &Desired, key: &SpecKey) -> Vec<OwnedRuleStatus> {
 /// Every owned rule and route of the desired state with its owner: NSGs first, then route
 /// tables, each in the desired state's order ([`owned_rules`] of one owner is this, filtered).
 pub fn all_owned_rules(desired: &Desired) -> impl Iterator<Item = (&SpecKey, OwnedRuleStatus)> {
+    all_owned_entries(desired).map(|(owner, _, rule)| (owner, rule))
+}
+
+/// [`all_owned_rules`] with each entry's parent id (the `parent` of its status).
+pub fn all_owned_entries(
+    desired: &Desired,
+) -> impl Iterator<Item = (&SpecKey, &ResourceId, OwnedRuleStatus)> {
     let rules = desired.network_security_groups.values().flat_map(|nsg| {
         nsg.rules.iter().map(move |r| {
             (
                 &r.owner,
+                &nsg.id,
                 OwnedRuleStatus {
                     parent: nsg.id.to_string(),
                     name: r.rule.name.clone(),
@@ -114,6 +122,7 @@ pub fn all_owned_rules(desired: &Desired) -> impl Iterator<Item = (&SpecKey, Own
         rt.routes.iter().map(move |r| {
             (
                 &r.owner,
+                &rt.id,
                 OwnedRuleStatus {
                     parent: rt.id.to_string(),
                     name: r.route.name.clone(),
@@ -212,7 +221,7 @@ pub fn next_status(
                 virtual_network: Some(p.resolution.virtual_network_range.to_string()),
             });
             status.plan = Some(p.pending);
-            status.rules = p.rules.to_vec();
+            status.rules = p.rules.clone();
             planned(p, mode)
         }
     };
