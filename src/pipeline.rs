@@ -284,12 +284,19 @@ impl Pipeline {
         plan: &Plan,
         progress: &(dyn Fn(ApplyEvent) + Send + Sync),
     ) -> Result<ApplyReport, PipelineError> {
-        let prepared = Prepared::new(specs, scope);
         // Deletions and dissociations are in the plan too.
         if !plan.has_changes() {
             return Ok(ApplyReport::default());
         }
-        let replanner = |snapshot: &Snapshot| prepared.plan(snapshot).1;
+        // Validated only if a 412 makes the apply re-plan: the validated specs of a
+        // 10,000-spec component are not held through every apply (issue 14's memory).
+        let prepared = std::sync::OnceLock::new();
+        let replanner = |snapshot: &Snapshot| {
+            prepared
+                .get_or_init(|| Prepared::new(specs, scope))
+                .plan(snapshot)
+                .1
+        };
         let options = ApplyOptions {
             max_concurrency: self.options.max_concurrency,
             max_write_concurrency: self.options.max_write_concurrency,

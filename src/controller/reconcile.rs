@@ -8,7 +8,7 @@
 //! from the store's partition, [`super::index::ComponentIndex::view`]) → a recent outcome
 //! of the component's lineage is used as it is, without locks; otherwise take the locks of
 //! the component's Azure parents (single flight per parent) → `plan_component` (plan →
-//! narrow to what may be written ([`decide::writable`]) → write → re-diff; one plan per
+//! narrow to what may be written ([`decide::take_writable`]) → write → re-diff; one plan per
 //! component: the outcome is cached in `Context::outcomes`, and the other members reuse it
 //! without reading or writing Azure until a member's spec changes or the resync interval
 //! passes) → `report` (status, events and change counters of this spec's part, read from
@@ -231,8 +231,21 @@ fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentVie
 
 /// The engine plans from owned objects: a copy of the component, taken by the reconcile
 /// that plans it.
+/// The specs of a component as the pipeline reads them: name, namespace, generation and
+/// spec, not the status, annotations or labels the store holds (nothing in planning or
+/// applying reads them; the copy of a 10,000-spec component is held while it is planned
+/// and written, issue 14's memory).
 fn owned(specs: &[Arc<AseConnectivity>]) -> Vec<AseConnectivity> {
-    specs.iter().map(|s| (**s).clone()).collect()
+    specs
+        .iter()
+        .map(|s| {
+            let mut copy = AseConnectivity::new(s.name_any().as_str(), s.spec.clone());
+            copy.metadata.namespace = s.metadata.namespace.clone();
+            copy.metadata.generation = s.metadata.generation;
+            copy.metadata.uid = s.metadata.uid.clone();
+            copy
+        })
+        .collect()
 }
 
 async fn publish(ctx: &Context, obj: &AseConnectivity, notice: &Notice) {
@@ -410,7 +423,7 @@ async fn plan_component(ctx: &Context, m: &Members) -> Result<ComponentOutcome, 
     plan_and_apply(ctx, m, &scope, print).await
 }
 
-/// Plans the component and applies every writable change in it ([`decide::writable`]):
+/// Plans the component and applies every writable change in it ([`decide::take_writable`]):
 /// plan → narrow → write → re-diff → cache. On success the post-apply outcome is cached for
 /// the other members.
 async fn plan_and_apply(
@@ -424,17 +437,15 @@ async fn plan_and_apply(
     // Never work from (or leave behind) an outcome of a failed attempt.
     ctx.outcomes.invalidate(&m.view.keys);
     let specs = &owned(&m.view.specs);
-    let planned = ctx
+    let mut planned = ctx
         .engine
         .plan(specs, scope)
         .await
         .map_err(ComponentError::Plan)?;
     let plan_ms = ms(started);
     let step = std::time::Instant::now();
-    let written = decide::writable(
-        &planned.plan.resources,
-        &withheld(&planned.plan.resources, specs),
-    );
+    let held = withheld(&planned.plan.resources, specs);
+    let written = decide::take_writable(&mut planned.plan.resources, &held);
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
     let (mut planned, cacheable, written) = if written.is_empty() {
