@@ -1169,9 +1169,7 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
         match wanted.get(&key) {
             Some(w) => {
                 seen.insert(key);
-                let after = w.entry().renamed(entry.name());
-                let fields = entry.changed_fields(&after);
-                keep_or_update(ch, entry, after, fields, w.owner(), w.reason());
+                keep_or_update(ch, entry, w.entry(), w.owner(), w.reason());
             }
             None => other(ch, entry),
         }
@@ -1188,15 +1186,17 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
 }
 
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
-/// that change) otherwise. Shared by rules and routes.
-fn keep_or_update<T: Clone>(
+/// that change) otherwise; the update's `after` is the wanted entry under the observed
+/// name (the fields compared ignore names, so it is built only for an update). Shared by
+/// rules and routes.
+fn keep_or_update<T: Entry>(
     ch: &mut EntryChanges<T>,
     observed: &T,
-    after: T,
-    fields: Vec<&'static str>,
+    wanted: &T,
     owner: &SpecKey,
     reason: &str,
 ) {
+    let fields = observed.changed_fields(wanted);
     if fields.is_empty() {
         ch.keep.push(Planned {
             entry: observed.clone(),
@@ -1206,7 +1206,7 @@ fn keep_or_update<T: Clone>(
     } else {
         ch.update.push(Update {
             before: observed.clone(),
-            after,
+            after: wanted.renamed(observed.name()),
             fields: fields.into_iter().map(String::from).collect(),
             owner: owner.clone(),
             reason: reason.to_string(),

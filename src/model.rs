@@ -112,9 +112,17 @@ impl ResourceId {
         // an HTTP server would reinterpret (`..`, `.`, `%2F`, `?`, `#`, `\`, spaces) could
         // send a request to another resource (issue 12), so no id may hold one. The full
         // ARM naming rules are checked on user input by `check_resource_id`.
+        // Printable ASCII other than those four is never refused: checked on the whole
+        // id at once, so only ids holding something else are searched part by part.
+        let clean = trimmed
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#' | b'\\'));
         for part in trimmed.split('/').skip(1) {
             if part == "." || part == ".." {
                 return Err(err(&format!("`{part}` is not a name")));
+            }
+            if clean {
+                continue;
             }
             if let Some(c) = part.chars().find(|c| {
                 matches!(c, '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
@@ -212,6 +220,18 @@ impl ResourceId {
         let cut = text.rfind('/')?;
         let cut = text[..cut].rfind('/')?;
         ResourceId::parse(&text[..cut]).ok()
+    }
+    /// The lower-cased key of [`ResourceId::parent`] (a subnet's VNet), without parsing
+    /// the parent: a slice of this id's own key.
+    pub fn parent_key(&self) -> Option<&str> {
+        if self.0.segments.len() < 2 {
+            return None;
+        }
+        // `key` is `text` lower-cased (ASCII), so the two have the same byte offsets.
+        let key = &self.0.key;
+        let cut = key.rfind('/')?;
+        let cut = key[..cut].rfind('/')?;
+        Some(&key[..cut])
     }
     /// True when the type (case-insensitive) equals `ty`, e.g. `Microsoft.Network/networkSecurityGroups`.
     pub fn is_type(&self, ty: &str) -> bool {
@@ -320,7 +340,19 @@ impl PartialOrd for Caseless<'_> {
 }
 impl Ord for Caseless<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.lowered().cmp(other.lowered())
+        // Byte by byte, lower-casing only where the bytes differ: the same order as
+        // comparing `lowered()`, without the iterator adapters (the diff and the resolver
+        // sort and look up every rule name with it).
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+                if x != y {
+                    return x.cmp(&y);
+                }
+            }
+        }
+        a.len().cmp(&b.len())
     }
 }
 impl std::hash::Hash for Caseless<'_> {
@@ -706,26 +738,36 @@ impl<'de> Deserialize<'de> for PortSet {
 
 /// Parses an IPv4 address or CIDR and clears host bits (docs/domain.md 2.10).
 pub fn parse_prefix(value: &str) -> Result<Ipv4Net, ParseError> {
+    written_prefix(value)
+        .map(|(net, _)| net)
+        .ok_or_else(|| ParseError::Prefix {
+            value: value.to_string(),
+        })
+}
+
+/// `value` (trimmed) as a prefix with host bits cleared, and the prefix as written when it
+/// was a CIDR (`None` for a plain address). A CIDR has a `/`, which no address has, so
+/// each value is parsed once, by the one parser that can accept it.
+fn written_prefix(value: &str) -> Option<(Ipv4Net, Option<Ipv4Net>)> {
     let t = value.trim();
-    if let Ok(net) = t.parse::<Ipv4Net>() {
-        return Ok(net.trunc());
+    if t.contains('/') {
+        t.parse::<Ipv4Net>().ok().map(|n| (n.trunc(), Some(n)))
+    } else {
+        t.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| (Ipv4Net::from(ip), None))
     }
-    if let Ok(ip) = t.parse::<Ipv4Addr>() {
-        return Ok(Ipv4Net::from(ip));
-    }
-    Err(ParseError::Prefix {
-        value: value.to_string(),
-    })
 }
 
 /// Parses an IPv4 address or CIDR written by a user: host bits must be clear, because
 /// clearing them silently widens what the user wrote (`203.0.113.7/0` would become every
 /// address; issue 12). Observed ARM values go through the lenient [`parse_prefix`].
 pub fn parse_network(value: &str) -> Result<Ipv4Net, ParseError> {
-    let net = parse_prefix(value)?;
-    let written: Ipv4Net = match value.trim().parse::<Ipv4Net>() {
-        Ok(n) => n,
-        Err(_) => return Ok(net), // a plain address
+    let (net, written) = written_prefix(value).ok_or_else(|| ParseError::Prefix {
+        value: value.to_string(),
+    })?;
+    let Some(written) = written else {
+        return Ok(net); // a plain address
     };
     if written.addr() != net.addr() {
         return Err(ParseError::HostBits {
@@ -763,7 +805,12 @@ pub enum AddressSet {
 
 impl AddressSet {
     pub fn prefixes(p: impl IntoIterator<Item = Ipv4Net>) -> Self {
-        let set: BTreeSet<Ipv4Net> = p.into_iter().map(|n| n.trunc()).collect();
+        // Inserted one by one: most sets hold one prefix, which `collect` would first
+        // gather in a vector and sort.
+        let mut set = BTreeSet::new();
+        for n in p {
+            set.insert(n.trunc());
+        }
         if set.contains(&Ipv4Net::default()) {
             AddressSet::Any
         } else {
@@ -831,25 +878,75 @@ impl AddressSet {
 
 /// `10.0.0.4/32` is written `10.0.0.4`, as the portal and ARM examples do.
 pub fn prefix_text(p: &Ipv4Net) -> String {
+    let mut out = String::with_capacity(18);
+    push_prefix_text(&mut out, p);
+    out
+}
+
+/// [`prefix_text`] appended to `out`.
+pub fn push_prefix_text(out: &mut String, p: &Ipv4Net) {
     if p.prefix_len() == 32 {
-        p.addr().to_string()
+        push_ipv4(out, p.addr());
     } else {
-        p.to_string()
+        push_ipv4_net(out, p);
+    }
+}
+
+/// `a.b.c.d`, as `Ipv4Addr`'s `Display` writes it, appended to `out` without going
+/// through the formatting machinery (the resolver writes addresses into most reasons).
+pub fn push_ipv4(out: &mut String, a: Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_decimal(out, o.into());
+    }
+}
+
+/// `a.b.c.d/len`, as `Ipv4Net`'s `Display` writes it, appended to `out`.
+pub fn push_ipv4_net(out: &mut String, p: &Ipv4Net) {
+    push_ipv4(out, p.addr());
+    out.push('/');
+    push_decimal(out, p.prefix_len().into());
+}
+
+/// A number in decimal, as `Display` writes it, appended to `out`.
+pub fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
     }
 }
 
 /// The documented casing of the well-known tags (docs/domain.md 2.5, 2.10); classic
 /// spellings (`INTERNET`, `VIRTUAL_NETWORK`, `AZURE_LOADBALANCER`) map to the ARM names.
 pub fn canonical_tag(t: &str) -> String {
-    match t.to_ascii_lowercase().as_str() {
-        "internet" => "Internet".into(),
-        "virtualnetwork" | "virtual_network" => "VirtualNetwork".into(),
-        "azureloadbalancer" | "azure_loadbalancer" => "AzureLoadBalancer".into(),
-        "appservicemanagement" => "AppServiceManagement".into(),
-        "sql" => "Sql".into(),
-        "storage" => "Storage".into(),
-        _ => t.to_string(),
-    }
+    // Lower-case spellings, compared without building a lower-cased copy of `t`.
+    const KNOWN: [(&str, &str); 8] = [
+        ("internet", "Internet"),
+        ("virtualnetwork", "VirtualNetwork"),
+        ("virtual_network", "VirtualNetwork"),
+        ("azureloadbalancer", "AzureLoadBalancer"),
+        ("azure_loadbalancer", "AzureLoadBalancer"),
+        ("appservicemanagement", "AppServiceManagement"),
+        ("sql", "Sql"),
+        ("storage", "Storage"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(lower, _)| t.eq_ignore_ascii_case(lower))
+        .map_or(t, |(_, canonical)| canonical)
+        .to_string()
 }
 
 impl fmt::Display for AddressSet {

@@ -15,7 +15,7 @@ use crate::model::{
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
-use super::build::{build, PendingRule, RouteNeed, SpecBuild};
+use super::build::{build, vnets_by_key, Known, KnownSpecs, PendingRule, RouteNeed, SpecBuild};
 use super::names::{is_owned_name, owned_name, owner_parts, stem, RouteOwners};
 use super::routes::tunnel_prefixes;
 use super::{
@@ -39,18 +39,21 @@ pub(crate) fn resolve(
     snapshot: &Snapshot,
     removing: &BTreeSet<SpecKey>,
 ) -> Desired {
-    let mut by_key: BTreeMap<SpecKey, &ValidSpec> = BTreeMap::new();
+    let mut by_key: KnownSpecs = BTreeMap::new();
     for s in specs {
-        by_key.entry(s.key.clone()).or_insert(s);
+        by_key
+            .entry(s.key.clone())
+            .or_insert_with(|| Known::new(s, snapshot));
     }
     let colliding = colliding_names(&by_key, snapshot);
+    let vnets = vnets_by_key(snapshot);
 
     let mut failed: Failures = BTreeMap::new();
     // In key order (so `active` below is sorted by key, which `merge` relies on).
     let mut builds: Vec<SpecBuild> = Vec::new();
     for (key, spec) in &by_key {
         let st = stem(key, colliding.contains(&*key.name));
-        match build(spec, &by_key, snapshot, st) {
+        match build(spec, &by_key, snapshot, &vnets, st) {
             Ok(b) => builds.push(b),
             Err(e) => {
                 failed.insert(key.clone(), e);
@@ -82,7 +85,7 @@ pub(crate) fn resolve(
 
 /// Spec names used by more than one namespace, in the input or in the owners recorded in
 /// observed rule descriptions: their rule names get a hash of `namespace/name`.
-fn colliding_names(specs: &BTreeMap<SpecKey, &ValidSpec>, snapshot: &Snapshot) -> BTreeSet<String> {
+fn colliding_names(specs: &KnownSpecs, snapshot: &Snapshot) -> BTreeSet<String> {
     let mut namespaces: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for k in specs.keys() {
         namespaces
@@ -280,10 +283,23 @@ impl<'a> Merge<'a> {
     /// one spec are contiguous and the specs come in key order.
     fn contributions_by_nsg(&self) -> BTreeMap<&'a ResourceId, Vec<Contribution>> {
         let mut by_nsg: BTreeMap<&'a ResourceId, Vec<Contribution>> = BTreeMap::new();
+        // Runs of rules of one spec land in one NSG: gathered, then added with one lookup
+        // (comparing ids, long texts sharing a long prefix, is most of the cost).
+        let mut run: Option<(&'a ResourceId, Vec<Contribution>)> = None;
         for &n in self.active {
             for (i, r) in self.builds[n].rules.iter().enumerate() {
-                by_nsg.entry(&r.nsg).or_default().push((n, i));
+                match &mut run {
+                    Some((id, v)) if *id == &r.nsg => v.push((n, i)),
+                    _ => {
+                        if let Some((id, v)) = run.replace((&r.nsg, vec![(n, i)])) {
+                            by_nsg.entry(id).or_default().extend(v);
+                        }
+                    }
+                }
             }
+        }
+        if let Some((id, v)) = run {
+            by_nsg.entry(id).or_default().extend(v);
         }
         by_nsg
     }
