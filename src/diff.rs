@@ -607,7 +607,18 @@ fn plan_errors(desired: &Desired) -> Vec<SpecError> {
 
 /// The bands of the specs contributing to an NSG. Specs without an explicit band (a
 /// desired state built by hand) get the span of their rules' priorities.
-fn bands_of(want: &DesiredNsg) -> BTreeMap<SpecKey, PriorityBand> {
+fn bands_of(want: &DesiredNsg) -> std::borrow::Cow<'_, BTreeMap<SpecKey, PriorityBand>> {
+    // The resolver gives every contributing spec a band: then there is nothing to add. A
+    // spec's rules mostly come one after another, so its band is looked up once per run.
+    let mut last: Option<&SpecKey> = None;
+    let banded = want.rules.iter().all(|r| {
+        let known = last == Some(&r.owner) || want.bands.contains_key(&r.owner);
+        last = Some(&r.owner);
+        known
+    });
+    if banded {
+        return std::borrow::Cow::Borrowed(&want.bands);
+    }
     let mut bands = want.bands.clone();
     let mut spans: BTreeMap<&SpecKey, (u32, u32)> = BTreeMap::new();
     for r in &want.rules {
@@ -625,7 +636,7 @@ fn bands_of(want: &DesiredNsg) -> BTreeMap<SpecKey, PriorityBand> {
             bands.insert(owner.clone(), PriorityBand { from, to });
         }
     }
-    bands
+    std::borrow::Cow::Owned(bands)
 }
 
 fn plan_nsg(
@@ -645,10 +656,16 @@ fn plan_nsg(
         })
         .unwrap_or_default();
     let bands = want.map(bands_of).unwrap_or_default();
-    let mut owners: BTreeSet<SpecKey> = wanted
-        .values()
-        .map(|r| &r.owner)
-        .chain(bands.keys())
+    // Owners come in runs (a spec's rules are contiguous in priority): repeats dropped
+    // before the set sorts them.
+    let mut runs: Vec<&SpecKey> = Vec::new();
+    for o in wanted.values().map(|r| &r.owner).chain(bands.keys()) {
+        if runs.last() != Some(&o) {
+            runs.push(o);
+        }
+    }
+    let mut owners: BTreeSet<SpecKey> = runs
+        .into_iter()
         .collect::<BTreeSet<&SpecKey>>()
         .into_iter()
         .cloned()

@@ -74,21 +74,16 @@ impl ResourceId {
         // The first seven parts are kept on the stack with their byte offsets; the rest
         // are the (type, name) pairs.
         let mut head: [(usize, &str); 7] = [(0, ""); 7];
-        let mut count = 0usize;
-        let mut rest_start = trimmed.len();
-        let mut offset = 0usize;
+        let (parts, clean) = split_id(trimmed);
+        let count = parts.len();
         let mut any_empty = false;
-        for part in trimmed.split('/') {
-            if count < 7 {
-                head[count] = (offset, part);
-            } else if count == 7 {
-                rest_start = offset;
+        for (n, part) in parts.iter().enumerate() {
+            if n < 7 {
+                head[n] = *part;
             }
-            if count > 0 && part.is_empty() {
+            if n > 0 && part.1.is_empty() {
                 any_empty = true;
             }
-            count += 1;
-            offset += part.len() + 1;
         }
         if count < 9 || !head[0].1.is_empty() {
             return Err(err("expected /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}"));
@@ -112,12 +107,9 @@ impl ResourceId {
         // an HTTP server would reinterpret (`..`, `.`, `%2F`, `?`, `#`, `\`, spaces) could
         // send a request to another resource (issue 12), so no id may hold one. The full
         // ARM naming rules are checked on user input by `check_resource_id`.
-        // Printable ASCII other than those four is never refused: checked on the whole
-        // id at once, so only ids holding something else are searched part by part.
-        let clean = trimmed
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#' | b'\\'));
-        for part in trimmed.split('/').skip(1) {
+        // An id of printable ASCII other than those four (`clean`) holds none: only other
+        // ids are searched part by part.
+        for &(_, part) in parts.iter().skip(1) {
             if part == "." || part == ".." {
                 return Err(err(&format!("`{part}` is not a name")));
             }
@@ -138,9 +130,8 @@ impl ResourceId {
             }
         }
         let mut segments: Vec<(String, String)> = Vec::with_capacity((count - 7) / 2);
-        let mut rest = trimmed[rest_start..].split('/');
-        while let (Some(t), Some(n)) = (rest.next(), rest.next()) {
-            segments.push((t.to_string(), n.to_string()));
+        for pair in parts[7..].chunks_exact(2) {
+            segments.push((pair[0].1.to_string(), pair[1].1.to_string()));
         }
         if head[4].1.len() > 90 {
             return Err(err("resource group names are at most 90 characters"));
@@ -316,6 +307,27 @@ impl<'de> Deserialize<'de> for ResourceId {
     }
 }
 
+/// The parts of an id as `id.split('/')` gives them, each with its byte offset, found in
+/// one pass over the bytes; and whether every byte is printable ASCII other than `%`, `?`,
+/// `#` and `\` (then no part holds a character `ResourceId::parse` refuses).
+fn split_id(id: &str) -> (Vec<(usize, &str)>, bool) {
+    let mut parts = Vec::with_capacity(16);
+    let mut clean = true;
+    let mut start = 0;
+    // `start` and every cut are at a `/` or at the end: char boundaries.
+    let part = |from: usize, to: usize| (from, id.get(from..to).unwrap_or_default());
+    for (i, b) in id.bytes().enumerate() {
+        if b == b'/' {
+            parts.push(part(start, i));
+            start = i + 1;
+        } else {
+            clean &= b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#' | b'\\');
+        }
+    }
+    parts.push(part(start, id.len()));
+    (parts, clean)
+}
+
 /// A borrowed name compared, ordered and hashed as its ASCII-lower-cased text (how Azure
 /// compares names, docs/domain.md 2.2), without building the lower-cased copy. Orders
 /// exactly as `to_ascii_lowercase()` strings do.
@@ -344,7 +356,14 @@ impl Ord for Caseless<'_> {
         // comparing `lowered()`, without the iterator adapters (the diff and the resolver
         // sort and look up every rule name with it).
         let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        for (x, y) in a.iter().zip(b) {
+        // Equal bytes are equal lower-cased: skip the common start (owned names share
+        // `asenet-<stem>-`) eight bytes at a time.
+        let n = a.len().min(b.len());
+        let mut start = 0;
+        while start + 8 <= n && a[start..start + 8] == b[start..start + 8] {
+            start += 8;
+        }
+        for (x, y) in a[start..].iter().zip(&b[start..]) {
             if x != y {
                 let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
                 if x != y {
@@ -694,9 +713,31 @@ impl PortSet {
     }
 }
 
+impl PortSet {
+    /// The `Display` text (`80,10001-10020`, `*`) appended to `out`.
+    pub fn push_text(&self, out: &mut String) {
+        for (i, r) in self.ranges().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if *r == PortRange::ALL {
+                out.push('*');
+            } else {
+                push_decimal(out, r.lo.into());
+                if r.lo != r.hi {
+                    out.push('-');
+                    push_decimal(out, r.hi.into());
+                }
+            }
+        }
+    }
+}
+
 impl fmt::Display for PortSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_strings().join(","))
+        let mut text = String::new();
+        self.push_text(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -911,8 +952,8 @@ pub fn push_ipv4_net(out: &mut String, p: &Ipv4Net) {
 }
 
 /// A number in decimal, as `Display` writes it, appended to `out`.
-pub fn push_decimal(out: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
+pub fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
     loop {
@@ -923,9 +964,8 @@ pub fn push_decimal(out: &mut String, n: u32) {
             break;
         }
     }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
-    }
+    // ASCII digits only, so the text is valid UTF-8.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 /// The documented casing of the well-known tags (docs/domain.md 2.5, 2.10); classic

@@ -15,7 +15,9 @@ use crate::model::{
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
-use super::build::{build, vnets_by_key, Known, KnownSpecs, PendingRule, RouteNeed, SpecBuild};
+use super::build::{
+    build, spec_index, vnets_by_key, Known, KnownSpecs, PendingRule, RouteNeed, SpecBuild,
+};
 use super::names::{is_owned_name, owned_name, owner_parts, stem, RouteOwners};
 use super::routes::tunnel_prefixes;
 use super::{
@@ -47,13 +49,14 @@ pub(crate) fn resolve(
     }
     let colliding = colliding_names(&by_key, snapshot);
     let vnets = vnets_by_key(snapshot);
+    let index = spec_index(&by_key);
 
     let mut failed: Failures = BTreeMap::new();
     // In key order (so `active` below is sorted by key, which `merge` relies on).
     let mut builds: Vec<SpecBuild> = Vec::new();
     for (key, spec) in &by_key {
         let st = stem(key, colliding.contains(&*key.name));
-        match build(spec, &by_key, snapshot, &vnets, st) {
+        match build(spec, &index, snapshot, &vnets, st) {
             Ok(b) => builds.push(b),
             Err(e) => {
                 failed.insert(key.clone(), e);
@@ -376,10 +379,19 @@ impl<'a> Merge<'a> {
     ) {
         // Names of the desired rules, built only if an observed owned rule carries no owner.
         let mut desired_names: Option<BTreeSet<Caseless>> = None;
-        let mut replaceable = |r: &SecurityRule| {
+        // The rules of one owner come together: its answer is kept for the next rule.
+        let mut last: Option<((&str, &str), bool)> = None;
+        let mut replaceable = |r: &'a SecurityRule| {
             is_owned_name(&r.name)
                 && match r.description.as_deref().and_then(owner_parts) {
-                    Some((namespace, name)) => self.is_active(namespace, name),
+                    Some(owner) => match last {
+                        Some((o, active)) if o == owner => active,
+                        _ => {
+                            let active = self.is_active(owner.0, owner.1);
+                            last = Some((owner, active));
+                            active
+                        }
+                    },
                     None => desired_names
                         .get_or_insert_with(|| {
                             contribs

@@ -13,8 +13,8 @@ use ipnet::Ipv4Net;
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    push_ipv4, push_ipv4_net, Access, AddressSet, AseVersion, Direction, PortRange, PortSet,
-    PriorityBand, Protocol, ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
+    push_decimal, push_ipv4, push_ipv4_net, Access, AddressSet, AseVersion, Direction, PortRange,
+    PortSet, PriorityBand, Protocol, ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
 };
 use crate::snapshot::{Snapshot, VnetState};
 use crate::validate::{
@@ -114,6 +114,37 @@ impl<'a> Known<'a> {
 
 /// The specs of the input by key.
 pub(crate) type KnownSpecs<'a> = BTreeMap<SpecKey, Known<'a>>;
+
+/// FNV-1a as a `Hasher`: no random seed (the resolver is deterministic), and fast on the
+/// short texts of a `SpecKey`. Only for lookups: nothing iterates a map hashed with it.
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// [`KnownSpecs`] indexed for lookups by key (every `environmentRef` is looked up twice;
+/// an ordered map compares two texts per step).
+pub(crate) type SpecIndex<'a> =
+    std::collections::HashMap<&'a SpecKey, &'a Known<'a>, std::hash::BuildHasherDefault<Fnv>>;
+
+pub(crate) fn spec_index<'a>(specs: &'a KnownSpecs<'a>) -> SpecIndex<'a> {
+    specs.iter().collect()
+}
 
 /// The snapshot's VNets by their lower-cased id (`ResourceId::key`), so a subnet finds its
 /// VNet by the key of its parent ([`ResourceId::parent_key`]) without parsing the parent.
@@ -368,7 +399,7 @@ impl<'a> Builder<'a> {
     /// The callers one inbound entry `spec.inbound[i]` admits. Calls between ASEs are
     /// Internet calls, even in one VNet: the callee sees the caller's outbound addresses
     /// (design.md 1.3; domain.md 1.2.4).
-    fn callers(&mut self, i: usize, entry: &'a ValidInbound, specs: &KnownSpecs) -> Callers<'a> {
+    fn callers(&mut self, i: usize, entry: &'a ValidInbound, specs: &SpecIndex) -> Callers<'a> {
         let mut c = Callers::default();
         for (j, src) in entry.sources.iter().enumerate() {
             match src {
@@ -418,7 +449,9 @@ impl<'a> Builder<'a> {
                 std::borrow::Cow::Borrowed(s.as_str()),
             ),
             InboundPorts::Raw { ports, protocol } => {
-                (ports.clone(), *protocol, format!("ports {ports}").into())
+                let mut what = String::from("ports ");
+                ports.push_text(&mut what);
+                (ports.clone(), *protocol, what.into())
             }
         };
         let subnet = AddressSet::prefixes([self.subnet_range]);
@@ -463,7 +496,10 @@ impl<'a> Builder<'a> {
         topology: &[Ipv4Net],
         internet: &[Ipv4Addr],
     ) {
-        self.field = Arc::from(format!("spec.backends[{i}].networkSecurityGroup"));
+        let mut field = String::from("spec.backends[");
+        push_decimal(&mut field, i as u64);
+        field.push_str("].networkSecurityGroup");
+        self.field = Arc::from(field);
         let subnet_range = self.subnet_range;
         let inside = topology.iter().any(|t| t.contains(&be.address));
         let (source, seen) = if inside {
@@ -590,7 +626,7 @@ impl<'a> Builder<'a> {
 /// `environmentRef`s naming no spec. They are wrong whatever Azure holds: reported first,
 /// and also when the subnet is missing too (a spec applied to a cluster whose Azure lacks
 /// its subnet still shows the error in its own input).
-fn unresolved_environment_refs(spec: &ValidSpec, specs: &KnownSpecs) -> Vec<SpecError> {
+fn unresolved_environment_refs(spec: &ValidSpec, specs: &SpecIndex) -> Vec<SpecError> {
     let mut errors = Vec::new();
     for (i, entry) in spec.inbound.iter().enumerate() {
         for (j, src) in entry.sources.iter().enumerate() {
@@ -615,7 +651,7 @@ fn unresolved_environment_refs(spec: &ValidSpec, specs: &KnownSpecs) -> Vec<Spec
 /// Builds one spec's contributions.
 pub(crate) fn build(
     known: &Known,
-    specs: &KnownSpecs,
+    specs: &SpecIndex,
     snapshot: &Snapshot,
     vnets: &VnetsByKey,
     stem: String,

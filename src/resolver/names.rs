@@ -139,10 +139,11 @@ pub(crate) fn owner_parts(desc: &str) -> Option<(&str, &str)> {
     let rest = desc.trim_start().strip_prefix(DESCRIPTION_PREFIX)?;
     let (key, _) = rest.split_once(':')?;
     let (ns, name) = key.split_once('/')?;
+    // Byte by byte: a non-ASCII character fails as its first byte does.
     let ok = |s: &str| {
         !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     };
     (ok(ns) && ok(name)).then_some((ns, name))
 }
