@@ -1181,6 +1181,8 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
     mut other: impl FnMut(&mut EntryChanges<T>, &'h T),
 ) {
     let mut seen: BTreeSet<Caseless> = BTreeSet::new();
+    // Every wanted entry is kept, updated or created: sized once (entries are large).
+    ch.keep.reserve(wanted.len().min(observed.len()));
     for entry in observed {
         let key = Caseless(entry.name());
         match wanted.get(&key) {
@@ -1191,6 +1193,7 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
             None => other(ch, entry),
         }
     }
+    ch.create.reserve(wanted.len().saturating_sub(seen.len()));
     for (key, w) in wanted {
         if !seen.contains(key) {
             ch.create.push(Planned {

@@ -596,12 +596,19 @@ fn validate_keyed(spec: &AseConnectivity, key: SpecKey) -> Result<ValidSpec, Vec
     // Inbound entries and backends share one namespace of entry names.
     let mut names = BTreeMap::new();
     let spec_root = Path::root("spec");
-    let inbound: Vec<ValidInbound> = (s.inbound.iter().enumerate())
-        .filter_map(|(i, entry)| cx.inbound(spec_root.item("inbound", i), i, entry, &mut names))
-        .collect();
-    let backends: Vec<ValidBackend> = (s.backends.iter().enumerate())
-        .filter_map(|(i, b)| cx.backend(spec_root.item("backends", i), i, b, &mut names))
-        .collect();
+    // Lists sized for every entry (`filter_map` gives no lower bound, so `collect` would
+    // grow them step by step).
+    let mut inbound: Vec<ValidInbound> = Vec::with_capacity(s.inbound.len());
+    inbound.extend(
+        (s.inbound.iter().enumerate()).filter_map(|(i, entry)| {
+            cx.inbound(spec_root.item("inbound", i), i, entry, &mut names)
+        }),
+    );
+    let mut backends: Vec<ValidBackend> = Vec::with_capacity(s.backends.len());
+    backends.extend(
+        (s.backends.iter().enumerate())
+            .filter_map(|(i, b)| cx.backend(spec_root.item("backends", i), i, b, &mut names)),
+    );
 
     // Outbound.
     let forced_tunneling = s
@@ -725,9 +732,11 @@ impl Ctx {
         if entry.from.is_empty() {
             self.err(f.field("from"), "", "at least one source is required");
         }
-        let mut sources: Vec<Source> = (entry.from.iter().enumerate())
-            .filter_map(|(j, src)| self.source(f.item("from", j), src))
-            .collect();
+        let mut sources: Vec<Source> = Vec::with_capacity(entry.from.len());
+        sources.extend(
+            (entry.from.iter().enumerate())
+                .filter_map(|(j, src)| self.source(f.item("from", j), src)),
+        );
         sources.sort();
         sources.dedup();
         Some(ValidInbound {

@@ -623,6 +623,27 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// At most how many rules `spec` asks for: the required ones, one per inbound entry and
+/// per tag it admits, one per back end. The rule list is sized once (each rule is large,
+/// and growing the list copies every rule and touches fresh memory).
+fn rule_count(spec: &ValidSpec) -> usize {
+    let tags: usize = (spec.inbound.iter())
+        .map(|e| {
+            1 + e
+                .sources
+                .iter()
+                .filter(|s| matches!(s, Source::Tag(_)))
+                .count()
+        })
+        .sum();
+    let required = match spec.version {
+        AseVersion::V1 => V1_REQUIRED.len(),
+        AseVersion::V2 => V2_REQUIRED.len(),
+        AseVersion::V3 => V3_REQUIRED.len() + 1,
+    };
+    required + tags + spec.backends.len()
+}
+
 /// `environmentRef`s naming no spec. They are wrong whatever Azure holds: reported first,
 /// and also when the subnet is missing too (a spec applied to a cluster whose Azure lacks
 /// its subnet still shows the error in its own input).
@@ -679,7 +700,7 @@ pub(crate) fn build(
         spec,
         stem,
         subnet_range,
-        rules: Vec::new(),
+        rules: Vec::with_capacity(rule_count(spec)),
         field: Arc::from("spec.networkSecurityGroup"),
         errors,
     };

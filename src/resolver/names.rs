@@ -103,15 +103,29 @@ fn fit(full: String) -> String {
 
 /// `asenet:<namespace>/<name>:<reason>`, cut to 140 characters.
 pub fn description(owner: &SpecKey, reason: &str) -> String {
-    let mut full = String::with_capacity(
-        DESCRIPTION_PREFIX.len() + owner.namespace.len() + owner.name.len() + reason.len() + 2,
-    );
-    full.push_str(DESCRIPTION_PREFIX);
-    full.push_str(&owner.namespace);
-    full.push('/');
-    full.push_str(&owner.name);
-    full.push(':');
-    full.push_str(reason);
+    let pieces = [
+        DESCRIPTION_PREFIX,
+        &owner.namespace,
+        "/",
+        &owner.name,
+        ":",
+        reason,
+    ];
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    if len > MAX_DESCRIPTION && pieces.iter().all(|p| p.is_ascii()) {
+        // ASCII: the first 140 characters are the first 140 bytes, written into a text of
+        // that size (every owned rule keeps its description).
+        let mut cut = String::with_capacity(MAX_DESCRIPTION);
+        for p in pieces {
+            let room = MAX_DESCRIPTION - cut.len();
+            cut.push_str(p.get(..p.len().min(room)).unwrap_or_default());
+        }
+        return cut;
+    }
+    let mut full = String::with_capacity(len);
+    for p in pieces {
+        full.push_str(p);
+    }
     // A text of at most 140 bytes has at most 140 characters: no need to count them.
     if full.len() <= MAX_DESCRIPTION {
         return full;
