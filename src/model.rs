@@ -328,6 +328,31 @@ fn split_id(id: &str) -> (Vec<(usize, &str)>, bool) {
     (parts, clean)
 }
 
+/// FNV-1a as a `Hasher`: no random seed (the resolver and the diff are deterministic),
+/// and fast on short texts. For maps and sets that are only looked up, never iterated.
+pub struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// `HashMap`/`HashSet` hasher state for [`FnvHasher`].
+pub type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
 /// A borrowed name compared, ordered and hashed as its ASCII-lower-cased text (how Azure
 /// compares names, docs/domain.md 2.2), without building the lower-cased copy. Orders
 /// exactly as `to_ascii_lowercase()` strings do.
@@ -936,23 +961,39 @@ pub fn push_prefix_text(out: &mut String, p: &Ipv4Net) {
 /// `a.b.c.d`, as `Ipv4Addr`'s `Display` writes it, appended to `out` without going
 /// through the formatting machinery (the resolver writes addresses into most reasons).
 pub fn push_ipv4(out: &mut String, a: Ipv4Addr) {
+    out.reserve(15);
     for (i, o) in a.octets().into_iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        push_decimal(out, o.into());
+        push_small(out, o);
     }
+}
+
+/// A number below 256 in decimal, appended to `out`.
+fn push_small(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
 }
 
 /// `a.b.c.d/len`, as `Ipv4Net`'s `Display` writes it, appended to `out`.
 pub fn push_ipv4_net(out: &mut String, p: &Ipv4Net) {
     push_ipv4(out, p.addr());
     out.push('/');
-    push_decimal(out, p.prefix_len().into());
+    push_small(out, p.prefix_len());
 }
 
 /// A number in decimal, as `Display` writes it, appended to `out`.
 pub fn push_decimal(out: &mut String, n: u64) {
+    if let Ok(small) = u8::try_from(n) {
+        push_small(out, small);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    Caseless, Direction, NextHopType, ResourceId, Route, RouteDestination, SecurityRule, SpecKey,
+    Caseless, Direction, Fnv, NextHopType, ResourceId, Route, RouteDestination, SecurityRule,
+    SpecKey,
 };
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
@@ -195,6 +196,10 @@ struct Merge<'a> {
     failures: Failures,
 }
 
+/// The observed owned rules a round replaces, by name (Azure compares names ignoring
+/// case). Only looked up, never iterated: hashed with the fixed FNV-1a hasher.
+type Previous<'a> = std::collections::HashMap<Caseless<'a>, &'a SecurityRule, Fnv>;
+
 /// A contribution: `(build, rule)` indices.
 type Contribution = (usize, usize);
 
@@ -373,10 +378,7 @@ impl<'a> Merge<'a> {
         &self,
         observed_rules: &'a [SecurityRule],
         contribs: &[Contribution],
-    ) -> (
-        Vec<&'a SecurityRule>,
-        BTreeMap<Caseless<'a>, &'a SecurityRule>,
-    ) {
+    ) -> (Vec<&'a SecurityRule>, Previous<'a>) {
         // Names of the desired rules, built only if an observed owned rule carries no owner.
         let mut desired_names: Option<BTreeSet<Caseless>> = None;
         // The rules of one owner come together: its answer is kept for the next rule.
@@ -403,7 +405,7 @@ impl<'a> Merge<'a> {
                 }
         };
         let mut reserved: Vec<&SecurityRule> = Vec::new();
-        let mut previous: BTreeMap<Caseless, &SecurityRule> = BTreeMap::new();
+        let mut previous = Previous::default();
         for r in observed_rules {
             if replaceable(r) {
                 previous.insert(Caseless(&r.name), r);
@@ -472,7 +474,7 @@ impl<'a> Merge<'a> {
         &self,
         contribs: &[Contribution],
         mine: &[usize],
-        previous: &BTreeMap<Caseless, &SecurityRule>,
+        previous: &Previous,
         taken: &mut Taken,
         priority: &mut [Option<u32>],
     ) {
@@ -764,8 +766,13 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
         if let Some(rt) = &b.route_table {
             touches.insert(rt.clone());
         }
+        // A spec's rules come in runs per NSG: each run's NSG inserted once.
+        let mut last: Option<&ResourceId> = None;
         for r in &b.rules {
-            touches.insert(r.nsg.clone());
+            if last != Some(&r.nsg) {
+                touches.insert(r.nsg.clone());
+                last = Some(&r.nsg);
+            }
         }
         desired.specs.insert(
             b.key.clone(),

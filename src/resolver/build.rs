@@ -13,8 +13,9 @@ use ipnet::Ipv4Net;
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    push_decimal, push_ipv4, push_ipv4_net, Access, AddressSet, AseVersion, Direction, PortRange,
-    PortSet, PriorityBand, Protocol, ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
+    push_decimal, push_ipv4, push_ipv4_net, Access, AddressSet, AseVersion, Direction, Fnv,
+    PortRange, PortSet, PriorityBand, Protocol, ResourceId, SecurityRule, SpecKey,
+    TunnelingStrategy,
 };
 use crate::snapshot::{Snapshot, VnetState};
 use crate::validate::{
@@ -115,32 +116,9 @@ impl<'a> Known<'a> {
 /// The specs of the input by key.
 pub(crate) type KnownSpecs<'a> = BTreeMap<SpecKey, Known<'a>>;
 
-/// FNV-1a as a `Hasher`: no random seed (the resolver is deterministic), and fast on the
-/// short texts of a `SpecKey`. Only for lookups: nothing iterates a map hashed with it.
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
 /// [`KnownSpecs`] indexed for lookups by key (every `environmentRef` is looked up twice;
 /// an ordered map compares two texts per step).
-pub(crate) type SpecIndex<'a> =
-    std::collections::HashMap<&'a SpecKey, &'a Known<'a>, std::hash::BuildHasherDefault<Fnv>>;
+pub(crate) type SpecIndex<'a> = std::collections::HashMap<&'a SpecKey, &'a Known<'a>, Fnv>;
 
 pub(crate) fn spec_index<'a>(specs: &'a KnownSpecs<'a>) -> SpecIndex<'a> {
     specs.iter().collect()

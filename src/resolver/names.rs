@@ -151,8 +151,11 @@ pub fn owner_from_description(desc: &str) -> Option<SpecKey> {
 /// [`owner_from_description`] without allocating: `(namespace, name)` borrowed from `desc`.
 pub(crate) fn owner_parts(desc: &str) -> Option<(&str, &str)> {
     let rest = desc.trim_start().strip_prefix(DESCRIPTION_PREFIX)?;
-    let (key, _) = rest.split_once(':')?;
-    let (ns, name) = key.split_once('/')?;
+    // The first `:`, then the first `/` before it, found byte by byte (both ASCII, so the
+    // cuts are char boundaries; the same parts as `split_once`).
+    let key = rest.get(..rest.bytes().position(|b| b == b':')?)?;
+    let slash = key.bytes().position(|b| b == b'/')?;
+    let (ns, name) = (key.get(..slash)?, key.get(slash + 1..)?);
     // Byte by byte: a non-ASCII character fails as its first byte does.
     let ok = |s: &str| {
         !s.is_empty()
