@@ -475,26 +475,21 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
     let ctx = TagContext::from_snapshot(snapshot, &[]);
     let mut resources = Vec::new();
 
-    // NSGs: desired ones, and observed ones holding owned rules of specs in scope.
-    let mut nsg_ids: BTreeSet<&ResourceId> = desired.network_security_groups.keys().collect();
-    for (id, nsg) in &snapshot.network_security_groups {
-        let touched = nsg
-            .rules
+    // NSGs: desired ones, and observed ones holding owned rules of specs in scope; both
+    // maps walked together in id order (one id comparison per step, not a lookup each).
+    let touched = |nsg: &NsgState| {
+        nsg.rules
             .iter()
-            .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)));
-        if touched {
-            nsg_ids.insert(id);
+            .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)))
+    };
+    for (id, want, have) in join(
+        &desired.network_security_groups,
+        &snapshot.network_security_groups,
+    ) {
+        if want.is_none() && !have.is_some_and(touched) {
+            continue;
         }
-    }
-    for id in nsg_ids {
-        resources.push(plan_nsg(
-            id,
-            desired.network_security_groups.get(id),
-            snapshot.network_security_groups.get(id),
-            scope,
-            &failed,
-            &ctx,
-        ));
+        resources.push(plan_nsg(id, want, have, scope, &failed, &ctx));
     }
 
     // Route tables: desired ones, tables named by desired subnets, tables of removed specs.
@@ -547,9 +542,11 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
 /// The association changes of the desired subnets: set or changed to what their spec
 /// wants, never removed here (`removal` takes associations away).
 fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
-    let mut out = Vec::new();
-    for (id, want) in &desired.subnets {
-        let have = snapshot.subnets.get(id);
+    let mut out = Vec::with_capacity(desired.subnets.len());
+    for (id, want, have) in join(&desired.subnets, &snapshot.subnets) {
+        let Some(want) = want else {
+            continue;
+        };
         let current_nsg = have.and_then(|s| s.network_security_group.clone());
         let current_rt = have.and_then(|s| s.route_table.clone());
         let nsg_change =
@@ -587,6 +584,31 @@ fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
         });
     }
     out
+}
+
+/// Two maps by id walked together in id order: every id of either, with its value in
+/// each (the id of `a` when both hold it, as a set built from `a` first keeps it).
+fn join<'a, A, B>(
+    a: &'a BTreeMap<ResourceId, A>,
+    b: &'a BTreeMap<ResourceId, B>,
+) -> impl Iterator<Item = (&'a ResourceId, Option<&'a A>, Option<&'a B>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+        };
+        Some(match order {
+            std::cmp::Ordering::Less => a.next().map(|(id, v)| (id, Some(v), None))?,
+            std::cmp::Ordering::Greater => b.next().map(|(id, w)| (id, None, Some(w)))?,
+            std::cmp::Ordering::Equal => {
+                let (id, v) = a.next()?;
+                (id, Some(v), b.next().map(|(_, w)| w))
+            }
+        })
+    })
 }
 
 /// The errors of the specs that failed to resolve, sorted and without duplicates.
