@@ -359,11 +359,6 @@ pub type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
 #[derive(Debug, Clone, Copy)]
 pub struct Caseless<'a>(pub &'a str);
 
-impl Caseless<'_> {
-    fn lowered(&self) -> impl Iterator<Item = u8> + '_ {
-        self.0.bytes().map(|b| b.to_ascii_lowercase())
-    }
-}
 impl PartialEq for Caseless<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.0.eq_ignore_ascii_case(other.0)
@@ -378,7 +373,7 @@ impl PartialOrd for Caseless<'_> {
 impl Ord for Caseless<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         // Byte by byte, lower-casing only where the bytes differ: the same order as
-        // comparing `lowered()`, without the iterator adapters (the diff and the resolver
+        // comparing the lower-cased bytes, without building them (the diff and the resolver
         // sort and look up every rule name with it).
         let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
         // Equal bytes are equal lower-cased: skip the common start (owned names share
@@ -401,8 +396,13 @@ impl Ord for Caseless<'_> {
 }
 impl std::hash::Hash for Caseless<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for b in self.lowered() {
-            state.write_u8(b);
+        // The lower-cased bytes, handed over a chunk at a time rather than byte by byte.
+        let mut chunk = [0u8; 32];
+        for part in self.0.as_bytes().chunks(chunk.len()) {
+            let lowered = &mut chunk[..part.len()];
+            lowered.copy_from_slice(part);
+            lowered.make_ascii_lowercase();
+            state.write(lowered);
         }
         state.write_u8(0xff);
     }
