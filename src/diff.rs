@@ -475,26 +475,21 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
     let ctx = TagContext::from_snapshot(snapshot, &[]);
     let mut resources = Vec::new();
 
-    // NSGs: desired ones, and observed ones holding owned rules of specs in scope.
-    let mut nsg_ids: BTreeSet<&ResourceId> = desired.network_security_groups.keys().collect();
-    for (id, nsg) in &snapshot.network_security_groups {
-        let touched = nsg
-            .rules
+    // NSGs: desired ones, and observed ones holding owned rules of specs in scope; both
+    // maps walked together in id order (one id comparison per step, not a lookup each).
+    let touched = |nsg: &NsgState| {
+        nsg.rules
             .iter()
-            .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)));
-        if touched {
-            nsg_ids.insert(id);
+            .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)))
+    };
+    for (id, want, have) in join(
+        &desired.network_security_groups,
+        &snapshot.network_security_groups,
+    ) {
+        if want.is_none() && !have.is_some_and(touched) {
+            continue;
         }
-    }
-    for id in nsg_ids {
-        resources.push(plan_nsg(
-            id,
-            desired.network_security_groups.get(id),
-            snapshot.network_security_groups.get(id),
-            scope,
-            &failed,
-            &ctx,
-        ));
+        resources.push(plan_nsg(id, want, have, scope, &failed, &ctx));
     }
 
     // Route tables: desired ones, tables named by desired subnets, tables of removed specs.
@@ -547,9 +542,11 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
 /// The association changes of the desired subnets: set or changed to what their spec
 /// wants, never removed here (`removal` takes associations away).
 fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
-    let mut out = Vec::new();
-    for (id, want) in &desired.subnets {
-        let have = snapshot.subnets.get(id);
+    let mut out = Vec::with_capacity(desired.subnets.len());
+    for (id, want, have) in join(&desired.subnets, &snapshot.subnets) {
+        let Some(want) = want else {
+            continue;
+        };
         let current_nsg = have.and_then(|s| s.network_security_group.clone());
         let current_rt = have.and_then(|s| s.route_table.clone());
         let nsg_change =
@@ -589,6 +586,31 @@ fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
     out
 }
 
+/// Two maps by id walked together in id order: every id of either, with its value in
+/// each (the id of `a` when both hold it, as a set built from `a` first keeps it).
+fn join<'a, A, B>(
+    a: &'a BTreeMap<ResourceId, A>,
+    b: &'a BTreeMap<ResourceId, B>,
+) -> impl Iterator<Item = (&'a ResourceId, Option<&'a A>, Option<&'a B>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+        };
+        Some(match order {
+            std::cmp::Ordering::Less => a.next().map(|(id, v)| (id, Some(v), None))?,
+            std::cmp::Ordering::Greater => b.next().map(|(id, w)| (id, None, Some(w)))?,
+            std::cmp::Ordering::Equal => {
+                let (id, v) = a.next()?;
+                (id, Some(v), b.next().map(|(_, w)| w))
+            }
+        })
+    })
+}
+
 /// The errors of the specs that failed to resolve, sorted and without duplicates.
 fn plan_errors(desired: &Desired) -> Vec<SpecError> {
     let mut errors: Vec<SpecError> = desired
@@ -607,7 +629,18 @@ fn plan_errors(desired: &Desired) -> Vec<SpecError> {
 
 /// The bands of the specs contributing to an NSG. Specs without an explicit band (a
 /// desired state built by hand) get the span of their rules' priorities.
-fn bands_of(want: &DesiredNsg) -> BTreeMap<SpecKey, PriorityBand> {
+fn bands_of(want: &DesiredNsg) -> std::borrow::Cow<'_, BTreeMap<SpecKey, PriorityBand>> {
+    // The resolver gives every contributing spec a band: then there is nothing to add. A
+    // spec's rules mostly come one after another, so its band is looked up once per run.
+    let mut last: Option<&SpecKey> = None;
+    let banded = want.rules.iter().all(|r| {
+        let known = last == Some(&r.owner) || want.bands.contains_key(&r.owner);
+        last = Some(&r.owner);
+        known
+    });
+    if banded {
+        return std::borrow::Cow::Borrowed(&want.bands);
+    }
     let mut bands = want.bands.clone();
     let mut spans: BTreeMap<&SpecKey, (u32, u32)> = BTreeMap::new();
     for r in &want.rules {
@@ -625,7 +658,7 @@ fn bands_of(want: &DesiredNsg) -> BTreeMap<SpecKey, PriorityBand> {
             bands.insert(owner.clone(), PriorityBand { from, to });
         }
     }
-    bands
+    std::borrow::Cow::Owned(bands)
 }
 
 fn plan_nsg(
@@ -645,10 +678,16 @@ fn plan_nsg(
         })
         .unwrap_or_default();
     let bands = want.map(bands_of).unwrap_or_default();
-    let mut owners: BTreeSet<SpecKey> = wanted
-        .values()
-        .map(|r| &r.owner)
-        .chain(bands.keys())
+    // Owners come in runs (a spec's rules are contiguous in priority): repeats dropped
+    // before the set sorts them.
+    let mut runs: Vec<&SpecKey> = Vec::new();
+    for o in wanted.values().map(|r| &r.owner).chain(bands.keys()) {
+        if runs.last() != Some(&o) {
+            runs.push(o);
+        }
+    }
+    let mut owners: BTreeSet<SpecKey> = runs
+        .into_iter()
         .collect::<BTreeSet<&SpecKey>>()
         .into_iter()
         .cloned()
@@ -1163,18 +1202,19 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
     mut other: impl FnMut(&mut EntryChanges<T>, &'h T),
 ) {
     let mut seen: BTreeSet<Caseless> = BTreeSet::new();
+    // Every wanted entry is kept, updated or created: sized once (entries are large).
+    ch.keep.reserve(wanted.len().min(observed.len()));
     for entry in observed {
         let key = Caseless(entry.name());
         match wanted.get(&key) {
             Some(w) => {
                 seen.insert(key);
-                let after = w.entry().renamed(entry.name());
-                let fields = entry.changed_fields(&after);
-                keep_or_update(ch, entry, after, fields, w.owner(), w.reason());
+                keep_or_update(ch, entry, w.entry(), w.owner(), w.reason());
             }
             None => other(ch, entry),
         }
     }
+    ch.create.reserve(wanted.len().saturating_sub(seen.len()));
     for (key, w) in wanted {
         if !seen.contains(key) {
             ch.create.push(Planned {
@@ -1187,15 +1227,17 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
 }
 
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
-/// that change) otherwise. Shared by rules and routes.
-fn keep_or_update<T: Clone>(
+/// that change) otherwise; the update's `after` is the wanted entry under the observed
+/// name (the fields compared ignore names, so it is built only for an update). Shared by
+/// rules and routes.
+fn keep_or_update<T: Entry>(
     ch: &mut EntryChanges<T>,
     observed: &T,
-    after: T,
-    fields: Vec<&'static str>,
+    wanted: &T,
     owner: &SpecKey,
     reason: &str,
 ) {
+    let fields = observed.changed_fields(wanted);
     if fields.is_empty() {
         ch.keep.push(Planned {
             entry: observed.clone(),
@@ -1205,7 +1247,7 @@ fn keep_or_update<T: Clone>(
     } else {
         ch.update.push(Update {
             before: observed.clone(),
-            after,
+            after: wanted.renamed(observed.name()),
             fields: fields.into_iter().map(String::from).collect(),
             owner: owner.clone(),
             reason: reason.to_string(),

@@ -74,21 +74,16 @@ impl ResourceId {
         // The first seven parts are kept on the stack with their byte offsets; the rest
         // are the (type, name) pairs.
         let mut head: [(usize, &str); 7] = [(0, ""); 7];
-        let mut count = 0usize;
-        let mut rest_start = trimmed.len();
-        let mut offset = 0usize;
+        let (parts, clean) = split_id(trimmed);
+        let count = parts.len();
         let mut any_empty = false;
-        for part in trimmed.split('/') {
-            if count < 7 {
-                head[count] = (offset, part);
-            } else if count == 7 {
-                rest_start = offset;
+        for (n, part) in parts.iter().enumerate() {
+            if n < 7 {
+                head[n] = *part;
             }
-            if count > 0 && part.is_empty() {
+            if n > 0 && part.1.is_empty() {
                 any_empty = true;
             }
-            count += 1;
-            offset += part.len() + 1;
         }
         if count < 9 || !head[0].1.is_empty() {
             return Err(err("expected /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}"));
@@ -112,9 +107,14 @@ impl ResourceId {
         // an HTTP server would reinterpret (`..`, `.`, `%2F`, `?`, `#`, `\`, spaces) could
         // send a request to another resource (issue 12), so no id may hold one. The full
         // ARM naming rules are checked on user input by `check_resource_id`.
-        for part in trimmed.split('/').skip(1) {
+        // An id of printable ASCII other than those four (`clean`) holds none: only other
+        // ids are searched part by part.
+        for &(_, part) in parts.iter().skip(1) {
             if part == "." || part == ".." {
                 return Err(err(&format!("`{part}` is not a name")));
+            }
+            if clean {
+                continue;
             }
             if let Some(c) = part.chars().find(|c| {
                 matches!(c, '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
@@ -130,9 +130,8 @@ impl ResourceId {
             }
         }
         let mut segments: Vec<(String, String)> = Vec::with_capacity((count - 7) / 2);
-        let mut rest = trimmed[rest_start..].split('/');
-        while let (Some(t), Some(n)) = (rest.next(), rest.next()) {
-            segments.push((t.to_string(), n.to_string()));
+        for pair in parts[7..].chunks_exact(2) {
+            segments.push((pair[0].1.to_string(), pair[1].1.to_string()));
         }
         if head[4].1.len() > 90 {
             return Err(err("resource group names are at most 90 characters"));
@@ -212,6 +211,18 @@ impl ResourceId {
         let cut = text.rfind('/')?;
         let cut = text[..cut].rfind('/')?;
         ResourceId::parse(&text[..cut]).ok()
+    }
+    /// The lower-cased key of [`ResourceId::parent`] (a subnet's VNet), without parsing
+    /// the parent: a slice of this id's own key.
+    pub fn parent_key(&self) -> Option<&str> {
+        if self.0.segments.len() < 2 {
+            return None;
+        }
+        // `key` is `text` lower-cased (ASCII), so the two have the same byte offsets.
+        let key = &self.0.key;
+        let cut = key.rfind('/')?;
+        let cut = key[..cut].rfind('/')?;
+        Some(&key[..cut])
     }
     /// True when the type (case-insensitive) equals `ty`, e.g. `Microsoft.Network/networkSecurityGroups`.
     pub fn is_type(&self, ty: &str) -> bool {
@@ -296,17 +307,58 @@ impl<'de> Deserialize<'de> for ResourceId {
     }
 }
 
+/// The parts of an id as `id.split('/')` gives them, each with its byte offset, found in
+/// one pass over the bytes; and whether every byte is printable ASCII other than `%`, `?`,
+/// `#` and `\` (then no part holds a character `ResourceId::parse` refuses).
+fn split_id(id: &str) -> (Vec<(usize, &str)>, bool) {
+    let mut parts = Vec::with_capacity(16);
+    let mut clean = true;
+    let mut start = 0;
+    // `start` and every cut are at a `/` or at the end: char boundaries.
+    let part = |from: usize, to: usize| (from, id.get(from..to).unwrap_or_default());
+    for (i, b) in id.bytes().enumerate() {
+        if b == b'/' {
+            parts.push(part(start, i));
+            start = i + 1;
+        } else {
+            clean &= b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#' | b'\\');
+        }
+    }
+    parts.push(part(start, id.len()));
+    (parts, clean)
+}
+
+/// FNV-1a as a `Hasher`: no random seed (the resolver and the diff are deterministic),
+/// and fast on short texts. For maps and sets that are only looked up, never iterated.
+pub struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// `HashMap`/`HashSet` hasher state for [`FnvHasher`].
+pub type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
 /// A borrowed name compared, ordered and hashed as its ASCII-lower-cased text (how Azure
 /// compares names, docs/domain.md 2.2), without building the lower-cased copy. Orders
 /// exactly as `to_ascii_lowercase()` strings do.
 #[derive(Debug, Clone, Copy)]
 pub struct Caseless<'a>(pub &'a str);
 
-impl Caseless<'_> {
-    fn lowered(&self) -> impl Iterator<Item = u8> + '_ {
-        self.0.bytes().map(|b| b.to_ascii_lowercase())
-    }
-}
 impl PartialEq for Caseless<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.0.eq_ignore_ascii_case(other.0)
@@ -320,13 +372,37 @@ impl PartialOrd for Caseless<'_> {
 }
 impl Ord for Caseless<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.lowered().cmp(other.lowered())
+        // Byte by byte, lower-casing only where the bytes differ: the same order as
+        // comparing the lower-cased bytes, without building them (the diff and the resolver
+        // sort and look up every rule name with it).
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        // Equal bytes are equal lower-cased: skip the common start (owned names share
+        // `asenet-<stem>-`) eight bytes at a time.
+        let n = a.len().min(b.len());
+        let mut start = 0;
+        while start + 8 <= n && a[start..start + 8] == b[start..start + 8] {
+            start += 8;
+        }
+        for (x, y) in a[start..].iter().zip(&b[start..]) {
+            if x != y {
+                let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+                if x != y {
+                    return x.cmp(&y);
+                }
+            }
+        }
+        a.len().cmp(&b.len())
     }
 }
 impl std::hash::Hash for Caseless<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for b in self.lowered() {
-            state.write_u8(b);
+        // The lower-cased bytes, handed over a chunk at a time rather than byte by byte.
+        let mut chunk = [0u8; 32];
+        for part in self.0.as_bytes().chunks(chunk.len()) {
+            let lowered = &mut chunk[..part.len()];
+            lowered.copy_from_slice(part);
+            lowered.make_ascii_lowercase();
+            state.write(lowered);
         }
         state.write_u8(0xff);
     }
@@ -662,9 +738,31 @@ impl PortSet {
     }
 }
 
+impl PortSet {
+    /// The `Display` text (`80,10001-10020`, `*`) appended to `out`.
+    pub fn push_text(&self, out: &mut String) {
+        for (i, r) in self.ranges().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if *r == PortRange::ALL {
+                out.push('*');
+            } else {
+                push_decimal(out, r.lo.into());
+                if r.lo != r.hi {
+                    out.push('-');
+                    push_decimal(out, r.hi.into());
+                }
+            }
+        }
+    }
+}
+
 impl fmt::Display for PortSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_strings().join(","))
+        let mut text = String::new();
+        self.push_text(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -706,26 +804,36 @@ impl<'de> Deserialize<'de> for PortSet {
 
 /// Parses an IPv4 address or CIDR and clears host bits (docs/domain.md 2.10).
 pub fn parse_prefix(value: &str) -> Result<Ipv4Net, ParseError> {
+    written_prefix(value)
+        .map(|(net, _)| net)
+        .ok_or_else(|| ParseError::Prefix {
+            value: value.to_string(),
+        })
+}
+
+/// `value` (trimmed) as a prefix with host bits cleared, and the prefix as written when it
+/// was a CIDR (`None` for a plain address). A CIDR has a `/`, which no address has, so
+/// each value is parsed once, by the one parser that can accept it.
+fn written_prefix(value: &str) -> Option<(Ipv4Net, Option<Ipv4Net>)> {
     let t = value.trim();
-    if let Ok(net) = t.parse::<Ipv4Net>() {
-        return Ok(net.trunc());
+    if t.contains('/') {
+        t.parse::<Ipv4Net>().ok().map(|n| (n.trunc(), Some(n)))
+    } else {
+        t.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| (Ipv4Net::from(ip), None))
     }
-    if let Ok(ip) = t.parse::<Ipv4Addr>() {
-        return Ok(Ipv4Net::from(ip));
-    }
-    Err(ParseError::Prefix {
-        value: value.to_string(),
-    })
 }
 
 /// Parses an IPv4 address or CIDR written by a user: host bits must be clear, because
 /// clearing them silently widens what the user wrote (`203.0.113.7/0` would become every
 /// address; issue 12). Observed ARM values go through the lenient [`parse_prefix`].
 pub fn parse_network(value: &str) -> Result<Ipv4Net, ParseError> {
-    let net = parse_prefix(value)?;
-    let written: Ipv4Net = match value.trim().parse::<Ipv4Net>() {
-        Ok(n) => n,
-        Err(_) => return Ok(net), // a plain address
+    let (net, written) = written_prefix(value).ok_or_else(|| ParseError::Prefix {
+        value: value.to_string(),
+    })?;
+    let Some(written) = written else {
+        return Ok(net); // a plain address
     };
     if written.addr() != net.addr() {
         return Err(ParseError::HostBits {
@@ -763,7 +871,12 @@ pub enum AddressSet {
 
 impl AddressSet {
     pub fn prefixes(p: impl IntoIterator<Item = Ipv4Net>) -> Self {
-        let set: BTreeSet<Ipv4Net> = p.into_iter().map(|n| n.trunc()).collect();
+        // Inserted one by one: most sets hold one prefix, which `collect` would first
+        // gather in a vector and sort.
+        let mut set = BTreeSet::new();
+        for n in p {
+            set.insert(n.trunc());
+        }
         if set.contains(&Ipv4Net::default()) {
             AddressSet::Any
         } else {
@@ -831,25 +944,90 @@ impl AddressSet {
 
 /// `10.0.0.4/32` is written `10.0.0.4`, as the portal and ARM examples do.
 pub fn prefix_text(p: &Ipv4Net) -> String {
+    let mut out = String::with_capacity(18);
+    push_prefix_text(&mut out, p);
+    out
+}
+
+/// [`prefix_text`] appended to `out`.
+pub fn push_prefix_text(out: &mut String, p: &Ipv4Net) {
     if p.prefix_len() == 32 {
-        p.addr().to_string()
+        push_ipv4(out, p.addr());
     } else {
-        p.to_string()
+        push_ipv4_net(out, p);
     }
+}
+
+/// `a.b.c.d`, as `Ipv4Addr`'s `Display` writes it, appended to `out` without going
+/// through the formatting machinery (the resolver writes addresses into most reasons).
+pub fn push_ipv4(out: &mut String, a: Ipv4Addr) {
+    out.reserve(15);
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_small(out, o);
+    }
+}
+
+/// A number below 256 in decimal, appended to `out`.
+fn push_small(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+/// `a.b.c.d/len`, as `Ipv4Net`'s `Display` writes it, appended to `out`.
+pub fn push_ipv4_net(out: &mut String, p: &Ipv4Net) {
+    push_ipv4(out, p.addr());
+    out.push('/');
+    push_small(out, p.prefix_len());
+}
+
+/// A number in decimal, as `Display` writes it, appended to `out`.
+pub fn push_decimal(out: &mut String, n: u64) {
+    if let Ok(small) = u8::try_from(n) {
+        push_small(out, small);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only, so the text is valid UTF-8.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 /// The documented casing of the well-known tags (docs/domain.md 2.5, 2.10); classic
 /// spellings (`INTERNET`, `VIRTUAL_NETWORK`, `AZURE_LOADBALANCER`) map to the ARM names.
 pub fn canonical_tag(t: &str) -> String {
-    match t.to_ascii_lowercase().as_str() {
-        "internet" => "Internet".into(),
-        "virtualnetwork" | "virtual_network" => "VirtualNetwork".into(),
-        "azureloadbalancer" | "azure_loadbalancer" => "AzureLoadBalancer".into(),
-        "appservicemanagement" => "AppServiceManagement".into(),
-        "sql" => "Sql".into(),
-        "storage" => "Storage".into(),
-        _ => t.to_string(),
-    }
+    // Lower-case spellings, compared without building a lower-cased copy of `t`.
+    const KNOWN: [(&str, &str); 8] = [
+        ("internet", "Internet"),
+        ("virtualnetwork", "VirtualNetwork"),
+        ("virtual_network", "VirtualNetwork"),
+        ("azureloadbalancer", "AzureLoadBalancer"),
+        ("azure_loadbalancer", "AzureLoadBalancer"),
+        ("appservicemanagement", "AppServiceManagement"),
+        ("sql", "Sql"),
+        ("storage", "Storage"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(lower, _)| t.eq_ignore_ascii_case(lower))
+        .map_or(t, |(_, canonical)| canonical)
+        .to_string()
 }
 
 impl fmt::Display for AddressSet {

@@ -240,19 +240,19 @@ fn tunneling_strategy(s: api::TunnelingStrategy) -> TunnelingStrategy {
 /// silently ignore the other (issue 12), and which one is meant cannot be known. The
 /// spec's entries already in Azure are then kept as they are, like any invalid spec's.
 pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError>) {
-    let mut ok = Vec::new();
+    let mut ok = Vec::with_capacity(specs.len());
     let mut errors = Vec::new();
-    let key_of = AseConnectivity::spec_key;
-    let mut count: BTreeMap<SpecKey, usize> = BTreeMap::new();
-    for s in specs {
-        *count.entry(key_of(s)).or_default() += 1;
+    // Each key built once, and counted by reference.
+    let keys: Vec<SpecKey> = specs.iter().map(AseConnectivity::spec_key).collect();
+    let mut count: BTreeMap<&SpecKey, usize> = BTreeMap::new();
+    for k in &keys {
+        *count.entry(k).or_default() += 1;
     }
-    for spec in specs {
-        let key = key_of(spec);
-        let n = count.get(&key).copied().unwrap_or(0);
+    for (spec, key) in specs.iter().zip(&keys) {
+        let n = count.get(key).copied().unwrap_or(0);
         if n > 1 && !key.name.is_empty() {
             errors.push(SpecError::new(
-                &key,
+                key,
                 SpecErrorKind::InvalidField,
                 "metadata.name",
                 key.to_string(),
@@ -260,7 +260,7 @@ pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError
             ));
             continue;
         }
-        match validate(spec) {
+        match validate_keyed(spec, key.clone()) {
             Ok(v) => ok.push(v),
             Err(e) => errors.extend(e),
         }
@@ -458,6 +458,14 @@ impl Ctx {
         let mut ranges = Vec::new();
         let mut ok = true;
         for (i, p) in ports.iter().enumerate() {
+            // A port given as a number in range is the port itself (what parsing its
+            // decimal text gives), without writing that text.
+            if let IntOrString::Int(n) = p {
+                if let Ok(port) = u16::try_from(*n) {
+                    ranges.push(PortRange::single(port));
+                    continue;
+                }
+            }
             let text: std::borrow::Cow<str> = match p {
                 IntOrString::Int(n) => n.to_string().into(),
                 IntOrString::String(s) => s.as_str().into(),
@@ -534,7 +542,11 @@ impl Ctx {
 
 /// Validates one spec, returning every problem found.
 pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
-    let key = spec.spec_key();
+    validate_keyed(spec, spec.spec_key())
+}
+
+/// [`validate`] of a spec whose key (`spec.spec_key()`) the caller already built.
+fn validate_keyed(spec: &AseConnectivity, key: SpecKey) -> Result<ValidSpec, Vec<SpecError>> {
     let mut cx = Ctx {
         key: key.clone(),
         errors: Vec::new(),
@@ -584,12 +596,19 @@ pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
     // Inbound entries and backends share one namespace of entry names.
     let mut names = BTreeMap::new();
     let spec_root = Path::root("spec");
-    let inbound: Vec<ValidInbound> = (s.inbound.iter().enumerate())
-        .filter_map(|(i, entry)| cx.inbound(spec_root.item("inbound", i), i, entry, &mut names))
-        .collect();
-    let backends: Vec<ValidBackend> = (s.backends.iter().enumerate())
-        .filter_map(|(i, b)| cx.backend(spec_root.item("backends", i), i, b, &mut names))
-        .collect();
+    // Lists sized for every entry (`filter_map` gives no lower bound, so `collect` would
+    // grow them step by step).
+    let mut inbound: Vec<ValidInbound> = Vec::with_capacity(s.inbound.len());
+    inbound.extend(
+        (s.inbound.iter().enumerate()).filter_map(|(i, entry)| {
+            cx.inbound(spec_root.item("inbound", i), i, entry, &mut names)
+        }),
+    );
+    let mut backends: Vec<ValidBackend> = Vec::with_capacity(s.backends.len());
+    backends.extend(
+        (s.backends.iter().enumerate())
+            .filter_map(|(i, b)| cx.backend(spec_root.item("backends", i), i, b, &mut names)),
+    );
 
     // Outbound.
     let forced_tunneling = s
@@ -713,9 +732,11 @@ impl Ctx {
         if entry.from.is_empty() {
             self.err(f.field("from"), "", "at least one source is required");
         }
-        let mut sources: Vec<Source> = (entry.from.iter().enumerate())
-            .filter_map(|(j, src)| self.source(f.item("from", j), src))
-            .collect();
+        let mut sources: Vec<Source> = Vec::with_capacity(entry.from.len());
+        sources.extend(
+            (entry.from.iter().enumerate())
+                .filter_map(|(j, src)| self.source(f.item("from", j), src)),
+        );
         sources.sort();
         sources.dedup();
         Some(ValidInbound {

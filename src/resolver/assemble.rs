@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    Caseless, Direction, NextHopType, ResourceId, Route, RouteDestination, SecurityRule, SpecKey,
+    Caseless, Direction, Fnv, NextHopType, ResourceId, Route, RouteDestination, SecurityRule,
+    SpecKey,
 };
 use crate::snapshot::Snapshot;
 use crate::validate::ValidSpec;
 
-use super::build::{build, PendingRule, RouteNeed, SpecBuild};
+use super::build::{
+    build, spec_index, vnets_by_key, Known, KnownSpecs, PendingRule, RouteNeed, SpecBuild,
+};
 use super::names::{is_owned_name, owned_name, owner_parts, stem, RouteOwners};
 use super::routes::tunnel_prefixes;
 use super::{
@@ -39,18 +42,22 @@ pub(crate) fn resolve(
     snapshot: &Snapshot,
     removing: &BTreeSet<SpecKey>,
 ) -> Desired {
-    let mut by_key: BTreeMap<SpecKey, &ValidSpec> = BTreeMap::new();
+    let mut by_key: KnownSpecs = BTreeMap::new();
     for s in specs {
-        by_key.entry(s.key.clone()).or_insert(s);
+        by_key
+            .entry(s.key.clone())
+            .or_insert_with(|| Known::new(s, snapshot));
     }
     let colliding = colliding_names(&by_key, snapshot);
+    let vnets = vnets_by_key(snapshot);
+    let index = spec_index(&by_key);
 
     let mut failed: Failures = BTreeMap::new();
     // In key order (so `active` below is sorted by key, which `merge` relies on).
     let mut builds: Vec<SpecBuild> = Vec::new();
     for (key, spec) in &by_key {
         let st = stem(key, colliding.contains(&*key.name));
-        match build(spec, &by_key, snapshot, st) {
+        match build(spec, &index, snapshot, &vnets, st) {
             Ok(b) => builds.push(b),
             Err(e) => {
                 failed.insert(key.clone(), e);
@@ -82,7 +89,7 @@ pub(crate) fn resolve(
 
 /// Spec names used by more than one namespace, in the input or in the owners recorded in
 /// observed rule descriptions: their rule names get a hash of `namespace/name`.
-fn colliding_names(specs: &BTreeMap<SpecKey, &ValidSpec>, snapshot: &Snapshot) -> BTreeSet<String> {
+fn colliding_names(specs: &KnownSpecs, snapshot: &Snapshot) -> BTreeSet<String> {
     let mut namespaces: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for k in specs.keys() {
         namespaces
@@ -189,6 +196,10 @@ struct Merge<'a> {
     failures: Failures,
 }
 
+/// The observed owned rules a round replaces, by name (Azure compares names ignoring
+/// case). Only looked up, never iterated: hashed with the fixed FNV-1a hasher.
+type Previous<'a> = std::collections::HashMap<Caseless<'a>, &'a SecurityRule, Fnv>;
+
 /// A contribution: `(build, rule)` indices.
 type Contribution = (usize, usize);
 
@@ -280,10 +291,23 @@ impl<'a> Merge<'a> {
     /// one spec are contiguous and the specs come in key order.
     fn contributions_by_nsg(&self) -> BTreeMap<&'a ResourceId, Vec<Contribution>> {
         let mut by_nsg: BTreeMap<&'a ResourceId, Vec<Contribution>> = BTreeMap::new();
+        // Runs of rules of one spec land in one NSG: gathered, then added with one lookup
+        // (comparing ids, long texts sharing a long prefix, is most of the cost).
+        let mut run: Option<(&'a ResourceId, Vec<Contribution>)> = None;
         for &n in self.active {
             for (i, r) in self.builds[n].rules.iter().enumerate() {
-                by_nsg.entry(&r.nsg).or_default().push((n, i));
+                match &mut run {
+                    Some((id, v)) if *id == &r.nsg => v.push((n, i)),
+                    _ => {
+                        if let Some((id, v)) = run.replace((&r.nsg, vec![(n, i)])) {
+                            by_nsg.entry(id).or_default().extend(v);
+                        }
+                    }
+                }
             }
+        }
+        if let Some((id, v)) = run {
+            by_nsg.entry(id).or_default().extend(v);
         }
         by_nsg
     }
@@ -354,16 +378,22 @@ impl<'a> Merge<'a> {
         &self,
         observed_rules: &'a [SecurityRule],
         contribs: &[Contribution],
-    ) -> (
-        Vec<&'a SecurityRule>,
-        BTreeMap<Caseless<'a>, &'a SecurityRule>,
-    ) {
+    ) -> (Vec<&'a SecurityRule>, Previous<'a>) {
         // Names of the desired rules, built only if an observed owned rule carries no owner.
         let mut desired_names: Option<BTreeSet<Caseless>> = None;
-        let mut replaceable = |r: &SecurityRule| {
+        // The rules of one owner come together: its answer is kept for the next rule.
+        let mut last: Option<((&str, &str), bool)> = None;
+        let mut replaceable = |r: &'a SecurityRule| {
             is_owned_name(&r.name)
                 && match r.description.as_deref().and_then(owner_parts) {
-                    Some((namespace, name)) => self.is_active(namespace, name),
+                    Some(owner) => match last {
+                        Some((o, active)) if o == owner => active,
+                        _ => {
+                            let active = self.is_active(owner.0, owner.1);
+                            last = Some((owner, active));
+                            active
+                        }
+                    },
                     None => desired_names
                         .get_or_insert_with(|| {
                             contribs
@@ -375,7 +405,7 @@ impl<'a> Merge<'a> {
                 }
         };
         let mut reserved: Vec<&SecurityRule> = Vec::new();
-        let mut previous: BTreeMap<Caseless, &SecurityRule> = BTreeMap::new();
+        let mut previous = Previous::default();
         for r in observed_rules {
             if replaceable(r) {
                 previous.insert(Caseless(&r.name), r);
@@ -444,7 +474,7 @@ impl<'a> Merge<'a> {
         &self,
         contribs: &[Contribution],
         mine: &[usize],
-        previous: &BTreeMap<Caseless, &SecurityRule>,
+        previous: &Previous,
         taken: &mut Taken,
         priority: &mut [Option<u32>],
     ) {
@@ -736,8 +766,13 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
         if let Some(rt) = &b.route_table {
             touches.insert(rt.clone());
         }
+        // A spec's rules come in runs per NSG: each run's NSG inserted once.
+        let mut last: Option<&ResourceId> = None;
         for r in &b.rules {
-            touches.insert(r.nsg.clone());
+            if last != Some(&r.nsg) {
+                touches.insert(r.nsg.clone());
+                last = Some(&r.nsg);
+            }
         }
         desired.specs.insert(
             b.key.clone(),

@@ -13,15 +13,16 @@ use ipnet::Ipv4Net;
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    Access, AddressSet, AseVersion, Direction, PortRange, PortSet, PriorityBand, Protocol,
-    ResourceId, SecurityRule, SpecKey, TunnelingStrategy,
+    push_decimal, push_ipv4, push_ipv4_net, Access, AddressSet, AseVersion, Direction, Fnv,
+    PortRange, PortSet, PriorityBand, Protocol, ResourceId, SecurityRule, SpecKey,
+    TunnelingStrategy,
 };
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, VnetState};
 use crate::validate::{
     InboundPorts, Source, ValidBackend, ValidForcedTunneling, ValidInbound, ValidSpec,
 };
 
-use super::names::{description, owned_name};
+use super::names::{description, owned_name_of};
 
 /// A rule a spec asks for, waiting for its priority.
 #[derive(Debug, Clone)]
@@ -93,6 +94,44 @@ pub(crate) fn internet_addresses(spec: &ValidSpec, snapshot: &Snapshot) -> Vec<I
     v.sort();
     v.dedup();
     v
+}
+
+/// A spec of the input with the addresses callees outside the topology see for it
+/// ([`internet_addresses`]), computed once per resolve: every `environmentRef` naming the
+/// spec needs them.
+pub(crate) struct Known<'a> {
+    pub spec: &'a ValidSpec,
+    pub internet: Vec<Ipv4Addr>,
+}
+
+impl<'a> Known<'a> {
+    pub fn new(spec: &'a ValidSpec, snapshot: &Snapshot) -> Self {
+        Known {
+            spec,
+            internet: internet_addresses(spec, snapshot),
+        }
+    }
+}
+
+/// The specs of the input by key.
+pub(crate) type KnownSpecs<'a> = BTreeMap<SpecKey, Known<'a>>;
+
+/// [`KnownSpecs`] indexed for lookups by key (every `environmentRef` is looked up twice;
+/// an ordered map compares two texts per step).
+pub(crate) type SpecIndex<'a> = std::collections::HashMap<&'a SpecKey, &'a Known<'a>, Fnv>;
+
+pub(crate) fn spec_index<'a>(specs: &'a KnownSpecs<'a>) -> SpecIndex<'a> {
+    specs.iter().collect()
+}
+
+/// The snapshot's VNets by their lower-cased id (`ResourceId::key`), so a subnet finds its
+/// VNet by the key of its parent ([`ResourceId::parent_key`]) without parsing the parent.
+pub(crate) type VnetsByKey<'a> = BTreeMap<&'a str, &'a VnetState>;
+
+pub(crate) fn vnets_by_key(snapshot: &Snapshot) -> VnetsByKey<'_> {
+    (snapshot.virtual_networks.iter())
+        .map(|(id, v)| (id.key(), v))
+        .collect()
 }
 
 struct Builder<'a> {
@@ -211,26 +250,35 @@ impl Callers<'_> {
     /// How a reason names the callers: up to three prefixes, or their count, and the
     /// calling specs.
     fn describe(&self) -> String {
-        let mut from: Vec<String> = Vec::new();
+        // Written piece by piece into one text: the reason of most rules holds it.
+        let mut from = String::new();
         match self.listed.len() {
             0 => {}
-            n @ 1..=3 => from.push(
-                self.listed[..n]
-                    .iter()
-                    .map(crate::model::prefix_text)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            n => from.push(format!("{n} prefixes")),
+            n @ 1..=3 => {
+                for (i, p) in self.listed[..n].iter().enumerate() {
+                    if i > 0 {
+                        from.push_str(", ");
+                    }
+                    crate::model::push_prefix_text(&mut from, p);
+                }
+            }
+            n => from = format!("{n} prefixes"),
         }
         if !self.specs.is_empty() {
+            if !from.is_empty() {
+                from.push_str(" and ");
+            }
             // Calls between ASEs are Internet calls (domain.md 1.2.4).
-            from.push(format!(
-                "the outbound addresses of {} (domain.md 1.2.4)",
-                self.specs.join(", ")
-            ));
+            from.push_str("the outbound addresses of ");
+            for (i, s) in self.specs.iter().enumerate() {
+                if i > 0 {
+                    from.push_str(", ");
+                }
+                from.push_str(s);
+            }
+            from.push_str(" (domain.md 1.2.4)");
         }
-        from.join(" and ")
+        from
     }
 }
 
@@ -240,7 +288,7 @@ impl<'a> Builder<'a> {
         &mut self,
         nsg: &ResourceId,
         band: PriorityBand,
-        what: &str,
+        what: &[&str],
         direction: Direction,
         protocol: Protocol,
         source: AddressSet,
@@ -249,7 +297,7 @@ impl<'a> Builder<'a> {
         reason: String,
         required: bool,
     ) {
-        let name = owned_name(&self.stem, what);
+        let name = owned_name_of(&self.stem, what);
         self.rules.push(PendingRule {
             nsg: nsg.clone(),
             band,
@@ -314,7 +362,7 @@ impl<'a> Builder<'a> {
             self.rule(
                 &spec.network_security_group,
                 spec.band,
-                r.what,
+                &[r.what],
                 r.direction,
                 r.protocol,
                 source,
@@ -329,13 +377,7 @@ impl<'a> Builder<'a> {
     /// The callers one inbound entry `spec.inbound[i]` admits. Calls between ASEs are
     /// Internet calls, even in one VNet: the callee sees the caller's outbound addresses
     /// (design.md 1.3; domain.md 1.2.4).
-    fn callers(
-        &mut self,
-        i: usize,
-        entry: &'a ValidInbound,
-        specs: &BTreeMap<SpecKey, &ValidSpec>,
-        snapshot: &Snapshot,
-    ) -> Callers<'a> {
+    fn callers(&mut self, i: usize, entry: &'a ValidInbound, specs: &SpecIndex) -> Callers<'a> {
         let mut c = Callers::default();
         for (j, src) in entry.sources.iter().enumerate() {
             match src {
@@ -350,7 +392,7 @@ impl<'a> Builder<'a> {
                     let Some(o) = specs.get(other) else {
                         continue;
                     };
-                    let addrs = internet_addresses(o, snapshot);
+                    let addrs = &o.internet;
                     if addrs.is_empty() {
                         self.unresolved(
                             &format!("spec.inbound[{i}].from[{j}].environmentRef"),
@@ -361,11 +403,11 @@ impl<'a> Builder<'a> {
                         );
                         continue;
                     }
-                    c.prefixes.extend(addrs.into_iter().map(Ipv4Net::from));
+                    c.prefixes.extend(addrs.iter().map(|a| Ipv4Net::from(*a)));
                     c.specs.push(if *other == self.spec.key {
                         "itself".into()
                     } else {
-                        other.to_string()
+                        [&*other.namespace, "/", &*other.name].concat()
                     });
                 }
             }
@@ -379,9 +421,15 @@ impl<'a> Builder<'a> {
     fn inbound(&mut self, entry: &ValidInbound, callers: Callers<'_>) {
         let spec = self.spec;
         let (ports, protocol, what) = match &entry.ports {
-            InboundPorts::Service(s) => (s.ports(spec.version), Protocol::Tcp, s.to_string()),
+            InboundPorts::Service(s) => (
+                s.ports(spec.version),
+                Protocol::Tcp,
+                std::borrow::Cow::Borrowed(s.as_str()),
+            ),
             InboundPorts::Raw { ports, protocol } => {
-                (ports.clone(), *protocol, format!("ports {ports}"))
+                let mut what = String::from("ports ");
+                ports.push_text(&mut what);
+                (ports.clone(), *protocol, what.into())
             }
         };
         let subnet = AddressSet::prefixes([self.subnet_range]);
@@ -390,13 +438,13 @@ impl<'a> Builder<'a> {
             self.rule(
                 &spec.network_security_group,
                 spec.band,
-                &format!("in-{}", entry.name),
+                &["in-", &entry.name],
                 Direction::Inbound,
                 protocol,
                 AddressSet::prefixes(callers.prefixes),
                 subnet.clone(),
                 ports.clone(),
-                format!("inbound `{}`: {what} from {from}", entry.name),
+                ["inbound `", &entry.name, "`: ", &what, " from ", &from].concat(),
                 false,
             );
         }
@@ -404,13 +452,13 @@ impl<'a> Builder<'a> {
             self.rule(
                 &spec.network_security_group,
                 spec.band,
-                &format!("in-{}.{t}", entry.name),
+                &["in-", &entry.name, ".", t],
                 Direction::Inbound,
                 protocol,
                 AddressSet::tag(t),
                 subnet.clone(),
                 ports.clone(),
-                format!("inbound `{}`: {what} from {t}", entry.name),
+                ["inbound `", &entry.name, "`: ", &what, " from ", t].concat(),
                 false,
             );
         }
@@ -426,14 +474,16 @@ impl<'a> Builder<'a> {
         topology: &[Ipv4Net],
         internet: &[Ipv4Addr],
     ) {
-        self.field = Arc::from(format!("spec.backends[{i}].networkSecurityGroup"));
+        let mut field = String::from("spec.backends[");
+        push_decimal(&mut field, i as u64);
+        field.push_str("].networkSecurityGroup");
+        self.field = Arc::from(field);
         let subnet_range = self.subnet_range;
         let inside = topology.iter().any(|t| t.contains(&be.address));
         let (source, seen) = if inside {
-            (
-                AddressSet::prefixes([subnet_range]),
-                format!("inside the topology, sees the ASE subnet {subnet_range}"),
-            )
+            let mut seen = String::from("inside the topology, sees the ASE subnet ");
+            push_ipv4_net(&mut seen, &subnet_range);
+            (AddressSet::prefixes([subnet_range]), seen)
         } else if internet.is_empty() {
             self.unresolved(
                 &format!("spec.backends[{i}].address"),
@@ -442,20 +492,23 @@ impl<'a> Builder<'a> {
             );
             return;
         } else {
-            let list: Vec<String> = internet.iter().map(|a| a.to_string()).collect();
+            let mut seen = String::from("outside the topology, sees the ASE's outbound ");
+            for (i, a) in internet.iter().enumerate() {
+                if i > 0 {
+                    seen.push(',');
+                }
+                push_ipv4(&mut seen, *a);
+            }
             (
                 AddressSet::prefixes(internet.iter().map(|a| Ipv4Net::from(*a))),
-                format!(
-                    "outside the topology, sees the ASE's outbound {}",
-                    list.join(",")
-                ),
+                seen,
             )
         };
         let key = &self.spec.key;
         self.rule(
             &be.network_security_group,
             be.band,
-            &format!("be-{}", be.name),
+            &["be-", &be.name],
             Direction::Inbound,
             be.protocol,
             source,
@@ -548,13 +601,31 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// At most how many rules `spec` asks for: the required ones, one per inbound entry and
+/// per tag it admits, one per back end. The rule list is sized once (each rule is large,
+/// and growing the list copies every rule and touches fresh memory).
+fn rule_count(spec: &ValidSpec) -> usize {
+    let tags: usize = (spec.inbound.iter())
+        .map(|e| {
+            1 + e
+                .sources
+                .iter()
+                .filter(|s| matches!(s, Source::Tag(_)))
+                .count()
+        })
+        .sum();
+    let required = match spec.version {
+        AseVersion::V1 => V1_REQUIRED.len(),
+        AseVersion::V2 => V2_REQUIRED.len(),
+        AseVersion::V3 => V3_REQUIRED.len() + 1,
+    };
+    required + tags + spec.backends.len()
+}
+
 /// `environmentRef`s naming no spec. They are wrong whatever Azure holds: reported first,
 /// and also when the subnet is missing too (a spec applied to a cluster whose Azure lacks
 /// its subnet still shows the error in its own input).
-fn unresolved_environment_refs(
-    spec: &ValidSpec,
-    specs: &BTreeMap<SpecKey, &ValidSpec>,
-) -> Vec<SpecError> {
+fn unresolved_environment_refs(spec: &ValidSpec, specs: &SpecIndex) -> Vec<SpecError> {
     let mut errors = Vec::new();
     for (i, entry) in spec.inbound.iter().enumerate() {
         for (j, src) in entry.sources.iter().enumerate() {
@@ -578,11 +649,13 @@ fn unresolved_environment_refs(
 
 /// Builds one spec's contributions.
 pub(crate) fn build(
-    spec: &ValidSpec,
-    specs: &BTreeMap<SpecKey, &ValidSpec>,
+    known: &Known,
+    specs: &SpecIndex,
     snapshot: &Snapshot,
+    vnets: &VnetsByKey,
     stem: String,
 ) -> Result<SpecBuild, Vec<SpecError>> {
+    let spec = known.spec;
     let mut errors = unresolved_environment_refs(spec, specs);
     let Some(subnet_state) = snapshot.subnets.get(&spec.subnet) else {
         errors.push(SpecError::new(
@@ -598,13 +671,14 @@ pub(crate) fn build(
         return Err(errors);
     };
     let subnet_range = subnet_state.address_prefix.trunc();
-    let vnet = snapshot.vnet_of(&spec.subnet);
+    // `snapshot.vnet_of`, by key.
+    let vnet = (spec.subnet.parent_key()).and_then(|k| vnets.get(k).copied());
     let location = vnet.and_then(|v| v.location.clone());
     let mut b = Builder {
         spec,
         stem,
         subnet_range,
-        rules: Vec::new(),
+        rules: Vec::with_capacity(rule_count(spec)),
         field: Arc::from("spec.networkSecurityGroup"),
         errors,
     };
@@ -626,10 +700,10 @@ pub(crate) fn build(
         );
     }
 
-    let internet = internet_addresses(spec, snapshot);
+    let internet = known.internet.clone();
     b.required();
     for (i, entry) in spec.inbound.iter().enumerate() {
-        let callers = b.callers(i, entry, specs, snapshot);
+        let callers = b.callers(i, entry, specs);
         b.inbound(entry, callers);
     }
     for (i, be) in spec.backends.iter().enumerate() {

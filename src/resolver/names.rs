@@ -35,23 +35,57 @@ pub fn fnv1a(text: &str) -> u64 {
 
 /// Six hex digits of the FNV-1a hash.
 pub fn short_hash(text: &str) -> String {
-    format!("{:06x}", fnv1a(text) & 0xff_ffff)
+    let mut out = String::with_capacity(6);
+    push_short_hash(&mut out, fnv1a(text));
+    out
+}
+
+/// The six hex digits of [`short_hash`] of a hash `h`, appended to `out` (`{:06x}` of its
+/// low 24 bits).
+fn push_short_hash(out: &mut String, h: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..6).rev() {
+        out.push(char::from(HEX[((h >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 /// The name stem of a spec: its name, plus a hash of `namespace/name` when another spec of
 /// the same name (another namespace) exists.
 pub fn stem(key: &SpecKey, collides: bool) -> String {
-    if collides {
-        format!("{}-{}", key.name, short_hash(&key.to_string()))
-    } else {
-        key.name.to_string()
+    if !collides {
+        return key.name.to_string();
     }
+    // FNV-1a of `namespace/name`, without building that text.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.namespace.bytes().chain([b'/']).chain(key.name.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut out = String::with_capacity(key.name.len() + 7);
+    out.push_str(&key.name);
+    out.push('-');
+    push_short_hash(&mut out, h);
+    out
 }
 
 /// `asenet-<stem>-<what>`, shortened with a hash of the full name when longer than 80
 /// characters. Inputs are ASCII (validated spec names, entry names and tag names).
 pub fn owned_name(stem: &str, what: &str) -> String {
-    fit(format!("{OWNED_PREFIX}{stem}-{what}"))
+    owned_name_of(stem, &[what])
+}
+
+/// [`owned_name`] of `what` given in pieces (`["in-", entry, ".", tag]`), written straight
+/// into the name (no intermediate text, no formatting machinery: one name per rule).
+pub fn owned_name_of(stem: &str, what: &[&str]) -> String {
+    let len = OWNED_PREFIX.len() + stem.len() + 1 + what.iter().map(|w| w.len()).sum::<usize>();
+    let mut full = String::with_capacity(len);
+    full.push_str(OWNED_PREFIX);
+    full.push_str(stem);
+    full.push('-');
+    for w in what {
+        full.push_str(w);
+    }
+    fit(full)
 }
 
 fn fit(full: String) -> String {
@@ -69,20 +103,43 @@ fn fit(full: String) -> String {
 
 /// `asenet:<namespace>/<name>:<reason>`, cut to 140 characters.
 pub fn description(owner: &SpecKey, reason: &str) -> String {
-    let mut full = String::with_capacity(
-        DESCRIPTION_PREFIX.len() + owner.namespace.len() + owner.name.len() + reason.len() + 2,
-    );
-    full.push_str(DESCRIPTION_PREFIX);
-    full.push_str(&owner.namespace);
-    full.push('/');
-    full.push_str(&owner.name);
-    full.push(':');
-    full.push_str(reason);
+    let pieces = [
+        DESCRIPTION_PREFIX,
+        &owner.namespace,
+        "/",
+        &owner.name,
+        ":",
+        reason,
+    ];
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    if len > MAX_DESCRIPTION && pieces.iter().all(|p| p.is_ascii()) {
+        // ASCII: the first 140 characters are the first 140 bytes, written into a text of
+        // that size (every owned rule keeps its description).
+        let mut cut = String::with_capacity(MAX_DESCRIPTION);
+        for p in pieces {
+            let room = MAX_DESCRIPTION - cut.len();
+            cut.push_str(p.get(..p.len().min(room)).unwrap_or_default());
+        }
+        return cut;
+    }
+    let mut full = String::with_capacity(len);
+    for p in pieces {
+        full.push_str(p);
+    }
     // A text of at most 140 bytes has at most 140 characters: no need to count them.
-    if full.len() <= MAX_DESCRIPTION || full.chars().count() <= MAX_DESCRIPTION {
+    if full.len() <= MAX_DESCRIPTION {
         return full;
     }
-    full.chars().take(MAX_DESCRIPTION).collect()
+    // The first 140 characters: cut in place at the 141st (at byte 140 for ASCII).
+    let cut = if full.is_ascii() {
+        Some(MAX_DESCRIPTION)
+    } else {
+        full.char_indices().nth(MAX_DESCRIPTION).map(|(i, _)| i)
+    };
+    if let Some(cut) = cut {
+        full.truncate(cut);
+    }
+    full
 }
 
 /// The owning spec written in an owned rule's description, if the description has the
@@ -94,12 +151,16 @@ pub fn owner_from_description(desc: &str) -> Option<SpecKey> {
 /// [`owner_from_description`] without allocating: `(namespace, name)` borrowed from `desc`.
 pub(crate) fn owner_parts(desc: &str) -> Option<(&str, &str)> {
     let rest = desc.trim_start().strip_prefix(DESCRIPTION_PREFIX)?;
-    let (key, _) = rest.split_once(':')?;
-    let (ns, name) = key.split_once('/')?;
+    // The first `:`, then the first `/` before it, found byte by byte (both ASCII, so the
+    // cuts are char boundaries; the same parts as `split_once`).
+    let key = rest.get(..rest.bytes().position(|b| b == b':')?)?;
+    let slash = key.bytes().position(|b| b == b'/')?;
+    let (ns, name) = (key.get(..slash)?, key.get(slash + 1..)?);
+    // Byte by byte: a non-ASCII character fails as its first byte does.
     let ok = |s: &str| {
         !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     };
     (ok(ns) && ok(name)).then_some((ns, name))
 }
@@ -216,12 +277,9 @@ impl<'a> RouteOwners<'a> {
     pub fn new(candidates: impl IntoIterator<Item = &'a SpecKey>) -> Self {
         let mut index = RouteOwners::default();
         for key in candidates {
-            for st in stems_of(key) {
-                index
-                    .by_stem
-                    .entry(st.to_ascii_lowercase())
-                    .or_default()
-                    .push(key);
+            for mut st in stems_of(key) {
+                st.make_ascii_lowercase();
+                index.by_stem.entry(st).or_default().push(key);
             }
             index.keys.push(key);
         }
