@@ -228,10 +228,16 @@ pub fn build_body(
         ResourceKind::NetworkSecurityGroup => {
             let state = snapshot.network_security_groups.get(&rp.id);
             let rules = child_bodies(
-                (SECURITY_RULE, rp.id.as_str()),
+                (
+                    SECURITY_RULE,
+                    state.map_or(rp.id.as_str(), |s| s.id.as_str()),
+                ),
                 &rp.rules,
                 &rp.target_rules(),
-                state.map(|s| &s.raw_rules),
+                (
+                    state.map_or(&[][..], |s| s.rules.as_slice()),
+                    state.map(|s| &s.raw_rules),
+                ),
                 |r| &r.name,
                 render_rule,
             );
@@ -245,10 +251,13 @@ pub fn build_body(
         ResourceKind::RouteTable => {
             let state = snapshot.route_tables.get(&rp.id);
             let routes = child_bodies(
-                (ROUTE, rp.id.as_str()),
+                (ROUTE, state.map_or(rp.id.as_str(), |s| s.id.as_str())),
                 &rp.routes,
                 &rp.target_routes(),
-                state.map(|s| &s.raw_routes),
+                (
+                    state.map_or(&[][..], |s| s.routes.as_slice()),
+                    state.map(|s| &s.raw_routes),
+                ),
                 |r| &r.name,
                 render_route,
             );
@@ -346,11 +355,16 @@ fn base_body(rp: &ResourcePlan, raw: Option<&RawJson>) -> Result<Value, Unwritab
 /// The child list of a parent PUT (rules of an NSG, routes of a route table): entries
 /// carried unchanged (foreign, and owned ones kept) are written back from the JSON Azure
 /// returned, byte for byte; created and updated ones are rendered from the model.
+///
+/// A carried entry read exactly as ARM answers asenet's rendering
+/// ([`RawChild::AsRendered`]) is reproduced from the entry as read (`observed`, in the
+/// parent `parent_id` as read), not from the target entry, which may differ from it in
+/// what the diff deems equal (the casing of a name).
 fn child_bodies<T>(
     (kind, parent_id): (ChildKind, &str),
     changes: &EntryChanges<T>,
     targets: &[T],
-    raw: Option<&BTreeMap<String, RawChild>>,
+    (observed, raw): (&[T], Option<&BTreeMap<String, RawChild>>),
     name: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
 ) -> Vec<Value> {
@@ -360,12 +374,23 @@ fn child_bodies<T>(
         .chain(changes.keep.iter().map(|p| &p.entry))
         .map(|e| name(e).to_ascii_lowercase())
         .collect();
+    let as_read: BTreeMap<String, &T> = observed
+        .iter()
+        .map(|e| (name(e).to_ascii_lowercase(), e))
+        .collect();
     targets
         .iter()
         .map(|e| {
             let key = name(e).to_ascii_lowercase();
             if carried.contains(&key) {
-                carried_body(kind, parent_id, raw.and_then(|m| m.get(&key)), e, &render)
+                let entry = as_read.get(&key).copied().unwrap_or(e);
+                carried_body(
+                    kind,
+                    parent_id,
+                    raw.and_then(|m| m.get(&key)),
+                    entry,
+                    &render,
+                )
             } else {
                 render(e)
             }
@@ -829,10 +854,31 @@ mod tests {
         };
         let (body, precondition) = build_body(&rp, &snapshot).unwrap();
         let mut expected = writable(&raw);
-        expected["properties"]["securityRules"] =
-            json!([carried_child(answered), carried_child(foreign)]);
+        expected["properties"]["securityRules"] = json!([
+            carried_child(answered.clone()),
+            carried_child(foreign.clone())
+        ]);
         assert_eq!(body, expected);
         assert!(matches!(precondition, Some(Precondition::IfMatch(e)) if e == "W/\"1\""));
+
+        // Kept as an owned entry whose desired name differs in casing only: the entry is
+        // reproduced as it was read, not from the desired name.
+        let mut shouting = canonical.clone();
+        shouting.name = canonical.name.to_ascii_uppercase();
+        let rp = ResourcePlan {
+            rules: EntryChanges {
+                keep: vec![crate::diff::Planned {
+                    entry: shouting,
+                    owner: None,
+                    reason: "kept".into(),
+                }],
+                foreign: vec![state.rules[0].clone()],
+                ..Default::default()
+            },
+            ..rp
+        };
+        let (body, _) = build_body(&rp, &snapshot).unwrap();
+        assert_eq!(body, expected);
     }
 
     #[test]
