@@ -7,7 +7,8 @@
 //! machine). The generator (benches/support/specgen.rs) is deterministic and is also
 //! exercised by a test in tests/it/diff.rs.
 //!
-//! Target: (validate + resolve + diff) / deserialise <= 1.0.
+//! Targets (issue 14, median of 3 runs): (validate + resolve + diff) / deserialise <= 0.8,
+//! converged re-plan / deserialise <= 1.0.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -130,10 +131,18 @@ fn main() {
         ms(t_replan),
         replan.has_changes()
     );
-    let ratio = t_total.as_secs_f64() / t_yaml.as_secs_f64().max(f64::MIN_POSITIVE);
+    let yaml_secs = t_yaml.as_secs_f64().max(f64::MIN_POSITIVE);
+    let ratio = t_total.as_secs_f64() / yaml_secs;
+    let replan = t_replan.as_secs_f64() / yaml_secs;
+    // Issue 14's targets (its "Must show" takes the median of 3 runs of this bench).
+    let verdict = |v: f64, target: f64| if v <= target { "met" } else { "MISSED" };
     println!(
-        "| ratio resolve+diff / deserialise | {ratio:.2} (target <= 1.0: {}) |",
-        if ratio <= 1.0 { "met" } else { "MISSED" }
+        "| ratio resolve+diff / deserialise | {ratio:.2} (target <= 0.8: {}) |",
+        verdict(ratio, 0.8)
+    );
+    println!(
+        "| ratio converged re-plan / deserialise | {replan:.2} (target <= 1.0: {}) |",
+        verdict(replan, 1.0)
     );
     println!();
 }
