@@ -212,9 +212,10 @@ impl Shared {
     /// Reports read the plan's changes, owners and conflicts, and the desired state's
     /// per-spec outcomes.
     pub fn new(mut planned: Planned, specs: &[AseConnectivity]) -> Self {
+        // Released before the outcome is indexed; nothing writes from a cached outcome.
+        planned.snapshot = Default::default();
         let withheld = withheld(&planned.plan.resources, specs);
         let parts = Parts::of(&planned.plan.resources, &planned.desired);
-        planned.snapshot = Default::default();
         planned.desired.network_security_groups = Default::default();
         planned.desired.route_tables = Default::default();
         planned.desired.subnets = Default::default();

@@ -52,7 +52,6 @@ use crate::error::{Category, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline::PipelineError;
 use crate::resolver::SpecOutcome;
-use crate::snapshot::Snapshot;
 
 pub use super::decide::Policy;
 
@@ -448,16 +447,13 @@ async fn plan_and_apply(
     let written = decide::take_writable(&mut planned.plan.resources, &held);
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
-    let (mut planned, cacheable, written) = if written.is_empty() {
+    let (planned, cacheable, written) = if written.is_empty() {
         (planned, true, written)
     } else {
         write(ctx, specs, scope, planned, written).await?
     };
     let write_ms = ms(step);
     let step = std::time::Instant::now();
-    // Reports never read the snapshot (nor does anything write from a cached outcome):
-    // released before the outcome is indexed (`Shared::new` keeps only what reports read).
-    planned.snapshot = Snapshot::default();
     let shared = Arc::new(Shared::new(planned, specs));
     debug!(
         target: "asenet::controller::timing",
