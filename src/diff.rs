@@ -29,6 +29,7 @@
 //! - Every collection is sorted, so the same input gives a byte-identical plan.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -203,10 +204,12 @@ impl<T> EntryChanges<T> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Planned<T> {
-    pub entry: T,
+    /// Shared with the desired state's entry when the plan keeps or creates exactly it
+    /// (no copy of a rule per plan).
+    pub entry: Arc<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<SpecKey>,
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -435,8 +438,8 @@ impl<T: Clone> EntryChanges<T> {
             .foreign
             .iter()
             .cloned()
-            .chain(self.keep.iter().map(|p| p.entry.clone()))
-            .chain(self.create.iter().map(|p| p.entry.clone()))
+            .chain(self.keep.iter().map(|p| T::clone(&p.entry)))
+            .chain(self.create.iter().map(|p| T::clone(&p.entry)))
             .chain(self.update.iter().map(|u| u.after.clone()))
             .collect();
         out.sort_by(order);
@@ -706,8 +709,8 @@ fn plan_nsg(
             Some(o) if failed.contains(&o) => {
                 owners.insert(o.clone());
                 ch.keep.push(Planned {
-                    entry: rule.clone(),
-                    reason: format!("kept as is: spec {o} failed to resolve"),
+                    entry: Arc::new(rule.clone()),
+                    reason: format!("kept as is: spec {o} failed to resolve").into(),
                     owner: Some(o),
                 });
             }
@@ -719,9 +722,9 @@ fn plan_nsg(
                 };
                 owners.insert(o.clone());
                 ch.delete.push(Planned {
-                    entry: rule.clone(),
+                    entry: Arc::new(rule.clone()),
                     owner: Some(o),
-                    reason,
+                    reason: reason.into(),
                 });
             }
             _ => foreign.push((rule, true)),
@@ -890,9 +893,9 @@ fn plan_route_table(
         let matches = known.matches(&route.name).into_iter();
         match crate::resolver::names::best(matches.chain(here.matches(&route.name))) {
             Some(o) if failed.contains(o) => ch.keep.push(Planned {
-                entry: route.clone(),
+                entry: Arc::new(route.clone()),
                 owner: Some(o.clone()),
-                reason: format!("kept as is: spec {o} failed to resolve"),
+                reason: format!("kept as is: spec {o} failed to resolve").into(),
             }),
             Some(o) if scope.covers(o) => {
                 let reason = if scope.removing.contains(o) {
@@ -901,9 +904,9 @@ fn plan_route_table(
                     format!("no longer wanted by spec {o}")
                 };
                 ch.delete.push(Planned {
-                    entry: route.clone(),
+                    entry: Arc::new(route.clone()),
                     owner: Some(o.clone()),
-                    reason,
+                    reason: reason.into(),
                 });
             }
             _ => foreign.push((route, true)),
@@ -990,7 +993,7 @@ fn note_service_tags(
     if !moved.is_empty() {
         let note = format!(" ({})", moved.join("; "));
         for p in ch.create.iter_mut().chain(ch.delete.iter_mut()) {
-            p.reason.push_str(&note);
+            p.reason = format!("{}{note}", p.reason).into();
         }
         for u in ch.update.iter_mut() {
             u.reason.push_str(&note);
@@ -1161,31 +1164,31 @@ impl Entry for Route {
 
 /// A desired owned entry: the entry, its owner and its reason.
 trait Wanted<T> {
-    fn entry(&self) -> &T;
+    fn entry(&self) -> &Arc<T>;
     fn owner(&self) -> &SpecKey;
-    fn reason(&self) -> &str;
+    fn reason(&self) -> &Arc<str>;
 }
 
 impl Wanted<SecurityRule> for OwnedRule {
-    fn entry(&self) -> &SecurityRule {
+    fn entry(&self) -> &Arc<SecurityRule> {
         &self.rule
     }
     fn owner(&self) -> &SpecKey {
         &self.owner
     }
-    fn reason(&self) -> &str {
+    fn reason(&self) -> &Arc<str> {
         &self.reason
     }
 }
 
 impl Wanted<Route> for OwnedRoute {
-    fn entry(&self) -> &Route {
+    fn entry(&self) -> &Arc<Route> {
         &self.route
     }
     fn owner(&self) -> &SpecKey {
         &self.owner
     }
-    fn reason(&self) -> &str {
+    fn reason(&self) -> &Arc<str> {
         &self.reason
     }
 }
@@ -1195,7 +1198,7 @@ impl Wanted<Route> for OwnedRoute {
 /// case-insensitive; a casing change alone is no reason to write); every other observed
 /// entry (foreign, or owned but not wanted) goes to `other`; wanted entries not observed are created. Shared by rules and
 /// routes.
-fn match_owned<'h, T: Entry, W: Wanted<T>>(
+fn match_owned<'h, T: Entry + PartialEq, W: Wanted<T>>(
     observed: &'h [T],
     wanted: &BTreeMap<Caseless<'_>, &W>,
     ch: &mut EntryChanges<T>,
@@ -1218,9 +1221,9 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
     for (key, w) in wanted {
         if !seen.contains(key) {
             ch.create.push(Planned {
-                entry: w.entry().clone(),
+                entry: Arc::clone(w.entry()),
                 owner: Some(w.owner().clone()),
-                reason: w.reason().to_string(),
+                reason: Arc::clone(w.reason()),
             });
         }
     }
@@ -1228,21 +1231,28 @@ fn match_owned<'h, T: Entry, W: Wanted<T>>(
 
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
 /// that change) otherwise; the update's `after` is the wanted entry under the observed
-/// name (the fields compared ignore names, so it is built only for an update). Shared by
+/// name (the fields compared ignore names, so it is built only for an update). A kept
+/// entry is the observed one; when it equals the wanted one in every byte (the converged
+/// case), the plan shares the desired state's copy instead of making another. Shared by
 /// rules and routes.
-fn keep_or_update<T: Entry>(
+fn keep_or_update<T: Entry + PartialEq>(
     ch: &mut EntryChanges<T>,
     observed: &T,
-    wanted: &T,
+    wanted: &Arc<T>,
     owner: &SpecKey,
-    reason: &str,
+    reason: &Arc<str>,
 ) {
     let fields = observed.changed_fields(wanted);
     if fields.is_empty() {
+        let entry = if observed == &**wanted {
+            Arc::clone(wanted)
+        } else {
+            Arc::new(observed.clone())
+        };
         ch.keep.push(Planned {
-            entry: observed.clone(),
+            entry,
             owner: Some(owner.clone()),
-            reason: reason.to_string(),
+            reason: Arc::clone(reason),
         });
     } else {
         ch.update.push(Update {

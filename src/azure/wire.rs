@@ -371,7 +371,7 @@ fn child_bodies<T>(
     let carried: BTreeSet<String> = changes
         .foreign
         .iter()
-        .chain(changes.keep.iter().map(|p| &p.entry))
+        .chain(changes.keep.iter().map(|p| &*p.entry))
         .map(|e| name(e).to_ascii_lowercase())
         .collect();
     let as_read: BTreeMap<String, &T> = observed
@@ -868,7 +868,7 @@ mod tests {
         let rp = ResourcePlan {
             rules: EntryChanges {
                 keep: vec![crate::diff::Planned {
-                    entry: shouting,
+                    entry: shouting.into(),
                     owner: None,
                     reason: "kept".into(),
                 }],

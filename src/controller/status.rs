@@ -113,7 +113,7 @@ pub fn all_owned_entries(
                     parent: nsg.id.to_string(),
                     name: r.rule.name.clone(),
                     priority: Some(r.rule.priority),
-                    reason: r.reason.clone(),
+                    reason: r.reason.to_string(),
                 },
             )
         })
@@ -127,7 +127,7 @@ pub fn all_owned_entries(
                     parent: rt.id.to_string(),
                     name: r.route.name.clone(),
                     priority: None,
-                    reason: r.reason.clone(),
+                    reason: r.reason.to_string(),
                 },
             )
         })

@@ -100,7 +100,7 @@ fn nsg_section(out: &mut String, nsg: &DesiredNsg) {
                 r.destination_ports.to_string(),
                 r.destination.to_string(),
                 r.name.clone(),
-                o.reason.clone(),
+                o.reason.to_string(),
             ]
         })
         .collect();
@@ -137,7 +137,7 @@ fn route_table_section(out: &mut String, rt: &DesiredRouteTable) {
                 },
                 format!("{:?}", r.next_hop_type),
                 r.name.clone(),
-                o.reason.clone(),
+                o.reason.to_string(),
             ]
         })
         .collect();

@@ -216,7 +216,7 @@ fn resource(r: &ResourcePlan) -> ResourceJson {
 fn entries<T, E>(ch: &EntryChanges<T>, conv: fn(&T) -> E) -> EntriesJson<E> {
     let planned = |p: &Planned<T>| PlannedJson {
         owner: p.owner.as_ref().map(|o| o.to_string()),
-        reason: p.reason.clone(),
+        reason: p.reason.to_string(),
         entry: conv(&p.entry),
     };
     EntriesJson {

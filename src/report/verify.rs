@@ -74,7 +74,7 @@ fn flow_table(r: &VerifyReport) -> String {
             } else {
                 f.verdict.rule.clone()
             },
-            f.flow.reason.clone(),
+            f.flow.reason.to_string(),
         ]);
     }
     for row in rows.iter_mut() {

@@ -7,6 +7,7 @@
 //! other spec's rule takes them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
@@ -741,14 +742,14 @@ fn add_routes(
             RouteDestination::Tag(t) => format!("tag-{t}"),
         };
         routes.push(OwnedRoute {
-            route: Route {
+            route: Arc::new(Route {
                 name: owned_name(&b.stem, &what),
                 address_prefix: dest,
                 next_hop_type: NextHopType::Internet,
                 next_hop_ip_address: None,
-            },
+            }),
             owner: b.key.clone(),
-            reason,
+            reason: reason.into(),
         });
     }
 }
@@ -793,9 +794,9 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
             let mut rule = std::mem::replace(&mut pr.rule, placeholder_rule());
             rule.priority = p;
             out.push(OwnedRule {
-                rule,
+                rule: Arc::new(rule),
                 owner: b.key.clone(),
-                reason: std::mem::take(&mut pr.reason),
+                reason: Arc::clone(&pr.reason),
                 required: pr.required,
             });
         }

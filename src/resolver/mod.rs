@@ -7,6 +7,7 @@
 //! result.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -167,11 +168,13 @@ pub struct DesiredNsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedRule {
+    /// Shared with the plan's entries that keep or create it (`diff::Planned::entry`): a
+    /// plan of 200,000 rules holds each rule once.
     #[serde(flatten)]
-    pub rule: SecurityRule,
+    pub rule: Arc<SecurityRule>,
     pub owner: SpecKey,
     /// Why the rule exists, for people: "management port (ASE V2, required; domain.md 1.3.4)".
-    pub reason: String,
+    pub reason: Arc<str>,
     /// True for rules the ASE version requires; they can never be switched off.
     pub required: bool,
 }
@@ -213,10 +216,11 @@ pub fn decode_tag_versions(s: &str) -> BTreeMap<String, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedRoute {
+    /// Shared with the plan, like [`OwnedRule::rule`].
     #[serde(flatten)]
-    pub route: Route,
+    pub route: Arc<Route>,
     pub owner: SpecKey,
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
 /// The associations an ASE subnet must have.
@@ -262,5 +266,6 @@ pub struct RequiredFlow {
     pub source: String,
     pub destination: String,
     pub port: u16,
-    pub reason: String,
+    /// The rule's reason, shared with it.
+    pub reason: Arc<str>,
 }

@@ -75,9 +75,9 @@ fn owned(
     let mut r = rule(name, priority, Access::Allow, source, ports);
     r.description = Some(format!("asenet:{owner}:{reason}"));
     OwnedRule {
-        rule: r,
+        rule: r.into(),
         owner: owner.clone(),
-        reason: reason.to_string(),
+        reason: reason.into(),
         required: reason.contains("required"),
     }
 }
@@ -153,7 +153,8 @@ fn desired_two() -> Desired {
                     "asenet-ase-two-internet",
                     "0.0.0.0/0",
                     NextHopType::Internet,
-                ),
+                )
+                .into(),
                 owner: two(),
                 reason: "forced tunneling: 0.0.0.0/0 advertised, Internet directly".into(),
             }],
@@ -256,6 +257,32 @@ fn canonical_forms_compare_equal_so_nothing_changes() {
     }
     let plan = diff(&d, &s, &scope(&[two()]));
     assert!(!plan.has_changes(), "{}", render_text(&plan, false));
+    // A kept entry is the entry as Azure holds it (upper-case name, its spellings), not
+    // the desired one.
+    let kept = &plan.resource(&nsg_id("ase-two-nsg")).unwrap().rules.keep;
+    assert_eq!(kept.len(), 2);
+    assert!(kept
+        .iter()
+        .all(|k| k.entry.name == k.entry.name.to_ascii_uppercase()));
+}
+
+#[test]
+fn a_converged_plan_shares_the_desired_entries_it_keeps_instead_of_copying_them() {
+    let d = desired_two();
+    let s = converge(&d, &base_snapshot(), &scope(&[two()]));
+    let plan = diff(&d, &s, &scope(&[two()]));
+    assert!(!plan.has_changes(), "{}", render_text(&plan, false));
+    let want = &d.network_security_groups[&nsg_id("ase-two-nsg")].rules;
+    let kept = &plan.resource(&nsg_id("ase-two-nsg")).unwrap().rules.keep;
+    assert_eq!(kept.len(), want.len());
+    for (k, w) in kept.iter().zip(want) {
+        assert!(std::sync::Arc::ptr_eq(&k.entry, &w.rule), "{}", w.rule.name);
+        assert!(std::sync::Arc::ptr_eq(&k.reason, &w.reason));
+    }
+    let want = &d.route_tables[&rt_id("ase-two-rt")].routes;
+    let kept = &plan.resource(&rt_id("ase-two-rt")).unwrap().routes.keep;
+    assert_eq!(kept.len(), want.len());
+    assert!(std::sync::Arc::ptr_eq(&kept[0].entry, &want[0].route));
 }
 
 #[test]
@@ -367,7 +394,10 @@ fn shared_backend() -> (Desired, Snapshot) {
     d.specs.insert(one(), resolved());
     d.specs.insert(two(), resolved());
     let mut s = base_snapshot();
-    s.insert_nsg(nsg_state("sql-nsg", vec![r1.rule, r2.rule]));
+    s.insert_nsg(nsg_state(
+        "sql-nsg",
+        vec![(*r1.rule).clone(), (*r2.rule).clone()],
+    ));
     (d, s)
 }
 
@@ -551,7 +581,7 @@ fn routes_of_a_removed_spec_go_and_foreign_routes_with_the_same_destination_are_
     assert_eq!(r.routes.delete.len(), 1);
     assert_eq!(r.routes.delete[0].entry.name, "asenet-ase-two-13.64.0.0-16");
     assert_eq!(
-        r.routes.delete[0].reason,
+        &*r.routes.delete[0].reason,
         "spec network/ase-two is being removed"
     );
     assert_eq!(r.target_routes().len(), 3);
@@ -617,7 +647,7 @@ fn hand_built() -> (Desired, Snapshot) {
     let mut existing: Vec<SecurityRule> = ase_two_rules()
         .into_iter()
         .filter(|r| r.rule.name.contains("mgmt"))
-        .map(|r| r.rule)
+        .map(|r| (*r.rule).clone())
         .collect();
     existing[0].priority = 120;
     existing.push(SecurityRule {

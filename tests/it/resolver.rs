@@ -1313,7 +1313,7 @@ fn verify_denies_every_flow_of_a_missing_nsg_and_passes_once_the_desired_rules_a
     let id = nsg_id("ase-a-nsg");
     let rules = rules_of(&desired, "ase-a-nsg")
         .iter()
-        .map(|o| o.rule.clone())
+        .map(|o| (*o.rule).clone())
         .collect();
     snap.network_security_groups.insert(
         id.clone(),

@@ -172,13 +172,13 @@ async fn a_service_tag_change_in_the_mock_becomes_a_route_change_naming_both_cha
         .routes
         .create
         .iter()
-        .map(|p| (p.entry.address_prefix.to_string(), p.reason.clone()))
+        .map(|p| (p.entry.address_prefix.to_string(), p.reason.to_string()))
         .collect();
     let deleted: Vec<(String, String)> = rt
         .routes
         .delete
         .iter()
-        .map(|p| (p.entry.address_prefix.to_string(), p.reason.clone()))
+        .map(|p| (p.entry.address_prefix.to_string(), p.reason.to_string()))
         .collect();
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(created[0].0, "13.80.1.0/26");
@@ -359,7 +359,7 @@ async fn the_operator_sees_a_published_tag_change_once_its_cached_tags_expire() 
         .plan
         .changed()
         .flat_map(|r| r.routes.create.iter().chain(&r.routes.delete))
-        .map(|p| p.reason.as_str())
+        .map(|p| &*p.reason)
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().all(|r| r.contains("changeNumber 69 -> 70")));

@@ -77,7 +77,7 @@ fn routes(d: &Desired) -> Vec<Route> {
     let rt = ResourceId::parse(&format!("{SUB}/Microsoft.Network/routeTables/ase-rt")).unwrap();
     d.route_tables
         .get(&rt)
-        .map(|t| t.routes.iter().map(|r| r.route.clone()).collect())
+        .map(|t| t.routes.iter().map(|r| (*r.route).clone()).collect())
         .unwrap_or_default()
 }
 
