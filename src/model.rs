@@ -6,7 +6,6 @@
 //! `0.0.0.0/0` the same address, host bits are cleared, ports are sorted and merged.
 //! Nothing here does I/O or depends on kube or the Azure SDK.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -865,18 +864,104 @@ pub fn looks_like_tag(value: &str) -> bool {
 pub enum AddressSet {
     Any,
     Tag(String),
-    Prefixes(BTreeSet<Ipv4Net>),
+    Prefixes(PrefixSet),
     Other(String),
+}
+
+/// The prefixes of an [`AddressSet`]: truncated to their network, sorted, without
+/// duplicates. Almost every set holds one prefix, kept in place: a rule has two sets, and a
+/// component of 10,000 specs ~200,000 rules in each of the desired state and the snapshot
+/// (issue 14's memory), where a `BTreeSet` allocated a node for each. Equality, ordering,
+/// hashing and `Debug` are those of the sorted prefixes (as a `BTreeSet`'s were).
+#[derive(Clone)]
+pub struct PrefixSet(PrefixRepr);
+
+#[derive(Clone)]
+enum PrefixRepr {
+    One(Ipv4Net),
+    /// Sorted, no duplicates, never one element.
+    Many(Box<[Ipv4Net]>),
+}
+
+impl PrefixSet {
+    /// The set of `p`, each truncated to its network.
+    pub fn new(p: impl IntoIterator<Item = Ipv4Net>) -> Self {
+        let mut it = p.into_iter();
+        let Some(first) = it.next() else {
+            return PrefixSet(PrefixRepr::Many(Box::default()));
+        };
+        let Some(second) = it.next() else {
+            return PrefixSet(PrefixRepr::One(first.trunc()));
+        };
+        let mut all: Vec<Ipv4Net> = [first, second]
+            .into_iter()
+            .chain(it)
+            .map(|n| n.trunc())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        match all.as_slice() {
+            [one] => PrefixSet(PrefixRepr::One(*one)),
+            _ => PrefixSet(PrefixRepr::Many(all.into_boxed_slice())),
+        }
+    }
+    pub fn as_slice(&self) -> &[Ipv4Net] {
+        match &self.0 {
+            PrefixRepr::One(p) => std::slice::from_ref(p),
+            PrefixRepr::Many(all) => all,
+        }
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Ipv4Net> {
+        self.as_slice().iter()
+    }
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+    pub fn contains(&self, p: &Ipv4Net) -> bool {
+        self.as_slice().binary_search(p).is_ok()
+    }
+}
+
+impl PartialEq for PrefixSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for PrefixSet {}
+impl PartialOrd for PrefixSet {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PrefixSet {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+impl std::hash::Hash for PrefixSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+impl fmt::Debug for PrefixSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+impl<'a> IntoIterator for &'a PrefixSet {
+    type Item = &'a Ipv4Net;
+    type IntoIter = std::slice::Iter<'a, Ipv4Net>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 impl AddressSet {
     pub fn prefixes(p: impl IntoIterator<Item = Ipv4Net>) -> Self {
-        // Inserted one by one: most sets hold one prefix, which `collect` would first
-        // gather in a vector and sort.
-        let mut set = BTreeSet::new();
-        for n in p {
-            set.insert(n.trunc());
-        }
+        let set = PrefixSet::new(p);
         if set.contains(&Ipv4Net::default()) {
             AddressSet::Any
         } else {
@@ -1336,6 +1421,31 @@ impl FromStr for SpecKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A `PrefixSet` holds, orders and compares exactly as the `BTreeSet` of the
+        /// truncated prefixes it replaced.
+        #[test]
+        fn prefix_sets_behave_as_btree_sets_of_truncated_prefixes(
+            a in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 0..5),
+            b in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 0..5),
+        ) {
+            let nets = |v: &[(u32, u8)]| -> Vec<Ipv4Net> {
+                v.iter().map(|(a, l)| Ipv4Net::new(Ipv4Addr::from(*a), *l).unwrap()).collect()
+            };
+            let (na, nb) = (nets(&a), nets(&b));
+            let (sa, sb) = (PrefixSet::new(na.clone()), PrefixSet::new(nb.clone()));
+            let ta: std::collections::BTreeSet<Ipv4Net> = na.iter().map(|n| n.trunc()).collect();
+            let tb: std::collections::BTreeSet<Ipv4Net> = nb.iter().map(|n| n.trunc()).collect();
+            proptest::prop_assert_eq!(sa.iter().copied().collect::<Vec<_>>(), ta.iter().copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(sa.len(), ta.len());
+            proptest::prop_assert_eq!(sa.cmp(&sb), ta.cmp(&tb));
+            proptest::prop_assert_eq!(sa == sb, ta == tb);
+            for n in &nb {
+                proptest::prop_assert_eq!(sa.contains(&n.trunc()), ta.contains(&n.trunc()));
+            }
+        }
+    }
 
     #[test]
     fn port_sets_merge_adjacent_and_overlapping_ranges() {
