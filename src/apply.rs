@@ -578,7 +578,7 @@ impl Run<'_> {
             };
             match self
                 .arm
-                .put(&rp.id, &body, precondition.as_ref(), &on_poll)
+                .put(&rp.id, body, precondition.as_ref(), &on_poll)
                 .await
             {
                 Ok(final_body) => {

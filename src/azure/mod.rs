@@ -518,10 +518,16 @@ impl ArmClient {
 
     /// PUT the complete resource body with a precondition, then poll its long-running
     /// operation to the end; returns the resource as the PUT answered it (see `wait`).
+    ///
+    /// Neither the body nor the answer is held as a JSON tree through the operation (10
+    /// s and more on NRP, domain.md 4.5): the body is dropped once serialised, and the
+    /// answer (the whole resource: an NSG with hundreds of rules) is kept as the text
+    /// received and parsed when the operation ends. With the writes in flight of a
+    /// 10,000-spec component, the trees were the controller's largest transient (issue 14).
     pub async fn put(
         &self,
         id: &ResourceId,
-        body: &Value,
+        body: Value,
         precondition: Option<&Precondition>,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<Value, ArmError> {
@@ -533,21 +539,20 @@ impl ArmClient {
             Some(Precondition::IfNoneMatch) => headers.push(("if-none-match", "*".to_string())),
             None => {}
         }
-        let bytes = serde_json::to_vec(body).map_err(|e| ArmError::Decode {
+        let bytes = serde_json::to_vec(&body).map_err(|e| ArmError::Decode {
             resource: id.to_string(),
             message: e.to_string(),
         })?;
+        drop(body);
         let response = self
             .send(op, Method::Put, url, Some(bytes), &headers, id.as_str())
             .await?;
-        let initial = response.json(id.as_str())?;
+        let first = response.head(id.as_str())?;
         accepted(progress);
-        let done = self
-            .wait(id, &response.headers, Some(&initial), progress)
-            .await?;
+        let done = self.wait(id, &response, &first, progress).await?;
         match done {
             Some(body) => Ok(body),
-            None => Ok(initial),
+            None => response.json(id.as_str()),
         }
     }
 
@@ -671,31 +676,28 @@ impl ArmClient {
     async fn wait(
         &self,
         id: &ResourceId,
-        headers: &Headers,
-        initial: Option<&Value>,
+        initial: &RawResponse,
+        first: &FirstAnswer,
         progress: &(dyn Fn(&LroProgress) + Send + Sync),
     ) -> Result<Option<Value>, ArmError> {
+        let headers = &initial.headers;
         let started = Instant::now();
         let first_delay = self.poll_delay(headers);
         if let Some(status_url) = self.poll_url(id, headers, "Azure-AsyncOperation")? {
             self.poll_status(id, status_url, first_delay, started, progress)
                 .await?;
-            return match initial.filter(|b| b.is_object()) {
-                Some(body) => {
-                    let mut body = body.clone();
-                    settle(&mut body);
-                    Ok(Some(body))
-                }
-                None => self.read_raw(id).await.map(Some),
+            return if first.is_object {
+                let mut body = initial.json(id.as_str())?;
+                settle(&mut body);
+                Ok(Some(body))
+            } else {
+                self.read_raw(id).await.map(Some)
             };
         }
         // No operation header: watch the resource's own provisioningState.
-        let state = initial
-            .and_then(|b| b.pointer("/properties/provisioningState"))
-            .and_then(Value::as_str)
-            .unwrap_or("Succeeded");
+        let state = first.state.as_deref().unwrap_or("Succeeded");
         if is_terminal(state) {
-            return check_terminal(id, state, initial).map(|_| None);
+            return check_terminal(id, state, None).map(|_| None);
         }
         let mut delay = first_delay;
         let mut polls = 0;
@@ -910,7 +912,66 @@ struct RawResponse {
     body: Vec<u8>,
 }
 
+/// What [`ArmClient::wait`] reads of a write's first answer, read without building its
+/// JSON tree.
+#[derive(Debug, Default)]
+struct FirstAnswer {
+    is_object: bool,
+    /// `properties.provisioningState`, when it is a string.
+    state: Option<String>,
+}
+
+/// The part of an answer [`FirstAnswer`] reads; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct AnswerHead {
+    #[serde(default)]
+    properties: Option<AnswerProperties>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerProperties {
+    #[serde(default, rename = "provisioningState")]
+    provisioning_state: Option<Value>,
+}
+
 impl RawResponse {
+    /// [`FirstAnswer`] of this answer. The text is checked to be JSON as [`RawResponse::json`]
+    /// checks it; an object of an unexpected shape (`properties` not an object) is read
+    /// through the tree, as before.
+    fn head(&self, resource: &str) -> Result<FirstAnswer, ArmError> {
+        let starts_object = self
+            .body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        if !starts_object {
+            // Null, empty, or not an object: nothing to read but its validity.
+            self.json(resource)?;
+            return Ok(FirstAnswer::default());
+        }
+        let head = match serde_json::from_slice::<AnswerHead>(&self.body) {
+            Ok(head) => head,
+            Err(_) => {
+                let v = self.json(resource)?;
+                let state = v
+                    .pointer("/properties/provisioningState")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                return Ok(FirstAnswer {
+                    is_object: v.is_object(),
+                    state,
+                });
+            }
+        };
+        Ok(FirstAnswer {
+            is_object: true,
+            state: head
+                .properties
+                .and_then(|p| p.provisioning_state)
+                .and_then(|s| s.as_str().map(str::to_owned)),
+        })
+    }
+
     fn json(&self, resource: &str) -> Result<Value, ArmError> {
         if self.body.is_empty() {
             return Ok(Value::Null);
@@ -1012,4 +1073,48 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &str) -> RawResponse {
+        RawResponse {
+            status: 201,
+            headers: Headers::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// The first answer of a write is read as its JSON tree would be read, without
+    /// building the tree (issue 14), for every shape ARM or a broken proxy could send.
+    #[test]
+    fn the_first_answer_of_a_write_reads_as_its_json_tree_does() {
+        let cases = [
+            r#"{"name":"n","properties":{"provisioningState":"Updating","securityRules":[{"name":"r","properties":{"provisioningState":"Succeeded"}}]}}"#,
+            r#" {"properties":{"provisioningState":"Succeeded"}}"#,
+            r#"{"properties":{"provisioningState":7}}"#,
+            r#"{"properties":"odd"}"#,
+            r#"{"properties":null}"#,
+            r#"{"etag":"W/\"1\""}"#,
+            r#"{"properties":{"a":1},"properties":{"provisioningState":"Failed"}}"#,
+            "[1,2]",
+            "null",
+            "",
+        ];
+        for body in cases {
+            let head = answer(body).head("r").unwrap();
+            let tree = answer(body).json("r").unwrap();
+            let state = tree
+                .pointer("/properties/provisioningState")
+                .and_then(Value::as_str);
+            assert_eq!(head.is_object, tree.is_object(), "{body}");
+            assert_eq!(head.state.as_deref(), state, "{body}");
+        }
+        for bad in ["{", "{\"properties\":", "not json", "{} x"] {
+            assert!(answer(bad).head("r").is_err(), "{bad}");
+            assert!(answer(bad).json("r").is_err(), "{bad}");
+        }
+    }
 }

@@ -880,7 +880,10 @@ async fn the_write_fence_is_checked_before_every_attempt_so_a_retry_after_the_fe
     // One attempt allowed: the first PUT goes out, gets a 500; its retry is fenced.
     let fence: Arc<dyn WriteFence> = Arc::new(Countdown(1.into()));
     let client = arm_client(&arm.mock.base_url, quick_retries()).with_write_fence(fence);
-    let err = client.put(&id, &body, None, &|_| {}).await.unwrap_err();
+    let err = client
+        .put(&id, body.clone(), None, &|_| {})
+        .await
+        .unwrap_err();
     assert!(matches!(err, ArmError::Fenced { .. }), "{err}");
     assert!(
         err.to_string().contains("no longer holds the leader Lease"),

@@ -1146,7 +1146,7 @@ async fn a_write_ends_on_its_operation_status_without_reading_the_resource_again
     let arm = env.pipeline.arm();
     let mut body = asenet::apply::writable(&arm.read_raw(&nsg).await.unwrap());
     body["tags"] = json!({"team": "web"});
-    let returned = arm.put(&nsg, &body, None, &|_| {}).await.unwrap();
+    let returned = arm.put(&nsg, body.clone(), None, &|_| {}).await.unwrap();
     let read = arm.read_raw(&nsg).await.unwrap();
     assert_eq!(
         returned["properties"]["provisioningState"],

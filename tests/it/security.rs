@@ -91,7 +91,7 @@ async fn poll_to_foreign_origin(method: &str) -> (Result<(), ArmError>, usize, R
     let id = ResourceId::parse(&NSG.replace("sql-nsg", "spare-nsg")).unwrap();
     let body = json!({"location": "westeurope", "properties": {"securityRules": []}});
     if method == "DELETE" {
-        arm.put(&id, &body, None, &|_| {}).await.unwrap();
+        arm.put(&id, body.clone(), None, &|_| {}).await.unwrap();
     }
     let (origin, connections) = counting_listener().await;
     mock.state.inject_fault(FaultSpec {
@@ -101,7 +101,7 @@ async fn poll_to_foreign_origin(method: &str) -> (Result<(), ArmError>, usize, R
         action: FaultAction::ForeignPollUrl { origin },
     });
     let result = if method == "PUT" {
-        arm.put(&id, &body, None, &|_| {}).await.map(|_| ())
+        arm.put(&id, body.clone(), None, &|_| {}).await.map(|_| ())
     } else {
         arm.delete(&id, None, &|_| {}).await
     };
