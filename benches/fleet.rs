@@ -1304,7 +1304,7 @@ struct TracedEngine {
 impl Engine for TracedEngine {
     fn plan<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
     ) -> futures::future::BoxFuture<
         'a,
@@ -1321,7 +1321,7 @@ impl Engine for TracedEngine {
 
     fn apply<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
         snapshot: &'a Snapshot,
         plan: &'a Plan,

@@ -10,6 +10,7 @@
 //! resolved, so the diff deletes what they own. A removed spec with
 //! `deletionPolicy: Orphan` is dropped from `removing`: its entries stay in Azure untouched.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{self, DeletionPolicy};
@@ -137,7 +138,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(specs: &[api::AseConnectivity], scope: &Scope) -> Self {
+    fn new<S: Borrow<api::AseConnectivity>>(specs: &[S], scope: &Scope) -> Self {
         let (mut valid, errors) = validate::validate_all(specs);
         // Refused specs (tenancy) are invalid specs: their refusals come first, so the
         // reason a status and an event show is `NotPermitted`.
@@ -229,9 +230,9 @@ impl Pipeline {
     }
 
     /// observe → validate → resolve → diff.
-    pub async fn plan(
+    pub async fn plan<S: Borrow<api::AseConnectivity> + Sync>(
         &self,
-        specs: &[api::AseConnectivity],
+        specs: &[S],
         scope: &Scope,
     ) -> Result<PlanOutcome, PipelineError> {
         let started = std::time::Instant::now();
@@ -287,9 +288,9 @@ impl Pipeline {
     /// [`Pipeline::apply`] of `plan` computed from `snapshot`, for callers that keep the
     /// plan, the snapshot and the desired state for themselves: nothing of theirs is copied
     /// (a borrowed snapshot is copied only if a 412 makes the apply re-read a resource).
-    pub async fn apply_plan(
+    pub async fn apply_plan<S: Borrow<api::AseConnectivity> + Sync>(
         &self,
-        specs: &[api::AseConnectivity],
+        specs: &[S],
         scope: &Scope,
         snapshot: std::borrow::Cow<'_, Snapshot>,
         plan: &Plan,

@@ -239,11 +239,16 @@ fn tunneling_strategy(s: api::TunnelingStrategy) -> TunnelingStrategy {
 /// A spec key given more than once makes every copy invalid: picking one copy would
 /// silently ignore the other (issue 12), and which one is meant cannot be known. The
 /// spec's entries already in Azure are then kept as they are, like any invalid spec's.
-pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError>) {
+///
+/// `specs` are objects or shared ones (`Arc<AseConnectivity>`, as the controller's store
+/// holds them: a component is planned from them without a copy).
+pub fn validate_all<S: std::borrow::Borrow<AseConnectivity>>(
+    specs: &[S],
+) -> (Vec<ValidSpec>, Vec<SpecError>) {
     let mut ok = Vec::with_capacity(specs.len());
     let mut errors = Vec::new();
     // Each key built once, and counted by reference.
-    let keys: Vec<SpecKey> = specs.iter().map(AseConnectivity::spec_key).collect();
+    let keys: Vec<SpecKey> = specs.iter().map(|s| s.borrow().spec_key()).collect();
     let mut count: BTreeMap<&SpecKey, usize> = BTreeMap::new();
     for k in &keys {
         *count.entry(k).or_default() += 1;
@@ -260,7 +265,7 @@ pub fn validate_all(specs: &[AseConnectivity]) -> (Vec<ValidSpec>, Vec<SpecError
             ));
             continue;
         }
-        match validate_keyed(spec, key.clone()) {
+        match validate_keyed(spec.borrow(), key.clone()) {
             Ok(v) => ok.push(v),
             Err(e) => errors.extend(e),
         }

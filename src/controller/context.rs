@@ -211,10 +211,10 @@ impl Shared {
     /// the snapshot, the desired parents and the plan's kept entries (issue 14's memory).
     /// Reports read the plan's changes, owners and conflicts, and the desired state's
     /// per-spec outcomes.
-    pub fn new(mut planned: Planned, specs: &[AseConnectivity]) -> Self {
+    pub fn new(mut planned: Planned, specs: &[Arc<AseConnectivity>]) -> Self {
         // Released before the outcome is indexed; nothing writes from a cached outcome.
         planned.snapshot = Default::default();
-        let withheld = withheld(&planned.plan.resources, specs);
+        let withheld = withheld(&planned.plan.resources, specs.iter().map(|s| &**s));
         let parts = Parts::of(&planned.plan.resources, &planned.desired);
         planned.desired.network_security_groups = Default::default();
         planned.desired.route_tables = Default::default();

@@ -6,6 +6,8 @@
 //! in-process mock ARM); the trait only keeps `Context` free of the pipeline's generics and
 //! lets the controller decide *which part* of a plan is written.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -40,7 +42,7 @@ pub trait Engine: Send + Sync {
     /// controller's store, so merged NSGs are computed whole.
     fn plan<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<Planned, PipelineError>>;
 
@@ -48,7 +50,7 @@ pub trait Engine: Send + Sync {
     /// allowed to write), computed from `snapshot`.
     fn apply<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
         snapshot: &'a Snapshot,
         plan: &'a Plan,
@@ -62,7 +64,7 @@ fn log_progress(event: ApplyEvent) {
 impl Engine for Pipeline {
     fn plan<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<Planned, PipelineError>> {
         Pipeline::plan(self, specs, scope).boxed()
@@ -70,7 +72,7 @@ impl Engine for Pipeline {
 
     fn apply<'a>(
         &'a self,
-        specs: &'a [AseConnectivity],
+        specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
         snapshot: &'a Snapshot,
         plan: &'a Plan,

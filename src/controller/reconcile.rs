@@ -228,25 +228,6 @@ fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentVie
         .view(obj, &stored)
 }
 
-/// The engine plans from owned objects: a copy of the component, taken by the reconcile
-/// that plans it.
-/// The specs of a component as the pipeline reads them: name, namespace, generation and
-/// spec, not the status, annotations or labels the store holds (nothing in planning or
-/// applying reads them; the copy of a 10,000-spec component is held while it is planned
-/// and written, issue 14's memory).
-fn owned(specs: &[Arc<AseConnectivity>]) -> Vec<AseConnectivity> {
-    specs
-        .iter()
-        .map(|s| {
-            let mut copy = AseConnectivity::new(s.name_any().as_str(), s.spec.clone());
-            copy.metadata.namespace = s.metadata.namespace.clone();
-            copy.metadata.generation = s.metadata.generation;
-            copy.metadata.uid = s.metadata.uid.clone();
-            copy
-        })
-        .collect()
-}
-
 async fn publish(ctx: &Context, obj: &AseConnectivity, notice: &Notice) {
     let event = Event {
         type_: match notice.kind {
@@ -435,7 +416,9 @@ async fn plan_and_apply(
     let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
     // Never work from (or leave behind) an outcome of a failed attempt.
     ctx.outcomes.invalidate(&m.view.keys);
-    let specs = &owned(&m.view.specs);
+    // The store's objects, shared: a component is planned and written without a copy of
+    // its specs (10,000 of them in one component, issue 14's memory).
+    let specs = &m.view.specs;
     let mut planned = ctx
         .engine
         .plan(specs, scope)
@@ -443,7 +426,7 @@ async fn plan_and_apply(
         .map_err(ComponentError::Plan)?;
     let plan_ms = ms(started);
     let step = std::time::Instant::now();
-    let held = withheld(&planned.plan.resources, specs);
+    let held = withheld(&planned.plan.resources, specs.iter().map(|s| &**s));
     let written = decide::take_writable(&mut planned.plan.resources, &held);
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
@@ -486,7 +469,7 @@ async fn plan_and_apply(
 /// what Azure holds now, whether it may be cached (nothing was re-planned), and `written`.
 async fn write(
     ctx: &Context,
-    specs: &[AseConnectivity],
+    specs: &[Arc<AseConnectivity>],
     scope: &Scope,
     planned: Planned,
     written: Vec<ResourcePlan>,
@@ -623,13 +606,13 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     for key in departing.view.keys.iter() {
         ctx.outcomes.forget_spec(key);
     }
-    let specs = owned(&departing.view.specs);
+    let specs = &departing.view.specs;
     let planned = ctx
         .engine
-        .plan(&specs, &departing.scope)
+        .plan(specs, &departing.scope)
         .await
         .map_err(Error::Plan)?;
-    let others = specs.iter().filter(|s| s.spec_key() != key);
+    let others = specs.iter().map(|s| &**s).filter(|s| s.spec_key() != key);
     let withheld = withheld(&planned.plan.resources, others);
     let own_ids = own_resource_ids(&obj);
     let removal = decide::removal(&Departure {
@@ -663,7 +646,7 @@ async fn cleanup(obj: Arc<AseConnectivity>, ctx: &Context) -> Result<Action, Err
     };
     let report = ctx
         .engine
-        .apply(&specs, &departing.scope, &planned.snapshot, &narrowed)
+        .apply(specs, &departing.scope, &planned.snapshot, &narrowed)
         .await
         .map_err(Error::Apply)?;
     ctx.metrics.count_changes(true, &removed);

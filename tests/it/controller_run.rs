@@ -913,7 +913,7 @@ struct HangingArm(std::sync::atomic::AtomicU32);
 impl Engine for HangingArm {
     fn plan<'a>(
         &'a self,
-        _specs: &'a [AseConnectivity],
+        _specs: &'a [Arc<AseConnectivity>],
         _scope: &'a asenet::diff::Scope,
     ) -> futures::future::BoxFuture<'a, Result<controller::Planned, asenet::pipeline::PipelineError>>
     {
@@ -923,7 +923,7 @@ impl Engine for HangingArm {
 
     fn apply<'a>(
         &'a self,
-        _specs: &'a [AseConnectivity],
+        _specs: &'a [Arc<AseConnectivity>],
         _scope: &'a asenet::diff::Scope,
         _snapshot: &'a asenet::snapshot::Snapshot,
         _plan: &'a asenet::diff::Plan,
