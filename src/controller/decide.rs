@@ -17,7 +17,7 @@ use super::status::{self, has_changes, next_status, summarise, Finding, PlannedF
 use crate::api::{AseConnectivityStatus, DeletionPolicy, Mode, OwnedRuleStatus, PlanSummary};
 use crate::diff::{ResourceKind, ResourcePlan};
 use crate::error::{Category, ErrorCategory, SpecError, SpecErrorKind};
-use crate::model::{ResourceId, Route, SecurityRule, SpecKey};
+use crate::model::{ResourceId, SpecKey};
 use crate::resolver::{Desired, Resolution};
 
 /// The contributors that withhold the write of a resource (they are not in mode `Apply`),
@@ -153,20 +153,16 @@ pub struct Parts {
     rules: HashMap<SpecKey, Vec<OwnedRule>>,
 }
 
-/// An [`OwnedRuleStatus`] whose parent id, entry and reason are shared (`Arc`s) with the
-/// desired state and the plan, not strings per rule: ~200,000 of them in a component of
-/// 10,000 specs, held as long as its outcome is.
+/// An [`OwnedRuleStatus`] with its parent id and reason shared (`Arc`s; the reasons of
+/// required rules are shared by every spec of a version), not a string each: ~200,000 of
+/// them in a component of 10,000 specs, held as long as its outcome is. The name is copied
+/// rather than the whole rule kept alive for it.
 #[derive(Debug)]
 struct OwnedRule {
     parent: ResourceId,
-    entry: OwnedEntry,
+    name: Box<str>,
+    priority: Option<u32>,
     reason: Arc<str>,
-}
-
-#[derive(Debug)]
-enum OwnedEntry {
-    Rule(Arc<SecurityRule>),
-    Route(Arc<Route>),
 }
 
 impl Parts {
@@ -188,7 +184,8 @@ impl Parts {
                     &r.owner,
                     OwnedRule {
                         parent: nsg.id.clone(),
-                        entry: OwnedEntry::Rule(Arc::clone(&r.rule)),
+                        name: r.rule.name.as_str().into(),
+                        priority: Some(r.rule.priority),
                         reason: Arc::clone(&r.reason),
                     },
                 );
@@ -200,7 +197,8 @@ impl Parts {
                     &r.owner,
                     OwnedRule {
                         parent: rt.id.clone(),
-                        entry: OwnedEntry::Route(Arc::clone(&r.route)),
+                        name: r.route.name.as_str().into(),
+                        priority: None,
                         reason: Arc::clone(&r.reason),
                     },
                 );
@@ -232,17 +230,11 @@ impl Parts {
         self.rules.get(key).map_or_else(Vec::new, |rules| {
             rules
                 .iter()
-                .map(|r| {
-                    let (name, priority) = match &r.entry {
-                        OwnedEntry::Rule(rule) => (&rule.name, Some(rule.priority)),
-                        OwnedEntry::Route(route) => (&route.name, None),
-                    };
-                    OwnedRuleStatus {
-                        parent: r.parent.to_string(),
-                        name: name.clone(),
-                        priority,
-                        reason: r.reason.to_string(),
-                    }
+                .map(|r| OwnedRuleStatus {
+                    parent: r.parent.to_string(),
+                    name: r.name.to_string(),
+                    priority: r.priority,
+                    reason: r.reason.to_string(),
                 })
                 .collect()
         })
