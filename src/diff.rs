@@ -1077,7 +1077,7 @@ fn replace_entries<S: ParentState>(
         .entry(r.id.clone())
         .or_insert_with(|| S::empty(r.id.clone(), r.location.clone()));
     *parent.entries_mut() = targets;
-    parent.raw_entries_mut().retain(|k, _| foreign.contains(k));
+    parent.raw_entries_mut().retain(|k| foreign.contains(k));
 }
 
 /// The plan of an NSG or route table, its entries left for the caller to set: `have` is

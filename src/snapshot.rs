@@ -127,7 +127,7 @@ pub struct NsgState {
     pub rules: Vec<SecurityRule>,
     /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
     #[serde(skip)]
-    pub raw_rules: BTreeMap<String, RawChild>,
+    pub raw_rules: RawChildren,
     /// The NSG as ARM returned it, without its rules (in `raw_rules`) and read-only
     /// properties ([`crate::azure::wire::writable`]).
     #[serde(skip)]
@@ -148,7 +148,7 @@ pub struct RouteTableState {
     pub routes: Vec<Route>,
     /// ARM JSON of each route as read, keyed by lower-cased route name.
     #[serde(skip)]
-    pub raw_routes: BTreeMap<String, RawChild>,
+    pub raw_routes: RawChildren,
     /// The route table as ARM returned it, without its routes (in `raw_routes`) and
     /// read-only properties.
     #[serde(skip)]
@@ -221,6 +221,70 @@ impl From<serde_json::Value> for RawChild {
     }
 }
 
+/// The child entries of a parent as read ([`RawChild`] by lower-cased name), holding
+/// nothing for the entries read as [`RawChild::AsRendered`]: a parent read from ARM
+/// (`read`) answers `AsRendered` for every name it holds no JSON for. Most entries are
+/// asenet's own, read back exactly as rendered; a component of 10,000 specs has ~200,000
+/// of them, which no longer cost a name each (issue 14's memory).
+///
+/// A parent not read (created by a plan, or from a snapshot file) answers `None`: its
+/// entries are rendered from the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawChildren {
+    /// Only [`RawChild::Json`] entries.
+    json: BTreeMap<String, RawChild>,
+    read: bool,
+}
+
+/// What [`RawChildren::get`] answers for an entry without JSON in a parent read from ARM.
+static AS_RENDERED: RawChild = RawChild::AsRendered;
+
+impl RawChildren {
+    /// The children of a parent read from ARM: `AsRendered` unless [`RawChildren::insert`]
+    /// gives JSON.
+    pub fn read() -> Self {
+        RawChildren {
+            json: BTreeMap::new(),
+            read: true,
+        }
+    }
+
+    /// Records the entry `key` (lower-cased name) as read. `AsRendered` is recorded by
+    /// holding nothing, in a parent read from ARM.
+    pub fn insert(&mut self, key: String, child: RawChild) {
+        match child {
+            RawChild::Json(_) => {
+                self.json.insert(key, child);
+            }
+            RawChild::AsRendered => {
+                debug_assert!(
+                    self.read,
+                    "AsRendered is only known of a parent read from ARM"
+                );
+                self.json.remove(&key);
+            }
+        }
+    }
+
+    /// The entry `key` (lower-cased name) as read; `None` for a parent not read.
+    pub fn get(&self, key: &str) -> Option<&RawChild> {
+        self.json
+            .get(key)
+            .or_else(|| self.read.then_some(&AS_RENDERED))
+    }
+
+    /// Drops the JSON of every entry but those `keep` names: the entries written by asenet
+    /// are then what ARM answers for its rendering.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.json.retain(|k, _| keep(k));
+    }
+
+    /// How many entries are held as JSON.
+    pub fn json_len(&self) -> usize {
+        self.json.len()
+    }
+}
+
 /// An NSG or a route table as read: the parent of rules or of routes. Lets the code that
 /// treats both alike (the diff's simulation of a write) be written once.
 pub trait ParentState {
@@ -230,7 +294,7 @@ pub trait ParentState {
     fn empty(id: ResourceId, location: Option<String>) -> Self;
     fn entries_mut(&mut self) -> &mut Vec<Self::Entry>;
     /// ARM JSON of each entry as read, keyed by lower-cased name.
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild>;
+    fn raw_entries_mut(&mut self) -> &mut RawChildren;
 }
 
 impl ParentState for NsgState {
@@ -241,14 +305,14 @@ impl ParentState for NsgState {
             location,
             etag: None,
             rules: vec![],
-            raw_rules: BTreeMap::new(),
+            raw_rules: RawChildren::default(),
             raw: None,
         }
     }
     fn entries_mut(&mut self) -> &mut Vec<SecurityRule> {
         &mut self.rules
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild> {
+    fn raw_entries_mut(&mut self) -> &mut RawChildren {
         &mut self.raw_rules
     }
 }
@@ -262,14 +326,14 @@ impl ParentState for RouteTableState {
             etag: None,
             disable_bgp_route_propagation: false,
             routes: vec![],
-            raw_routes: BTreeMap::new(),
+            raw_routes: RawChildren::default(),
             raw: None,
         }
     }
     fn entries_mut(&mut self) -> &mut Vec<Route> {
         &mut self.routes
     }
-    fn raw_entries_mut(&mut self) -> &mut BTreeMap<String, RawChild> {
+    fn raw_entries_mut(&mut self) -> &mut RawChildren {
         &mut self.raw_routes
     }
 }

@@ -9,7 +9,6 @@
 //! NSGs that already exist with foreign rules. A fixed-seed SplitMix64 drives every choice,
 //! so the same `n` gives the same specs.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use asenet::api::{
@@ -260,7 +259,7 @@ fn nsg(id: ResourceId, rules: Vec<SecurityRule>) -> NsgState {
         location: Some("westeurope".into()),
         etag: Some("W/\"0\"".into()),
         rules,
-        raw_rules: BTreeMap::new(),
+        raw_rules: Default::default(),
         raw: None,
     }
 }

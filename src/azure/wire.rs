@@ -20,8 +20,8 @@ use crate::model::{
     RouteDestination, SecurityRule,
 };
 use crate::snapshot::{
-    EnvironmentState, NsgState, RawChild, RawJson, RouteTableState, Snapshot, SubnetState,
-    VnetState,
+    EnvironmentState, NsgState, RawChild, RawChildren, RawJson, RouteTableState, Snapshot,
+    SubnetState, VnetState,
 };
 
 /// Read-only properties ARM computes; they are dropped from bodies sent back (the Azure
@@ -364,7 +364,7 @@ fn child_bodies<T>(
     (kind, parent_id): (ChildKind, &str),
     changes: &EntryChanges<T>,
     targets: &[T],
-    (observed, raw): (&[T], Option<&BTreeMap<String, RawChild>>),
+    (observed, raw): (&[T], Option<&RawChildren>),
     name: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
 ) -> Vec<Value> {
@@ -484,7 +484,7 @@ fn children<M, T>(
     (parse, render): (impl Fn(&M) -> Option<T>, impl Fn(&T) -> Value),
     name: impl Fn(&T) -> &str,
     malformed: &str,
-) -> Result<(Vec<T>, BTreeMap<String, RawChild>), Malformed> {
+) -> Result<(Vec<T>, RawChildren), Malformed> {
     let parent_id = resource_id(id, raw);
     let raw_list = match raw
         .pointer_mut("/properties")
@@ -495,7 +495,7 @@ fn children<M, T>(
         _ => vec![],
     };
     let mut entries = Vec::with_capacity(typed.len());
-    let mut raw_entries = BTreeMap::new();
+    let mut raw_entries = RawChildren::read();
     for (typed, raw) in typed.iter().zip(raw_list) {
         let Some(entry) = parse(typed) else {
             return Err(Malformed {
@@ -827,11 +827,11 @@ mod tests {
         assert_eq!(state.etag.as_deref(), Some("W/\"1\""));
         assert_eq!(state.rules.len(), 2);
         assert_eq!(state.rules[1], canonical);
-        assert_eq!(
-            state.raw_rules["theirs"],
-            RawChild::Json(RawJson::new(&carried_child(foreign.clone())))
-        );
-        assert_eq!(state.raw_rules["asenet-in-100"], RawChild::AsRendered);
+        let theirs = RawChild::Json(RawJson::new(&carried_child(foreign.clone())));
+        assert_eq!(state.raw_rules.get("theirs"), Some(&theirs));
+        let ours = state.raw_rules.get("asenet-in-100");
+        assert_eq!(ours, Some(&RawChild::AsRendered));
+        assert_eq!(state.raw_rules.json_len(), 1, "only the foreign JSON");
 
         // The body of an update carrying the foreign rule: as from the whole JSON.
         let mut snapshot = Snapshot::default();

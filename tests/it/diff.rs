@@ -13,7 +13,7 @@ use asenet::report::{render_json, render_markdown, render_text};
 use asenet::resolver::{
     Desired, DesiredNsg, DesiredRouteTable, DesiredSubnet, OwnedRoute, OwnedRule, SpecOutcome,
 };
-use asenet::snapshot::{NsgState, RouteTableState, Snapshot, SubnetState, VnetState};
+use asenet::snapshot::{NsgState, RawChild, RouteTableState, Snapshot, SubnetState, VnetState};
 
 #[path = "../../benches/support/specgen.rs"]
 #[allow(dead_code)]
@@ -97,7 +97,7 @@ fn nsg_state(name: &str, rules: Vec<SecurityRule>) -> NsgState {
         location: Some("westeurope".into()),
         etag: Some("W/\"1\"".into()),
         rules,
-        raw_rules: BTreeMap::new(),
+        raw_rules: Default::default(),
         raw: None,
     }
 }
@@ -357,7 +357,7 @@ fn foreign_rules_are_untouched_and_listed() {
     let after = apply_to_snapshot(&plan, &s2);
     let nsg = &after.network_security_groups[&nsg_id("ase-two-nsg")];
     assert!(
-        nsg.raw_rules.contains_key("allowbastion"),
+        matches!(nsg.raw_rules.get("allowbastion"), Some(RawChild::Json(_))),
         "foreign raw JSON kept"
     );
 }
@@ -685,7 +685,7 @@ fn hand_built() -> (Desired, Snapshot) {
             "10.0.0.0/8",
             NextHopType::VirtualAppliance,
         )],
-        raw_routes: BTreeMap::new(),
+        raw_routes: Default::default(),
         raw: None,
     });
     d.specs.insert(

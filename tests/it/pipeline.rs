@@ -1255,8 +1255,8 @@ async fn four_or_more_nsgs_in_a_resource_group_are_read_with_one_list() {
         assert!(!owned.is_empty(), "{n}");
         for r in owned {
             assert_eq!(
-                listed.raw_rules[&r.name.to_ascii_lowercase()],
-                asenet::snapshot::RawChild::AsRendered,
+                listed.raw_rules.get(&r.name.to_ascii_lowercase()),
+                Some(&asenet::snapshot::RawChild::AsRendered),
                 "{n}: {}",
                 r.name
             );

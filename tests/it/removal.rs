@@ -2,8 +2,6 @@
 //! subnet associations it takes away, on hand-built snapshots, and how the three reports
 //! show it.
 
-use std::collections::BTreeMap;
-
 use asenet::diff::{diff, ParentAction, Plan, ResourceKind, Scope, WriteVerb, CREATED_BY_TAG};
 use asenet::model::{
     Access, AddressSet, Direction, NextHopType, PortSet, Protocol, ResourceId, Route,
@@ -58,7 +56,7 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
             "asenet-ase-two-req-mgmt-in",
             "asenet:network/ase-two:management ports (ASE V2, required)",
         )],
-        raw_rules: BTreeMap::new(),
+        raw_rules: Default::default(),
         raw: Some(tags.clone().into()),
     });
     s.insert_route_table(RouteTableState {
@@ -72,7 +70,7 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
             next_hop_type: NextHopType::Internet,
             next_hop_ip_address: None,
         }],
-        raw_routes: BTreeMap::new(),
+        raw_routes: Default::default(),
         raw: Some(tags.into()),
     });
     s.insert_subnet(SubnetState {

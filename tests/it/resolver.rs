@@ -2,7 +2,7 @@
 //! (snapshot-tested), the invalid examples, `asenet resolve` itself, and property tests
 //! (determinism, priorities, ARM validity, re-planning after apply, required flows).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -488,7 +488,7 @@ fn with_nsg(mut snap: Snapshot, name: &str, rules: Vec<SecurityRule>) -> Snapsho
         location: Some("westeurope".into()),
         etag: None,
         rules,
-        raw_rules: BTreeMap::new(),
+        raw_rules: Default::default(),
         raw: None,
     });
     snap
@@ -698,7 +698,7 @@ fn the_route_budget_counts_foreign_routes_and_overflow_is_an_error_never_a_dropp
         etag: None,
         disable_bgp_route_propagation: false,
         routes: foreign,
-        raw_routes: BTreeMap::new(),
+        raw_routes: Default::default(),
         raw: None,
     });
     let adv: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
@@ -1322,7 +1322,7 @@ fn verify_denies_every_flow_of_a_missing_nsg_and_passes_once_the_desired_rules_a
             location: None,
             etag: None,
             rules,
-            raw_rules: BTreeMap::new(),
+            raw_rules: Default::default(),
             raw: None,
         },
     );
