@@ -1657,7 +1657,7 @@ async fn run_controller(
         }
     };
     let (reader, writer) = reflector::store::<AseConnectivity>();
-    let stores = Stores::new(vec![reader.clone()]);
+    let stores = Stores::new(vec![reader.clone()]).versioned();
     let ctx = Context::new(
         api.client(),
         stores.clone(),
@@ -1676,12 +1676,19 @@ async fn run_controller(
     // a spec wakes the spec and its dependents, a change of its status alone wakes nobody
     // (`controller::spec_changes`). The `controller-generation` driver filters with kube's
     // generation predicate instead (the candidate measured before `spec_changes` existed).
+    let versioned = stores.clone();
     let touched = reflector::reflector(
         writer,
         watch_rx
             .map(Ok::<_, watcher::Error>)
             .modify(controller::store::for_store),
     )
+    // As `controller::run`: the stores' version bumped after each applied event.
+    .inspect(move |event| {
+        if event.is_ok() {
+            versioned.applied();
+        }
+    })
     .touched_objects();
     let touched = if generation_predicate {
         touched

@@ -30,11 +30,39 @@ pub const FIELD_MANAGER: &str = "asenet";
 /// The reflector stores of every watched namespace (one store when watching the cluster),
 /// and those of the tenancy objects when tenancy is enforced.
 #[derive(Clone, Default)]
-pub struct Stores(Vec<Store<AseConnectivity>>, Option<TenancyStores>);
+pub struct Stores(
+    Vec<Store<AseConnectivity>>,
+    Option<TenancyStores>,
+    Option<Arc<std::sync::atomic::AtomicU64>>,
+);
 
 impl Stores {
     pub fn new(stores: Vec<Store<AseConnectivity>>) -> Self {
-        Stores(stores, None)
+        Stores(stores, None, None)
+    }
+
+    /// These stores with a version that the wiring of their reflectors bumps after every
+    /// event it applied ([`Stores::applied`]): a reconcile of an unchanged store then finds
+    /// its component without listing the store ([`Stores::version`]). Without it, every
+    /// reconcile lists the store (O(specs) per reconcile, O(specs²) per resync).
+    pub fn versioned(mut self) -> Self {
+        self.2 = Some(Arc::default());
+        self
+    }
+
+    /// Called by the wiring after its reflector applied a watch event to a store.
+    pub fn applied(&self) {
+        if let Some(v) = &self.2 {
+            v.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// The stores' version, when they are versioned: equal versions, read before the
+    /// objects, mean no applied event in between.
+    pub fn version(&self) -> Option<u64> {
+        self.2
+            .as_ref()
+            .map(|v| v.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// These stores with the tenancy objects' stores (`--tenancy enforce`).

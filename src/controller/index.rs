@@ -242,6 +242,8 @@ pub struct ComponentIndex {
     buf: String,
     /// Every component of the store as [`ComponentIndex::view`] last saw it.
     partition: Option<Partition>,
+    /// The stores' version `partition` was computed at ([`super::context::Stores::version`]).
+    version: Option<u64>,
 }
 
 /// One connected component ([`component`]) of the store, as one version of the store held
@@ -422,6 +424,31 @@ impl ComponentIndex {
     /// per-call cost is then one pass over the store's addresses, not a BFS over it.
     /// Otherwise (a newer version handed over, a deleted spec's cleanup) the component is
     /// computed for this call alone.
+    /// The view of `root` when the partition was computed at the stores' `version` (no
+    /// event applied since) and holds `root` itself: the store is not listed. A resync of a
+    /// converged fleet changes nothing in the store, so its reconciles cost O(1) each here,
+    /// not a pass over the store's objects (issue 14: "component membership maintained
+    /// from watch events, not recomputed per reconcile"). `None`: call
+    /// [`ComponentIndex::view`].
+    pub fn view_of_version(
+        &self,
+        root: &Arc<AseConnectivity>,
+        version: u64,
+    ) -> Option<Arc<ComponentView>> {
+        if self.version != Some(version) || root.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let partition = self.partition.as_ref()?;
+        let &(at, _) = partition.component_of.get(&(Arc::as_ptr(root) as usize))?;
+        Some(Arc::clone(&partition.views[at]))
+    }
+
+    /// Records the stores' version the last [`ComponentIndex::view`] listed (read before
+    /// listing them); `None` (stores not versioned) disables [`Self::view_of_version`].
+    pub fn seen_version(&mut self, version: Option<u64>) {
+        self.version = version;
+    }
+
     pub fn view(
         &mut self,
         root: &Arc<AseConnectivity>,

@@ -347,7 +347,9 @@ fn stores(
     Stores,
     Option<impl futures::Stream<Item = ()> + Send + 'static>,
 ) {
-    let stores = Stores::new(watches.readers.clone());
+    // Versioned: `Wiring::controller` bumps the version after each event its reflector
+    // applied.
+    let stores = Stores::new(watches.readers.clone()).versioned();
     if options.settings.tenancy != crate::tenancy::TenancyMode::Enforce {
         return (stores, None);
     }
@@ -519,6 +521,7 @@ impl Wiring {
         let senders = self.senders.clone();
         let route = self.route.clone();
         let synced = self.synced.clone();
+        let versioned = self.stores.clone();
         let touched = reflector(
             writer,
             watcher(api, self.watcher_config.clone())
@@ -527,6 +530,9 @@ impl Wiring {
         )
         .inspect(move |event| {
             // The reflector applied the event to the store before passing it on.
+            if event.is_ok() {
+                versioned.applied();
+            }
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 synced.mark(i);
             }

@@ -221,11 +221,17 @@ pub fn backoff(attempt: u32) -> Duration {
 /// after it holds the component's locks, so one copy per component is alive however many
 /// members wait.
 fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentView> {
+    // Read before the objects: a view computed from them is at least that version's.
+    let version = ctx.stores.version();
+    let components = || ctx.components.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(view) = version.and_then(|v| components().view_of_version(obj, v)) {
+        return view;
+    }
     let stored = ctx.stores.objects();
-    ctx.components
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .view(obj, &stored)
+    let mut index = components();
+    let view = index.view(obj, &stored);
+    index.seen_version(version);
+    view
 }
 
 async fn publish(ctx: &Context, obj: &AseConnectivity, notice: &Notice) {

@@ -1182,6 +1182,55 @@ fn the_component_of_a_spec_is_what_shares_a_parent_or_a_reference_with_it_transi
     }
 }
 
+/// With versioned stores, a reconcile of an unchanged store takes its component from the
+/// partition without listing the store, and any applied event makes the next one list it
+/// again and see the change.
+#[test]
+fn an_unchanged_store_version_gives_the_view_without_listing_the_store() {
+    let one = Arc::new(seed_spec("ase-one"));
+    let two = Arc::new(unrelated_spec());
+    let stores = Stores::new(vec![]).versioned();
+    let v0 = stores.version().expect("versioned");
+    let mut kept = index::ComponentIndex::default();
+    assert!(
+        kept.view_of_version(&one, v0).is_none(),
+        "nothing listed yet"
+    );
+    let all = vec![one.clone(), two.clone()];
+    let listed = kept.view(&one, &all);
+    kept.seen_version(Some(v0));
+    let again = kept.view_of_version(&one, v0).expect("same version");
+    assert!(Arc::ptr_eq(&listed, &again));
+    let names: Vec<String> = again.specs.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, vec!["ase-one".to_string()]);
+    // Another object than the stored one (a newer version handed over) is not answered.
+    assert!(kept
+        .view_of_version(&Arc::new((*one).clone()), v0)
+        .is_none());
+    // An applied event: the version moves on, the store is listed again, the change seen.
+    stores.applied();
+    let v1 = stores.version().unwrap();
+    assert_ne!(v0, v1);
+    assert!(kept.view_of_version(&one, v1).is_none());
+    let mut joined = (*two).clone();
+    joined.spec.network_security_group = one.spec.network_security_group.clone();
+    let all = vec![one.clone(), Arc::new(joined)];
+    let listed = kept.view(&one, &all);
+    kept.seen_version(Some(v1));
+    assert_eq!(
+        listed.specs.len(),
+        2,
+        "the changed spec joined the component"
+    );
+    assert!(Arc::ptr_eq(
+        &listed,
+        &kept.view_of_version(&all[1], v1).unwrap()
+    ));
+    // Stores not versioned: never answered from the version.
+    kept.seen_version(Stores::new(vec![]).version());
+    assert!(kept.view_of_version(&one, v1).is_none());
+}
+
 fn asenet_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap(),
