@@ -632,27 +632,35 @@ enum PortRanges {
     Heap(Vec<PortRange>),
 }
 
-impl PartialEq for PortSet {
-    fn eq(&self, other: &Self) -> bool {
-        self.ranges() == other.ranges()
-    }
+/// Equality, ordering and hashing of a set type with a small in-place form, as those of the
+/// sorted slice its method `$slice` gives (whatever form holds it).
+macro_rules! compared_as_slice {
+    ($set:ty, $slice:ident) => {
+        impl PartialEq for $set {
+            fn eq(&self, other: &Self) -> bool {
+                self.$slice() == other.$slice()
+            }
+        }
+        impl Eq for $set {}
+        impl PartialOrd for $set {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $set {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.$slice().cmp(other.$slice())
+            }
+        }
+        impl std::hash::Hash for $set {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.$slice().hash(state)
+            }
+        }
+    };
 }
-impl Eq for PortSet {}
-impl PartialOrd for PortSet {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for PortSet {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.ranges().cmp(other.ranges())
-    }
-}
-impl std::hash::Hash for PortSet {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.ranges().hash(state)
-    }
-}
+
+compared_as_slice!(PortSet, ranges);
 impl fmt::Debug for PortSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("PortSet").field(&self.ranges()).finish()
@@ -925,27 +933,7 @@ impl PrefixSet {
     }
 }
 
-impl PartialEq for PrefixSet {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-impl Eq for PrefixSet {}
-impl PartialOrd for PrefixSet {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for PrefixSet {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_slice().cmp(other.as_slice())
-    }
-}
-impl std::hash::Hash for PrefixSet {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state)
-    }
-}
+compared_as_slice!(PrefixSet, as_slice);
 impl fmt::Debug for PrefixSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()

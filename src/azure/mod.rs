@@ -697,7 +697,7 @@ impl ArmClient {
         // No operation header: watch the resource's own provisioningState.
         let state = first.state.as_deref().unwrap_or("Succeeded");
         if is_terminal(state) {
-            return check_terminal(id, state, None).map(|_| None);
+            return check_terminal(id, state).map(|_| None);
         }
         let mut delay = first_delay;
         let mut polls = 0;
@@ -717,7 +717,7 @@ impl ArmClient {
                 elapsed: started.elapsed(),
             });
             if is_terminal(&state) {
-                check_terminal(id, &state, Some(&body))?;
+                check_terminal(id, &state)?;
                 return Ok(Some(body));
             }
             delay = self.inner.options.lro_default_poll;
@@ -1010,7 +1010,7 @@ fn is_terminal(state: &str) -> bool {
 
 /// A resource polled without an operation URL ended in `state`; ARM gives no error body
 /// then, so the code is asenet's own.
-fn check_terminal(id: &ResourceId, state: &str, _body: Option<&Value>) -> Result<(), ArmError> {
+fn check_terminal(id: &ResourceId, state: &str) -> Result<(), ArmError> {
     if state == "Succeeded" {
         return Ok(());
     }

@@ -174,35 +174,17 @@ impl Parts {
             }
             parts.by_id.entry(r.id.clone()).or_default().push(i);
         }
-        // In the order of `status::all_owned_entries`: NSGs, then route tables.
-        let mut add = |owner: &SpecKey, rule: OwnedRule| {
-            parts.rules.entry(owner.clone()).or_default().push(rule);
-        };
-        for nsg in desired.network_security_groups.values() {
-            for r in &nsg.rules {
-                add(
-                    &r.owner,
-                    OwnedRule {
-                        parent: nsg.id.clone(),
-                        name: r.rule.name.as_str().into(),
-                        priority: Some(r.rule.priority),
-                        reason: Arc::clone(&r.reason),
-                    },
-                );
-            }
-        }
-        for rt in desired.route_tables.values() {
-            for r in &rt.routes {
-                add(
-                    &r.owner,
-                    OwnedRule {
-                        parent: rt.id.clone(),
-                        name: r.route.name.as_str().into(),
-                        priority: None,
-                        reason: Arc::clone(&r.reason),
-                    },
-                );
-            }
+        for e in status::all_owned_entries(desired) {
+            parts
+                .rules
+                .entry(e.owner.clone())
+                .or_default()
+                .push(OwnedRule {
+                    parent: e.parent.clone(),
+                    name: e.name.into(),
+                    priority: e.priority,
+                    reason: Arc::clone(e.reason),
+                });
         }
         parts
     }

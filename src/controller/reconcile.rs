@@ -217,9 +217,9 @@ pub fn backoff(attempt: u32) -> Duration {
 /// ([`super::index::ComponentIndex::view`]) among the specs in the store that are not being
 /// deleted, with `obj` in the version the controller handed over (newer than the store's or
 /// equal), and the Azure parents they link to (the locks to hold). Sorted by key. The
-/// objects are shared with the store: only a reconcile that plans copies them ([`owned`]),
-/// after it holds the component's locks, so one copy per component is alive however many
-/// members wait.
+/// objects are shared with the store, and planned from without a copy. When the stores are
+/// versioned and unchanged since the partition was computed, the view is taken from it
+/// without listing the store ([`super::index::ComponentIndex::view_of_version`]).
 fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentView> {
     // Read before the objects: a view computed from them is at least that version's.
     let version = ctx.stores.version();

@@ -16,6 +16,7 @@
 //! so a resync of a converged spec causes no write.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -97,39 +98,50 @@ pub fn owned_rules(desired: &Desired, key: &SpecKey) -> Vec<OwnedRuleStatus> {
 /// Every owned rule and route of the desired state with its owner: NSGs first, then route
 /// tables, each in the desired state's order ([`owned_rules`] of one owner is this, filtered).
 pub fn all_owned_rules(desired: &Desired) -> impl Iterator<Item = (&SpecKey, OwnedRuleStatus)> {
-    all_owned_entries(desired).map(|(owner, _, rule)| (owner, rule))
+    all_owned_entries(desired).map(|e| (e.owner, e.status()))
 }
 
-/// [`all_owned_rules`] with each entry's parent id (the `parent` of its status).
-pub fn all_owned_entries(
-    desired: &Desired,
-) -> impl Iterator<Item = (&SpecKey, &ResourceId, OwnedRuleStatus)> {
+/// One owned rule or route of the desired state, borrowed: what its status says, before
+/// any of it is copied.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnedEntry<'a> {
+    pub owner: &'a SpecKey,
+    pub parent: &'a ResourceId,
+    pub name: &'a str,
+    /// `None` for a route.
+    pub priority: Option<u32>,
+    pub reason: &'a Arc<str>,
+}
+
+impl OwnedEntry<'_> {
+    pub fn status(&self) -> OwnedRuleStatus {
+        OwnedRuleStatus {
+            parent: self.parent.to_string(),
+            name: self.name.to_string(),
+            priority: self.priority,
+            reason: self.reason.to_string(),
+        }
+    }
+}
+
+/// [`all_owned_rules`] borrowed, with each entry's parent id.
+pub fn all_owned_entries(desired: &Desired) -> impl Iterator<Item = OwnedEntry<'_>> {
     let rules = desired.network_security_groups.values().flat_map(|nsg| {
-        nsg.rules.iter().map(move |r| {
-            (
-                &r.owner,
-                &nsg.id,
-                OwnedRuleStatus {
-                    parent: nsg.id.to_string(),
-                    name: r.rule.name.clone(),
-                    priority: Some(r.rule.priority),
-                    reason: r.reason.to_string(),
-                },
-            )
+        nsg.rules.iter().map(move |r| OwnedEntry {
+            owner: &r.owner,
+            parent: &nsg.id,
+            name: &r.rule.name,
+            priority: Some(r.rule.priority),
+            reason: &r.reason,
         })
     });
     let routes = desired.route_tables.values().flat_map(|rt| {
-        rt.routes.iter().map(move |r| {
-            (
-                &r.owner,
-                &rt.id,
-                OwnedRuleStatus {
-                    parent: rt.id.to_string(),
-                    name: r.route.name.clone(),
-                    priority: None,
-                    reason: r.reason.to_string(),
-                },
-            )
+        rt.routes.iter().map(move |r| OwnedEntry {
+            owner: &r.owner,
+            parent: &rt.id,
+            name: &r.route.name,
+            priority: None,
+            reason: &r.reason,
         })
     });
     rules.chain(routes)
