@@ -19,6 +19,10 @@ FROM scratch
 COPY rootfs/ /
 COPY asenet /usr/local/bin/asenet
 USER 65532:65532
+# mimalloc 3 keeps freed memory mapped for 1 s by default, so one plan's peak stays resident
+# into the next; 0 gives it back at once (docs/benchmarks.md, tenth session). The chart sets
+# the same variable from controller.allocatorPurgeDelayMs.
+ENV MIMALLOC_PURGE_DELAY=0
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/asenet"]
 CMD ["controller"]

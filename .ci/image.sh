@@ -94,6 +94,9 @@ podman build --pull=never -f "$repo/Dockerfile" -t "$tag" "$ctx"
 user=$(podman image inspect --format '{{.Config.User}}' "$tag")
 [ "$user" = "65532:65532" ] || die "image user is '$user', expected 65532:65532"
 echo "  image user: $user"
+env=$(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$tag")
+grep -qx 'MIMALLOC_PURGE_DELAY=0' <<<"$env" || die "image lacks ENV MIMALLOC_PURGE_DELAY=0: $env"
+echo "  allocator: MIMALLOC_PURGE_DELAY=0"
 
 step "asenet demo inside the image"
 podman run --name "$ctr_demo" --network host "$tag" demo > "$work/demo.log" 2>&1 \

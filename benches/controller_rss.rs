@@ -6,7 +6,11 @@
 //!
 //! `cargo bench --bench controller_rss -- [--sizes 100,1000,10000] [--subscriptions 3]
 //! [--clock-scale 20] [--budget SECS] [--resync SECS] [--lro-secs S]
-//! [--max-concurrent-reconciles K] [--controller PATH]`
+//! [--max-concurrent-reconciles K] [--controller PATH] [--purge-delay MS|inherit]`
+//!
+//! `--purge-delay` sets the child's `MIMALLOC_PURGE_DELAY`: `0` by default, as the image
+//! (Dockerfile) and the chart (`controller.allocatorPurgeDelayMs`) run the operator;
+//! `inherit` leaves this process's environment (mimalloc 3's own default is 1000 ms).
 //!
 //! `--controller PATH` runs another build of the binary (one built from another commit, or
 //! a wrapper script that `exec`s it under a profiler); default: the `asenet` Cargo built
@@ -93,6 +97,11 @@ struct Args {
     /// The binary to run (`--controller PATH`, e.g. one built from another commit);
     /// default: the one Cargo built for this bench.
     controller: String,
+    /// `MIMALLOC_PURGE_DELAY` of the child (`--purge-delay MS`); default `0`, what the
+    /// image (Dockerfile) and the chart (`controller.allocatorPurgeDelayMs`) set;
+    /// `--purge-delay inherit`: this process's environment (mimalloc 3's default, 1000 ms,
+    /// when unset).
+    purge_delay: Option<String>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -105,6 +114,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         lro_secs: 10.0,
         max_concurrent: None,
         controller: ASENET.to_string(),
+        purge_delay: Some("0".into()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -130,6 +140,14 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--lro-secs" => args.lro_secs = number(&a, value(&a)?)?,
             "--max-concurrent-reconciles" => args.max_concurrent = Some(number(&a, value(&a)?)?),
             "--controller" => args.controller = value(&a)?,
+            "--purge-delay" => {
+                let v = value(&a)?;
+                args.purge_delay = if v == "inherit" {
+                    None
+                } else {
+                    Some(number::<i64>(&a, v)?.to_string())
+                };
+            }
             // `cargo bench` passes a filter; another bench's name means "not us".
             other if !other.starts_with("--") && other != "controller_rss" => return Ok(None),
             other => return Err(format!("unknown argument {other}")),
@@ -444,6 +462,9 @@ fn spawn_controller(
     if let Some(k) = args.max_concurrent {
         command.args(["--max-concurrent-reconciles", &k.to_string()]);
     }
+    if let Some(ms) = &args.purge_delay {
+        command.env("MIMALLOC_PURGE_DELAY", ms);
+    }
     command
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("HOSTNAME", "controller-rss")
@@ -588,13 +609,20 @@ fn report(args: &Args, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "Child: `{}` ({}), its own process; mock ARM and fake API server in the bench process.  ",
+        "Child: `{}` ({}, `MIMALLOC_PURGE_DELAY` {}), its own process; mock ARM and fake API server in the bench process.  ",
         args.controller,
         // Cargo's layout: `target/release/` for the release and bench profiles.
         if args.controller.contains("/release/") {
             "release build"
         } else {
             "NOT a release build"
+        },
+        match &args.purge_delay {
+            Some(ms) => format!("`{ms}`"),
+            None => format!(
+                "inherited: {}",
+                std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "unset".into())
+            ),
         }
     );
     let _ = writeln!(

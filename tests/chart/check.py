@@ -238,6 +238,9 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
             and container["readinessProbe"]["httpGet"]["port"] == "probes")
     level = controller.get("logLevel", "info")
     checks["RUST_LOG from the enumerated logLevel"] = env["RUST_LOG"]["value"].split(",")[0] == level
+    purge = controller.get("allocatorPurgeDelayMs", 0)
+    checks["MIMALLOC_PURGE_DELAY from allocatorPurgeDelayMs"] = (
+        env.get("MIMALLOC_PURGE_DELAY", {}).get("value") == str(purge))
     policies = by_kind(docs, "NetworkPolicy")
     policy = values.get("networkPolicy", {})
     if policy.get("enabled"):
@@ -283,12 +286,15 @@ SCHEMA_REJECTS = [
     ("free-form logLevel", {"controller": {"logLevel": "debug,azure_core=trace"}}),
     ("unknown controller key", {"controller": {"metricsAddr": "0.0.0.0:8080"}}),
     ("unknown credential", {"azure": {"credential": "password"}}),
+    ("allocatorPurgeDelayMs below -1", {"controller": {"allocatorPurgeDelayMs": -5}}),
+    ("allocatorPurgeDelayMs as text", {"controller": {"allocatorPurgeDelayMs": "0"}}),
 ]
 SCHEMA_ACCEPTS = [
     ("https endpoint", {"azure": {"endpoint": "https://management.usgovcloudapi.net"}}),
     ("loopback http (the mock)", {"azure": {"endpoint": "http://127.0.0.1:8443"}}),
     ("localhost http (the mock)", {"azure": {"endpoint": "http://localhost:8443/"}}),
     ("logLevel trace", {"controller": {"logLevel": "trace"}}),
+    ("allocatorPurgeDelayMs -1 (never purge)", {"controller": {"allocatorPurgeDelayMs": -1}}),
 ]
 
 
