@@ -38,7 +38,6 @@ pub fn kind_collection(kind: ResourceKind) -> &'static str {
 pub fn resource_title(id: &ResourceId) -> String {
     let path = id
         .segments()
-        .iter()
         .map(|(t, n)| format!("{t}/{n}"))
         .collect::<Vec<_>>()
         .join("/");

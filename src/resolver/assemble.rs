@@ -786,15 +786,18 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
     }
 
     // ---- Owned rules, sorted by direction, then priority.
+    let placeholder = Arc::new(placeholder_rule());
     for NsgLayout { mut nsg, placed } in nsgs {
         let mut out: Vec<OwnedRule> = Vec::with_capacity(placed.len());
         for (n, i, p) in placed {
             let b = &mut builds[n];
             let pr = &mut b.rules[i];
-            let mut rule = std::mem::replace(&mut pr.rule, placeholder_rule());
-            rule.priority = p;
+            let mut rule = std::mem::replace(&mut pr.rule, Arc::clone(&placeholder));
+            // The build's `Arc` is the only one (nothing clones a pending rule), so this
+            // sets the priority in place; were it shared, `make_mut` would copy it.
+            Arc::make_mut(&mut rule).priority = p;
             out.push(OwnedRule {
-                rule: Arc::new(rule),
+                rule,
                 owner: b.key.clone(),
                 reason: Arc::clone(&pr.reason),
                 required: pr.required,
@@ -809,7 +812,7 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
     desired
 }
 
-/// What is left in a build once its rule has been moved out (allocates nothing).
+/// What is left in a build once its rule has been moved out (one, shared by all).
 fn placeholder_rule() -> SecurityRule {
     SecurityRule {
         name: String::new(),

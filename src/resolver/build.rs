@@ -29,7 +29,10 @@ use super::names::{description, owned_name_of};
 pub(crate) struct PendingRule {
     pub nsg: ResourceId,
     pub band: PriorityBand,
-    pub rule: SecurityRule,
+    /// Allocated once, here: `finish` sets its priority in place and moves the `Arc` into
+    /// the desired state, so a component's ~200,000 rules never exist twice (issue 14's
+    /// memory: the copy at the end of resolving was the process's high-water mark).
+    pub rule: Arc<SecurityRule>,
     /// Shared by the desired rule and the plan's entries (`resolver::OwnedRule::reason`).
     pub reason: Arc<str>,
     pub required: bool,
@@ -321,7 +324,7 @@ impl<'a> Builder<'a> {
         self.rules.push(PendingRule {
             nsg: nsg.clone(),
             band,
-            rule: SecurityRule {
+            rule: Arc::new(SecurityRule {
                 description: Some(description(&self.spec.key, &reason)),
                 name,
                 priority: 0,
@@ -332,7 +335,7 @@ impl<'a> Builder<'a> {
                 source_ports: PortSet::any(),
                 destination,
                 destination_ports: ports,
-            },
+            }),
             reason,
             required,
             field: self.field.clone(),
