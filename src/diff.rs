@@ -28,6 +28,7 @@
 //! - Conflicts with foreign entries are reported, never fixed.
 //! - Every collection is sorted, so the same input gives a byte-identical plan.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -443,6 +444,21 @@ impl<T: Clone> EntryChanges<T> {
             .chain(self.update.iter().map(|u| u.after.clone()))
             .collect();
         out.sort_by(order);
+        out
+    }
+
+    /// [`EntryChanges::target`] as shared entries: the kept and created ones are the
+    /// desired state's own, not copies.
+    fn target_shared(&self, order: fn(&T, &T) -> std::cmp::Ordering) -> Vec<Arc<T>> {
+        let mut out: Vec<Arc<T>> = self
+            .foreign
+            .iter()
+            .map(|f| Arc::new(f.clone()))
+            .chain(self.keep.iter().map(|p| Arc::clone(&p.entry)))
+            .chain(self.create.iter().map(|p| Arc::clone(&p.entry)))
+            .chain(self.update.iter().map(|u| Arc::new(u.after.clone())))
+            .collect();
+        out.sort_by(|a, b| order(a, b));
         out
     }
 }
@@ -1032,17 +1048,19 @@ pub fn apply_in_place(plan: &Plan, out: &mut Snapshot) {
             continue;
         }
         match r.kind {
+            // The desired rules themselves, not copies (issue 14's memory: after the
+            // writes of a 10,000-spec component its snapshot holds every owned rule).
             ResourceKind::NetworkSecurityGroup => replace_entries(
                 &mut out.network_security_groups,
                 r,
-                r.target_rules(),
-                &r.rules.foreign,
+                r.rules.target_shared(rule_order),
+                r.rules.foreign.iter().map(|f| f.name.as_str()),
             ),
             ResourceKind::RouteTable => replace_entries(
                 &mut out.route_tables,
                 r,
                 r.target_routes(),
-                &r.routes.foreign,
+                r.routes.foreign.iter().map(|f| f.name.as_str()),
             ),
             ResourceKind::Subnet => {
                 let (Some(a), Some(subnet)) = (&r.association, out.subnets.get_mut(&r.id)) else {
@@ -1060,19 +1078,14 @@ pub fn apply_in_place(plan: &Plan, out: &mut Snapshot) {
 }
 
 /// `r`'s parent in `parents` (created when missing) with its entries replaced by
-/// `targets`; the raw JSON of every entry but the `foreign` ones is dropped.
-fn replace_entries<S: ParentState>(
+/// `targets`; the raw JSON of every entry but the `foreign` ones (by name) is dropped.
+fn replace_entries<'f, S: ParentState>(
     parents: &mut BTreeMap<ResourceId, S>,
     r: &ResourcePlan,
     targets: Vec<S::Entry>,
-    foreign: &[S::Entry],
-) where
-    S::Entry: Entry,
-{
-    let foreign: BTreeSet<String> = foreign
-        .iter()
-        .map(|f| f.name().to_ascii_lowercase())
-        .collect();
+    foreign: impl Iterator<Item = &'f str>,
+) {
+    let foreign: BTreeSet<String> = foreign.map(str::to_ascii_lowercase).collect();
     let parent = parents
         .entry(r.id.clone())
         .or_insert_with(|| S::empty(r.id.clone(), r.location.clone()));
@@ -1198,8 +1211,8 @@ impl Wanted<Route> for OwnedRoute {
 /// case-insensitive; a casing change alone is no reason to write); every other observed
 /// entry (foreign, or owned but not wanted) goes to `other`; wanted entries not observed are created. Shared by rules and
 /// routes.
-fn match_owned<'h, T: Entry + PartialEq, W: Wanted<T>>(
-    observed: &'h [T],
+fn match_owned<'h, T: Entry + PartialEq + 'h, O: Borrow<T>, W: Wanted<T>>(
+    observed: &'h [O],
     wanted: &BTreeMap<Caseless<'_>, &W>,
     ch: &mut EntryChanges<T>,
     mut other: impl FnMut(&mut EntryChanges<T>, &'h T),
@@ -1208,6 +1221,7 @@ fn match_owned<'h, T: Entry + PartialEq, W: Wanted<T>>(
     // Every wanted entry is kept, updated or created: sized once (entries are large).
     ch.keep.reserve(wanted.len().min(observed.len()));
     for entry in observed {
+        let entry: &'h T = entry.borrow();
         let key = Caseless(entry.name());
         match wanted.get(&key) {
             Some(w) => {

@@ -519,7 +519,7 @@ pub fn rules_overlap(a: &SecurityRule, b: &SecurityRule, ctx: &TagContext) -> bo
 /// Evaluates a set of flows against an NSG's custom rules plus the default rules, in
 /// priority order (docs/domain.md 2.3). See the module docs for partial matches.
 pub fn evaluate_spec(
-    rules: &[SecurityRule],
+    rules: &[impl std::borrow::Borrow<SecurityRule>],
     direction: Direction,
     flow: &FlowSpec,
     ctx: &TagContext,
@@ -527,6 +527,7 @@ pub fn evaluate_spec(
     let defaults = default_rules();
     let mut ordered: Vec<&SecurityRule> = rules
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .chain(defaults.iter())
         .filter(|r| r.direction == direction)
         .collect();
@@ -558,7 +559,7 @@ pub fn evaluate_spec(
 
 /// Evaluates one concrete 5-tuple: exactly Azure's first-match evaluation.
 pub fn evaluate(
-    rules: &[SecurityRule],
+    rules: &[impl std::borrow::Borrow<SecurityRule>],
     direction: Direction,
     flow: &Flow,
     ctx: &TagContext,
@@ -568,7 +569,11 @@ pub fn evaluate(
 
 /// Evaluates a flow the resolver says must be allowed. Its source and destination may be
 /// addresses, CIDRs, `*` or tags; any source port.
-pub fn evaluate_required(flow: &RequiredFlow, rules: &[SecurityRule], ctx: &TagContext) -> Verdict {
+pub fn evaluate_required(
+    flow: &RequiredFlow,
+    rules: &[impl std::borrow::Borrow<SecurityRule>],
+    ctx: &TagContext,
+) -> Verdict {
     evaluate_spec(rules, flow.direction, &FlowSpec::from(flow), ctx)
 }
 
@@ -721,7 +726,7 @@ mod tests {
         );
         assert_eq!(vnet.rule, "AllowVnetInBound");
         let outbound = evaluate(
-            &[],
+            &[] as &[SecurityRule],
             Direction::Outbound,
             &tcp("10.0.1.4", "8.8.8.8", 443),
             &c,

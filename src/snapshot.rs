@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -124,7 +125,10 @@ pub struct NsgState {
     pub etag: Option<String>,
     /// Custom rules (owned and foreign), not the six default rules.
     #[serde(default)]
-    pub rules: Vec<SecurityRule>,
+    /// Shared: the resolver's desired rule is this very rule when it wants it unchanged,
+    /// and a write's simulation (`diff::apply_in_place`) puts the desired rules here
+    /// without copying them (issue 14's memory: a component of 10,000 specs holds ~200,000).
+    pub rules: Vec<Arc<SecurityRule>>,
     /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
     #[serde(skip)]
     pub raw_rules: RawChildren,
@@ -298,7 +302,7 @@ pub trait ParentState {
 }
 
 impl ParentState for NsgState {
-    type Entry = SecurityRule;
+    type Entry = Arc<SecurityRule>;
     fn empty(id: ResourceId, location: Option<String>) -> Self {
         NsgState {
             id,
@@ -309,7 +313,7 @@ impl ParentState for NsgState {
             raw: None,
         }
     }
-    fn entries_mut(&mut self) -> &mut Vec<SecurityRule> {
+    fn entries_mut(&mut self) -> &mut Vec<Arc<SecurityRule>> {
         &mut self.rules
     }
     fn raw_entries_mut(&mut self) -> &mut RawChildren {

@@ -258,7 +258,7 @@ fn nsg(id: ResourceId, rules: Vec<SecurityRule>) -> NsgState {
         id,
         location: Some("westeurope".into()),
         etag: Some("W/\"0\"".into()),
-        rules,
+        rules: rules.into_iter().map(std::sync::Arc::new).collect(),
         raw_rules: Default::default(),
         raw: None,
     }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use azure_mgmt_network::models;
 use ipnet::Ipv4Net;
@@ -360,11 +361,11 @@ fn base_body(rp: &ResourcePlan, raw: Option<&RawJson>) -> Result<Value, Unwritab
 /// ([`RawChild::AsRendered`]) is reproduced from the entry as read (`observed`, in the
 /// parent `parent_id` as read), not from the target entry, which may differ from it in
 /// what the diff deems equal (the casing of a name).
-fn child_bodies<T>(
+fn child_bodies<T, O: std::borrow::Borrow<T>>(
     (kind, parent_id): (ChildKind, &str),
     changes: &EntryChanges<T>,
     targets: &[T],
-    (observed, raw): (&[T], Option<&RawChildren>),
+    (observed, raw): (&[O], Option<&RawChildren>),
     name: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
 ) -> Vec<Value> {
@@ -376,7 +377,7 @@ fn child_bodies<T>(
         .collect();
     let as_read: BTreeMap<String, &T> = observed
         .iter()
-        .map(|e| (name(e).to_ascii_lowercase(), e))
+        .map(|e| (name(e.borrow()).to_ascii_lowercase(), e.borrow()))
         .collect();
     targets
         .iter()
@@ -444,7 +445,11 @@ pub fn nsg_state(
         &mut raw,
         SECURITY_RULE,
         rules_typed,
-        (security_rule, render_rule),
+        // Shared from here on (`NsgState::rules`).
+        (
+            |r: &models::SecurityRule| security_rule(r).map(Arc::new),
+            |r: &Arc<SecurityRule>| render_rule(r),
+        ),
         |r| &r.name,
         "security rule without name or properties",
     )?;
@@ -826,7 +831,7 @@ mod tests {
         );
         assert_eq!(state.etag.as_deref(), Some("W/\"1\""));
         assert_eq!(state.rules.len(), 2);
-        assert_eq!(state.rules[1], canonical);
+        assert_eq!(*state.rules[1], canonical);
         let theirs = RawChild::Json(RawJson::new(&carried_child(foreign.clone())));
         assert_eq!(state.raw_rules.get("theirs"), Some(&theirs));
         let ours = state.raw_rules.get("asenet-in-100");
@@ -844,7 +849,7 @@ mod tests {
             etag: state.etag.clone(),
             owners: Default::default(),
             rules: EntryChanges {
-                foreign: state.rules.clone(),
+                foreign: state.rules.iter().map(|r| (**r).clone()).collect(),
                 ..Default::default()
             },
             routes: Default::default(),
@@ -872,7 +877,7 @@ mod tests {
                     owner: None,
                     reason: "kept".into(),
                 }],
-                foreign: vec![state.rules[0].clone()],
+                foreign: vec![(*state.rules[0]).clone()],
                 ..Default::default()
             },
             ..rp

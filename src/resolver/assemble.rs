@@ -317,7 +317,8 @@ impl<'a> Merge<'a> {
     /// priority of every rule of the specs that fit.
     fn nsg(&mut self, nsg_id: &'a ResourceId, contribs: &[Contribution]) -> NsgLayout {
         let observed = self.snapshot.network_security_groups.get(nsg_id);
-        let observed_rules: &[SecurityRule] = observed.map(|n| n.rules.as_slice()).unwrap_or(&[]);
+        let observed_rules: &[Arc<SecurityRule>] =
+            observed.map(|n| n.rules.as_slice()).unwrap_or(&[]);
         let (reserved, previous) = self.split_observed(observed_rules, contribs);
         let over = self.check_nsg_limits(nsg_id, contribs, &reserved);
         let mut priority: Vec<Option<u32>> = vec![None; contribs.len()];
@@ -377,7 +378,7 @@ impl<'a> Merge<'a> {
     /// rules this round replaces, by name.
     fn split_observed(
         &self,
-        observed_rules: &'a [SecurityRule],
+        observed_rules: &'a [Arc<SecurityRule>],
         contribs: &[Contribution],
     ) -> (Vec<&'a SecurityRule>, Previous<'a>) {
         // Names of the desired rules, built only if an observed owned rule carries no owner.
@@ -793,9 +794,12 @@ fn finish(layout: Layout, mut builds: Vec<SpecBuild>, active: &[usize]) -> Desir
             let b = &mut builds[n];
             let pr = &mut b.rules[i];
             let mut rule = std::mem::replace(&mut pr.rule, Arc::clone(&placeholder));
-            // The build's `Arc` is the only one (nothing clones a pending rule), so this
-            // sets the priority in place; were it shared, `make_mut` would copy it.
-            Arc::make_mut(&mut rule).priority = p;
+            // A rule shared with the snapshot (`Builder::shared_with_observed`) is copied
+            // only when its priority changes; a new one is the build's only `Arc`, so
+            // `make_mut` sets its priority in place.
+            if rule.priority != p {
+                Arc::make_mut(&mut rule).priority = p;
+            }
             out.push(OwnedRule {
                 rule,
                 owner: b.key.clone(),

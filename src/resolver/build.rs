@@ -140,6 +140,10 @@ pub(crate) fn vnets_by_key(snapshot: &Snapshot) -> VnetsByKey<'_> {
 
 struct Builder<'a> {
     spec: &'a ValidSpec,
+    snapshot: &'a Snapshot,
+    /// The observed rules of the NSG the last rule went to (a spec's rules come in runs
+    /// per NSG): where [`Builder::rule`] looks for a rule it can share.
+    observed: Option<(ResourceId, &'a [Arc<SecurityRule>])>,
     stem: String,
     subnet_range: Ipv4Net,
     rules: Vec<PendingRule>,
@@ -321,25 +325,58 @@ impl<'a> Builder<'a> {
         required: bool,
     ) {
         let name = owned_name_of(&self.stem, what);
+        let rule = SecurityRule {
+            description: Some(description(&self.spec.key, &reason)),
+            name,
+            priority: 0,
+            direction,
+            access: Access::Allow,
+            protocol,
+            source,
+            source_ports: PortSet::any(),
+            destination,
+            destination_ports: ports,
+        };
+        let rule = self.shared_with_observed(nsg, rule);
         self.rules.push(PendingRule {
             nsg: nsg.clone(),
             band,
-            rule: Arc::new(SecurityRule {
-                description: Some(description(&self.spec.key, &reason)),
-                name,
-                priority: 0,
-                direction,
-                access: Access::Allow,
-                protocol,
-                source,
-                source_ports: PortSet::any(),
-                destination,
-                destination_ports: ports,
-            }),
+            rule,
             reason,
             required,
             field: self.field.clone(),
         });
+    }
+
+    /// `rule` as an `Arc`: the observed rule of the same name in `nsg` when it is `rule` in
+    /// every field but the priority (allocated later, by `merge`), else a new one. In a
+    /// converged component every owned rule is already in Azure: the desired state then
+    /// holds the snapshot's rules instead of a second copy of each (issue 14's memory).
+    /// `finish` copies a shared rule only if its priority changes.
+    fn shared_with_observed(
+        &mut self,
+        nsg: &ResourceId,
+        mut rule: SecurityRule,
+    ) -> Arc<SecurityRule> {
+        let observed = match &self.observed {
+            Some((id, rules)) if id == nsg => *rules,
+            _ => {
+                let rules = (self.snapshot.network_security_groups.get(nsg))
+                    .map_or(&[][..], |n| n.rules.as_slice());
+                self.observed = Some((nsg.clone(), rules));
+                rules
+            }
+        };
+        let Some(o) = observed.iter().find(|o| o.name == rule.name) else {
+            return Arc::new(rule);
+        };
+        rule.priority = o.priority;
+        if **o == rule {
+            Arc::clone(o)
+        } else {
+            rule.priority = 0;
+            Arc::new(rule)
+        }
     }
 
     fn error(&mut self, kind: SpecErrorKind, field: &str, value: String, message: String) {
@@ -704,6 +741,8 @@ pub(crate) fn build(
     let location = vnet.and_then(|v| v.location.clone());
     let mut b = Builder {
         spec,
+        snapshot,
+        observed: None,
         stem,
         subnet_range,
         rules: Vec::with_capacity(rule_count(spec)),

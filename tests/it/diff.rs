@@ -2,6 +2,7 @@
 //! test of the benchmark's spec generator (so the benchmark never rots).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use asenet::diff::{apply_to_snapshot, diff, ConflictKind, ParentAction, Plan, Scope};
 use asenet::error::{SpecError, SpecErrorKind};
@@ -96,7 +97,7 @@ fn nsg_state(name: &str, rules: Vec<SecurityRule>) -> NsgState {
         id: nsg_id(name),
         location: Some("westeurope".into()),
         etag: Some("W/\"1\"".into()),
-        rules,
+        rules: rules.into_iter().map(Arc::new).collect(),
         raw_rules: Default::default(),
         raw: None,
     }
@@ -246,6 +247,7 @@ fn canonical_forms_compare_equal_so_nothing_changes() {
         .get_mut(&nsg_id("ase-two-nsg"))
         .unwrap();
     for r in &mut nsg.rules {
+        let r = Arc::make_mut(r);
         r.name = r.name.to_ascii_uppercase();
         r.source_ports = PortSet::parse_all(["0-65535"]).unwrap();
         r.destination = AddressSet::parse_arm(None, &["0.0.0.0/0".to_string()]).unwrap();
@@ -298,7 +300,7 @@ fn one_changed_port_gives_exactly_one_update_listing_destination_ports() {
         .iter_mut()
         .find(|r| r.name == "asenet-ase-two-in-web")
         .unwrap();
-    web.destination_ports = PortSet::parse_all(["80", "8443"]).unwrap();
+    Arc::make_mut(web).destination_ports = PortSet::parse_all(["80", "8443"]).unwrap();
 
     let plan = diff(&d, &s, &scope(&[two()]));
     assert_eq!(plan.summary(), (0, 1, 0));
@@ -330,7 +332,7 @@ fn foreign_rules_are_untouched_and_listed() {
         .network_security_groups
         .get_mut(&nsg_id("ase-two-nsg"))
         .unwrap();
-    nsg.rules.push(foreign.clone());
+    nsg.rules.push(foreign.clone().into());
     nsg.raw_rules.insert(
         "allowbastion".into(),
         serde_json::json!({"name": "AllowBastion"}).into(),
@@ -476,7 +478,7 @@ fn unknown_owner_rules_are_never_deleted_and_reported_only_when_they_collide() {
         .get_mut(&nsg_id("ase-two-nsg"))
         .unwrap();
     // Owner in another namespace (another team's directory): outside the band.
-    nsg.rules.push(SecurityRule {
+    nsg.rules.push(Arc::new(SecurityRule {
         description: Some("asenet:other/ase-nine:web".into()),
         ..rule(
             "asenet-ase-nine-in-web",
@@ -485,12 +487,12 @@ fn unknown_owner_rules_are_never_deleted_and_reported_only_when_they_collide() {
             "1.2.3.4",
             &["80"],
         )
-    });
+    }));
     // No parsable owner, inside ase-two's band.
-    nsg.rules.push(SecurityRule {
+    nsg.rules.push(Arc::new(SecurityRule {
         description: Some("hand-made".into()),
         ..rule("asenet-mystery", 150, Access::Allow, "1.2.3.5", &["80"])
-    });
+    }));
     let plan = diff(&d, &s, &scope(&[two()]));
     assert!(!plan.has_changes());
     let r = plan.resource(&nsg_id("ase-two-nsg")).unwrap();
@@ -508,8 +510,13 @@ fn a_foreign_rule_in_the_band_and_a_shadowing_deny_are_reported_not_fixed() {
         .network_security_groups
         .get_mut(&nsg_id("ase-two-nsg"))
         .unwrap();
-    nsg.rules
-        .push(rule("DenyInternet", 105, Access::Deny, "Internet", &["*"]));
+    nsg.rules.push(Arc::new(rule(
+        "DenyInternet",
+        105,
+        Access::Deny,
+        "Internet",
+        &["*"],
+    )));
     let plan = diff(&d, &s, &scope(&[two()]));
     assert!(!plan.has_changes());
     let r = plan.resource(&nsg_id("ase-two-nsg")).unwrap();
@@ -866,7 +873,7 @@ mod properties {
             match d {
                 Drift::Ports(i, p) => {
                     if let Some(&i) = owned.get(*i) {
-                        nsg.rules[i].destination_ports =
+                        Arc::make_mut(&mut nsg.rules[i]).destination_ports =
                             PortSet::parse_all([p.to_string().as_str()]).unwrap();
                     }
                 }
@@ -878,25 +885,25 @@ mod properties {
                 Drift::Priority(i, p) => {
                     if let Some(&i) = owned.get(*i) {
                         if free(nsg, *p) {
-                            nsg.rules[i].priority = *p;
+                            Arc::make_mut(&mut nsg.rules[i]).priority = *p;
                         }
                     }
                 }
                 Drift::Foreign(p, deny) => {
                     if free(nsg, *p) {
                         let access = if *deny { Access::Deny } else { Access::Allow };
-                        nsg.rules.push(rule(
+                        nsg.rules.push(Arc::new(rule(
                             &format!("foreign-{n}"),
                             *p,
                             access,
                             "Internet",
                             &["22"],
-                        ));
+                        )));
                     }
                 }
                 Drift::Stale(p) => {
                     if free(nsg, *p) {
-                        nsg.rules.push(SecurityRule {
+                        nsg.rules.push(Arc::new(SecurityRule {
                             description: Some("asenet:network/ase-two:old entry".into()),
                             ..rule(
                                 &format!("asenet-ase-two-old-{n}"),
@@ -905,7 +912,7 @@ mod properties {
                                 "1.2.3.4",
                                 &["81"],
                             )
-                        });
+                        }));
                     }
                 }
                 Drift::DeleteRoute => {
@@ -933,7 +940,7 @@ mod properties {
             let mut s = converge(&d, &base_snapshot(), &sc);
             apply_drift(&mut s, &drifts);
             let foreign_before: Vec<SecurityRule> = s.network_security_groups[&nsg_id("ase-two-nsg")]
-                .rules.iter().filter(|r| !r.name.starts_with("asenet-")).cloned().collect();
+                .rules.iter().filter(|r| !r.name.starts_with("asenet-")).map(|r| (**r).clone()).collect();
 
             let plan = diff(&d, &s, &sc);
             // deterministic: the same input gives the same bytes
@@ -943,7 +950,7 @@ mod properties {
             prop_assert!(!again.has_changes(), "{}", render_text(&again, false));
             // foreign rules survive unchanged
             let foreign_after: Vec<SecurityRule> = after.network_security_groups[&nsg_id("ase-two-nsg")]
-                .rules.iter().filter(|r| !r.name.starts_with("asenet-")).cloned().collect();
+                .rules.iter().filter(|r| !r.name.starts_with("asenet-")).map(|r| (**r).clone()).collect();
             let mut a = foreign_before.clone();
             a.sort();
             let mut b = foreign_after;

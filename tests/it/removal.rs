@@ -2,6 +2,8 @@
 //! subnet associations it takes away, on hand-built snapshots, and how the three reports
 //! show it.
 
+use std::sync::Arc;
+
 use asenet::diff::{diff, ParentAction, Plan, ResourceKind, Scope, WriteVerb, CREATED_BY_TAG};
 use asenet::model::{
     Access, AddressSet, Direction, NextHopType, PortSet, Protocol, ResourceId, Route,
@@ -52,10 +54,10 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
         id: nsg(),
         location: Some("westeurope".into()),
         etag: Some("W/\"1\"".into()),
-        rules: vec![rule(
+        rules: vec![Arc::new(rule(
             "asenet-ase-two-req-mgmt-in",
             "asenet:network/ase-two:management ports (ASE V2, required)",
-        )],
+        ))],
         raw_rules: Default::default(),
         raw: Some(tags.clone().into()),
     });
@@ -118,7 +120,7 @@ fn a_foreign_entry_an_unknown_user_or_another_creator_keeps_the_parent() {
     // A foreign rule remains: the NSG stays, and so does the subnet's association with it.
     let plan = removal_plan(|s| {
         let n = s.network_security_groups.get_mut(&nsg()).unwrap();
-        n.rules.push(rule("corp-rdp", "corp"));
+        n.rules.push(Arc::new(rule("corp-rdp", "corp")));
     });
     assert_eq!(verbs(&plan, &nsg()), [WriteVerb::Put]);
     assert_eq!(verbs(&plan, &rt()), [WriteVerb::Put, WriteVerb::Delete]);

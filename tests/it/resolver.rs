@@ -487,7 +487,7 @@ fn with_nsg(mut snap: Snapshot, name: &str, rules: Vec<SecurityRule>) -> Snapsho
         id: nsg_id(name),
         location: Some("westeurope".into()),
         etag: None,
-        rules,
+        rules: rules.into_iter().map(std::sync::Arc::new).collect(),
         raw_rules: Default::default(),
         raw: None,
     });
@@ -514,6 +514,53 @@ fn an_unchanged_rule_keeps_its_observed_priority_and_new_rules_take_the_lowest_f
         101
     );
     assert_eq!(rule(&d, "ase-a-nsg", "asenet-ase-a-in-new").priority, 102);
+}
+
+/// Issue 14's memory: in a converged NSG the desired state holds the snapshot's rules, not
+/// a second copy of each; a rule whose priority must move is copied, and the snapshot's
+/// rule keeps the priority Azure holds.
+#[test]
+fn a_converged_rule_is_the_observed_rule_itself_and_a_moved_one_is_a_copy() {
+    use std::sync::Arc;
+    let rest = "  inbound:\n    - {name: web, service: Https, from: [{cidr: 192.0.2.0/24}]}\n";
+    let specs = valid(&[spec("ase-a", "{version: V3}", rest)]);
+    let first = resolve(&specs, &snapshot());
+    resolved(&first, "t/ase-a");
+    // Azure holds the desired rules, read back as rules of their own (not the same `Arc`s),
+    // and a foreign rule on the priority of the first inbound one.
+    let mut observed: Vec<SecurityRule> = rules_of(&first, "ase-a-nsg")
+        .iter()
+        .map(|o| (*o.rule).clone())
+        .collect();
+    let moved = observed
+        .iter()
+        .find(|r| r.direction == Direction::Inbound)
+        .cloned()
+        .unwrap();
+    observed.push(SecurityRule {
+        name: "corp-rdp".into(),
+        description: None,
+        ..moved.clone()
+    });
+    let snap = with_nsg(snapshot(), "ase-a-nsg", observed);
+    let held = &snap.network_security_groups[&nsg_id("ase-a-nsg")].rules;
+
+    let again = resolve(&specs, &snap);
+    assert_eq!(
+        summary(rules_of(&again, "ase-a-nsg")),
+        summary(rules_of(&first, "ase-a-nsg"))
+    );
+    for o in rules_of(&again, "ase-a-nsg") {
+        let shared = held.iter().any(|h| Arc::ptr_eq(h, &o.rule));
+        assert_eq!(shared, o.rule.name != moved.name, "{}", o.rule.name);
+    }
+    let now = rule(&again, "ase-a-nsg", &moved.name);
+    assert_ne!(now.priority, moved.priority);
+    let before = held.iter().find(|h| h.name == moved.name).unwrap();
+    assert_eq!(
+        **before, moved,
+        "the snapshot's rule is not changed through the desired one"
+    );
 }
 
 #[test]
@@ -1313,7 +1360,7 @@ fn verify_denies_every_flow_of_a_missing_nsg_and_passes_once_the_desired_rules_a
     let id = nsg_id("ase-a-nsg");
     let rules = rules_of(&desired, "ase-a-nsg")
         .iter()
-        .map(|o| (*o.rule).clone())
+        .map(|o| std::sync::Arc::clone(&o.rule))
         .collect();
     snap.network_security_groups.insert(
         id.clone(),
