@@ -253,6 +253,7 @@ pub fn validate_all<S: std::borrow::Borrow<AseConnectivity>>(
     for k in &keys {
         *count.entry(k).or_default() += 1;
     }
+    let mut ids = Ids::default();
     for (spec, key) in specs.iter().zip(&keys) {
         let n = count.get(key).copied().unwrap_or(0);
         if n > 1 && !key.name.is_empty() {
@@ -265,7 +266,7 @@ pub fn validate_all<S: std::borrow::Borrow<AseConnectivity>>(
             ));
             continue;
         }
-        match validate_keyed(spec.borrow(), key.clone()) {
+        match validate_keyed(spec.borrow(), key.clone(), &mut ids) {
             Ok(v) => ok.push(v),
             Err(e) => errors.extend(e),
         }
@@ -339,12 +340,31 @@ impl fmt::Display for Path<'_> {
 }
 
 /// Collects the errors of one spec.
-struct Ctx {
+struct Ctx<'i> {
     key: SpecKey,
     errors: Vec<SpecError>,
+    ids: &'i mut Ids,
 }
 
-impl Ctx {
+/// The ids parsed so far, by their text as written: specs of one component name the same
+/// NSGs (shared back ends), and each such id is then held once (issue 14's memory). Keyed
+/// by the exact text, so an id written with another casing keeps its own text for errors
+/// and reports.
+#[derive(Default)]
+struct Ids(std::collections::HashMap<String, ResourceId>);
+
+impl Ids {
+    fn parse(&mut self, value: &str) -> Result<ResourceId, crate::model::ParseError> {
+        if let Some(id) = self.0.get(value) {
+            return Ok(id.clone());
+        }
+        let id = ResourceId::parse(value)?;
+        self.0.insert(value.to_string(), id.clone());
+        Ok(id)
+    }
+}
+
+impl Ctx<'_> {
     fn err(
         &mut self,
         field: impl fmt::Display,
@@ -361,7 +381,7 @@ impl Ctx {
     }
 
     fn resource_id(&mut self, field: Path<'_>, value: &str, ty: &str) -> Option<ResourceId> {
-        match ResourceId::parse(value) {
+        match self.ids.parse(value) {
             Ok(id) if id.is_type(ty) => match check_resource_id(&id) {
                 Ok(()) => Some(id),
                 Err(e) => {
@@ -547,14 +567,20 @@ impl Ctx {
 
 /// Validates one spec, returning every problem found.
 pub fn validate(spec: &AseConnectivity) -> Result<ValidSpec, Vec<SpecError>> {
-    validate_keyed(spec, spec.spec_key())
+    validate_keyed(spec, spec.spec_key(), &mut Ids::default())
 }
 
-/// [`validate`] of a spec whose key (`spec.spec_key()`) the caller already built.
-fn validate_keyed(spec: &AseConnectivity, key: SpecKey) -> Result<ValidSpec, Vec<SpecError>> {
+/// [`validate`] of a spec whose key (`spec.spec_key()`) the caller already built, sharing
+/// the ids in `ids`.
+fn validate_keyed(
+    spec: &AseConnectivity,
+    key: SpecKey,
+    ids: &mut Ids,
+) -> Result<ValidSpec, Vec<SpecError>> {
     let mut cx = Ctx {
         key: key.clone(),
         errors: Vec::new(),
+        ids,
     };
     cx.metadata(&key);
     let s = &spec.spec;
@@ -661,7 +687,7 @@ fn is_k8s_name(s: &str) -> bool {
 }
 
 /// The steps of [`validate`], one per part of the spec.
-impl Ctx {
+impl Ctx<'_> {
     /// The spec's name and namespace.
     fn metadata(&mut self, key: &SpecKey) {
         if key.name.is_empty() {
@@ -982,6 +1008,21 @@ mod tests {
 
     fn spec(yaml: &str) -> AseConnectivity {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn shared_ids_keep_the_text_each_spec_wrote() {
+        let text = "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/networkSecurityGroups/Be";
+        let mut ids = Ids::default();
+        let first = ids.parse(text).unwrap();
+        let again = ids.parse(text).unwrap();
+        let lower = ids.parse(&text.to_ascii_lowercase()).unwrap();
+        assert_eq!(again.as_str(), text);
+        // Equal ids (ARM compares them without case), each with the text it was given.
+        assert_eq!(lower, first);
+        assert_eq!(lower.as_str(), text.to_ascii_lowercase());
+        assert_eq!(ids.0.len(), 2);
+        assert!(ids.parse("/subscriptions/s").is_err());
     }
 
     const BASE: &str = r#"

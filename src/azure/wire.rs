@@ -421,12 +421,16 @@ pub struct Malformed {
 
 fn resource_id(requested: &ResourceId, raw: &Value) -> ResourceId {
     // Keep ARM's create-time casing when it sends one (domain.md 4.10); ids compare
-    // case-insensitively either way.
-    raw.get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| ResourceId::parse(s).ok())
-        .filter(|p| p == requested)
-        .unwrap_or_else(|| requested.clone())
+    // case-insensitively either way. The same text is the requested id itself, shared
+    // rather than parsed again (issue 14's memory).
+    match raw.get("id").and_then(Value::as_str) {
+        Some(s) if s == requested.as_str() => requested.clone(),
+        Some(s) => ResourceId::parse(s)
+            .ok()
+            .filter(|p| p == requested)
+            .unwrap_or_else(|| requested.clone()),
+        None => requested.clone(),
+    }
 }
 
 pub fn nsg_state(
