@@ -1243,6 +1243,16 @@ fn match_owned<'h, T: Entry + PartialEq + 'h, O: Borrow<T>, W: Wanted<T>>(
     }
 }
 
+/// The fields of `observed` that differ from `wanted`; none when the desired entry is the
+/// observed one itself (the resolver shares a rule Azure already holds as wanted,
+/// `resolver::build`), which is then not compared.
+fn observed_changes<T: Entry>(observed: &T, wanted: &Arc<T>) -> Vec<&'static str> {
+    if std::ptr::eq(observed, &**wanted) {
+        return vec![];
+    }
+    observed.changed_fields(wanted)
+}
+
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
 /// that change) otherwise; the update's `after` is the wanted entry under the observed
 /// name (the fields compared ignore names, so it is built only for an update). A kept
@@ -1256,9 +1266,10 @@ fn keep_or_update<T: Entry + PartialEq>(
     owner: &SpecKey,
     reason: &Arc<str>,
 ) {
-    let fields = observed.changed_fields(wanted);
+    let fields = observed_changes(observed, wanted);
     if fields.is_empty() {
-        let entry = if observed == &**wanted {
+        // The same entry (shared by the resolver) or an equal one: the desired state's.
+        let entry = if std::ptr::eq(observed, &**wanted) || observed == &**wanted {
             Arc::clone(wanted)
         } else {
             Arc::new(observed.clone())

@@ -274,7 +274,7 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
         jobs.push((
             id.subscription().to_owned(),
             Box::pin(async move {
-                let r = arm.get_vnet(&id).await.map_err(e)?.map(Box::new);
+                let r = Box::pin(arm.get_vnet(&id)).await.map_err(e)?.map(Box::new);
                 Ok(vec![Read::Vnet(id, r)])
             }),
         ));
@@ -283,10 +283,12 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
         let e = wrap(id);
         jobs.push((
             id.subscription().to_owned(),
+            // The request's state is boxed when the read starts, not when the job is
+            // made: a component of 10,000 specs makes 10,000 of these jobs at once.
             Box::pin(async move {
                 Ok(vec![Read::Env(
                     id.clone(),
-                    arm.get_ase_addresses(id).await.map_err(e)?,
+                    Box::pin(arm.get_ase_addresses(id)).await.map_err(e)?,
                 )])
             }),
         ));
