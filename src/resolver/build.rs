@@ -2,8 +2,9 @@
 //! before contributions of several specs are merged.
 //!
 //! Input: one `ValidSpec`, every other spec (for `environmentRef`s) and the snapshot.
-//! Output: the spec's rules (priority 0 for now), its route requirement, its subnet
-//! association, and its addresses; or every error found.
+//! Output: the spec's rules (priority not yet allocated: 0, or the observed one for a rule
+//! shared with the snapshot), its route requirement, its subnet association, and its
+//! addresses; or every error found.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
