@@ -435,16 +435,9 @@ impl<T: Clone> EntryChanges<T> {
     /// owned entries kept, created and updated (after), in `order`. Deleted entries are
     /// absent.
     fn target(&self, order: fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
-        let mut out: Vec<T> = self
-            .foreign
-            .iter()
-            .cloned()
-            .chain(self.keep.iter().map(|p| T::clone(&p.entry)))
-            .chain(self.create.iter().map(|p| T::clone(&p.entry)))
-            .chain(self.update.iter().map(|u| u.after.clone()))
-            .collect();
-        out.sort_by(order);
-        out
+        (self.target_shared(order).iter())
+            .map(|e| T::clone(e))
+            .collect()
     }
 
     /// [`EntryChanges::target`] as shared entries: the kept and created ones are the
@@ -1243,16 +1236,6 @@ fn match_owned<'h, T: Entry + PartialEq + 'h, O: Borrow<T>, W: Wanted<T>>(
     }
 }
 
-/// The fields of `observed` that differ from `wanted`; none when the desired entry is the
-/// observed one itself (the resolver shares a rule Azure already holds as wanted,
-/// `resolver::build`), which is then not compared.
-fn observed_changes<T: Entry>(observed: &T, wanted: &Arc<T>) -> Vec<&'static str> {
-    if std::ptr::eq(observed, &**wanted) {
-        return vec![];
-    }
-    observed.changed_fields(wanted)
-}
-
 /// An owned entry that is wanted: kept when no field differs, updated (listing the fields
 /// that change) otherwise; the update's `after` is the wanted entry under the observed
 /// name (the fields compared ignore names, so it is built only for an update). A kept
@@ -1266,10 +1249,19 @@ fn keep_or_update<T: Entry + PartialEq>(
     owner: &SpecKey,
     reason: &Arc<str>,
 ) {
-    let fields = observed_changes(observed, wanted);
+    // The desired entry is the observed one itself (the resolver shares a rule Azure
+    // already holds as wanted, `resolver::build`): kept, nothing to compare.
+    if std::ptr::eq(observed, &**wanted) {
+        ch.keep.push(Planned {
+            entry: Arc::clone(wanted),
+            owner: Some(owner.clone()),
+            reason: Arc::clone(reason),
+        });
+        return;
+    }
+    let fields = observed.changed_fields(wanted);
     if fields.is_empty() {
-        // The same entry (shared by the resolver) or an equal one: the desired state's.
-        let entry = if std::ptr::eq(observed, &**wanted) || observed == &**wanted {
+        let entry = if observed == &**wanted {
             Arc::clone(wanted)
         } else {
             Arc::new(observed.clone())

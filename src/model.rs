@@ -62,8 +62,6 @@ struct IdParts {
     subscription: (u32, u32),
     resource_group: (u32, u32),
     namespace: (u32, u32),
-    /// How many `(type, name)` pairs follow the namespace (`ResourceId::segments`).
-    pairs: u32,
 }
 
 impl IdParts {
@@ -155,7 +153,6 @@ impl ResourceId {
             subscription: range(head[2]),
             resource_group: range(head[4]),
             namespace: range(head[6]),
-            pairs: ((count - 7) / 2) as u32,
         })))
     }
 
@@ -218,9 +215,8 @@ impl ResourceId {
     }
     /// The id of the parent resource (a subnet's VNet), if this is a child resource.
     pub fn parent(&self) -> Option<ResourceId> {
-        if self.0.pairs < 2 {
-            return None;
-        }
+        // A child resource: a second `(type, name)` pair.
+        self.segments().nth(1)?;
         let text = self.as_str();
         let cut = text.rfind('/')?;
         let cut = text[..cut].rfind('/')?;
@@ -229,9 +225,8 @@ impl ResourceId {
     /// The lower-cased key of [`ResourceId::parent`] (a subnet's VNet), without parsing
     /// the parent: a slice of this id's own key.
     pub fn parent_key(&self) -> Option<&str> {
-        if self.0.pairs < 2 {
-            return None;
-        }
+        // A child resource: a second `(type, name)` pair.
+        self.segments().nth(1)?;
         // `key` is `text` lower-cased (ASCII), so the two have the same byte offsets.
         let key = self.key();
         let cut = key.rfind('/')?;

@@ -124,10 +124,10 @@ pub struct NsgState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Custom rules (owned and foreign), not the six default rules.
-    #[serde(default)]
     /// Shared: the resolver's desired rule is this very rule when it wants it unchanged,
     /// and a write's simulation (`diff::apply_in_place`) puts the desired rules here
     /// without copying them (issue 14's memory: a component of 10,000 specs holds ~200,000).
+    #[serde(default)]
     pub rules: Vec<Arc<SecurityRule>>,
     /// ARM JSON of each custom rule as read, keyed by lower-cased rule name.
     #[serde(skip)]
