@@ -199,7 +199,7 @@ impl MockState {
         let store = self.store();
         let refs = store.subnet_references();
         store
-            .resources
+            .resources()
             .values()
             .map(|e| store.render(e, &refs))
             .collect()

@@ -4,7 +4,11 @@
 //! create-time casing, domain.md 2.2 and 4.10). Child resources (rules, routes, subnets) live
 //! inline in their parent's body, so one etag is stamped on the parent and every child per
 //! write (domain.md 4.6). Back-references (`properties.subnets` of NSGs and route tables,
-//! domain.md 2.9 and 3.5) are derived when a body is rendered, so they can never go stale.
+//! domain.md 2.9 and 3.5) are added when a body is rendered, from an index of the subnets'
+//! references that [`Store::put`] and [`Store::remove`] keep, the only two ways a stored
+//! body changes: they can never go stale, and a GET of one NSG costs its own subnets, not a
+//! pass over every subnet of the store (ARM's latency does not grow with the subscription;
+//! the mock's did, and a scaled clock multiplied it).
 //! Operations are settled lazily: every access first completes the operations whose
 //! deadline has passed (domain.md 4.5).
 
@@ -65,6 +69,29 @@ impl Entry {
     }
 }
 
+/// The references of a VNet's subnets to NSGs and route tables: lower-case target id ->
+/// subnet ids, in the VNet's order. Other kinds hold none.
+fn subnet_refs(entry: &Entry) -> HashMap<String, Vec<String>> {
+    let mut found: HashMap<String, Vec<String>> = HashMap::new();
+    if entry.kind != Kind::VirtualNetwork {
+        return found;
+    }
+    for subnet in entry.children(ChildKind::Subnet) {
+        for field in ["networkSecurityGroup", "routeTable"] {
+            if let (Some(target), Some(subnet_id)) = (
+                subnet["properties"][field]["id"].as_str(),
+                subnet["id"].as_str(),
+            ) {
+                found
+                    .entry(key(target))
+                    .or_default()
+                    .push(subnet_id.to_owned());
+            }
+        }
+    }
+    found
+}
+
 /// Key of a resource: its id in lower case.
 pub fn key(id: &str) -> String {
     id.to_ascii_lowercase()
@@ -103,7 +130,11 @@ pub fn new_etag() -> String {
 /// Everything the mock knows.
 #[derive(Debug, Default)]
 pub struct Store {
-    pub resources: BTreeMap<String, Entry>,
+    /// Private: every change goes through `put` and `remove`, which keep `references`.
+    resources: BTreeMap<String, Entry>,
+    /// The subnets referencing each NSG / route table: lower-case target id -> VNet key ->
+    /// subnet ids in the VNet's order (the order a pass over `resources` finds them in).
+    references: HashMap<String, BTreeMap<String, Vec<String>>>,
     history: HashMap<String, VecDeque<Value>>,
     history_limit: usize,
     ops: HashMap<String, Operation>,
@@ -132,6 +163,11 @@ impl Store {
         self.resources.get(key)
     }
 
+    /// Every entry by key (lower-case id), for listings.
+    pub fn resources(&self) -> &BTreeMap<String, Entry> {
+        &self.resources
+    }
+
     pub fn resource_group(&self, sub: &str, rg: &str) -> Option<&Entry> {
         self.resources
             .get(&key(&Kind::ResourceGroup.id(sub, rg, rg)))
@@ -140,8 +176,29 @@ impl Store {
     /// Insert or replace an entry and record the new version in the history.
     pub fn put(&mut self, key: String, entry: Entry) {
         self.record(&key, &entry.body);
+        if let Some(old) = self.resources.remove(&key) {
+            self.unindex(&key, &old);
+        }
+        for (target, subnets) in subnet_refs(&entry) {
+            self.references
+                .entry(target)
+                .or_default()
+                .insert(key.clone(), subnets);
+        }
         self.resources.insert(key, entry);
         self.version += 1;
+    }
+
+    /// Drops the references of a VNet's subnets from the index (other kinds hold none).
+    fn unindex(&mut self, vnet_key: &str, old: &Entry) {
+        for target in subnet_refs(old).into_keys() {
+            if let Some(by_vnet) = self.references.get_mut(&target) {
+                by_vnet.remove(vnet_key);
+                if by_vnet.is_empty() {
+                    self.references.remove(&target);
+                }
+            }
+        }
     }
 
     fn record(&mut self, key: &str, body: &Value) {
@@ -155,7 +212,9 @@ impl Store {
     /// Remove an entry (the history is kept).
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         self.version += 1;
-        self.resources.remove(key)
+        let removed = self.resources.remove(key)?;
+        self.unindex(key, &removed);
+        Some(removed)
     }
 
     /// Every stored version of a resource. For a child id, the child as it was in each
@@ -306,26 +365,15 @@ impl Store {
 
     /// Subnet ids referencing each NSG / route table (lower-case target id -> subnet ids).
     pub fn subnet_references(&self) -> HashMap<String, Vec<String>> {
-        let mut refs: HashMap<String, Vec<String>> = HashMap::new();
-        for entry in self
-            .resources
-            .values()
-            .filter(|e| e.kind == Kind::VirtualNetwork)
-        {
-            for subnet in entry.children(ChildKind::Subnet) {
-                for field in ["networkSecurityGroup", "routeTable"] {
-                    if let (Some(target), Some(subnet_id)) = (
-                        subnet["properties"][field]["id"].as_str(),
-                        subnet["id"].as_str(),
-                    ) {
-                        refs.entry(key(target))
-                            .or_default()
-                            .push(subnet_id.to_owned());
-                    }
-                }
-            }
-        }
-        refs
+        self.references
+            .iter()
+            .map(|(target, by_vnet)| {
+                (
+                    target.clone(),
+                    by_vnet.values().flatten().cloned().collect(),
+                )
+            })
+            .collect()
     }
 
     /// The body of an entry as GET returns it: transient provisioning state and derived
@@ -354,31 +402,12 @@ impl Store {
     }
 
     /// The subnets that reference `target` (an NSG or route table id), without building
-    /// the whole map: one GET or PUT of a large store would otherwise cost a pass that
-    /// allocates an entry per subnet.
+    /// the whole map.
     pub fn subnet_references_to(&self, target: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for entry in self
-            .resources
-            .values()
-            .filter(|e| e.kind == Kind::VirtualNetwork)
-        {
-            for subnet in entry.children(ChildKind::Subnet) {
-                let props = &subnet["properties"];
-                for field in ["networkSecurityGroup", "routeTable"] {
-                    let referenced = props
-                        .get(field)
-                        .and_then(|r| r.get("id"))
-                        .and_then(Value::as_str);
-                    if let (Some(t), Some(subnet_id)) = (referenced, subnet["id"].as_str()) {
-                        if t.eq_ignore_ascii_case(target) {
-                            out.push(subnet_id.to_owned());
-                        }
-                    }
-                }
-            }
-        }
-        out
+        self.references
+            .get(&key(target))
+            .map(|by_vnet| by_vnet.values().flatten().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Render one entry by key.
@@ -439,5 +468,111 @@ impl References for Store {
             .get(&key(id.trim_end_matches('/')))
             .filter(|entry| entry.kind == kind)
             .map(|entry| entry.id().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NSG_A: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/a";
+    const NSG_B: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/b";
+    const RT: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/routeTables/rt";
+
+    fn vnet(name: &str, subnets: &[(&str, Option<&str>, Option<&str>)]) -> (String, Entry) {
+        let id = format!(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/{name}"
+        );
+        let subnets: Vec<Value> = subnets
+            .iter()
+            .map(|(s, nsg, rt)| {
+                let mut props = json!({"addressPrefix": "10.0.0.0/24"});
+                if let Some(n) = nsg {
+                    props["networkSecurityGroup"] = json!({ "id": n });
+                }
+                if let Some(r) = rt {
+                    props["routeTable"] = json!({ "id": r });
+                }
+                json!({"id": format!("{id}/subnets/{s}"), "name": s, "properties": props})
+            })
+            .collect();
+        let entry = Entry {
+            kind: Kind::VirtualNetwork,
+            sub: "s".into(),
+            rg: "rg".into(),
+            body: json!({"id": id, "name": name, "properties": {"subnets": subnets}}),
+            aux: None,
+            pending: None,
+        };
+        (key(&id), entry)
+    }
+
+    /// What the index must say: a pass over every subnet of the store.
+    fn scanned(store: &Store, target: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in store.resources().values() {
+            for (t, subnets) in subnet_refs(entry) {
+                if t == key(target) {
+                    out.extend(subnets);
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_index_is_the_scan(store: &Store) {
+        for target in [NSG_A, NSG_B, RT, &NSG_A.to_uppercase()] {
+            assert_eq!(
+                store.subnet_references_to(target),
+                scanned(store, target),
+                "{target}"
+            );
+        }
+        let all = store.subnet_references();
+        assert!(
+            all.values().all(|v| !v.is_empty()),
+            "no empty entries: {all:?}"
+        );
+        for (target, subnets) in &all {
+            assert_eq!(subnets, &scanned(store, target));
+        }
+    }
+
+    #[test]
+    fn the_reference_index_follows_every_put_and_remove() {
+        let mut store = Store::new(4);
+        let (v1, e1) = vnet(
+            "v1",
+            &[("s1", Some(NSG_A), Some(RT)), ("s2", Some(NSG_B), None)],
+        );
+        let (v2, e2) = vnet("v2", &[("s3", Some(&NSG_A.to_uppercase()), None)]);
+        store.put(v1.clone(), e1);
+        store.put(v2.clone(), e2);
+        assert_index_is_the_scan(&store);
+        assert_eq!(
+            store.subnet_references_to(NSG_A).len(),
+            2,
+            "both VNets, either casing"
+        );
+        assert_eq!(store.subnet_references_to(RT).len(), 1);
+
+        // A VNet written again: s1 leaves NSG a and the route table, s2 joins NSG a.
+        let (_, e1) = vnet(
+            "v1",
+            &[("s1", Some(NSG_B), None), ("s2", Some(NSG_A), None)],
+        );
+        store.put(v1.clone(), e1);
+        assert_index_is_the_scan(&store);
+        assert!(store.subnet_references_to(RT).is_empty());
+        assert!(!store.subnet_references().contains_key(&key(RT)));
+
+        store.remove(&v2);
+        assert_index_is_the_scan(&store);
+        assert_eq!(store.subnet_references_to(NSG_A).len(), 1);
+        store.remove(&v1);
+        assert!(store.subnet_references().is_empty());
     }
 }

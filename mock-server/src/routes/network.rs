@@ -164,7 +164,7 @@ pub(super) fn list_groups(cx: &Ctx, sub: &str) -> Result<Reply> {
     let store = cx.state.store();
     let prefix = key(&format!("/subscriptions/{sub}/resourceGroups/"));
     let items = store
-        .resources
+        .resources()
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
         .filter(|(_, e)| e.kind == Kind::ResourceGroup)
@@ -218,7 +218,7 @@ pub(super) fn delete_group(cx: &Ctx, sub: &str, rg: &str) -> Result<Reply> {
     let group_key = key(group.id());
     let prefix = format!("{group_key}/");
     let doomed: Vec<String> = store
-        .resources
+        .resources()
         .keys()
         .filter(|k| k.starts_with(&prefix) || **k == group_key)
         .cloned()
@@ -242,7 +242,7 @@ pub(super) fn list(cx: &Ctx, sub: &str, rg: Option<&str>, kind: Kind) -> Result<
         None => key(&format!("/subscriptions/{sub}/")),
     };
     let items: Vec<&Entry> = store
-        .resources
+        .resources()
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
         .filter(|(_, e)| e.kind == kind)
@@ -305,7 +305,7 @@ fn canonical_top(
 fn subnet_in_use_by_ase(store: &Store, subnet_id: &str) -> Option<String> {
     let subnet_key = key(subnet_id);
     store
-        .resources
+        .resources()
         .values()
         .filter(|e| e.kind == Kind::HostingEnvironment)
         .find(|e| {
