@@ -96,7 +96,8 @@ user=$(podman image inspect --format '{{.Config.User}}' "$tag")
 echo "  image user: $user"
 env=$(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$tag")
 grep -qx 'MIMALLOC_PURGE_DELAY=0' <<<"$env" || die "image lacks ENV MIMALLOC_PURGE_DELAY=0: $env"
-echo "  allocator: MIMALLOC_PURGE_DELAY=0"
+grep -qx 'MIMALLOC_ALLOW_THP=0' <<<"$env" || die "image lacks ENV MIMALLOC_ALLOW_THP=0: $env"
+echo "  allocator: MIMALLOC_PURGE_DELAY=0, MIMALLOC_ALLOW_THP=0"
 
 step "asenet demo inside the image"
 podman run --name "$ctr_demo" --network host "$tag" demo > "$work/demo.log" 2>&1 \

@@ -6,11 +6,15 @@
 //!
 //! `cargo bench --bench controller_rss -- [--sizes 100,1000,10000] [--subscriptions 3]
 //! [--clock-scale 20] [--budget SECS] [--resync SECS] [--lro-secs S]
-//! [--max-concurrent-reconciles K] [--controller PATH] [--purge-delay MS|inherit]`
+//! [--max-concurrent-reconciles K] [--controller PATH] [--purge-delay MS|inherit]
+//! [--allow-thp 0|1|inherit]`
 //!
 //! `--purge-delay` sets the child's `MIMALLOC_PURGE_DELAY`: `0` by default, as the image
 //! (Dockerfile) and the chart (`controller.allocatorPurgeDelayMs`) run the operator;
 //! `inherit` leaves this process's environment (mimalloc 3's own default is 1000 ms).
+//! `--allow-thp` likewise sets `MIMALLOC_ALLOW_THP`: `0` (no transparent huge pages) by
+//! default, as the image and the chart (`controller.allocatorHugePages: false`) do;
+//! mimalloc's own default is 1.
 //!
 //! `--controller PATH` runs another build of the binary (one built from another commit, or
 //! a wrapper script that `exec`s it under a profiler); default: the `asenet` Cargo built
@@ -102,6 +106,21 @@ struct Args {
     /// `--purge-delay inherit`: this process's environment (mimalloc 3's default, 1000 ms,
     /// when unset).
     purge_delay: Option<String>,
+    /// `MIMALLOC_ALLOW_THP` of the child (`--allow-thp 0|1`); default `0`, what the image and
+    /// the chart set; `--allow-thp inherit`: this process's environment.
+    allow_thp: Option<String>,
+}
+
+/// How the report shows a variable the child gets: the value the bench sets, or the one it
+/// inherits.
+fn child_env(name: &str, set: &Option<String>) -> String {
+    match set {
+        Some(v) => format!("`{v}`"),
+        None => format!(
+            "inherited: {}",
+            std::env::var(name).unwrap_or_else(|_| "unset".into())
+        ),
+    }
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -115,6 +134,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         max_concurrent: None,
         controller: ASENET.to_string(),
         purge_delay: Some("0".into()),
+        allow_thp: Some("0".into()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -146,6 +166,14 @@ fn parse_args() -> Result<Option<Args>, String> {
                     None
                 } else {
                     Some(number::<i64>(&a, v)?.to_string())
+                };
+            }
+            "--allow-thp" => {
+                let v = value(&a)?;
+                args.allow_thp = match v.as_str() {
+                    "inherit" => None,
+                    "0" | "1" => Some(v),
+                    _ => return Err(format!("--allow-thp `{v}`: expected 0, 1 or inherit")),
                 };
             }
             // `cargo bench` passes a filter; another bench's name means "not us".
@@ -465,6 +493,9 @@ fn spawn_controller(
     if let Some(ms) = &args.purge_delay {
         command.env("MIMALLOC_PURGE_DELAY", ms);
     }
+    if let Some(allow) = &args.allow_thp {
+        command.env("MIMALLOC_ALLOW_THP", allow);
+    }
     command
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("HOSTNAME", "controller-rss")
@@ -609,21 +640,19 @@ fn report(args: &Args, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "Child: `{}` ({}, `MIMALLOC_PURGE_DELAY` {}), its own process; mock ARM and fake API server in the bench process.  ",
+        "Child: `{}` ({}, `MIMALLOC_PURGE_DELAY` {}, `MIMALLOC_ALLOW_THP` {}), its own process; mock ARM and fake API server in the bench process.  ",
         args.controller,
-        // Cargo's layout: `target/release/` for the release and bench profiles.
+        // Cargo's layout: `target/release/` for the release and bench profiles. A binary
+        // elsewhere (a copy kept for an A/B run, a wrapper) may be either.
         if args.controller.contains("/release/") {
             "release build"
-        } else {
+        } else if args.controller.contains("/debug/") {
             "NOT a release build"
+        } else {
+            "profile not known from its path"
         },
-        match &args.purge_delay {
-            Some(ms) => format!("`{ms}`"),
-            None => format!(
-                "inherited: {}",
-                std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "unset".into())
-            ),
-        }
+        child_env("MIMALLOC_PURGE_DELAY", &args.purge_delay),
+        child_env("MIMALLOC_ALLOW_THP", &args.allow_thp),
     );
     let _ = writeln!(
         out,

@@ -241,6 +241,9 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     purge = controller.get("allocatorPurgeDelayMs", 0)
     checks["MIMALLOC_PURGE_DELAY from allocatorPurgeDelayMs"] = (
         env.get("MIMALLOC_PURGE_DELAY", {}).get("value") == str(purge))
+    huge = controller.get("allocatorHugePages", False)
+    checks["MIMALLOC_ALLOW_THP from allocatorHugePages"] = (
+        env.get("MIMALLOC_ALLOW_THP", {}).get("value") == ("1" if huge else "0"))
     policies = by_kind(docs, "NetworkPolicy")
     policy = values.get("networkPolicy", {})
     if policy.get("enabled"):
@@ -288,6 +291,7 @@ SCHEMA_REJECTS = [
     ("unknown credential", {"azure": {"credential": "password"}}),
     ("allocatorPurgeDelayMs below -1", {"controller": {"allocatorPurgeDelayMs": -5}}),
     ("allocatorPurgeDelayMs as text", {"controller": {"allocatorPurgeDelayMs": "0"}}),
+    ("allocatorHugePages as text", {"controller": {"allocatorHugePages": "false"}}),
 ]
 SCHEMA_ACCEPTS = [
     ("https endpoint", {"azure": {"endpoint": "https://management.usgovcloudapi.net"}}),
