@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use asenet::api::{AseConnectivity, Mode, PlanSummary};
 use asenet::controller::index;
-use asenet::controller::status::{next_status, owned_rules, Finding, PlannedFinding};
+use asenet::controller::status::{all_owned_rules, next_status, Finding, PlannedFinding};
 use asenet::controller::store;
 use asenet::diff::{diff, Scope};
 use asenet::resolver::SpecOutcome;
@@ -226,6 +226,13 @@ fn objects(
     let scope = Scope::new(valid.iter().map(|v| v.key.clone()), []);
     let plan = diff(&desired, &world.snapshot, &scope);
     let _ = plan;
+    // Every spec's owned rules in one pass (`owned_rules` of each spec would walk the whole
+    // desired state once per spec).
+    let mut rules: std::collections::HashMap<&asenet::model::SpecKey, Vec<_>> =
+        std::collections::HashMap::new();
+    for (owner, rule) in all_owned_rules(&desired) {
+        rules.entry(owner).or_default().push(rule);
+    }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     world
         .specs
@@ -246,7 +253,7 @@ fn objects(
             {
                 let finding = Finding::Planned(PlannedFinding {
                     resolution,
-                    rules: owned_rules(&desired, &key),
+                    rules: rules.remove(&key).unwrap_or_default(),
                     pending: PlanSummary::default(),
                     applied: PlanSummary::default(),
                     blocked: vec![],
