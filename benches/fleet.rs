@@ -1683,10 +1683,11 @@ async fn run_controller(
             .map(Ok::<_, watcher::Error>)
             .modify(controller::store::for_store),
     )
-    // As `controller::run`: the stores' version bumped after each applied event.
+    // As `controller::run`: the stores' version bumped after each applied event, with the
+    // key it stored.
     .inspect(move |event| {
-        if event.is_ok() {
-            versioned.applied();
+        if let Ok(event) = event {
+            versioned.applied_event(event);
         }
     })
     .touched_objects();

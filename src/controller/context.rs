@@ -33,8 +33,28 @@ pub const FIELD_MANAGER: &str = "asenet";
 pub struct Stores(
     Vec<Store<AseConnectivity>>,
     Option<TenancyStores>,
-    Option<Arc<std::sync::atomic::AtomicU64>>,
+    Option<Arc<Versions>>,
 );
+
+/// How many applied events [`Versions`] remembers the key of.
+const CHANGES_KEPT: usize = 1024;
+
+/// The stores' version (the number of watch events applied) and the keys the last
+/// [`CHANGES_KEPT`] events changed.
+#[derive(Default)]
+pub struct Versions {
+    version: std::sync::atomic::AtomicU64,
+    log: Mutex<ChangeLog>,
+}
+
+#[derive(Default)]
+struct ChangeLog {
+    /// The version the first entry of `keys` made.
+    first: u64,
+    /// Per applied event, the key of the object it stored (`Apply`), or `None` for any
+    /// other event (a deletion, a relist): a change the log cannot describe by key.
+    keys: std::collections::VecDeque<Option<Key>>,
+}
 
 impl Stores {
     pub fn new(stores: Vec<Store<AseConnectivity>>) -> Self {
@@ -50,11 +70,65 @@ impl Stores {
         self
     }
 
-    /// Called by the wiring after its reflector applied a watch event to a store.
+    /// Called by the wiring after its reflector applied a watch event to a store, for an
+    /// event it does not describe ([`Stores::applied_event`] does).
     pub fn applied(&self) {
-        if let Some(v) = &self.2 {
-            v.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.applied_change(None);
+    }
+
+    /// Called by the wiring after its reflector applied `event` to a store: the version
+    /// moves on, and the key of an `Apply` event is remembered for
+    /// [`Stores::changed_between`].
+    pub fn applied_event(&self, event: &kube::runtime::watcher::Event<AseConnectivity>) {
+        match event {
+            kube::runtime::watcher::Event::Apply(obj) => self.applied_change(Some(key_of(obj))),
+            _ => self.applied_change(None),
         }
+    }
+
+    fn applied_change(&self, key: Option<Key>) {
+        let Some(v) = &self.2 else {
+            return;
+        };
+        let mut log = v.log.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the log's lock, so an entry and its version are seen together.
+        let version = v.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        if log.keys.is_empty() {
+            log.first = version;
+        }
+        log.keys.push_back(key);
+        if log.keys.len() > CHANGES_KEPT {
+            log.keys.pop_front();
+            log.first += 1;
+        }
+    }
+
+    /// The keys the events after version `from` up to `to` stored, each once, when every
+    /// one of those events was an `Apply` still in the log; `None` otherwise.
+    pub fn changed_between(&self, from: u64, to: u64) -> Option<Vec<Key>> {
+        let v = self.2.as_ref()?;
+        let log = v.log.lock().unwrap_or_else(|e| e.into_inner());
+        if from >= to || from + 1 < log.first {
+            return None;
+        }
+        let start = usize::try_from(from + 1 - log.first).ok()?;
+        let end = usize::try_from(to + 1 - log.first).ok()?;
+        if end > log.keys.len() {
+            return None;
+        }
+        let mut keys: Vec<Key> = Vec::with_capacity(end - start);
+        for key in log.keys.range(start..end) {
+            keys.push(key.clone()?);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Some(keys)
+    }
+
+    /// The stored object of `key`, from whichever store holds it.
+    pub fn get(&self, (namespace, name): &Key) -> Option<Arc<AseConnectivity>> {
+        let reference = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        self.0.iter().find_map(|s| s.get(&reference))
     }
 
     /// The stores' version, when they are versioned: equal versions, read before the
@@ -62,7 +136,7 @@ impl Stores {
     pub fn version(&self) -> Option<u64> {
         self.2
             .as_ref()
-            .map(|v| v.load(std::sync::atomic::Ordering::Acquire))
+            .map(|v| v.version.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// These stores with the tenancy objects' stores (`--tenancy enforce`).
@@ -86,7 +160,11 @@ impl Stores {
     /// Every spec in every store, in no particular order (no sort: for a caller that
     /// does not need one).
     pub fn objects(&self) -> Vec<Arc<AseConnectivity>> {
-        self.0.iter().flat_map(|s| s.state()).collect()
+        match self.0.as_slice() {
+            // One store (watching the cluster): its listing as it is, not copied again.
+            [one] => one.state(),
+            many => many.iter().flat_map(|s| s.state()).collect(),
+        }
     }
 
     /// Resolves once every store has seen its initial list. Each store's readiness is a

@@ -299,6 +299,10 @@ struct Partition {
     views: Vec<Arc<ComponentView>>,
     /// Object address → its component in `views` and its position in the view's `specs`.
     component_of: HashMap<usize, (usize, usize)>,
+    /// Interned key → the address of its object, when every key was listed once (`None`
+    /// otherwise: two watches listing one spec; [`ComponentIndex::view_after`] then
+    /// declines).
+    by_key: Option<HashMap<u32, usize>>,
 }
 
 impl ComponentIndex {
@@ -449,6 +453,70 @@ impl ComponentIndex {
         self.version = version;
     }
 
+    /// The stores' version the partition is at ([`Self::seen_version`]), if any.
+    pub fn version(&self) -> Option<u64> {
+        self.partition.as_ref().and(self.version)
+    }
+
+    /// `root`'s view at the stores' `version`, which differs from [`Self::version`] only
+    /// by the objects `changed` (the stored object of every key an event changed in
+    /// between, [`super::context::Stores::changed_between`]), without listing the store:
+    /// the partition brought up to date as [`Self::view`] would when a listing shows those
+    /// objects replaced in place (issue 14: at 5,000 specs, listing the store after each
+    /// status write was a third of the controller's CPU between its last ARM write and the
+    /// last status). `None` when that does not apply (an object new to the partition, one
+    /// being deleted, its links changed, `root` not the stored version): the caller then
+    /// lists the store ([`Self::view`]).
+    pub fn view_after(
+        &mut self,
+        root: &Arc<AseConnectivity>,
+        version: u64,
+        changed: &[Arc<AseConnectivity>],
+    ) -> Option<Arc<ComponentView>> {
+        self.version?;
+        if changed
+            .iter()
+            .any(|s| s.metadata.deletion_timestamp.is_some())
+        {
+            return None;
+        }
+        let keys: Vec<u32> = changed.iter().map(|s| self.key_id(key_ref(s))).collect();
+        let partition = self.partition.as_ref()?;
+        let by_key = partition.by_key.as_ref()?;
+        let mut gone = Vec::new();
+        let mut new = Vec::new();
+        for (object, key) in changed.iter().zip(keys) {
+            let &was = by_key.get(&key)?;
+            if was != Arc::as_ptr(object) as usize {
+                gone.push(was);
+                new.push(object);
+            }
+        }
+        let mut addresses = partition.addresses.clone();
+        let mut order = partition.order.clone();
+        for (&was, now) in gone.iter().zip(&new) {
+            let now = Arc::as_ptr(now) as usize;
+            let at = addresses.binary_search(&was).ok()?;
+            addresses.remove(at);
+            let at = addresses.binary_search(&now).err()?;
+            addresses.insert(at, now);
+            let at = order.iter().position(|&a| a == was)?;
+            order[at] = now;
+        }
+        let old = self.partition.take()?;
+        let partition = if gone.is_empty() {
+            Some(old)
+        } else {
+            self.updated(old, &gone, new, addresses, order)
+        };
+        // Every refusal above kept the partition; here it is gone only when `updated`
+        // found the components changed, which the listing then recomputes anyway.
+        self.partition = partition;
+        self.partition.as_ref()?;
+        self.version = Some(version);
+        self.view_of_version(root, version)
+    }
+
     pub fn view(
         &mut self,
         root: &Arc<AseConnectivity>,
@@ -557,6 +625,7 @@ impl ComponentIndex {
             replaced.insert(links.key, (*address, object));
         }
         let mut component_of = old.component_of;
+        let mut by_key = old.by_key;
         let mut rebuilt: HashMap<usize, (Vec<Arc<AseConnectivity>>, bool)> = HashMap::new();
         for object in new {
             let links = self.links(object);
@@ -567,6 +636,9 @@ impl ComponentIndex {
             }
             let (c, at) = component_of.remove(&address)?;
             component_of.insert(Arc::as_ptr(object) as usize, (c, at));
+            if let Some(by_key) = by_key.as_mut() {
+                by_key.insert(links.key, Arc::as_ptr(object) as usize);
+            }
             let (specs, same_print) = rebuilt
                 .entry(c)
                 .or_insert_with(|| (old.views[c].specs.clone(), true));
@@ -592,6 +664,7 @@ impl ComponentIndex {
             order,
             views,
             component_of,
+            by_key,
         })
     }
 
@@ -676,11 +749,19 @@ impl ComponentIndex {
             let specs = member.into_iter().map(|i| Arc::clone(live[i])).collect();
             views.push(Arc::new(ComponentView::new(specs, parents)));
         }
+        let by_key = unique.then(|| {
+            links
+                .iter()
+                .zip(live.iter())
+                .map(|(l, s)| (l.key, Arc::as_ptr(s) as usize))
+                .collect()
+        });
         Partition {
             addresses,
             order,
             views,
             component_of,
+            by_key,
         }
     }
 }

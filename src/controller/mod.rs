@@ -530,8 +530,8 @@ impl Wiring {
         )
         .inspect(move |event| {
             // The reflector applied the event to the store before passing it on.
-            if event.is_ok() {
-                versioned.applied();
+            if let Ok(event) = event {
+                versioned.applied_event(event);
             }
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 synced.mark(i);

@@ -219,13 +219,34 @@ pub fn backoff(attempt: u32) -> Duration {
 /// equal), and the Azure parents they link to (the locks to hold). Sorted by key. The
 /// objects are shared with the store, and planned from without a copy. When the stores are
 /// versioned and unchanged since the partition was computed, the view is taken from it
-/// without listing the store ([`super::index::ComponentIndex::view_of_version`]).
+/// without listing the store ([`super::index::ComponentIndex::view_of_version`]); when
+/// the events since then only replaced objects the partition holds, those are read by key
+/// and the partition brought up to date ([`super::index::ComponentIndex::view_after`]).
 fn component_view(ctx: &Context, obj: &Arc<AseConnectivity>) -> Arc<ComponentView> {
     // Read before the objects: a view computed from them is at least that version's.
     let version = ctx.stores.version();
     let components = || ctx.components.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(view) = version.and_then(|v| components().view_of_version(obj, v)) {
         return view;
+    }
+    // Only objects replaced since the partition's version (status writes, mostly): those
+    // read by key, not the whole store listed.
+    if let Some(version) = version {
+        let seen = components().version();
+        let changed = seen.and_then(|from| {
+            let keys = ctx.stores.changed_between(from, version)?;
+            keys.iter()
+                .map(|k| ctx.stores.get(k))
+                .collect::<Option<Vec<_>>>()
+        });
+        if let (Some(from), Some(changed)) = (seen, changed) {
+            let mut index = components();
+            if index.version() == Some(from) {
+                if let Some(view) = index.view_after(obj, version, &changed) {
+                    return view;
+                }
+            }
+        }
     }
     let stored = ctx.stores.objects();
     let mut index = components();

@@ -1231,6 +1231,145 @@ fn an_unchanged_store_version_gives_the_view_without_listing_the_store() {
     assert!(kept.view_of_version(&one, v1).is_none());
 }
 
+/// Versioned stores remember the keys their events stored: after status writes (objects
+/// the partition holds, replaced, their links unchanged) a reconcile's view is brought up
+/// to date from those keys alone (`ComponentIndex::view_after`), and is the view listing
+/// the store gives; a change the keys cannot describe (a deletion, an object new to the
+/// store, a relinked object, a spec being deleted) makes it decline, and listing decides.
+#[test]
+fn status_writes_bring_the_view_up_to_date_from_the_changed_keys_alone() {
+    let (reader, mut writer) = reflector::store::<AseConnectivity>();
+    let stores = Stores::new(vec![reader.clone()]).versioned();
+    let mut apply = |event: watcher::Event<AseConnectivity>| {
+        writer.apply_watcher_event(&event);
+        stores.applied_event(&event);
+    };
+    let key = |s: &AseConnectivity| index::key_of(s);
+    let mut alone = unrelated_spec();
+    alone.metadata.name = Some("alone".into());
+    alone.spec.network_security_group.resource_id = NSG_TWO.replace("ase-two-nsg", "alone-nsg");
+    alone.spec.subnet.resource_id = alone.spec.subnet.resource_id.replace("ase-two", "alone");
+    alone.spec.route_table = None;
+    let specs = [seed_spec("ase-one"), seed_spec("ase-two"), alone];
+    for s in &specs {
+        apply(watcher::Event::Apply(s.clone()));
+    }
+    let stored = |k: &index::Key| stores.get(k).expect("stored");
+    let names = |v: &index::ComponentView| v.specs.iter().map(|s| s.name_any()).collect::<Vec<_>>();
+    let status = |generation: i64| asenet::api::AseConnectivityStatus {
+        observed_generation: Some(generation),
+        ..Default::default()
+    };
+
+    let mut kept = index::ComponentIndex::default();
+    let v0 = stores.version().unwrap();
+    let one = stored(&key(&specs[0]));
+    let first = kept.view(&one, &stores.objects());
+    kept.seen_version(Some(v0));
+    assert_eq!(kept.version(), Some(v0));
+    assert_eq!(names(&first), ["ase-one", "ase-two"]);
+
+    // Two status writes (ase-two twice, alone once): three events, two keys.
+    for (s, generation) in [(&specs[1], 1), (&specs[1], 2), (&specs[2], 1)] {
+        let mut written = s.clone();
+        written.status = Some(status(generation));
+        apply(watcher::Event::Apply(written));
+    }
+    let v1 = stores.version().unwrap();
+    assert_eq!(v1, v0 + 3);
+    let changed_keys = stores.changed_between(v0, v1).expect("three Apply events");
+    assert_eq!(
+        changed_keys,
+        vec![key(&specs[2]), key(&specs[1])],
+        "sorted, each once"
+    );
+    assert_eq!(stores.changed_between(v0 + 1, v1).unwrap().len(), 2);
+    assert_eq!(stores.changed_between(v1, v1), None, "nothing between");
+    let changed: Vec<_> = changed_keys.iter().map(stored).collect();
+    let two = stored(&key(&specs[1]));
+    let after = kept
+        .view_after(&two, v1, &changed)
+        .expect("only replaced objects");
+    assert_eq!(kept.version(), Some(v1));
+    assert!(
+        after.specs.iter().any(|s| Arc::ptr_eq(s, &two)),
+        "the new version"
+    );
+    assert_eq!(
+        after.lineage, first.lineage,
+        "a status write keeps the lineage"
+    );
+    // The same view a listing gives (and the listing finds the partition current).
+    let listed = index::ComponentIndex::default().view(&two, &stores.objects());
+    assert_eq!(names(&after), names(&listed));
+    assert_eq!(after.parents, listed.parents);
+    assert!(Arc::ptr_eq(&after, &kept.view(&two, &stores.objects())));
+    let lone = kept.view_of_version(&stored(&key(&specs[2])), v1).unwrap();
+    assert_eq!(names(&lone), ["alone"]);
+    assert_eq!(
+        kept.view_after(&two, v1, &changed).map(|v| v.lineage),
+        Some(after.lineage),
+        "objects already current change nothing"
+    );
+
+    // alone relinked to ase-one's NSG: the components change, the keys cannot say how.
+    let mut relinked = specs[2].clone();
+    relinked.spec.network_security_group = specs[0].spec.network_security_group.clone();
+    apply(watcher::Event::Apply(relinked));
+    let v2 = stores.version().unwrap();
+    let changed: Vec<_> = stores
+        .changed_between(v1, v2)
+        .unwrap()
+        .iter()
+        .map(stored)
+        .collect();
+    assert!(kept.view_after(&one, v2, &changed).is_none());
+    let joined = kept.view(&stored(&key(&specs[0])), &stores.objects());
+    kept.seen_version(Some(v2));
+    assert_eq!(names(&joined), ["alone", "ase-one", "ase-two"]);
+
+    // A spec being deleted, an object new to the store: declined.
+    let mut deleting = (*stored(&key(&specs[1]))).clone();
+    deleting.metadata.deletion_timestamp = Some(asenet_time());
+    apply(watcher::Event::Apply(deleting));
+    let v3 = stores.version().unwrap();
+    let changed: Vec<_> = stores
+        .changed_between(v2, v3)
+        .unwrap()
+        .iter()
+        .map(stored)
+        .collect();
+    assert!(kept.view_after(&one, v3, &changed).is_none());
+    let mut newcomer = seed_spec("ase-one");
+    newcomer.metadata.name = Some("newcomer".into());
+    let newcomer = Arc::new(newcomer);
+    assert!(kept.view_after(&one, v3, &[newcomer]).is_none());
+
+    // Events the log does not describe by key: none given.
+    apply(watcher::Event::Delete(specs[2].clone()));
+    let v4 = stores.version().unwrap();
+    assert_eq!(stores.changed_between(v3, v4), None, "a deletion");
+    assert_eq!(
+        stores.changed_between(v2, v4),
+        None,
+        "a deletion among them"
+    );
+    apply(watcher::Event::Init);
+    assert_eq!(stores.changed_between(v4, v4 + 1), None, "a relist");
+    // A version older than the log keeps (it keeps the last 1,024 events): none given.
+    for generation in 0..1100 {
+        let mut written = specs[0].clone();
+        written.status = Some(status(generation));
+        apply(watcher::Event::Apply(written));
+    }
+    let v5 = stores.version().unwrap();
+    assert_eq!(
+        stores.changed_between(v5 - 1000, v5),
+        Some(vec![key(&specs[0])])
+    );
+    assert_eq!(stores.changed_between(v5 - 1100, v5), None);
+}
+
 fn asenet_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap(),
