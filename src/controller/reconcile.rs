@@ -35,7 +35,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::context::{fingerprint_in, withheld, Context, MemberPrint, Shared, FIELD_MANAGER};
@@ -285,9 +284,23 @@ async fn full_status(
     Ok(current.status)
 }
 
+/// The body of the status write: server-side apply of the status alone.
+#[derive(serde::Serialize)]
+struct StatusApply<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'a str,
+    status: &'a AseConnectivityStatus,
+}
+
 /// Writes the status by server-side apply when it differs from what the object carries
 /// ([`store::status_unchanged`]: the store keeps a digest of the rules, not the rules).
 /// Returns whether it wrote.
+///
+/// The request is `Api::patch_status`'s, sent without reading the object the API server
+/// answers with: nothing here uses it (the new status reaches the store by the watch), and
+/// deserialising it was the largest part of a status-only reconcile's CPU at 5,000 specs
+/// (issue 14). The patch is serialised from the status directly, not through a JSON tree.
 async fn write_status(
     api: &Api<AseConnectivity>,
     obj: &AseConnectivity,
@@ -296,18 +309,25 @@ async fn write_status(
     if store::status_unchanged(obj, status) {
         return Ok(false);
     }
-    let patch = json!({
-        "apiVersion": "asenet.io/v1alpha1",
-        "kind": "AseConnectivity",
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Kube)?;
+    let patch = StatusApply {
+        api_version: &AseConnectivity::api_version(&()),
+        kind: &AseConnectivity::kind(&()),
+        status,
+    };
+    let mut request = kube::core::Request::new(api.resource_url())
+        .patch_subresource(
+            "status",
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
+    request.extensions_mut().insert("patch_status");
+    api.clone()
+        .into_client()
+        .request_text(request)
+        .await
+        .map_err(Error::Kube)?;
     Ok(true)
 }
 
