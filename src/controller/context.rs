@@ -39,8 +39,8 @@ pub struct Stores(
 /// How many applied events [`Versions`] remembers the key of.
 const CHANGES_KEPT: usize = 1024;
 
-/// The stores' version (the number of watch events applied) and the keys the last
-/// [`CHANGES_KEPT`] events changed.
+/// The stores' version (the number of watch events applied) and the keys the last 1,024
+/// events (`CHANGES_KEPT`) changed.
 #[derive(Default)]
 pub struct Versions {
     version: std::sync::atomic::AtomicU64,
