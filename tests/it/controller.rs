@@ -1255,6 +1255,11 @@ fn status_writes_bring_the_view_up_to_date_from_the_changed_keys_alone() {
         apply(watcher::Event::Apply(s.clone()));
     }
     let stored = |k: &index::Key| stores.get(k).expect("stored");
+    // The stored objects of the keys changed between two versions (each an `Apply`).
+    let changed_objects = |from: u64, to: u64| -> Vec<Arc<AseConnectivity>> {
+        let keys = stores.changed_between(from, to).expect("Apply events only");
+        keys.iter().map(stored).collect()
+    };
     let names = |v: &index::ComponentView| v.specs.iter().map(|s| s.name_any()).collect::<Vec<_>>();
     let status = |generation: i64| asenet::api::AseConnectivityStatus {
         observed_generation: Some(generation),
@@ -1317,12 +1322,7 @@ fn status_writes_bring_the_view_up_to_date_from_the_changed_keys_alone() {
     relinked.spec.network_security_group = specs[0].spec.network_security_group.clone();
     apply(watcher::Event::Apply(relinked));
     let v2 = stores.version().unwrap();
-    let changed: Vec<_> = stores
-        .changed_between(v1, v2)
-        .unwrap()
-        .iter()
-        .map(stored)
-        .collect();
+    let changed = changed_objects(v1, v2);
     assert!(kept.view_after(&one, v2, &changed).is_none());
     let joined = kept.view(&stored(&key(&specs[0])), &stores.objects());
     kept.seen_version(Some(v2));
@@ -1333,12 +1333,7 @@ fn status_writes_bring_the_view_up_to_date_from_the_changed_keys_alone() {
     deleting.metadata.deletion_timestamp = Some(asenet_time());
     apply(watcher::Event::Apply(deleting));
     let v3 = stores.version().unwrap();
-    let changed: Vec<_> = stores
-        .changed_between(v2, v3)
-        .unwrap()
-        .iter()
-        .map(stored)
-        .collect();
+    let changed = changed_objects(v2, v3);
     assert!(kept.view_after(&one, v3, &changed).is_none());
     let mut newcomer = seed_spec("ase-one");
     newcomer.metadata.name = Some("newcomer".into());
