@@ -32,6 +32,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::SpecError;
@@ -44,6 +45,9 @@ use crate::resolver::{
     OwnedRule, RouteOwners, SERVICE_TAGS_TAG,
 };
 use crate::snapshot::{NsgState, ParentState, RouteTableState, Snapshot};
+
+/// The fewest NSGs one parallel task plans: small plans stay on the calling thread.
+const NSGS_PER_TASK: usize = 32;
 
 mod removal;
 
@@ -494,15 +498,19 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             .iter()
             .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)))
     };
-    for (id, want, have) in join(
+    // Each NSG is planned on its own, on every core (issue 14: "use both cores"); `collect`
+    // keeps the id order.
+    let nsgs: Vec<_> = join(
         &desired.network_security_groups,
         &snapshot.network_security_groups,
-    ) {
-        if want.is_none() && !have.is_some_and(touched) {
-            continue;
-        }
-        resources.push(plan_nsg(id, want, have, scope, &failed, &ctx));
-    }
+    )
+    .collect();
+    resources.par_extend(
+        nsgs.into_par_iter()
+            .with_min_len(NSGS_PER_TASK)
+            .filter(|(_, want, have)| want.is_some() || have.is_some_and(touched))
+            .map(|(id, want, have)| plan_nsg(id, want, have, scope, &failed, &ctx)),
+    );
 
     // Route tables: desired ones, tables named by desired subnets, tables of removed specs.
     let mut claimants: BTreeMap<&ResourceId, BTreeSet<SpecKey>> = BTreeMap::new();

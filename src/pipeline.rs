@@ -138,7 +138,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new<S: Borrow<api::AseConnectivity>>(specs: &[S], scope: &Scope) -> Self {
+    fn new<S: Borrow<api::AseConnectivity> + Sync>(specs: &[S], scope: &Scope) -> Self {
         let (mut valid, errors) = validate::validate_all(specs);
         // Refused specs (tenancy) are invalid specs: their refusals come first, so the
         // reason a status and an event show is `NotPermitted`.

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
     Caseless, Direction, Fnv, NextHopType, ResourceId, Route, RouteDestination, SecurityRule,
@@ -38,6 +40,12 @@ pub const MAX_TAG_ROUTES: usize = 25;
 
 type Failures = BTreeMap<SpecKey, Vec<SpecError>>;
 
+/// The fewest specs one parallel task builds: a spec takes a few microseconds, so smaller
+/// inputs (a CLI run, a small component) stay on the calling thread.
+const BUILDS_PER_TASK: usize = 64;
+/// The fewest NSGs one parallel task lays out.
+const NSGS_PER_TASK: usize = 32;
+
 pub(crate) fn resolve(
     specs: &[ValidSpec],
     snapshot: &Snapshot,
@@ -54,14 +62,25 @@ pub(crate) fn resolve(
     let index = spec_index(&by_key);
 
     let mut failed: Failures = BTreeMap::new();
-    // In key order (so `active` below is sorted by key, which `merge` relies on).
-    let mut builds: Vec<SpecBuild> = Vec::new();
-    for (key, spec) in &by_key {
-        let st = stem(key, colliding.contains(&*key.name));
-        match build(spec, &index, snapshot, &vnets, st) {
+    // In key order (so `active` below is sorted by key, which `merge` relies on). Each
+    // spec's build reads only its own input, the other specs and the snapshot: they run on
+    // every core (issue 14: "use both cores"; half of resolving a 10,000-spec component is
+    // building), and `collect` keeps the key order.
+    let known: Vec<(&SpecKey, &Known)> = by_key.iter().collect();
+    let built: Vec<Result<SpecBuild, Vec<SpecError>>> = known
+        .par_iter()
+        .with_min_len(BUILDS_PER_TASK)
+        .map(|(key, spec)| {
+            let st = stem(key, colliding.contains(&*key.name));
+            build(spec, &index, snapshot, &vnets, st)
+        })
+        .collect();
+    let mut builds: Vec<SpecBuild> = Vec::with_capacity(built.len());
+    for ((key, _), b) in known.iter().zip(built) {
+        match b {
             Ok(b) => builds.push(b),
             Err(e) => {
-                failed.insert(key.clone(), e);
+                failed.insert((*key).clone(), e);
             }
         }
     }
@@ -228,9 +247,37 @@ fn merge(
         failures: BTreeMap::new(),
     };
     let subnets = m.subnets();
-    let mut nsgs = Vec::new();
-    for (nsg_id, contribs) in m.contributions_by_nsg() {
-        nsgs.push(m.nsg(nsg_id, &contribs));
+    // Each NSG is laid out on its own, on every core; the failures are then gathered in NSG
+    // order, as one pass over the NSGs records them. The one failure a pass reads back is a
+    // full band (a spec fails for it once, in the first NSG where it happens): gathered
+    // with the same rule.
+    let by_nsg: Vec<_> = m.contributions_by_nsg().into_iter().collect();
+    let laid_out: Vec<(NsgLayout, Failures)> = by_nsg
+        .par_iter()
+        .with_min_len(NSGS_PER_TASK)
+        .map(|(nsg_id, contribs)| {
+            let mut one = Merge {
+                builds,
+                active,
+                snapshot,
+                failures: BTreeMap::new(),
+            };
+            let layout = one.nsg(nsg_id, contribs);
+            (layout, one.failures)
+        })
+        .collect();
+    let mut nsgs = Vec::with_capacity(laid_out.len());
+    for (layout, failures) in laid_out {
+        nsgs.push(layout);
+        for (key, errors) in failures {
+            let gathered = m.failures.entry(key).or_default();
+            for e in errors {
+                let band_full = |e: &SpecError| e.kind == SpecErrorKind::BandFull;
+                if !(band_full(&e) && gathered.iter().any(band_full)) {
+                    gathered.push(e);
+                }
+            }
+        }
     }
     let route_tables = m.route_tables(removing);
     if !m.failures.is_empty() {

@@ -784,6 +784,68 @@ fn the_benchmark_generator_produces_specs_that_validate_resolve_and_converge() {
     assert!(!again.has_changes(), "{}", render_text(&again, false));
 }
 
+/// Validation, resolving and the diff split a large input over the cores (rayon). The
+/// result must not depend on how it is split: one thread and four give the same valid specs,
+/// errors, desired state and plan, failures included (each kind is gathered from another
+/// stage: validation, the subnet claims, an NSG's priority band).
+#[test]
+fn a_large_input_plans_the_same_on_one_thread_as_on_four() {
+    use asenet::api::PriorityBandSpec;
+    let world = specgen::generate(1500);
+    let mut specs = world.specs.clone();
+    // Validation: a spec given twice, and a bad prefix.
+    specs.push(specs[7].clone());
+    specs[40].spec.topology.extra_prefixes = vec!["10.0.0.0/33".into()];
+    // Merge: a subnet claimed twice, and a spec whose bands in both its back-end NSGs hold
+    // only the priority another spec's rule takes (errors from two NSGs, in NSG order).
+    specs[900].spec.subnet = specs[901].spec.subnet.clone();
+    for be in &mut specs[1201].spec.backends {
+        be.network_security_group.priorities = Some(PriorityBandSpec { from: 100, to: 100 });
+    }
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| {
+            let (valid, errors) = asenet::validate::validate_all(&specs);
+            let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+            let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+            let plan = diff(&desired, &world.snapshot, &sc);
+            let keys: Vec<SpecKey> = valid.iter().map(|v| v.key.clone()).collect();
+            (keys, errors, desired, plan)
+        })
+    };
+    let (keys1, errors1, desired1, plan1) = run(1);
+    let (keys4, errors4, desired4, plan4) = run(4);
+    assert_eq!(keys1, keys4);
+    assert_eq!(errors1, errors4);
+    assert_eq!(desired1, desired4);
+    assert_eq!(plan1, plan4);
+    // Every kind of failure happened, so the gathering of each was compared.
+    let fields: BTreeSet<String> = errors1.iter().map(|e| e.field.to_string()).collect();
+    assert!(fields.contains("metadata.name"), "{fields:?}");
+    assert!(
+        fields.iter().any(|f| f.contains("extraPrefixes")),
+        "{fields:?}"
+    );
+    let failed = desired1.errors();
+    let failed_fields: BTreeSet<&str> = failed.iter().map(|e| e.field.as_str()).collect();
+    assert!(
+        failed_fields.contains("spec.subnet.resourceId"),
+        "{failed_fields:?}"
+    );
+    let spec = &specs[1201];
+    let banded: Vec<&str> = (failed.iter())
+        .filter(|e| e.spec.name.as_ref() == spec.metadata.name.as_deref().unwrap_or_default())
+        .map(|e| e.field.as_str())
+        .collect();
+    // A spec whose band is full fails for it once, in the first NSG where it is full.
+    assert_eq!(banded.len(), 1, "{banded:?}");
+    assert!(banded[0].contains("backends[0]"), "{banded:?}");
+    assert!(plan1.has_changes());
+}
+
 #[test]
 fn the_per_spec_index_of_a_plan_gives_each_spec_what_a_pass_over_the_whole_plan_gives() {
     use asenet::controller::decide::Parts;
