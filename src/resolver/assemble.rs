@@ -240,12 +240,7 @@ fn merge(
     snapshot: &Snapshot,
     removing: &BTreeSet<SpecKey>,
 ) -> Result<Layout, Failures> {
-    let mut m = Merge {
-        builds,
-        active,
-        snapshot,
-        failures: BTreeMap::new(),
-    };
+    let mut m = Merge::new(builds, active, snapshot);
     let subnets = m.subnets();
     // Each NSG is laid out on its own, on every core; the failures are then gathered in NSG
     // order, as one pass over the NSGs records them. The one failure a pass reads back is a
@@ -256,12 +251,7 @@ fn merge(
         .par_iter()
         .with_min_len(NSGS_PER_TASK)
         .map(|(nsg_id, contribs)| {
-            let mut one = Merge {
-                builds,
-                active,
-                snapshot,
-                failures: BTreeMap::new(),
-            };
+            let mut one = Merge::new(builds, active, snapshot);
             let layout = one.nsg(nsg_id, contribs);
             (layout, one.failures)
         })
@@ -292,6 +282,15 @@ fn merge(
 }
 
 impl<'a> Merge<'a> {
+    fn new(builds: &'a [SpecBuild], active: &'a [usize], snapshot: &'a Snapshot) -> Self {
+        Merge {
+            builds,
+            active,
+            snapshot,
+            failures: BTreeMap::new(),
+        }
+    }
+
     fn active_builds(&self) -> impl Iterator<Item = &'a SpecBuild> + 'a {
         let builds = self.builds;
         self.active.iter().map(move |n| &builds[*n])
