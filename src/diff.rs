@@ -498,8 +498,8 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             .iter()
             .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)))
     };
-    // Each NSG is planned on its own, on every core (issue 14: "use both cores"); `collect`
-    // keeps the id order.
+    // Each NSG is planned on its own, on every core (issue 14: "use both cores");
+    // `par_extend` appends the plans in id order.
     let nsgs: Vec<_> = join(
         &desired.network_security_groups,
         &snapshot.network_security_groups,
