@@ -260,13 +260,12 @@ pub fn validate_all<S: std::borrow::Borrow<AseConnectivity> + Sync>(
         .len()
         .div_ceil(rayon::current_num_threads())
         .max(SPECS_PER_RUN);
-    let items: Vec<(&S, &SpecKey)> = specs.iter().zip(&keys).collect();
-    let runs: Vec<Vec<Result<ValidSpec, Vec<SpecError>>>> = items
-        .par_chunks(run)
-        .map(|chunk| {
+    let runs: Vec<Vec<Result<ValidSpec, Vec<SpecError>>>> = (specs.par_chunks(run))
+        .zip(keys.par_chunks(run))
+        .map(|(specs, keys)| {
             let mut ids = Ids::default();
-            let mut out = Vec::with_capacity(chunk.len());
-            for &(spec, key) in chunk {
+            let mut out = Vec::with_capacity(specs.len());
+            for (spec, key) in specs.iter().zip(keys) {
                 let n = count.get(key).copied().unwrap_or(0);
                 if n > 1 && !key.name.is_empty() {
                     out.push(Err(vec![SpecError::new(

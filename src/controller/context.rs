@@ -62,18 +62,12 @@ impl Stores {
     }
 
     /// These stores with a version that the wiring of their reflectors bumps after every
-    /// event it applied ([`Stores::applied`]): a reconcile of an unchanged store then finds
+    /// event it applied ([`Stores::applied_event`]): a reconcile of an unchanged store then finds
     /// its component without listing the store ([`Stores::version`]). Without it, every
     /// reconcile lists the store (O(specs) per reconcile, O(specs²) per resync).
     pub fn versioned(mut self) -> Self {
         self.2 = Some(Arc::default());
         self
-    }
-
-    /// Called by the wiring after its reflector applied a watch event to a store, for an
-    /// event it does not describe ([`Stores::applied_event`] does).
-    pub fn applied(&self) {
-        self.applied_change(None);
     }
 
     /// Called by the wiring after its reflector applied `event` to a store: the version

@@ -1208,12 +1208,12 @@ fn an_unchanged_store_version_gives_the_view_without_listing_the_store() {
         .view_of_version(&Arc::new((*one).clone()), v0)
         .is_none());
     // An applied event: the version moves on, the store is listed again, the change seen.
-    stores.applied();
+    let mut joined = (*two).clone();
+    joined.spec.network_security_group = one.spec.network_security_group.clone();
+    stores.applied_event(&watcher::Event::Apply(joined.clone()));
     let v1 = stores.version().unwrap();
     assert_ne!(v0, v1);
     assert!(kept.view_of_version(&one, v1).is_none());
-    let mut joined = (*two).clone();
-    joined.spec.network_security_group = one.spec.network_security_group.clone();
     let all = vec![one.clone(), Arc::new(joined)];
     let listed = kept.view(&one, &all);
     kept.seen_version(Some(v1));
