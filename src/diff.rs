@@ -147,7 +147,7 @@ pub struct ResourcePlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Specs contributing to this resource.
-    pub owners: BTreeSet<SpecKey>,
+    pub owners: Owners,
     /// NSG only.
     #[serde(skip_serializing_if = "EntryChanges::is_empty")]
     pub rules: EntryChanges<SecurityRule>,
@@ -164,6 +164,65 @@ pub struct ResourcePlan {
     /// `asenet-service-tags` when it is written (`AppServiceManagement=70`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_tags: Option<String>,
+}
+
+/// The specs contributing to one resource: sorted, without duplicates. A boxed slice, not
+/// a `BTreeSet`: a plan of 10,000 specs has ~31,000 resources, most with one owner, and a
+/// B-tree allocated a node for up to eleven keys for each (issue 14's memory). Serialises
+/// as the list of its keys, as the set did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Owners(Box<[SpecKey]>);
+
+impl Owners {
+    pub fn contains(&self, key: &SpecKey) -> bool {
+        self.0.binary_search(key).is_ok()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, SpecKey> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The owners that are also in `other`, in order.
+    pub fn intersection<'a>(
+        &'a self,
+        other: &'a BTreeSet<SpecKey>,
+    ) -> impl Iterator<Item = &'a SpecKey> + 'a {
+        self.0.iter().filter(|k| other.contains(*k))
+    }
+}
+
+impl FromIterator<SpecKey> for Owners {
+    fn from_iter<I: IntoIterator<Item = SpecKey>>(iter: I) -> Self {
+        let mut keys: Vec<SpecKey> = iter.into_iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Owners(keys.into_boxed_slice())
+    }
+}
+
+impl From<BTreeSet<SpecKey>> for Owners {
+    fn from(set: BTreeSet<SpecKey>) -> Self {
+        Owners(set.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[SpecKey; N]> for Owners {
+    fn from(keys: [SpecKey; N]) -> Self {
+        keys.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Owners {
+    type Item = &'a SpecKey;
+    type IntoIter = std::slice::Iter<'a, SpecKey>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// Changes to the child entries (rules or routes) of one parent.
@@ -358,6 +417,24 @@ impl Plan {
 }
 
 impl ResourcePlan {
+    /// This plan without its kept and foreign entries when it writes nothing
+    /// ([`Detail::Writes`]); unchanged otherwise.
+    pub fn without_unwritten_entries(mut self) -> Self {
+        if !self.has_changes() {
+            self.drop_unwritten_entries();
+        }
+        self
+    }
+
+    /// Drops the kept and foreign entries, which only a PUT of the resource reads: a caller
+    /// done writing keeps the changes, owners and conflicts for its reports.
+    pub fn drop_unwritten_entries(&mut self) {
+        self.rules.keep = Vec::new();
+        self.rules.foreign = Vec::new();
+        self.routes.keep = Vec::new();
+        self.routes.foreign = Vec::new();
+    }
+
     /// True when the resource needs a write.
     pub fn has_changes(&self) -> bool {
         self.action != ParentAction::NoChange
@@ -485,11 +562,40 @@ fn rule_owner(rule: &SecurityRule) -> Option<SpecKey> {
         .and_then(crate::resolver::owner_from_description)
 }
 
+/// How much of the entries of a resource it does not write a plan carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every entry: the kept and foreign entries of every resource (what `asenet plan`
+    /// reports).
+    Full,
+    /// Kept and foreign entries only where the plan writes them (a PUT carries the whole
+    /// list). A resource with nothing to write keeps its changes, owners and conflicts and
+    /// drops its kept and foreign entries as soon as it is planned, so a plan never holds
+    /// them all at once: a converged component of 10,000 specs has ~200,000 kept rules
+    /// (issue 14's memory). The controller plans this way; its reports read no kept or
+    /// foreign entry ([`crate::controller::context::Shared`]). A plan that removes a spec
+    /// is always [`Detail::Full`]: the removal reads what remains in each resource.
+    Writes,
+}
+
 /// Compares the desired state with the snapshot and sorts the work into a [`Plan`].
 pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
+    diff_with(desired, snapshot, scope, Detail::Full)
+}
+
+/// [`diff`], carrying the entries `detail` asks for.
+pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: Detail) -> Plan {
     let failed = desired.failed_specs();
     let ctx = TagContext::from_snapshot(snapshot, &[]);
-    let mut resources = Vec::new();
+    let detail = if scope.removing.is_empty() {
+        detail
+    } else {
+        Detail::Full
+    };
+    let lean = |r: ResourcePlan| match detail {
+        Detail::Full => r,
+        Detail::Writes => r.without_unwritten_entries(),
+    };
 
     // NSGs: desired ones, and observed ones holding owned rules of specs in scope; both
     // maps walked together in id order (one id comparison per step, not a lookup each).
@@ -498,20 +604,12 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             .iter()
             .any(|r| is_owned_name(&r.name) && rule_owner(r).is_some_and(|o| scope.covers(&o)))
     };
-    // Each NSG is planned on its own, on every core (issue 14: "use both cores");
-    // `par_extend` appends the plans in id order.
     let nsgs: Vec<_> = join(
         &desired.network_security_groups,
         &snapshot.network_security_groups,
     )
+    .filter(|(_, want, have)| want.is_some() || have.is_some_and(touched))
     .collect();
-    resources.par_extend(
-        nsgs.into_par_iter()
-            .with_min_len(NSGS_PER_TASK)
-            .filter(|(_, want, have)| want.is_some() || have.is_some_and(touched))
-            .map(|(id, want, have)| plan_nsg(id, want, have, scope, &failed, &ctx)),
-    );
-
     // Route tables: desired ones, tables named by desired subnets, tables of removed specs.
     let mut claimants: BTreeMap<&ResourceId, BTreeSet<SpecKey>> = BTreeMap::new();
     for (id, rt) in &desired.route_tables {
@@ -529,6 +627,17 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             .or_default()
             .extend(specs.iter().cloned());
     }
+    // Sized once for every resource (a plan of 10,000 specs has ~31,000 of ~420 bytes
+    // each; grown by doubling, it held up to twice that).
+    let mut resources = Vec::with_capacity(nsgs.len() + claimants.len() + desired.subnets.len());
+    // Each NSG is planned on its own, on every core (issue 14: "use both cores"); an
+    // indexed `par_extend` writes the plans in id order into the space reserved above.
+    resources.par_extend(
+        nsgs.into_par_iter()
+            .with_min_len(NSGS_PER_TASK)
+            .map(|(id, want, have)| lean(plan_nsg(id, want, have, scope, &failed, &ctx))),
+    );
+
     // Who may own a route: every spec the plan knows, indexed once for all tables.
     let known = RouteOwners::new(scope.specs.iter().chain(&scope.removing).chain(&failed));
     for (id, claimed_by) in claimants {
@@ -537,7 +646,7 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
         if want.is_none() && have.is_none() {
             continue;
         }
-        resources.push(plan_route_table(
+        resources.push(lean(plan_route_table(
             id,
             want,
             have,
@@ -545,12 +654,14 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
             scope,
             &failed,
             &known,
-        ));
+        )));
     }
 
-    resources.extend(plan_subnets(desired, snapshot));
+    plan_subnets(desired, snapshot, &mut resources);
 
-    resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    // Already in this order (each kind is planned in id order); the keys are unique, so an
+    // unstable sort gives the same order without the stable sort's scratch copy.
+    resources.sort_unstable_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
     removal::plan_removals(&mut resources, snapshot, scope);
 
     Plan {
@@ -560,9 +671,8 @@ pub fn diff(desired: &Desired, snapshot: &Snapshot, scope: &Scope) -> Plan {
 }
 
 /// The association changes of the desired subnets: set or changed to what their spec
-/// wants, never removed here (`removal` takes associations away).
-fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
-    let mut out = Vec::with_capacity(desired.subnets.len());
+/// wants, never removed here (`removal` takes associations away). Appended to `out`.
+fn plan_subnets(desired: &Desired, snapshot: &Snapshot, out: &mut Vec<ResourcePlan>) {
     for (id, want, have) in join(&desired.subnets, &snapshot.subnets) {
         let Some(want) = want else {
             continue;
@@ -595,7 +705,7 @@ fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
             },
             location: None,
             etag: have.and_then(|s| s.etag.clone()),
-            owners: BTreeSet::from([want.owner.clone()]),
+            owners: [want.owner.clone()].into(),
             rules: EntryChanges::default(),
             routes: EntryChanges::default(),
             association,
@@ -603,7 +713,6 @@ fn plan_subnets(desired: &Desired, snapshot: &Snapshot) -> Vec<ResourcePlan> {
             service_tags: None,
         });
     }
-    out
 }
 
 /// Two maps by id walked together in id order: every id of either, with its value in
@@ -1110,7 +1219,7 @@ fn parent_plan(
         action: parent_action(have.is_some(), changes),
         location: parent_location(have.map(|h| h.0), desired_location),
         etag: have.and_then(|h| h.1.clone()),
-        owners,
+        owners: owners.into(),
         rules: EntryChanges::default(),
         routes: EntryChanges::default(),
         association: None,

@@ -30,6 +30,21 @@ use crate::validate::{self, ValidSpec};
 pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
 pub use crate::evaluate::verify::{VerifiedFlow, VerifiedRoute, VerifyReport};
 
+/// Runs the CPU-bound part of an async caller (validating, resolving and diffing a
+/// component: seconds of CPU on every core at 10,000 specs). On a multi-thread tokio
+/// runtime the worker first hands its other tasks to another thread
+/// (`tokio::task::block_in_place`), so the watches, the probes and the ARM calls queued on
+/// that worker go on while it computes. On a current-thread runtime, or outside one, `f`
+/// just runs.
+pub fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Knobs of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -195,7 +210,7 @@ impl Prepared {
     }
 
     /// resolve + diff over `snapshot`: pure, used for the first plan and every re-plan.
-    fn plan(&self, snapshot: &Snapshot) -> (Desired, Plan) {
+    fn plan(&self, snapshot: &Snapshot, detail: diff::Detail) -> (Desired, Plan) {
         let mut desired = resolver::resolve_removing(self.active(), snapshot, &self.scope.removing);
         for (key, errors) in &self.invalid {
             desired
@@ -205,7 +220,7 @@ impl Prepared {
                     errors: errors.clone(),
                 });
         }
-        let plan = diff::diff(&desired, snapshot, &self.scope);
+        let plan = diff::diff_with(&desired, snapshot, &self.scope, detail);
         (desired, plan)
     }
 }
@@ -235,12 +250,23 @@ impl Pipeline {
         specs: &[S],
         scope: &Scope,
     ) -> Result<PlanOutcome, PipelineError> {
+        self.plan_with(specs, scope, diff::Detail::Full).await
+    }
+
+    /// [`Pipeline::plan`] whose plan carries the entries `detail` asks for (the controller:
+    /// [`diff::Detail::Writes`]).
+    pub async fn plan_with<S: Borrow<api::AseConnectivity> + Sync>(
+        &self,
+        specs: &[S],
+        scope: &Scope,
+        detail: diff::Detail,
+    ) -> Result<PlanOutcome, PipelineError> {
         let started = std::time::Instant::now();
-        let prepared = Prepared::new(specs, scope);
+        let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
         let snapshot = self.observe(prepared.all_valid()).await?;
         let observed = started.elapsed();
-        let (desired, plan) = prepared.plan(&snapshot);
+        let (desired, plan) = cpu_bound(|| prepared.plan(&snapshot, detail));
         tracing::debug!(
             specs = specs.len(),
             validate_ms = validated.as_millis() as u64,
@@ -306,7 +332,7 @@ impl Pipeline {
         let replanner = |snapshot: &Snapshot| {
             prepared
                 .get_or_init(|| Prepared::new(specs, scope))
-                .plan(snapshot)
+                .plan(snapshot, diff::Detail::Full)
                 .1
         };
         let options = ApplyOptions {

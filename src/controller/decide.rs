@@ -416,10 +416,25 @@ pub fn resource_names<'a>(resources: impl IntoIterator<Item = &'a ResourcePlan>)
 /// whichever member of the component runs the reconcile. Moved out of `plan` (in order),
 /// not copied: the plan of a 10,000-spec component is large, and what remains of it is
 /// planned again after the writes.
+///
+/// Both parts are sized exactly: at the convergence of such a component nearly every
+/// resource is written, and the written part is held through the writes and the re-plan
+/// after them (grown by doubling, it held up to twice its size; issue 14's memory).
 pub fn take_writable(plan: &mut Vec<ResourcePlan>, withheld: &Withheld) -> Vec<ResourcePlan> {
-    let (written, rest) = std::mem::take(plan)
-        .into_iter()
-        .partition(|r| has_changes(r) && !withheld.contains_key(&r.id));
+    let writable = |r: &ResourcePlan| has_changes(r) && !withheld.contains_key(&r.id);
+    let n = plan.iter().filter(|r| writable(r)).count();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut written = Vec::with_capacity(n);
+    let mut rest = Vec::with_capacity(plan.len() - n);
+    for r in std::mem::take(plan) {
+        if writable(&r) {
+            written.push(r);
+        } else {
+            rest.push(r);
+        }
+    }
     *plan = rest;
     written
 }

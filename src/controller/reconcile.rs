@@ -484,7 +484,7 @@ async fn plan_and_apply(
     };
     let write_ms = ms(step);
     let step = std::time::Instant::now();
-    let shared = Arc::new(Shared::new(planned, specs));
+    let shared = Arc::new(crate::pipeline::cpu_bound(|| Shared::new(planned, specs)));
     debug!(
         target: "asenet::controller::timing",
         specs = specs.len(),
@@ -525,7 +525,7 @@ async fn write(
         info!("lost leadership before applying; not writing");
         return Err(ComponentError::LostLeadership);
     }
-    let narrowed = Plan {
+    let mut narrowed = Plan {
         resources: written,
         errors: vec![],
     };
@@ -555,7 +555,15 @@ async fn write(
     // What Azure holds now, and the plan from there: the written changes are gone, the
     // withheld ones remain.
     diff::apply_in_place(&narrowed, &mut snapshot);
-    let plan = diff::diff(&desired, &snapshot, scope);
+    // The kept and foreign entries were for the PUT bodies and the line above; reports
+    // read the changes. Dropped before the re-plan, which adds its own.
+    narrowed
+        .resources
+        .iter_mut()
+        .for_each(ResourcePlan::drop_unwritten_entries);
+    let plan = crate::pipeline::cpu_bound(|| {
+        diff::diff_with(&desired, &snapshot, scope, diff::Detail::Writes)
+    });
     let now_planned = Planned {
         snapshot,
         desired,

@@ -98,7 +98,7 @@ fn add_dissociation(
         kind: ResourceKind::Subnet,
         action: ParentAction::Update,
         location: None,
-        owners: by,
+        owners: by.into(),
         rules: EntryChanges::default(),
         routes: EntryChanges::default(),
         association: Some(change),

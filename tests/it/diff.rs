@@ -1021,3 +1021,57 @@ mod properties {
         }
     }
 }
+
+/// The controller's plans ([`asenet::diff::Detail::Writes`]) are the full plan, except
+/// that a resource with nothing to write carries no kept or foreign entries: every
+/// resource the plan writes keeps its whole list (a PUT carries it), and every change,
+/// owner and conflict is there. A plan that removes a spec is always full (the removal
+/// reads what remains in each resource).
+#[test]
+fn a_plan_for_writes_is_the_full_plan_without_the_entries_of_what_it_does_not_write() {
+    use asenet::diff::{diff_with, Detail};
+    let world = specgen::generate(300);
+    let (valid, _) = asenet::validate::validate_all(&world.specs);
+    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    // Half the resources written: the other half still has changes.
+    let first = diff(&desired, &world.snapshot, &sc);
+    let half = Plan {
+        resources: first.resources.iter().step_by(2).cloned().collect(),
+        errors: vec![],
+    };
+    let snapshot = apply_to_snapshot(&half, &world.snapshot);
+    let full = diff(&desired, &snapshot, &sc);
+    let lean = diff_with(&desired, &snapshot, &sc, Detail::Writes);
+    assert_eq!(full.errors, lean.errors);
+    assert_eq!(full.resources.len(), lean.resources.len());
+    let (mut written, mut trimmed) = (0, 0);
+    for (f, l) in full.resources.iter().zip(&lean.resources) {
+        if f.has_changes() {
+            written += 1;
+            assert_eq!(f, l, "{} is written: its whole list stays", f.id);
+            continue;
+        }
+        let mut expected = f.clone();
+        expected.drop_unwritten_entries();
+        assert_eq!(&expected, l, "{}", f.id);
+        if !(f.rules.keep.is_empty() && f.rules.foreign.is_empty() && f.routes.keep.is_empty()) {
+            trimmed += 1;
+        }
+    }
+    // Both cases happened, foreign entries of a written NSG included.
+    assert!(written > 100 && trimmed > 100, "{written} {trimmed}");
+    assert!(lean
+        .resources
+        .iter()
+        .any(|r| r.has_changes() && !r.rules.foreign.is_empty()));
+
+    let removing = valid[0].key.clone();
+    let rest: Vec<_> = valid[1..].to_vec();
+    let desired = asenet::resolver::resolve_removing(&rest, &snapshot, &[removing.clone()].into());
+    let sc = Scope::new(rest.iter().map(|v| v.key.clone()), [removing]);
+    assert_eq!(
+        diff(&desired, &snapshot, &sc),
+        diff_with(&desired, &snapshot, &sc, Detail::Writes)
+    );
+}
