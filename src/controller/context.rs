@@ -20,7 +20,7 @@ use super::tenancy::TenancyStores;
 use crate::api::{AseConnectivity, Mode};
 use crate::diff::{ResourcePlan, Scope};
 use crate::error::SpecError;
-use crate::model::SpecKey;
+use crate::model::{ResourceId, SpecKey};
 use crate::pipeline;
 use crate::tenancy::TenancyMode;
 
@@ -309,22 +309,31 @@ impl Shared {
     /// `planned` of the component `specs`, without what no report reads: it is held for
     /// the resync interval, and a component of 10,000 specs holds ~200,000 rules in each of
     /// the snapshot, the desired parents and the plan's kept entries (issue 14's memory).
-    /// Reports read the plan's changes, owners and conflicts, and the desired state's
-    /// per-spec outcomes.
+    ///
+    /// Reports ([`decide::decide`](super::decide::decide)) read, of a member's resources,
+    /// the changes still pending, who withholds them, and the conflicts, and of the desired
+    /// state the per-spec outcomes. So the plan keeps only the resources with a change or a
+    /// conflict (a converged component keeps none of its ~31,000), without their kept and
+    /// foreign entries, and `withheld` only those with a change.
     pub fn new(mut planned: Planned, specs: &[Arc<AseConnectivity>]) -> Self {
         // Released before the outcome is indexed; nothing writes from a cached outcome.
         planned.snapshot = Default::default();
-        let withheld = withheld(&planned.plan.resources, specs.iter().map(|s| &**s));
-        let parts = Parts::of(&planned.plan.resources, &planned.desired);
+        let resources = &mut planned.plan.resources;
+        resources.retain(|r| r.has_changes() || !r.conflicts.is_empty());
+        resources.shrink_to_fit();
+        resources
+            .iter_mut()
+            .for_each(ResourcePlan::drop_unwritten_entries);
+        let mut withheld = withheld(resources, specs.iter().map(|s| &**s));
+        let changed: std::collections::HashSet<&ResourceId> = (resources.iter())
+            .filter(|r| r.has_changes())
+            .map(|r| &r.id)
+            .collect();
+        withheld.retain(|id, _| changed.contains(id));
+        let parts = Parts::of(resources, &planned.desired);
         planned.desired.network_security_groups = Default::default();
         planned.desired.route_tables = Default::default();
         planned.desired.subnets = Default::default();
-        for r in &mut planned.plan.resources {
-            r.rules.keep = vec![];
-            r.rules.foreign = vec![];
-            r.routes.keep = vec![];
-            r.routes.foreign = vec![];
-        }
         Shared {
             planned,
             withheld,

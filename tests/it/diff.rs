@@ -1075,3 +1075,126 @@ fn a_plan_for_writes_is_the_full_plan_without_the_entries_of_what_it_does_not_wr
         diff_with(&desired, &snapshot, &sc, Detail::Writes)
     );
 }
+
+/// The controller caches a component's outcome as [`asenet::controller::context::Shared`]:
+/// only the resources with a change or a conflict, and what withholds a change. Every
+/// member's decision (status, events, counters) from it is the one from the whole plan.
+#[test]
+fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
+    use asenet::api::Mode;
+    use asenet::controller::context::Shared;
+    use asenet::controller::decide::{decide, Component, Outcome, Parts, Subject, Withheld};
+    use asenet::diff::{diff_with, Detail};
+    use asenet::pipeline::{read_only_specs, withheld_by, PlanOutcome};
+    use asenet::resolver::SpecOutcome;
+    let world = specgen::generate(300);
+    let mut specs = world.specs.clone();
+    // Specs in mode Plan withhold the resources they share with others.
+    for s in specs.iter_mut().step_by(37) {
+        s.spec.mode = Mode::Plan;
+    }
+    let (valid, _) = asenet::validate::validate_all(&specs);
+    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
+    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    let first = diff(&desired, &world.snapshot, &sc);
+    let half = Plan {
+        resources: first.resources.iter().step_by(2).cloned().collect(),
+        errors: vec![],
+    };
+    let mut snapshot = apply_to_snapshot(&half, &world.snapshot);
+    // A foreign rule inside a spec's band of an NSG with nothing to write: a conflict of
+    // an unchanged resource, which its members report.
+    let (id, band) = (half.resources.iter())
+        .filter_map(|r| desired.network_security_groups.get(&r.id))
+        .find_map(|n| n.bands.values().next().map(|b| (n.id.clone(), *b)))
+        .expect("a written NSG with a band");
+    let nsg = snapshot
+        .network_security_groups
+        .get_mut(&id)
+        .expect("written");
+    let used: BTreeSet<u32> = nsg.rules.iter().map(|r| r.priority).collect();
+    let free = (u32::from(band.from.get())..=u32::from(band.to.get()))
+        .rev()
+        .find(|p| !used.contains(p))
+        .expect("a free priority in the band");
+    nsg.rules.push(Arc::new(rule(
+        "corp-in-band",
+        free,
+        Access::Allow,
+        "1.2.3.4",
+        &["81"],
+    )));
+    let plan = diff_with(&desired, &snapshot, &sc, Detail::Writes);
+    let in_band = plan.resource(&id).expect("planned");
+    assert!(!in_band.has_changes() && !in_band.conflicts.is_empty());
+    let read_only = read_only_specs(specs.iter());
+    let withheld: Withheld = (plan.resources.iter())
+        .map(|r| (r.id.clone(), withheld_by(r, &read_only)))
+        .filter(|(_, by)| !by.is_empty())
+        .collect();
+    let parts = Parts::of(&plan.resources, &desired);
+    let arcs: Vec<Arc<asenet::api::AseConnectivity>> =
+        specs.iter().cloned().map(Arc::new).collect();
+    let shared = Shared::new(
+        PlanOutcome {
+            snapshot,
+            desired: desired.clone(),
+            plan: plan.clone(),
+        },
+        &arcs,
+    );
+    let kept = shared.planned.plan.resources.len();
+    assert!(kept > 0 && kept < plan.resources.len() / 2, "{kept}");
+    assert!(!shared.withheld.is_empty());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    );
+    let written = &half.resources[..3];
+    let (mut pending, mut blocked) = (0, 0);
+    for (spec, v) in specs.iter().zip(&valid) {
+        let Some(SpecOutcome::Resolved(resolution)) = desired.specs.get(&v.key) else {
+            continue;
+        };
+        let subject = Subject {
+            key: &v.key,
+            generation: Some(1),
+            mode: spec.spec.mode,
+            prev: None,
+        };
+        let whole = decide(
+            &subject,
+            &Outcome::Planned(Component {
+                resolution,
+                plan: &plan.resources,
+                parts: &parts,
+                written,
+                withheld: &withheld,
+            }),
+            &now,
+        );
+        let cached = decide(
+            &subject,
+            &Outcome::Planned(Component {
+                resolution,
+                plan: &shared.planned.plan.resources,
+                parts: &shared.parts,
+                written,
+                withheld: &shared.withheld,
+            }),
+            &now,
+        );
+        assert_eq!(whole, cached, "{}", v.key);
+        let p = whole.status.as_ref().and_then(|s| s.plan.as_ref());
+        pending += usize::from(p.is_some_and(|p| p.total > 0));
+        blocked += usize::from(
+            whole
+                .events
+                .iter()
+                .any(|e| e.reason == "SharedResourceNotApplied"),
+        );
+    }
+    // Specs with changes pending, with changes withheld and with a conflict in a resource
+    // with nothing to write were compared.
+    assert!(pending > 10 && blocked > 0, "{pending} {blocked}");
+    assert!(shared.planned.plan.resource(&id).is_some());
+}
