@@ -568,13 +568,14 @@ pub enum Detail {
     /// Every entry: the kept and foreign entries of every resource (what `asenet plan`
     /// reports).
     Full,
-    /// Kept and foreign entries only where the plan writes them (a PUT carries the whole
-    /// list). A resource with nothing to write keeps its changes, owners and conflicts and
-    /// drops its kept and foreign entries as soon as it is planned, so a plan never holds
-    /// them all at once: a converged component of 10,000 specs has ~200,000 kept rules
-    /// (issue 14's memory). The controller plans this way; its reports read no kept or
-    /// foreign entry ([`crate::controller::context::Shared`]). A plan that removes a spec
-    /// is always [`Detail::Full`]: the removal reads what remains in each resource.
+    /// What the controller writes and reports: only the resources with a change or a
+    /// conflict, and kept and foreign entries only in those it writes (a PUT carries the
+    /// whole list). A resource with nothing to write and no conflict is dropped as soon as
+    /// it is planned, so a plan never holds them all at once: a converged component of
+    /// 10,000 specs has ~31,000 resources and ~200,000 kept rules (issue 14's memory). The
+    /// controller's reports read nothing else ([`crate::controller::context::Shared`]). A
+    /// plan that removes a spec is always [`Detail::Full`]: the removal reads what remains
+    /// in each resource.
     Writes,
 }
 
@@ -592,9 +593,11 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
     } else {
         Detail::Full
     };
+    // What of a planned resource the plan keeps.
     let lean = |r: ResourcePlan| match detail {
-        Detail::Full => r,
-        Detail::Writes => r.without_unwritten_entries(),
+        Detail::Full => Some(r),
+        Detail::Writes if !r.has_changes() && r.conflicts.is_empty() => None,
+        Detail::Writes => Some(r.without_unwritten_entries()),
     };
 
     // NSGs: desired ones, and observed ones holding owned rules of specs in scope; both
@@ -630,13 +633,18 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
     // Sized once for every resource (a plan of 10,000 specs has ~31,000 of ~420 bytes
     // each; grown by doubling, it held up to twice that).
     let mut resources = Vec::with_capacity(nsgs.len() + claimants.len() + desired.subnets.len());
-    // Each NSG is planned on its own, on every core (issue 14: "use both cores"); an
-    // indexed `par_extend` writes the plans in id order into the space reserved above.
-    resources.par_extend(
-        nsgs.into_par_iter()
-            .with_min_len(NSGS_PER_TASK)
-            .map(|(id, want, have)| lean(plan_nsg(id, want, have, scope, &failed, &ctx))),
-    );
+    // Each NSG is planned on its own, on every core (issue 14: "use both cores"), the plans
+    // kept in id order. All of them: an indexed `par_extend` writes them into the space
+    // reserved above. Some: gathered, then appended.
+    let plan_one = |(id, want, have)| plan_nsg(id, want, have, scope, &failed, &ctx);
+    let nsgs = nsgs.into_par_iter().with_min_len(NSGS_PER_TASK);
+    match detail {
+        Detail::Full => resources.par_extend(nsgs.map(plan_one)),
+        Detail::Writes => {
+            let mut kept: Vec<ResourcePlan> = nsgs.filter_map(|n| lean(plan_one(n))).collect();
+            resources.append(&mut kept);
+        }
+    }
 
     // Who may own a route: every spec the plan knows, indexed once for all tables.
     let known = RouteOwners::new(scope.specs.iter().chain(&scope.removing).chain(&failed));
@@ -646,7 +654,7 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
         if want.is_none() && have.is_none() {
             continue;
         }
-        resources.push(lean(plan_route_table(
+        resources.extend(lean(plan_route_table(
             id,
             want,
             have,
@@ -657,7 +665,11 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
         )));
     }
 
-    plan_subnets(desired, snapshot, &mut resources);
+    plan_subnets(desired, snapshot, detail, &mut resources);
+    if detail == Detail::Writes {
+        // Reserved for every resource; a converged component keeps none.
+        resources.shrink_to_fit();
+    }
 
     // Already in this order (each kind is planned in id order); the keys are unique, so an
     // unstable sort gives the same order without the stable sort's scratch copy.
@@ -671,8 +683,14 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
 }
 
 /// The association changes of the desired subnets: set or changed to what their spec
-/// wants, never removed here (`removal` takes associations away). Appended to `out`.
-fn plan_subnets(desired: &Desired, snapshot: &Snapshot, out: &mut Vec<ResourcePlan>) {
+/// wants, never removed here (`removal` takes associations away). Appended to `out`; with
+/// [`Detail::Writes`], only the subnets whose association changes.
+fn plan_subnets(
+    desired: &Desired,
+    snapshot: &Snapshot,
+    detail: Detail,
+    out: &mut Vec<ResourcePlan>,
+) {
     for (id, want, have) in join(&desired.subnets, &snapshot.subnets) {
         let Some(want) = want else {
             continue;
@@ -695,6 +713,9 @@ fn plan_subnets(desired: &Desired, snapshot: &Snapshot, out: &mut Vec<ResourcePl
                 network_security_group: nsg_change,
                 route_table: rt_change,
             });
+        if association.is_none() && detail == Detail::Writes {
+            continue;
+        }
         out.push(ResourcePlan {
             id: id.clone(),
             kind: ResourceKind::Subnet,
