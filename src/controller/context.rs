@@ -330,10 +330,7 @@ impl Shared {
             .map(|r| &r.id)
             .collect();
         withheld.retain(|id, _| changed.contains(id));
-        let parts = Parts::of(resources, &planned.desired);
-        planned.desired.network_security_groups = Default::default();
-        planned.desired.route_tables = Default::default();
-        planned.desired.subnets = Default::default();
+        let parts = Parts::taking(resources, &mut planned.desired);
         Shared {
             planned,
             withheld,

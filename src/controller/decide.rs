@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::status::{self, has_changes, next_status, summarise, Finding, PlannedFinding};
+use super::status::{
+    self, has_changes, next_status, summarise, summarise_counts, Finding, PlannedFinding,
+};
 use crate::api::{AseConnectivityStatus, DeletionPolicy, Mode, OwnedRuleStatus, PlanSummary};
 use crate::diff::{ResourceKind, ResourcePlan};
 use crate::error::{Category, ErrorCategory, SpecError, SpecErrorKind};
@@ -112,6 +114,28 @@ pub enum Outcome<'a> {
     Planned(Component<'a>),
 }
 
+/// What a report reads of a resource a reconcile wrote: its id, its owners and the counts
+/// of its changes. The entries themselves were for the write: at the convergence of a
+/// component of 10,000 specs they are ~200,000 created rules, and the reports of its
+/// members read only these counts (issue 14's memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenResource {
+    pub id: ResourceId,
+    pub owners: crate::diff::Owners,
+    /// `(create, update, delete)`, [`ResourcePlan::counts`].
+    pub counts: (usize, usize, usize),
+}
+
+impl From<&ResourcePlan> for WrittenResource {
+    fn from(r: &ResourcePlan) -> Self {
+        WrittenResource {
+            id: r.id.clone(),
+            owners: r.owners.clone(),
+            counts: r.counts(),
+        }
+    }
+}
+
 /// The component's plan as a reconcile left it.
 pub struct Component<'a> {
     pub resolution: &'a Resolution,
@@ -120,7 +144,7 @@ pub struct Component<'a> {
     /// `plan` and the desired state it came from, indexed by spec ([`Parts::of`]).
     pub parts: &'a Parts,
     /// The resources this reconcile wrote (for the whole component), as planned before.
-    pub written: &'a [ResourcePlan],
+    pub written: &'a [WrittenResource],
     /// The resources of `plan` a contributor not in mode `Apply` withholds.
     pub withheld: &'a Withheld,
 }
@@ -167,6 +191,29 @@ struct OwnedRule {
 
 impl Parts {
     pub fn of(plan: &[ResourcePlan], desired: &Desired) -> Parts {
+        let mut parts = Parts::indexing(plan);
+        status::all_owned_entries(desired).for_each(|e| parts.add(e));
+        parts
+    }
+
+    /// [`Parts::of`], taking the desired NSGs and route tables out of `desired` (left
+    /// empty, with its subnets): each is dropped as soon as its entries are indexed, so
+    /// the index and the whole desired state never exist together (a component of 10,000
+    /// specs has ~200,000 owned rules; issue 14's memory).
+    pub fn taking(plan: &[ResourcePlan], desired: &mut Desired) -> Parts {
+        let mut parts = Parts::indexing(plan);
+        for (_, nsg) in std::mem::take(&mut desired.network_security_groups) {
+            status::nsg_entries(&nsg).for_each(|e| parts.add(e));
+        }
+        for (_, rt) in std::mem::take(&mut desired.route_tables) {
+            status::route_table_entries(&rt).for_each(|e| parts.add(e));
+        }
+        desired.subnets = Default::default();
+        parts
+    }
+
+    /// The positions of `plan`'s resources by owner and by id; no rules yet.
+    fn indexing(plan: &[ResourcePlan]) -> Parts {
         let mut parts = Parts::default();
         for (i, r) in plan.iter().enumerate() {
             for owner in &r.owners {
@@ -174,19 +221,19 @@ impl Parts {
             }
             parts.by_id.entry(r.id.clone()).or_default().push(i);
         }
-        for e in status::all_owned_entries(desired) {
-            parts
-                .rules
-                .entry(e.owner.clone())
-                .or_default()
-                .push(OwnedRule {
-                    parent: e.parent.clone(),
-                    name: e.name.into(),
-                    priority: e.priority,
-                    reason: Arc::clone(e.reason),
-                });
-        }
         parts
+    }
+
+    fn add(&mut self, e: status::OwnedEntry<'_>) {
+        self.rules
+            .entry(e.owner.clone())
+            .or_default()
+            .push(OwnedRule {
+                parent: e.parent.clone(),
+                name: e.name.into(),
+                priority: e.priority,
+                reason: Arc::clone(e.reason),
+            });
     }
 
     /// The resources of `plan` (the plan this was built from) that `key` owns entries in or
@@ -294,13 +341,15 @@ fn planned(
 ) -> Decision {
     let key = subject.key;
     // This spec's part: the resources it owns entries in or touches.
-    let is_mine =
-        |r: &&ResourcePlan| r.owners.contains(key) || c.resolution.touches.contains(&r.id);
     let mine: Vec<&ResourcePlan> = c.parts.mine(key, &c.resolution.touches, c.plan);
     // Still changed after this reconcile's writes: withheld, or planned in mode Plan/Observe.
     let changed: Vec<&ResourcePlan> = mine.iter().copied().filter(|r| has_changes(r)).collect();
-    let mine_written: Vec<&ResourcePlan> = c.written.iter().filter(is_mine).collect();
-    let found = summarise(mine_written.iter().copied().chain(changed.iter().copied()));
+    let mine_written: Vec<(usize, usize, usize)> = (c.written.iter())
+        .filter(|w| w.owners.contains(key) || c.resolution.touches.contains(&w.id))
+        .map(|w| w.counts)
+        .collect();
+    let found =
+        summarise_counts((mine_written.iter().copied()).chain(changed.iter().map(|r| r.counts())));
     let blocked: Vec<(&ResourcePlan, &BTreeSet<SpecKey>)> = changed
         .iter()
         .filter_map(|r| c.withheld.get(&r.id).map(|by| (*r, by)))
@@ -320,7 +369,7 @@ fn planned(
         rules: c.parts.rules(key),
         pending,
         applied: match subject.mode {
-            Mode::Apply => summarise(mine_written.iter().copied()),
+            Mode::Apply => summarise_counts(mine_written.iter().copied()),
             Mode::Plan | Mode::Observe => PlanSummary::default(),
         },
         blocked: blocked
@@ -334,8 +383,8 @@ fn planned(
     if !c.written.is_empty() {
         let note = format!(
             "applied {} change(s) to {}",
-            summarise(c.written.iter()).total,
-            resource_names(c.written.iter())
+            summarise_counts(c.written.iter().map(|w| w.counts)).total,
+            names(c.written.iter().map(|w| &w.id))
         );
         events.push(Notice::always(EventKind::Normal, "Applied", note));
     }
@@ -405,9 +454,13 @@ fn was_in_sync(prev: Option<&AseConnectivityStatus>) -> bool {
 
 /// `a, b, c`: the names of some resources.
 pub fn resource_names<'a>(resources: impl IntoIterator<Item = &'a ResourcePlan>) -> String {
-    resources
-        .into_iter()
-        .map(|r| r.id.name().to_string())
+    names(resources.into_iter().map(|r| &r.id))
+}
+
+/// `a, b, c`: the names of some resource ids.
+fn names<'a>(ids: impl IntoIterator<Item = &'a ResourceId>) -> String {
+    ids.into_iter()
+        .map(|id| id.name().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -687,7 +740,7 @@ mod tests {
         Spec(SpecErrorKind),
         Planned {
             plan: Vec<ResourcePlan>,
-            written: Vec<ResourcePlan>,
+            written: Vec<WrittenResource>,
             withheld_by: Option<SpecKey>,
         },
     }
@@ -720,7 +773,7 @@ mod tests {
     ) -> Found {
         Found::Planned {
             plan,
-            written,
+            written: written.iter().map(WrittenResource::from).collect(),
             withheld_by,
         }
     }
@@ -1035,7 +1088,8 @@ mod tests {
         let mut theirs = subnet();
         theirs.owners = [other()].into();
         theirs.routes = rt(&[other()], 1, 0).routes;
-        let written = [rt(&[me()], 2, 0), theirs];
+        let written: Vec<WrittenResource> =
+            [rt(&[me()], 2, 0), theirs].iter().map(Into::into).collect();
         let parts = Parts::of(&[], &desired);
         let outcome = Outcome::Planned(Component {
             resolution: &resolution,

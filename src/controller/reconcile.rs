@@ -38,7 +38,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::context::{fingerprint_in, withheld, Context, MemberPrint, Shared, FIELD_MANAGER};
-use super::decide::{self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject};
+use super::decide::{
+    self, Component, Departure, EventKind, Notice, Outcome, RemovalStep, Subject, WrittenResource,
+};
 use super::engine::{self, Planned};
 use super::index::{key_of, ComponentView};
 use super::metrics::ModeLabel;
@@ -399,7 +401,7 @@ struct ComponentOutcome {
     /// The plan *after* this reconcile's writes (the written changes are no longer in it).
     shared: Arc<Shared>,
     /// The resources this reconcile wrote, as planned before the write.
-    written: Vec<ResourcePlan>,
+    written: Vec<WrittenResource>,
 }
 
 impl ComponentOutcome {
@@ -478,7 +480,7 @@ async fn plan_and_apply(
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
     let (planned, cacheable, written) = if written.is_empty() {
-        (planned, true, written)
+        (planned, true, vec![])
     } else {
         write(ctx, specs, scope, planned, written).await?
     };
@@ -513,19 +515,20 @@ async fn plan_and_apply(
 }
 
 /// Writes `written` (the plan narrowed to what may be written) and returns the plan from
-/// what Azure holds now, whether it may be cached (nothing was re-planned), and `written`.
+/// what Azure holds now, whether it may be cached (nothing was re-planned), and what the
+/// reports read of `written`.
 async fn write(
     ctx: &Context,
     specs: &[Arc<AseConnectivity>],
     scope: &Scope,
     planned: Planned,
     written: Vec<ResourcePlan>,
-) -> Result<(Planned, bool, Vec<ResourcePlan>), ComponentError> {
+) -> Result<(Planned, bool, Vec<WrittenResource>), ComponentError> {
     if !ctx.leadership.is_leader() {
         info!("lost leadership before applying; not writing");
         return Err(ComponentError::LostLeadership);
     }
-    let mut narrowed = Plan {
+    let narrowed = Plan {
         resources: written,
         errors: vec![],
     };
@@ -555,12 +558,10 @@ async fn write(
     // What Azure holds now, and the plan from there: the written changes are gone, the
     // withheld ones remain.
     diff::apply_in_place(&narrowed, &mut snapshot);
-    // The kept and foreign entries were for the PUT bodies and the line above; reports
-    // read the changes. Dropped before the re-plan, which adds its own.
-    narrowed
-        .resources
-        .iter_mut()
-        .for_each(ResourcePlan::drop_unwritten_entries);
+    // The entries were for the PUT bodies and the line above; reports read the counts.
+    // Dropped before the re-plan.
+    let written: Vec<WrittenResource> = narrowed.resources.iter().map(Into::into).collect();
+    drop(narrowed);
     let plan = crate::pipeline::cpu_bound(|| {
         diff::diff_with(&desired, &snapshot, scope, diff::Detail::Writes)
     });
@@ -569,7 +570,7 @@ async fn write(
         desired,
         plan,
     };
-    Ok((now_planned, report.replans == 0, narrowed.resources))
+    Ok((now_planned, report.replans == 0, written))
 }
 
 /// The reconcile of a live spec, as named steps: dereference → lock the parents → plan the

@@ -24,7 +24,7 @@ use crate::api::{AseConnectivityStatus, Mode, OwnedRuleStatus, PlanSummary, Reso
 use crate::diff::ResourcePlan;
 use crate::error::SpecError;
 use crate::model::{ResourceId, SpecKey};
-use crate::resolver::{Desired, Resolution};
+use crate::resolver::{Desired, DesiredNsg, DesiredRouteTable, Resolution};
 
 pub const READY: &str = "Ready";
 pub const RESOLVED: &str = "Resolved";
@@ -59,10 +59,14 @@ pub struct PlannedFinding<'a> {
 /// Counts the rule, route and association changes of some resource plans, as the CLI's
 /// plan summary counts them (`ResourcePlan::counts`).
 pub fn summarise<'a>(resources: impl IntoIterator<Item = &'a ResourcePlan>) -> PlanSummary {
+    summarise_counts(resources.into_iter().map(ResourcePlan::counts))
+}
+
+/// [`summarise`] of `(create, update, delete)` counts ([`ResourcePlan::counts`]).
+pub fn summarise_counts(counts: impl IntoIterator<Item = (usize, usize, usize)>) -> PlanSummary {
     let mut s = PlanSummary::default();
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-    for r in resources {
-        let (c, u, d) = r.counts();
+    for (c, u, d) in counts {
         s.create = s.create.saturating_add(n(c));
         s.update = s.update.saturating_add(n(u));
         s.delete = s.delete.saturating_add(n(d));
@@ -126,25 +130,34 @@ impl OwnedEntry<'_> {
 
 /// [`all_owned_rules`] borrowed, with each entry's parent id.
 pub fn all_owned_entries(desired: &Desired) -> impl Iterator<Item = OwnedEntry<'_>> {
-    let rules = desired.network_security_groups.values().flat_map(|nsg| {
-        nsg.rules.iter().map(move |r| OwnedEntry {
-            owner: &r.owner,
-            parent: &nsg.id,
-            name: &r.rule.name,
-            priority: Some(r.rule.priority),
-            reason: &r.reason,
-        })
-    });
-    let routes = desired.route_tables.values().flat_map(|rt| {
-        rt.routes.iter().map(move |r| OwnedEntry {
-            owner: &r.owner,
-            parent: &rt.id,
-            name: &r.route.name,
-            priority: None,
-            reason: &r.reason,
-        })
-    });
+    let rules = desired
+        .network_security_groups
+        .values()
+        .flat_map(nsg_entries);
+    let routes = desired.route_tables.values().flat_map(route_table_entries);
     rules.chain(routes)
+}
+
+/// The owned rules of one desired NSG, in order.
+pub fn nsg_entries(nsg: &DesiredNsg) -> impl Iterator<Item = OwnedEntry<'_>> {
+    nsg.rules.iter().map(move |r| OwnedEntry {
+        owner: &r.owner,
+        parent: &nsg.id,
+        name: &r.rule.name,
+        priority: Some(r.rule.priority),
+        reason: &r.reason,
+    })
+}
+
+/// The owned routes of one desired route table, in order.
+pub fn route_table_entries(rt: &DesiredRouteTable) -> impl Iterator<Item = OwnedEntry<'_>> {
+    rt.routes.iter().map(move |r| OwnedEntry {
+        owner: &r.owner,
+        parent: &rt.id,
+        name: &r.route.name,
+        priority: None,
+        reason: &r.reason,
+    })
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {

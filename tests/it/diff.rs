@@ -1084,7 +1084,9 @@ fn a_plan_for_writes_is_the_full_plan_without_what_it_does_not_write_or_report()
 fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
     use asenet::api::Mode;
     use asenet::controller::context::Shared;
-    use asenet::controller::decide::{decide, Component, Outcome, Parts, Subject, Withheld};
+    use asenet::controller::decide::{
+        decide, Component, Outcome, Parts, Subject, Withheld, WrittenResource,
+    };
     use asenet::diff::{diff_with, Detail};
     use asenet::pipeline::{read_only_specs, withheld_by, PlanOutcome};
     use asenet::resolver::SpecOutcome;
@@ -1132,7 +1134,7 @@ fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
     );
-    let written = &half.resources[..3];
+    let written: Vec<WrittenResource> = half.resources[..3].iter().map(Into::into).collect();
     let (mut pending, mut blocked) = (0, 0);
     for (spec, v) in specs.iter().zip(&valid) {
         let Some(SpecOutcome::Resolved(resolution)) = desired.specs.get(&v.key) else {
@@ -1150,7 +1152,7 @@ fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
                 resolution,
                 plan: &whole_plan.resources,
                 parts: &parts,
-                written,
+                written: &written,
                 withheld: &withheld,
             }),
             &now,
@@ -1161,7 +1163,7 @@ fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
                 resolution,
                 plan: &shared.planned.plan.resources,
                 parts: &shared.parts,
-                written,
+                written: &written,
                 withheld: &shared.withheld,
             }),
             &now,
