@@ -665,7 +665,7 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
         )));
     }
 
-    plan_subnets(desired, snapshot, detail, &mut resources);
+    plan_subnets(desired, snapshot, lean, &mut resources);
     if detail == Detail::Writes {
         // Reserved for every resource; a converged component keeps none.
         resources.shrink_to_fit();
@@ -683,12 +683,12 @@ pub fn diff_with(desired: &Desired, snapshot: &Snapshot, scope: &Scope, detail: 
 }
 
 /// The association changes of the desired subnets: set or changed to what their spec
-/// wants, never removed here (`removal` takes associations away). Appended to `out`; with
-/// [`Detail::Writes`], only the subnets whose association changes.
+/// wants, never removed here (`removal` takes associations away). Appended to `out`, each
+/// as `lean` keeps it (the rule of the plan's [`Detail`]).
 fn plan_subnets(
     desired: &Desired,
     snapshot: &Snapshot,
-    detail: Detail,
+    lean: impl Fn(ResourcePlan) -> Option<ResourcePlan>,
     out: &mut Vec<ResourcePlan>,
 ) {
     for (id, want, have) in join(&desired.subnets, &snapshot.subnets) {
@@ -713,10 +713,7 @@ fn plan_subnets(
                 network_security_group: nsg_change,
                 route_table: rt_change,
             });
-        if association.is_none() && detail == Detail::Writes {
-            continue;
-        }
-        out.push(ResourcePlan {
+        out.extend(lean(ResourcePlan {
             id: id.clone(),
             kind: ResourceKind::Subnet,
             action: if association.is_some() {
@@ -732,7 +729,7 @@ fn plan_subnets(
             association,
             conflicts: vec![],
             service_tags: None,
-        });
+        }));
     }
 }
 

@@ -1032,17 +1032,13 @@ mod properties {
 fn a_plan_for_writes_is_the_full_plan_without_what_it_does_not_write_or_report() {
     use asenet::diff::{diff_with, Detail};
     let world = specgen::generate(300);
-    let (valid, _) = asenet::validate::validate_all(&world.specs);
-    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
-    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
-    // Half the resources written: the other half still has changes.
-    let first = diff(&desired, &world.snapshot, &sc);
-    let half = Plan {
-        resources: first.resources.iter().step_by(2).cloned().collect(),
-        errors: vec![],
-    };
-    let mut snapshot = apply_to_snapshot(&half, &world.snapshot);
-    foreign_rule_in_band(&desired, &half, &mut snapshot);
+    let HalfApplied {
+        valid,
+        desired,
+        sc,
+        snapshot,
+        ..
+    } = half_applied(&world.specs, &world.snapshot);
     let full = diff(&desired, &snapshot, &sc);
     let lean = diff_with(&desired, &snapshot, &sc, Detail::Writes);
     assert_eq!(full.errors, lean.errors);
@@ -1096,17 +1092,14 @@ fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
     for s in specs.iter_mut().step_by(37) {
         s.spec.mode = Mode::Plan;
     }
-    let (valid, _) = asenet::validate::validate_all(&specs);
-    let desired = asenet::resolver::resolve(&valid, &world.snapshot);
-    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
-    let first = diff(&desired, &world.snapshot, &sc);
-    let half = Plan {
-        resources: first.resources.iter().step_by(2).cloned().collect(),
-        errors: vec![],
-    };
-    let mut snapshot = apply_to_snapshot(&half, &world.snapshot);
-    // A conflict of a resource with nothing to write, which its members report.
-    let id = foreign_rule_in_band(&desired, &half, &mut snapshot);
+    let HalfApplied {
+        valid,
+        desired,
+        sc,
+        half,
+        snapshot,
+        in_band: id,
+    } = half_applied(&specs, &world.snapshot);
     // The controller's plan, and the whole plan to compare with.
     let plan = diff_with(&desired, &snapshot, &sc, Detail::Writes);
     let whole_plan = diff(&desired, &snapshot, &sc);
@@ -1182,6 +1175,41 @@ fn a_cached_outcome_decides_every_member_as_the_whole_plan_does() {
     // with nothing to write were compared.
     assert!(pending > 10 && blocked > 0, "{pending} {blocked}");
     assert!(shared.planned.plan.resource(&id).is_some());
+}
+
+/// `specs` planned over `snapshot` with every other resource of the first plan applied
+/// (the rest still has changes), and a foreign rule inside a spec's band in one applied
+/// NSG: a conflict in a resource with nothing to write.
+struct HalfApplied {
+    valid: Vec<asenet::validate::ValidSpec>,
+    desired: Desired,
+    sc: Scope,
+    /// The part of the first plan applied.
+    half: Plan,
+    snapshot: Snapshot,
+    /// The NSG with the foreign rule in a band.
+    in_band: ResourceId,
+}
+
+fn half_applied(specs: &[asenet::api::AseConnectivity], snapshot: &Snapshot) -> HalfApplied {
+    let (valid, _) = asenet::validate::validate_all(specs);
+    let desired = asenet::resolver::resolve(&valid, snapshot);
+    let sc = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    let first = diff(&desired, snapshot, &sc);
+    let half = Plan {
+        resources: first.resources.iter().step_by(2).cloned().collect(),
+        errors: vec![],
+    };
+    let mut snapshot = apply_to_snapshot(&half, snapshot);
+    let in_band = foreign_rule_in_band(&desired, &half, &mut snapshot);
+    HalfApplied {
+        valid,
+        desired,
+        sc,
+        half,
+        snapshot,
+        in_band,
+    }
 }
 
 /// Adds a foreign rule inside a spec's band to an NSG of `written` (converged in
