@@ -42,7 +42,7 @@ use crate::model::{
 };
 use crate::resolver::{
     decode_tag_versions, encode_tag_versions, Desired, DesiredNsg, DesiredRouteTable, OwnedRoute,
-    OwnedRule, RouteOwners, SERVICE_TAGS_TAG,
+    OwnedRule, RouteOwners,
 };
 use crate::snapshot::{NsgState, ParentState, RouteTableState, Snapshot};
 
@@ -1117,11 +1117,8 @@ fn note_service_tags(
     want: Option<&DesiredRouteTable>,
     have: Option<&RouteTableState>,
 ) -> Option<String> {
-    let recorded = have
-        .and_then(|h| h.raw.as_ref())
-        .and_then(|raw| raw.string_at(&format!("/tags/{SERVICE_TAGS_TAG}")))
-        .map(|s| decode_tag_versions(&s))
-        .unwrap_or_default();
+    let none = BTreeMap::new();
+    let recorded = have.map_or(&none, |h| &h.recorded_service_tags);
     let current = want.map(|w| &w.service_tags);
     let moved: Vec<String> = current
         .into_iter()
@@ -1144,7 +1141,7 @@ fn note_service_tags(
         }
     }
     current
-        .filter(|c| !c.is_empty() && **c != recorded)
+        .filter(|c| !c.is_empty() && *c != recorded)
         .map(encode_tag_versions)
 }
 
@@ -1184,12 +1181,20 @@ pub fn apply_in_place(plan: &Plan, out: &mut Snapshot) {
                 r.rules.target_shared(rule_order),
                 r.rules.foreign.iter().map(|f| f.name.as_str()),
             ),
-            ResourceKind::RouteTable => replace_entries(
-                &mut out.route_tables,
-                r,
-                r.target_routes(),
-                r.routes.foreign.iter().map(|f| f.name.as_str()),
-            ),
+            ResourceKind::RouteTable => {
+                replace_entries(
+                    &mut out.route_tables,
+                    r,
+                    r.target_routes(),
+                    r.routes.foreign.iter().map(|f| f.name.as_str()),
+                );
+                // The write records the versions on the table (`wire`).
+                if let (Some(versions), Some(table)) =
+                    (&r.service_tags, out.route_tables.get_mut(&r.id))
+                {
+                    table.recorded_service_tags = decode_tag_versions(versions);
+                }
+            }
             ResourceKind::Subnet => {
                 let (Some(a), Some(subnet)) = (&r.association, out.subnets.get_mut(&r.id)) else {
                     continue;

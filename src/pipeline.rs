@@ -27,8 +27,11 @@ use crate::resolver::{self, Desired, SpecOutcome};
 use crate::snapshot::Snapshot;
 use crate::validate::{self, ValidSpec};
 
+mod digest;
+
 pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
 pub use crate::evaluate::verify::{VerifiedFlow, VerifiedRoute, VerifyReport};
+pub use digest::{digest, SnapshotDigest};
 
 /// Runs the CPU-bound part of an async caller (validating, resolving and diffing a
 /// component: seconds of CPU on every core at 10,000 specs). On a multi-thread tokio
@@ -109,6 +112,69 @@ pub struct PlanOutcome {
     pub snapshot: Snapshot,
     pub desired: Desired,
     pub plan: Plan,
+}
+
+/// The first half of a plan: the specs validated and Azure observed for them
+/// ([`Pipeline::observe_for`]); [`Observed::plan`] resolves and diffs. Between the two, a
+/// caller that planned the same specs and scope from a snapshot of the same
+/// [`Observed::digest`] can keep that plan: it would be this one (the controller's resync
+/// of a component nothing changed in).
+pub struct Observed {
+    state: ObservedState,
+}
+
+enum ObservedState {
+    Observed {
+        prepared: Prepared,
+        snapshot: Snapshot,
+        detail: diff::Detail,
+    },
+    /// Planned in one step (an engine without the two halves): nothing to compare.
+    Planned(PlanOutcome),
+}
+
+impl Observed {
+    /// A plan made in one step: it has no digest.
+    pub fn planned(outcome: PlanOutcome) -> Self {
+        Observed {
+            state: ObservedState::Planned(outcome),
+        }
+    }
+
+    /// The digest of the snapshot observed ([`digest`]); `None` for a plan made
+    /// in one step.
+    pub fn digest(&self) -> Option<SnapshotDigest> {
+        match &self.state {
+            ObservedState::Observed { snapshot, .. } => cpu_bound(|| digest(snapshot)),
+            ObservedState::Planned(_) => None,
+        }
+    }
+
+    /// Resolves and diffs (CPU-bound: [`cpu_bound`]).
+    pub fn plan(self) -> PlanOutcome {
+        match self.state {
+            ObservedState::Observed {
+                prepared,
+                snapshot,
+                detail,
+            } => {
+                let started = std::time::Instant::now();
+                let specs = prepared.valid.len() + prepared.invalid.len();
+                let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
+                tracing::debug!(
+                    specs,
+                    resolve_diff_ms = started.elapsed().as_millis() as u64,
+                    "planned"
+                );
+                PlanOutcome {
+                    snapshot,
+                    desired,
+                    plan,
+                }
+            }
+            ObservedState::Planned(outcome) => outcome,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,23 +343,33 @@ impl Pipeline {
         scope: &Scope,
         detail: diff::Detail,
     ) -> Result<PlanOutcome, PipelineError> {
+        Ok(self.observe_for(specs, scope, detail).await?.plan())
+    }
+
+    /// The first half of [`Pipeline::plan_with`]: validate, then observe what the valid
+    /// specs touch. [`Observed::plan`] is the second.
+    pub async fn observe_for<S: Borrow<api::AseConnectivity> + Sync>(
+        &self,
+        specs: &[S],
+        scope: &Scope,
+        detail: diff::Detail,
+    ) -> Result<Observed, PipelineError> {
         let started = std::time::Instant::now();
         let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
         let snapshot = self.observe(prepared.all_valid()).await?;
-        let observed = started.elapsed();
-        let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
         tracing::debug!(
             specs = specs.len(),
             validate_ms = validated.as_millis() as u64,
-            observe_ms = (observed - validated).as_millis() as u64,
-            resolve_diff_ms = (started.elapsed() - observed).as_millis() as u64,
-            "planned"
+            observe_ms = (started.elapsed() - validated).as_millis() as u64,
+            "observed"
         );
-        Ok(PlanOutcome {
-            snapshot,
-            desired,
-            plan,
+        Ok(Observed {
+            state: ObservedState::Observed {
+                prepared,
+                snapshot,
+                detail,
+            },
         })
     }
 

@@ -150,6 +150,11 @@ pub struct RouteTableState {
     pub disable_bgp_route_propagation: bool,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The service-tag change numbers recorded on the table (its ARM tag
+    /// [`crate::resolver::SERVICE_TAGS_TAG`], tag name -> change number; domain.md 5.1):
+    /// what its owned routes were computed from when asenet last wrote it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recorded_service_tags: BTreeMap<String, String>,
     /// ARM JSON of each route as read, keyed by lower-cased route name.
     #[serde(skip)]
     pub raw_routes: RawChildren,
@@ -330,6 +335,7 @@ impl ParentState for RouteTableState {
             etag: None,
             disable_bgp_route_propagation: false,
             routes: vec![],
+            recorded_service_tags: BTreeMap::new(),
             raw_routes: RawChildren::default(),
             raw: None,
         }

@@ -612,12 +612,18 @@ pub fn route_table_state(
         |r| &r.name,
         "route without name, prefix or next hop",
     )?;
+    let recorded_service_tags = raw
+        .pointer(&format!("/tags/{}", crate::resolver::SERVICE_TAGS_TAG))
+        .and_then(Value::as_str)
+        .map(crate::resolver::decode_tag_versions)
+        .unwrap_or_default();
     Ok(RouteTableState {
         id: resource_id(id, &raw),
         location: f.typed.resource.location,
         etag: f.etag,
         disable_bgp_route_propagation: props.disable_bgp_route_propagation.unwrap_or(false),
         routes,
+        recorded_service_tags,
         raw_routes,
         raw: Some(stored_parent(raw)),
     })

@@ -22,6 +22,7 @@ use crate::diff::{ResourcePlan, Scope};
 use crate::error::SpecError;
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline;
+use crate::pipeline::SnapshotDigest;
 use crate::tenancy::TenancyMode;
 
 /// The field manager of every write the controller makes (status, finalizer).
@@ -348,6 +349,11 @@ struct CachedOutcome {
     /// the same fingerprint ([`ComponentView::lineage`]), so [`OutcomeCache::get_view`]
     /// needs no fingerprint.
     lineage: Option<u64>,
+    /// The digest of the snapshot the outcome is the plan of, when it is one: planned with
+    /// nothing written. A member planning the same members and fingerprint after the
+    /// resync interval that observes a snapshot of this digest keeps the outcome
+    /// ([`OutcomeCache::renew`]): resolving and diffing again would give it back.
+    observed: Option<SnapshotDigest>,
     at: tokio::time::Instant,
     outcome: Arc<Shared>,
 }
@@ -391,14 +397,45 @@ impl OutcomeCache {
             .then(|| entry.outcome.clone())
     }
 
+    /// The digest of the snapshot the outcome of `members` with fingerprint `print` was
+    /// planned from, whatever its age, when that outcome is the plan of that snapshot.
+    pub fn observed(&self, members: &[Key], print: &[MemberPrint]) -> Option<SnapshotDigest> {
+        let entries = self.entries();
+        let entry = entries.get(members.first()?)?;
+        (entry.members == members && entry.fingerprint == print)
+            .then_some(entry.observed)
+            .flatten()
+    }
+
+    /// The outcome of `members` with fingerprint `print` planned from a snapshot of digest
+    /// `observed`, made young again: Azure was observed anew and holds what it held.
+    pub fn renew(
+        &self,
+        members: &[Key],
+        print: &[MemberPrint],
+        observed: SnapshotDigest,
+    ) -> Option<Arc<Shared>> {
+        let mut entries = self.entries();
+        let entry = entries.get_mut(members.first()?)?;
+        let same = entry.members == members
+            && entry.fingerprint == print
+            && entry.observed == Some(observed);
+        same.then(|| {
+            entry.at = tokio::time::Instant::now();
+            entry.outcome.clone()
+        })
+    }
+
     /// Stores the outcome of `members` (sorted), planned from `view` when no member had a
-    /// tenancy refusal; drops entries of other components sharing a member (a spec is in
-    /// one component at a time) and entries older than `max_age`.
+    /// tenancy refusal, and from a snapshot of digest `observed` when it is that
+    /// snapshot's plan (nothing written); drops entries of other components sharing a
+    /// member (a spec is in one component at a time) and entries older than `max_age`.
     pub fn put(
         &self,
         members: Vec<Key>,
         print: Vec<MemberPrint>,
         view: Option<&ComponentView>,
+        observed: Option<SnapshotDigest>,
         outcome: Arc<Shared>,
         max_age: Duration,
     ) {
@@ -406,8 +443,15 @@ impl OutcomeCache {
             return;
         };
         let mut entries = self.entries();
+        // An outcome with a digest stays a second interval: its component's resync keeps
+        // it when Azure is unchanged.
         entries.retain(|_, e| {
-            e.at.elapsed() < max_age && !e.members.iter().any(|m| members.binary_search(m).is_ok())
+            let kept = if e.observed.is_some() {
+                2 * max_age
+            } else {
+                max_age
+            };
+            e.at.elapsed() < kept && !e.members.iter().any(|m| members.binary_search(m).is_ok())
         });
         entries.insert(
             first,
@@ -415,6 +459,7 @@ impl OutcomeCache {
                 members,
                 fingerprint: print,
                 lineage: view.map(|v| v.lineage),
+                observed,
                 at: tokio::time::Instant::now(),
                 outcome,
             },

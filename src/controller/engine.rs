@@ -13,7 +13,7 @@ use futures::FutureExt;
 
 use crate::api::AseConnectivity;
 use crate::diff::{Plan, Scope};
-use crate::pipeline::{ApplyEvent, ApplyReport, Pipeline, PipelineError, PlanOutcome};
+use crate::pipeline::{ApplyEvent, ApplyReport, Observed, Pipeline, PipelineError, PlanOutcome};
 use crate::snapshot::Snapshot;
 
 /// The whole chain of a failed plan or apply, for logs and the `AzureUnavailable`
@@ -46,6 +46,21 @@ pub trait Engine: Send + Sync {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<Planned, PipelineError>>;
 
+    /// [`Engine::plan`] in two halves: this one observes Azure for the specs,
+    /// [`Observed::plan`] resolves and diffs. A caller holding the plan of the same specs
+    /// and scope over a snapshot of the same [`Observed::digest`] keeps it instead (a
+    /// resync of a component in which nothing changed). By default the engine plans in one
+    /// step, without a digest, so nothing is kept.
+    fn observe<'a>(
+        &'a self,
+        specs: &'a [Arc<AseConnectivity>],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Observed, PipelineError>> {
+        self.plan(specs, scope)
+            .map(|planned| planned.map(Observed::planned))
+            .boxed()
+    }
+
     /// Executes `plan` (which the controller may have narrowed to the resources it is
     /// allowed to write), computed from `snapshot`.
     fn apply<'a>(
@@ -70,6 +85,14 @@ impl Engine for Pipeline {
         // Kept and foreign entries only where written: the reports read none
         // (`context::Shared`), and a component of 10,000 specs keeps ~200,000 rules.
         Pipeline::plan_with(self, specs, scope, crate::diff::Detail::Writes).boxed()
+    }
+
+    fn observe<'a>(
+        &'a self,
+        specs: &'a [Arc<AseConnectivity>],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Observed, PipelineError>> {
+        Pipeline::observe_for(self, specs, scope, crate::diff::Detail::Writes).boxed()
     }
 
     fn apply<'a>(

@@ -49,6 +49,13 @@ pub struct ChangeLabels {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentPlanLabels {
+    /// `planned` (resolved and diffed) or `unchanged` (Azure held what the component's
+    /// outcome was planned from: kept without resolving).
+    pub outcome: String,
+}
+
 /// Every metric the controller exports, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +66,7 @@ pub struct Metrics {
     pub planned_changes: Family<ChangeLabels, Counter>,
     pub applied_changes: Family<ChangeLabels, Counter>,
     pub drift_detected: Counter,
+    pub component_plans: Family<ComponentPlanLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
 }
@@ -110,6 +118,12 @@ impl Default for Metrics {
             "Reconciles that found changes for a spec whose status said InSync",
             drift_detected.clone(),
         );
+        let component_plans = Family::<ComponentPlanLabels, Counter>::default();
+        registry.register(
+            "component_plans",
+            "Components observed in Azure to be planned: planned (resolved and diffed) or unchanged (Azure held what their outcome was planned from; kept without resolving)",
+            component_plans.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -125,6 +139,7 @@ impl Default for Metrics {
             planned_changes,
             applied_changes,
             drift_detected,
+            component_plans,
             leader,
         }
     }
@@ -140,6 +155,16 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// A component observed in Azure: `planned`, or kept `unchanged`.
+    pub fn count_component_plan(&self, unchanged: bool) {
+        let outcome = if unchanged { "unchanged" } else { "planned" };
+        self.component_plans
+            .get_or_create(&ComponentPlanLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn count_reconcile(&self, mode: ModeLabel) {

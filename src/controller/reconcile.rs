@@ -11,7 +11,9 @@
 //! narrow to what may be written ([`decide::take_writable`]) → write → re-diff; one plan per
 //! component: the outcome is cached in `Context::outcomes`, and the other members reuse it
 //! without reading or writing Azure until a member's spec changes or the resync interval
-//! passes) → `report` (status, events and change counters of this spec's part, read from
+//! passes; the resync observes Azure again and keeps the outcome, without resolving, when
+//! what it reads has the digest of the snapshot the outcome was planned from or left by
+//! its writes, `pipeline::digest`) → `report` (status, events and change counters of this spec's part, read from
 //! the outcome's per-spec index [`decide::Parts`] and decided by the pure
 //! [`decide::decide`]; the status written by server-side apply only when it changed). A
 //! deleted spec goes through `cleanup` instead, its decisions made by
@@ -52,6 +54,7 @@ use crate::diff::{self, Plan, ResourcePlan, Scope};
 use crate::error::{Category, SpecError, SpecErrorKind};
 use crate::model::{ResourceId, SpecKey};
 use crate::pipeline::PipelineError;
+use crate::pipeline::SnapshotDigest;
 use crate::resolver::SpecOutcome;
 
 pub use super::decide::Policy;
@@ -463,24 +466,54 @@ async fn plan_and_apply(
 ) -> Result<ComponentOutcome, ComponentError> {
     let started = std::time::Instant::now();
     let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
-    // Never work from (or leave behind) an outcome of a failed attempt.
-    ctx.outcomes.invalidate(&m.view.keys);
     // The store's objects, shared: a component is planned and written without a copy of
     // its specs (10,000 of them in one component, issue 14's memory).
     let specs = &m.view.specs;
-    let mut planned = ctx
-        .engine
-        .plan(specs, scope)
-        .await
-        .map_err(ComponentError::Plan)?;
+    // The outcome of these members as they are, if it is the plan of what Azure held: a
+    // resync that observes the same keeps it (resolving and diffing again would give it
+    // back, and would hold a second copy of the component's rules; issue 14).
+    let seen = ctx.outcomes.observed(&m.view.keys, &print);
+    let observed = ctx.engine.observe(specs, scope).await;
+    let observed = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            // Never work from (or leave behind) an outcome of a failed attempt.
+            ctx.outcomes.invalidate(&m.view.keys);
+            return Err(ComponentError::Plan(e));
+        }
+    };
+    // Nothing is removed here (the scope of live members): the digest decides (see
+    // `pipeline::digest`).
+    let digest = scope
+        .removing
+        .is_empty()
+        .then(|| observed.digest())
+        .flatten();
+    if let Some(shared) = seen
+        .filter(|s| Some(*s) == digest)
+        .and_then(|s| ctx.outcomes.renew(&m.view.keys, &print, s))
+    {
+        debug!(
+            specs = m.view.keys.len(),
+            observe_ms = ms(started),
+            "Azure unchanged since the component was planned; keeping its outcome"
+        );
+        ctx.metrics.count_component_plan(true);
+        return Ok(ComponentOutcome::cached(shared));
+    }
+    ctx.outcomes.invalidate(&m.view.keys);
+    ctx.metrics.count_component_plan(false);
+    let mut planned = observed.plan();
     let plan_ms = ms(started);
     let step = std::time::Instant::now();
     let held = withheld(&planned.plan.resources, specs.iter().map(|s| &**s));
     let written = decide::take_writable(&mut planned.plan.resources, &held);
     let narrow_ms = ms(step);
     let step = std::time::Instant::now();
-    let (planned, cacheable, written) = if written.is_empty() {
-        (planned, true, vec![])
+    // The snapshot the outcome is the plan of: the one observed, or after writes the one
+    // they leave (what Azure answers once they are made, when none was re-planned).
+    let (planned, cacheable, written, observed) = if written.is_empty() {
+        (planned, true, vec![], digest)
     } else {
         write(ctx, specs, scope, planned, written).await?
     };
@@ -505,6 +538,7 @@ async fn plan_and_apply(
             m.view.keys.to_vec(),
             print,
             view,
+            observed,
             shared.clone(),
             ctx.settings.resync,
         );
@@ -515,15 +549,16 @@ async fn plan_and_apply(
 }
 
 /// Writes `written` (the plan narrowed to what may be written) and returns the plan from
-/// what Azure holds now, whether it may be cached (nothing was re-planned), and what the
-/// reports read of `written`.
+/// what Azure holds now, whether it may be cached (nothing was re-planned), what the
+/// reports read of `written`, and the digest of the snapshot the writes leave (when it may
+/// be cached).
 async fn write(
     ctx: &Context,
     specs: &[Arc<AseConnectivity>],
     scope: &Scope,
     planned: Planned,
     written: Vec<ResourcePlan>,
-) -> Result<(Planned, bool, Vec<WrittenResource>), ComponentError> {
+) -> Result<(Planned, bool, Vec<WrittenResource>, Option<SnapshotDigest>), ComponentError> {
     if !ctx.leadership.is_leader() {
         info!("lost leadership before applying; not writing");
         return Err(ComponentError::LostLeadership);
@@ -558,6 +593,10 @@ async fn write(
     // What Azure holds now, and the plan from there: the written changes are gone, the
     // withheld ones remain.
     diff::apply_in_place(&narrowed, &mut snapshot);
+    let cacheable = report.replans == 0;
+    let observed = cacheable
+        .then(|| crate::pipeline::cpu_bound(|| crate::pipeline::digest(&snapshot)))
+        .flatten();
     // The entries were for the PUT bodies and the line above; reports read the counts.
     // Dropped before the re-plan.
     let written: Vec<WrittenResource> = narrowed.resources.iter().map(Into::into).collect();
@@ -570,7 +609,7 @@ async fn write(
         desired,
         plan,
     };
-    Ok((now_planned, report.replans == 0, written))
+    Ok((now_planned, cacheable, written, observed))
 }
 
 /// The reconcile of a live spec, as named steps: dereference → lock the parents → plan the

@@ -140,6 +140,28 @@ impl Arm {
             .collect()
     }
 
+    /// A foreign edit: deletes one rule asenet owns in ase-one-nsg (drift a reconcile
+    /// repairs). False when there was none to delete.
+    pub(crate) fn remove_an_owned_rule(&self) -> bool {
+        let Some(mut body) = self.mock.state.get_resource(NSG_ONE) else {
+            return false;
+        };
+        let Some(rules) = body
+            .pointer_mut("/properties/securityRules")
+            .and_then(Value::as_array_mut)
+        else {
+            return false;
+        };
+        let Some(i) = rules
+            .iter()
+            .position(|r| r["name"].as_str().is_some_and(|n| n.starts_with("asenet-")))
+        else {
+            return false;
+        };
+        rules.remove(i);
+        self.mock.state.put_raw(NSG_ONE, body).is_ok()
+    }
+
     pub(crate) fn owned_rules(&self, nsg: &str) -> Vec<String> {
         self.rules(nsg)
             .into_iter()
@@ -166,6 +188,16 @@ fn context(
     store: &[AseConnectivity],
     leadership: Leadership,
 ) -> (Arc<Context>, ApiServer) {
+    context_with(arm, store, leadership, Settings::default())
+}
+
+/// [`context`] with `settings`.
+fn context_with(
+    arm: &Arm,
+    store: &[AseConnectivity],
+    leadership: Leadership,
+    settings: Settings,
+) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (reader, mut writer) = reflector::store::<AseConnectivity>();
@@ -180,7 +212,7 @@ fn context(
         arm.pipeline.clone(),
         Metrics::new(),
         leadership,
-        Settings::default(),
+        settings,
         Some("test".into()),
     );
     (ctx, ApiServer(handle))
@@ -1666,6 +1698,76 @@ async fn a_spec_change_of_a_member_makes_the_next_reconcile_plan_again() {
     );
     assert_eq!(stats[2].1, 0, "converged: nothing to write");
     assert_eq!(edited_status["observedGeneration"], 2);
+}
+
+/// `(planned, unchanged)`: the components `ctx` planned and kept, from its metrics.
+fn component_plans(ctx: &Context) -> (u64, u64) {
+    let text = ctx.metrics.encode().unwrap();
+    let count = |outcome: &str| {
+        let prefix = format!("asenet_component_plans_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    (count("planned"), count("unchanged"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_keeps_the_outcome_while_azure_holds_what_it_left_and_plans_again_on_drift() {
+    let arm = Arm::start().await;
+    let one = with_finalizer(seed_spec("ase-one"));
+    // Every outcome has aged past the resync interval by the next reconcile.
+    let settings = Settings {
+        resync: Duration::ZERO,
+        ..Settings::default()
+    };
+    let (ctx, server) = context_with(
+        &arm,
+        std::slice::from_ref(&one),
+        Leadership::always(),
+        settings,
+    );
+    let s = one.clone();
+    let scenario = |mut api: ApiServer| async move {
+        api.status_applied(&s).await;
+        api.event(&s, "Normal", "Applied").await;
+        api.status_applied(&s).await;
+        api.status_applied(&s).await;
+        let note = api.event(&s, "Normal", "Applied").await;
+        (api, note)
+    };
+    let (arm_ref, one_ref) = (&arm, &one);
+    // Owns the context: the client is dropped when the reconciles are done.
+    let work = async move {
+        let (arm, one) = (arm_ref, one_ref);
+        let mut seen = Vec::new();
+        for step in 0..3 {
+            if step == 2 {
+                assert!(arm.remove_an_owned_rule(), "an owned rule to remove");
+            }
+            arm.mock.state.reset_stats();
+            reconcile(Arc::new(one.clone()), ctx.clone()).await.unwrap();
+            let stats = arm.mock.state.stats();
+            let owned = arm.owned_rules(NSG_ONE);
+            seen.push((stats.reads(), arm.writes(), component_plans(&ctx), owned));
+        }
+        seen
+    };
+    let (seen, note) = with_scenario(server, scenario, work).await;
+
+    // 1: a fresh plan, written; its outcome keeps the digest of what the writes leave.
+    assert!(seen[0].1 > 0, "{seen:?}");
+    assert_eq!(seen[0].2, (1, 0), "{seen:?}");
+    // 2: the outcome aged; Azure is read again, holds exactly that, and the outcome is
+    // kept without resolving.
+    assert!(seen[1].0 > 0, "the resync reads Azure: {seen:?}");
+    assert_eq!(seen[1].1, 0, "{seen:?}");
+    assert_eq!(seen[1].2, (1, 1), "kept, not planned: {seen:?}");
+    // 3: a foreign edit removed an owned rule: planned again, and repaired.
+    assert_eq!(seen[2].2, (2, 1), "drift is planned: {seen:?}");
+    assert!(seen[2].1 > 0, "the rule is written back: {seen:?}");
+    assert!(note.contains("ase-one-nsg"), "{note}");
+    assert_eq!(seen[2].3, seen[0].3, "every owned rule is back");
 }
 
 /// `obj` as the API server sends it after `kubectl apply` (managed fields, the last-applied

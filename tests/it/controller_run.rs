@@ -732,29 +732,6 @@ async fn an_operator_started_while_the_api_server_is_unreachable_waits_unready_a
 // Defect 1: leadership that cannot split
 // ---------------------------------------------------------------------------------------
 
-const NSG_ONE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/network/providers/Microsoft.Network/networkSecurityGroups/ase-one-nsg";
-
-/// A foreign edit: deletes one rule asenet owns in ase-one-nsg (drift the leader repairs).
-fn remove_an_owned_rule(arm: &Arm) -> bool {
-    let Some(mut body) = arm.mock.state.get_resource(NSG_ONE) else {
-        return false;
-    };
-    let Some(rules) = body
-        .pointer_mut("/properties/securityRules")
-        .and_then(Value::as_array_mut)
-    else {
-        return false;
-    };
-    let Some(i) = rules
-        .iter()
-        .position(|r| r["name"].as_str().is_some_and(|n| n.starts_with("asenet-")))
-    else {
-        return false;
-    };
-    rules.remove(i);
-    arm.mock.state.put_raw(NSG_ONE, body).is_ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_renewals_fail_stops_writing_at_the_renew_deadline_and_leads_again_only_after_a_fresh_acquire(
 ) {
@@ -774,7 +751,7 @@ async fn a_leader_whose_lease_renewals_fail_stops_writing_at_the_renew_deadline_
         let arm = arm.clone();
         tokio::spawn(async move {
             loop {
-                remove_an_owned_rule(&arm);
+                arm.remove_an_owned_rule();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })

@@ -692,6 +692,7 @@ fn hand_built() -> (Desired, Snapshot) {
             "10.0.0.0/8",
             NextHopType::VirtualAppliance,
         )],
+        recorded_service_tags: Default::default(),
         raw_routes: Default::default(),
         raw: None,
     });

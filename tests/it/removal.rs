@@ -72,6 +72,7 @@ fn removal_plan(tweak: impl FnOnce(&mut Snapshot)) -> Plan {
             next_hop_type: NextHopType::Internet,
             next_hop_ip_address: None,
         }],
+        recorded_service_tags: Default::default(),
         raw_routes: Default::default(),
         raw: Some(tags.into()),
     });

@@ -745,6 +745,7 @@ fn the_route_budget_counts_foreign_routes_and_overflow_is_an_error_never_a_dropp
         etag: None,
         disable_bgp_route_propagation: false,
         routes: foreign,
+        recorded_service_tags: Default::default(),
         raw_routes: Default::default(),
         raw: None,
     });
