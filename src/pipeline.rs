@@ -114,18 +114,21 @@ pub struct PlanOutcome {
     pub plan: Plan,
 }
 
-/// The first half of a plan: the specs validated and Azure observed for them
-/// ([`Pipeline::observe_for`]); [`Observed::plan`] resolves and diffs. Between the two, a
-/// caller that planned the same specs and scope from a snapshot of the same
-/// [`Observed::digest`] can keep that plan: it would be this one (the controller's resync
-/// of a component nothing changed in).
-pub struct Observed {
-    state: ObservedState,
+/// The first half of a plan: Azure observed for the specs ([`Pipeline::observe_for`]);
+/// [`Observed::plan`] validates again, resolves and diffs. Between the two, a caller that
+/// planned the same specs and scope from a snapshot of the same [`Observed::digest`] can
+/// keep that plan: it would be this one (the controller's resync of a component nothing
+/// changed in). The validated specs are not held meanwhile: ~20 MiB for a component of
+/// 10,000 specs, which a kept plan never needs (issue 14's memory); validating them again
+/// costs ~0.3 s there.
+pub struct Observed<'a, S> {
+    state: ObservedState<'a, S>,
 }
 
-enum ObservedState {
+enum ObservedState<'a, S> {
     Observed {
-        prepared: Prepared,
+        specs: &'a [S],
+        scope: &'a Scope,
         snapshot: Snapshot,
         detail: diff::Detail,
     },
@@ -133,7 +136,7 @@ enum ObservedState {
     Planned(PlanOutcome),
 }
 
-impl Observed {
+impl<S: Borrow<api::AseConnectivity> + Sync> Observed<'_, S> {
     /// A plan made in one step: it has no digest.
     pub fn planned(outcome: PlanOutcome) -> Self {
         Observed {
@@ -154,16 +157,17 @@ impl Observed {
     pub fn plan(self) -> PlanOutcome {
         match self.state {
             ObservedState::Observed {
-                prepared,
+                specs,
+                scope,
                 snapshot,
                 detail,
             } => {
                 let started = std::time::Instant::now();
-                let specs = prepared.valid.len() + prepared.invalid.len();
-                let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
+                let (desired, plan) =
+                    cpu_bound(|| Prepared::new(specs, scope).into_plan(&snapshot, detail));
                 tracing::debug!(
-                    specs,
-                    resolve_diff_ms = started.elapsed().as_millis() as u64,
+                    specs = specs.len(),
+                    validate_resolve_diff_ms = started.elapsed().as_millis() as u64,
                     "planned"
                 );
                 PlanOutcome {
@@ -343,21 +347,41 @@ impl Pipeline {
         scope: &Scope,
         detail: diff::Detail,
     ) -> Result<PlanOutcome, PipelineError> {
-        Ok(self.observe_for(specs, scope, detail).await?.plan())
-    }
-
-    /// The first half of [`Pipeline::plan_with`]: validate, then observe what the valid
-    /// specs touch. [`Observed::plan`] is the second.
-    pub async fn observe_for<S: Borrow<api::AseConnectivity> + Sync>(
-        &self,
-        specs: &[S],
-        scope: &Scope,
-        detail: diff::Detail,
-    ) -> Result<Observed, PipelineError> {
         let started = std::time::Instant::now();
         let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
-        let snapshot = self.observe(prepared.all_valid()).await?;
+        let snapshot = self
+            .observe_targets(&Targets::of(prepared.all_valid()))
+            .await?;
+        let observed = started.elapsed();
+        let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
+        tracing::debug!(
+            specs = specs.len(),
+            validate_ms = validated.as_millis() as u64,
+            observe_ms = (observed - validated).as_millis() as u64,
+            resolve_diff_ms = (started.elapsed() - observed).as_millis() as u64,
+            "planned"
+        );
+        Ok(PlanOutcome {
+            snapshot,
+            desired,
+            plan,
+        })
+    }
+
+    /// The first half of [`Pipeline::plan_with`]: observe what the valid specs touch.
+    /// [`Observed::plan`] is the second.
+    pub async fn observe_for<'a, S: Borrow<api::AseConnectivity> + Sync>(
+        &self,
+        specs: &'a [S],
+        scope: &'a Scope,
+        detail: diff::Detail,
+    ) -> Result<Observed<'a, S>, PipelineError> {
+        let started = std::time::Instant::now();
+        // What to read, without holding the validated specs through the reads.
+        let targets = cpu_bound(|| Targets::of(Prepared::new(specs, scope).all_valid()));
+        let validated = started.elapsed();
+        let snapshot = self.observe_targets(&targets).await?;
         tracing::debug!(
             specs = specs.len(),
             validate_ms = validated.as_millis() as u64,
@@ -366,7 +390,8 @@ impl Pipeline {
         );
         Ok(Observed {
             state: ObservedState::Observed {
-                prepared,
+                specs,
+                scope,
                 snapshot,
                 detail,
             },
@@ -375,18 +400,19 @@ impl Pipeline {
 
     /// Reads what `specs` touch.
     pub async fn observe(&self, specs: &[ValidSpec]) -> Result<Snapshot, PipelineError> {
+        self.observe_targets(&Targets::of(specs)).await
+    }
+
+    async fn observe_targets(&self, targets: &Targets) -> Result<Snapshot, PipelineError> {
         let tags = TagOptions {
             explicit: &self.options.service_tags,
             cache: &self.options.service_tag_cache,
             max_age: self.options.service_tag_max_age,
         };
-        Ok(observe::observe_with_tags(
-            &self.arm,
-            &Targets::of(specs),
-            &tags,
-            self.options.max_concurrency,
+        Ok(
+            observe::observe_with_tags(&self.arm, targets, &tags, self.options.max_concurrency)
+                .await?,
         )
-        .await?)
     }
 
     /// Executes `outcome.plan` (as computed by `plan`, possibly narrowed by the caller).

@@ -55,7 +55,7 @@ pub trait Engine: Send + Sync {
         &'a self,
         specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
-    ) -> BoxFuture<'a, Result<Observed, PipelineError>> {
+    ) -> BoxFuture<'a, Result<Observed<'a, Arc<AseConnectivity>>, PipelineError>> {
         self.plan(specs, scope)
             .map(|planned| planned.map(Observed::planned))
             .boxed()
@@ -91,7 +91,7 @@ impl Engine for Pipeline {
         &'a self,
         specs: &'a [Arc<AseConnectivity>],
         scope: &'a Scope,
-    ) -> BoxFuture<'a, Result<Observed, PipelineError>> {
+    ) -> BoxFuture<'a, Result<Observed<'a, Arc<AseConnectivity>>, PipelineError>> {
         Pipeline::observe_for(self, specs, scope, crate::diff::Detail::Writes).boxed()
     }
 
