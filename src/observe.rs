@@ -38,7 +38,9 @@ pub use crate::azure::wire::{
 };
 use crate::azure::{ArmClient, ArmError, Fetched};
 use crate::model::ResourceId;
-use crate::snapshot::{NsgState, RouteTableState, ServiceTagState, Snapshot};
+use crate::snapshot::{
+    EnvironmentState, NsgState, RouteTableState, ServiceTagState, Snapshot, SubnetState, VnetState,
+};
 use crate::validate::ValidSpec;
 
 /// The embedded service-tag fixture (Azure's download format, trimmed): the one the mock
@@ -236,17 +238,18 @@ pub async fn observe(
         .buffer_unordered(max_concurrency.max(1))
         .try_collect()
         .await?;
-    assemble(reads.into_iter().flatten(), targets, tags)
+    Ok(assemble(reads.into_iter().flatten(), tags))
 }
 
-/// One resource read by `observe` (`None`: 404). NSGs and route tables are converted to
-/// their snapshot state as they arrive (a list of thousands is not held as JSON); absent
-/// ones are not reported.
+/// One resource read by `observe`, converted to its snapshot state as it arrives: the
+/// JSON and typed models of thousands of reads are never held together (a VNet of 100
+/// subnets is ~0.5 MiB of them; issue 14's memory). Absent ones (404) are not reported.
 enum Read {
     Nsg(NsgState),
     RouteTable(RouteTableState),
-    Vnet(ResourceId, Option<Box<Fetched<models::VirtualNetwork>>>),
-    Env(ResourceId, Option<Value>),
+    /// A VNet and those of its subnets that are targets.
+    Vnet(VnetState, Vec<SubnetState>),
+    Env(EnvironmentState),
 }
 
 type ReadJob<'a> = futures::future::BoxFuture<'a, Result<Vec<Read>, ObserveError>>;
@@ -274,8 +277,12 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
         jobs.push((
             id.subscription().to_owned(),
             Box::pin(async move {
-                let r = Box::pin(arm.get_vnet(&id)).await.map_err(e)?.map(Box::new);
-                Ok(vec![Read::Vnet(id, r)])
+                let Some(f) = Box::pin(arm.get_vnet(&id)).await.map_err(e)? else {
+                    return Ok(vec![]);
+                };
+                let (vnet, mut subnets) = vnet_state(&id, f)?;
+                subnets.retain(|s| targets.subnets.contains(&s.id));
+                Ok(vec![Read::Vnet(vnet, subnets)])
             }),
         ));
     }
@@ -286,10 +293,11 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
             // The request's state is boxed when the read starts, not when the job is
             // made: a component of 10,000 specs makes 10,000 of these jobs at once.
             Box::pin(async move {
-                Ok(vec![Read::Env(
-                    id.clone(),
-                    Box::pin(arm.get_ase_addresses(id)).await.map_err(e)?,
-                )])
+                let found = Box::pin(arm.get_ase_addresses(id)).await.map_err(e)?;
+                Ok(found
+                    .map(|v| Read::Env(environment_state(id, &v)))
+                    .into_iter()
+                    .collect())
             }),
         ));
     }
@@ -350,12 +358,8 @@ fn group_job<T: ParentRead>(arm: &ArmClient, group: Vec<ResourceId>) -> (String,
     (sub, job)
 }
 
-/// The snapshot of `reads`: the subnets of the VNets read are kept when targeted.
-fn assemble(
-    reads: impl Iterator<Item = Read>,
-    targets: &Targets,
-    tags: &ServiceTags,
-) -> Result<Snapshot, ObserveError> {
+/// The snapshot of `reads` and `tags`.
+fn assemble(reads: impl Iterator<Item = Read>, tags: &ServiceTags) -> Snapshot {
     let mut snap = Snapshot::default();
     for t in &tags.0 {
         snap.insert_service_tag(t.clone());
@@ -364,21 +368,14 @@ fn assemble(
         match read {
             Read::Nsg(nsg) => snap.insert_nsg(nsg),
             Read::RouteTable(rt) => snap.insert_route_table(rt),
-            Read::Vnet(id, Some(f)) => {
-                let (vnet, subnets) = vnet_state(&id, *f)?;
+            Read::Vnet(vnet, subnets) => {
                 snap.insert_vnet(vnet);
-                for s in subnets {
-                    if targets.subnets.contains(&s.id) {
-                        snap.insert_subnet(s);
-                    }
-                }
+                subnets.into_iter().for_each(|s| snap.insert_subnet(s));
             }
-            Read::Env(id, Some(v)) => snap.insert_environment(environment_state(&id, &v)),
-            // 404: absent, the plan creates it (or the resolver reports the reference).
-            _ => {}
+            Read::Env(env) => snap.insert_environment(env),
         }
     }
-    Ok(snap)
+    snap
 }
 
 /// Where the service tags of a run may come from.
