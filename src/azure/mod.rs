@@ -466,17 +466,13 @@ impl ArmClient {
         })?;
         let mut url = self.url(&path, NETWORK_API_VERSION)?;
         loop {
-            let mut page = match self.send(op, Method::Get, url, None, &[], &path).await {
-                Ok(r) => r.json(&path)?,
+            let page = match self.send(op, Method::Get, url, None, &[], &path).await {
+                Ok(r) => r,
                 Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let items = match page.get_mut("value").map(Value::take) {
-                Some(Value::Array(items)) => items,
-                _ => vec![],
-            };
             let mut done = false;
-            for raw in items {
+            let next = page.for_each_item(&path, &mut |raw| {
                 let typed = T::deserialize(&raw).map_err(|e| ArmError::Decode {
                     resource: path.clone(),
                     message: e.to_string(),
@@ -484,12 +480,12 @@ impl ArmClient {
                 let etag = raw.get("etag").and_then(Value::as_str).map(str::to_owned);
                 let seen_all = each(Fetched { raw, typed, etag });
                 done = done || seen_all;
-            }
-            let next = page.get("nextLink").and_then(Value::as_str);
+                Ok(())
+            })?;
             let Some(next) = next.filter(|_| !done) else {
                 return Ok(());
             };
-            url = self.follow(&path, "nextLink", next)?;
+            url = self.follow(&path, "nextLink", &next)?;
         }
     }
 
@@ -972,6 +968,38 @@ impl RawResponse {
         })
     }
 
+    /// Calls `each` with every item of a collection page's `value`, parsed one at a time,
+    /// and returns the page's `nextLink`. A page of 100 NSGs is ~1.5 MB of JSON and several
+    /// times that as one `Value` tree; parsed item by item, one item's tree is held at a
+    /// time (issue 14's memory). A page without `value` (or with `null`) has no items.
+    fn for_each_item(
+        &self,
+        resource: &str,
+        each: &mut dyn FnMut(Value) -> Result<(), ArmError>,
+    ) -> Result<Option<String>, ArmError> {
+        if self.body.is_empty() {
+            return Ok(None);
+        }
+        let mut failed = None;
+        let seed = page::Page {
+            each,
+            failed: &mut failed,
+        };
+        let mut de = serde_json::Deserializer::from_slice(&self.body);
+        let next = serde::de::DeserializeSeed::deserialize(seed, &mut de).and_then(|next| {
+            de.end()?;
+            Ok(next)
+        });
+        match (next, failed) {
+            (_, Some(e)) => Err(e),
+            (Ok(next), None) => Ok(next),
+            (Err(e), None) => Err(ArmError::Decode {
+                resource: resource.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     fn json(&self, resource: &str) -> Result<Value, ArmError> {
         if self.body.is_empty() {
             return Ok(Value::Null);
@@ -980,6 +1008,84 @@ impl RawResponse {
             resource: resource.to_string(),
             message: e.to_string(),
         })
+    }
+}
+
+/// A collection page (`{ "value": [...], "nextLink": "..." }`, domain.md 4) read item by
+/// item with serde's seeds ([`RawResponse::for_each_item`]).
+mod page {
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use super::ArmError;
+
+    /// The page: hands each item of `value` to `each`; gives `nextLink`. An error of
+    /// `each` is kept in `failed` and stops the parse.
+    pub(super) struct Page<'a> {
+        pub(super) each: &'a mut dyn FnMut(Value) -> Result<(), ArmError>,
+        pub(super) failed: &'a mut Option<ArmError>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Page<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Page<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a collection page (an object with `value`)")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let Page { each, failed } = self;
+            let mut next = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match &*key {
+                    "value" => map.next_value_seed(Items {
+                        each: &mut *each,
+                        failed: &mut *failed,
+                    })?,
+                    "nextLink" => next = map.next_value::<Option<String>>()?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(next)
+        }
+    }
+
+    struct Items<'a> {
+        each: &'a mut dyn FnMut(Value) -> Result<(), ArmError>,
+        failed: &'a mut Option<ArmError>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Items<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the list of the page's items")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(item) = seq.next_element::<Value>()? {
+                if let Err(e) = (self.each)(item) {
+                    *self.failed = Some(e);
+                    return Err(de::Error::custom("an item of the page was refused"));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -1085,6 +1191,61 @@ mod tests {
             headers: Headers::new(),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    /// The items and `nextLink` of a page read item by item are those of its JSON tree, in
+    /// order, whatever the order of its keys; an item `each` refuses stops the page with
+    /// that error.
+    #[test]
+    fn a_page_read_item_by_item_gives_the_items_and_next_link_of_its_json_tree() {
+        let items = |body: &str| {
+            let mut seen = Vec::new();
+            let next = answer(body).for_each_item("p", &mut |v| {
+                seen.push(v);
+                Ok(())
+            });
+            next.map(|n| (seen, n))
+        };
+        let cases = [
+            r#"{"value":[{"id":"a","etag":"1"},{"id":"b","properties":{"x":[1,{"y":null}]}}],"nextLink":"https://next"}"#,
+            r#"{"nextLink":"https://next","odd":{"value":[9]},"value":[{"id":"a"}]}"#,
+            r#"{"value":[],"nextLink":null}"#,
+            r#"{"value":null}"#,
+            r#"{"other":1}"#,
+            "",
+        ];
+        for body in cases {
+            let (seen, next) = items(body).unwrap();
+            let tree = answer(body).json("p").unwrap();
+            let want: Vec<Value> = tree
+                .get("value")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(seen, want, "{body}");
+            assert_eq!(
+                next.as_deref(),
+                tree.get("nextLink").and_then(Value::as_str),
+                "{body}"
+            );
+        }
+        for bad in [
+            "{",
+            r#"{"value":[{"id":"a"},"#,
+            r#"{"value":7}"#,
+            "[1]",
+            "{} x",
+        ] {
+            assert!(matches!(items(bad), Err(ArmError::Decode { .. })), "{bad}");
+        }
+        let mut calls = 0;
+        let refused =
+            answer(r#"{"value":[{"id":"a"},{"id":"b"}]}"#).for_each_item("p", &mut |_| {
+                calls += 1;
+                Err(ArmError::Config("refused".into()))
+            });
+        assert!(matches!(refused, Err(ArmError::Config(m)) if m == "refused"));
+        assert_eq!(calls, 1, "the page stops at the refused item");
     }
 
     /// The first answer of a write is read as its JSON tree would be read, without
