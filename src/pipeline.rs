@@ -291,7 +291,16 @@ impl Prepared {
     /// them (issue 14's memory).
     fn into_plan(self, snapshot: &Snapshot, detail: diff::Detail) -> (Desired, Plan) {
         let desired = self.resolve(snapshot);
-        let Prepared { scope, .. } = self;
+        let Prepared {
+            scope,
+            valid,
+            invalid,
+            ..
+        } = self;
+        // Dropped here. Bound by `..`, they would stay in the partly moved `self` until it
+        // leaves scope, after the diff (the heap profile of the sixteenth session found
+        // them alive at the peak).
+        drop((valid, invalid));
         let plan = diff::diff_with(&desired, snapshot, &scope, detail);
         (desired, plan)
     }
