@@ -359,9 +359,7 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
-        let snapshot = self
-            .observe_targets(&Targets::of(prepared.all_valid()))
-            .await?;
+        let snapshot = self.observe(prepared.all_valid()).await?;
         let observed = started.elapsed();
         let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
         tracing::debug!(

@@ -512,7 +512,7 @@ async fn plan_and_apply(
     let step = std::time::Instant::now();
     // The snapshot the outcome is the plan of: the one observed, or after writes the one
     // they leave (what Azure answers once they are made, when none was re-planned).
-    let (planned, cacheable, written, observed) = if written.is_empty() {
+    let (planned, cacheable, written, planned_from) = if written.is_empty() {
         (planned, true, vec![], digest)
     } else {
         write(ctx, specs, scope, planned, written).await?
@@ -538,7 +538,7 @@ async fn plan_and_apply(
             m.view.keys.to_vec(),
             print,
             view,
-            observed,
+            planned_from,
             shared.clone(),
             ctx.settings.resync,
         );
