@@ -74,6 +74,21 @@ pub struct Scope {
     /// pipeline treats them as invalid specs: not resolved, recorded as failed, so the diff
     /// keeps every entry they own exactly as it is. The diff itself does not read this.
     pub refused: BTreeMap<SpecKey, Vec<SpecError>>,
+    /// When set, the plan is of this part of the component `specs` only: the pipeline
+    /// reads and resolves the part's specs, and the other specs it is given are references
+    /// ([`crate::resolver::Part`]). `specs` still holds the whole component, so entries its
+    /// members own are theirs in every part.
+    pub part: Option<Arc<PartOf>>,
+}
+
+/// A part of a component ([`Scope::part`]): the pipeline's side of
+/// [`crate::resolver::Part`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartOf {
+    /// The specs planned; closed under sharing (see [`crate::resolver::Part`]).
+    pub build: BTreeSet<SpecKey>,
+    /// Every valid spec of the component (shared by its parts).
+    pub names: Arc<BTreeSet<SpecKey>>,
 }
 
 impl Scope {
@@ -87,12 +102,19 @@ impl Scope {
             removing: removing.into_iter().collect(),
             route_tables: BTreeMap::new(),
             refused: BTreeMap::new(),
+            part: None,
         }
     }
 
     /// This scope with the refusals of a tenancy decision (`PolicySet::refusals`).
     pub fn with_refused(mut self, refused: BTreeMap<SpecKey, Vec<SpecError>>) -> Self {
         self.refused = refused;
+        self
+    }
+
+    /// This scope planning only the part `part` of its specs.
+    pub fn with_part(mut self, part: Arc<PartOf>) -> Self {
+        self.part = Some(part);
         self
     }
 

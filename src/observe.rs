@@ -95,7 +95,7 @@ pub struct Targets {
 }
 
 impl Targets {
-    pub fn of(specs: &[ValidSpec]) -> Self {
+    pub fn of<'a>(specs: impl IntoIterator<Item = &'a ValidSpec>) -> Self {
         let mut t = Targets::default();
         for s in specs {
             t.network_security_groups
@@ -117,6 +117,22 @@ impl Targets {
             }
         }
         t
+    }
+
+    /// Adds what `other` reads.
+    pub fn extend(&mut self, other: Targets) {
+        let Targets {
+            network_security_groups,
+            route_tables,
+            subnets,
+            environments,
+            tag_subnets,
+        } = other;
+        self.network_security_groups.extend(network_security_groups);
+        self.route_tables.extend(route_tables);
+        self.subnets.extend(subnets);
+        self.environments.extend(environments);
+        self.tag_subnets.extend(tag_subnets);
     }
 
     /// The VNets holding the subnets.
@@ -229,16 +245,87 @@ pub async fn observe(
     tags: &ServiceTags,
     max_concurrency: usize,
 ) -> Result<Snapshot, ObserveError> {
+    let mut snap = Snapshot::default();
+    for t in &tags.0 {
+        snap.insert_service_tag(t.clone());
+    }
+    gather(arm, targets, &mut snap, max_concurrency).await?;
+    Ok(snap)
+}
+
+/// Where [`observe_into`] puts what it reads: a [`Snapshot`], or what keeps less of it
+/// (a digest of a component's resources, without the resources:
+/// `pipeline::digest::DigestGather`). Each resource is given as it arrives.
+pub trait Gather: Send {
+    fn nsg(&mut self, nsg: NsgState);
+    fn route_table(&mut self, rt: RouteTableState);
+    /// A VNet and those of its subnets that are targets.
+    fn vnet(&mut self, vnet: VnetState, subnets: Vec<SubnetState>);
+    fn environment(&mut self, env: EnvironmentState);
+    /// The location of the VNet of `subnet`, when it was read.
+    fn vnet_location(&self, subnet: &ResourceId) -> Option<String>;
+    /// True when a tag of that name was given already (the first source wins).
+    fn has_service_tag(&self, name: &str) -> bool;
+    fn add_service_tag(&mut self, tag: ServiceTagState, version: Option<String>);
+}
+
+impl Gather for Snapshot {
+    fn nsg(&mut self, nsg: NsgState) {
+        self.insert_nsg(nsg);
+    }
+    fn route_table(&mut self, rt: RouteTableState) {
+        self.insert_route_table(rt);
+    }
+    fn vnet(&mut self, vnet: VnetState, subnets: Vec<SubnetState>) {
+        self.insert_vnet(vnet);
+        subnets.into_iter().for_each(|s| self.insert_subnet(s));
+    }
+    fn environment(&mut self, env: EnvironmentState) {
+        self.insert_environment(env);
+    }
+    fn vnet_location(&self, subnet: &ResourceId) -> Option<String> {
+        self.vnet_of(subnet).and_then(|v| v.location.clone())
+    }
+    fn has_service_tag(&self, name: &str) -> bool {
+        self.service_tag(name).is_some()
+    }
+    fn add_service_tag(&mut self, tag: ServiceTagState, version: Option<String>) {
+        if let Some(v) = version {
+            self.service_tag_versions.insert(tag.name.clone(), v);
+        }
+        self.insert_service_tag(tag);
+    }
+}
+
+/// Reads `targets` into `into`, each resource as it arrives (NSGs of a listed resource
+/// group item by item).
+async fn gather<G: Gather>(
+    arm: &ArmClient,
+    targets: &Targets,
+    into: &mut G,
+    max_concurrency: usize,
+) -> Result<(), ObserveError> {
+    let into = std::sync::Mutex::new(into);
+    let put = |read: Read| {
+        let mut g = into.lock().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Read::Nsg(nsg) => g.nsg(nsg),
+            Read::RouteTable(rt) => g.route_table(rt),
+            Read::Vnet(vnet, subnets) => g.vnet(vnet, subnets),
+            Read::Env(env) => g.environment(env),
+        }
+    };
     // Round-robin over subscriptions: each has its own read bucket (domain.md 4.8).
     let mut ordered: Vec<ReadJob<'_>> = Vec::new();
-    for (_, job) in interleave_subscriptions(read_jobs(arm, targets), |(sub, _)| sub.as_str()) {
+    for (_, job) in interleave_subscriptions(read_jobs(arm, targets, &put), |(sub, _)| sub.as_str())
+    {
         ordered.push(job);
     }
-    let reads: Vec<Vec<Read>> = stream::iter(ordered)
+    stream::iter(ordered)
         .buffer_unordered(max_concurrency.max(1))
-        .try_collect()
+        .try_collect::<Vec<()>>()
         .await?;
-    Ok(assemble(reads.into_iter().flatten(), tags))
+    Ok(())
 }
 
 /// One resource read by `observe`, converted to its snapshot state as it arrives: the
@@ -252,10 +339,17 @@ enum Read {
     Env(EnvironmentState),
 }
 
-type ReadJob<'a> = futures::future::BoxFuture<'a, Result<Vec<Read>, ObserveError>>;
+type ReadJob<'a> = futures::future::BoxFuture<'a, Result<(), ObserveError>>;
 
-/// The reads of `targets`, each with its subscription.
-fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJob<'a>)> {
+/// Where a read job puts each resource it read.
+type Put<'a> = &'a (dyn Fn(Read) + Sync);
+
+/// The reads of `targets`, each with its subscription, each resource read given to `put`.
+fn read_jobs<'a>(
+    arm: &'a ArmClient,
+    targets: &'a Targets,
+    put: Put<'a>,
+) -> Vec<(String, ReadJob<'a>)> {
     let mut jobs: Vec<(String, ReadJob<'a>)> = Vec::new();
     let wrap = |id: &ResourceId| {
         let id = id.to_string();
@@ -267,10 +361,10 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
     // NSGs and route tables: a GET each when a resource group holds a few targets, else
     // one list of the resource group (paged; the items are the bodies GET returns).
     for group in by_resource_group(&targets.network_security_groups) {
-        jobs.push(group_job::<models::NetworkSecurityGroup>(arm, group));
+        jobs.push(group_job::<models::NetworkSecurityGroup>(arm, group, put));
     }
     for group in by_resource_group(&targets.route_tables) {
-        jobs.push(group_job::<models::RouteTable>(arm, group));
+        jobs.push(group_job::<models::RouteTable>(arm, group, put));
     }
     for id in targets.virtual_networks() {
         let e = wrap(&id);
@@ -278,11 +372,12 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
             id.subscription().to_owned(),
             Box::pin(async move {
                 let Some(f) = Box::pin(arm.get_vnet(&id)).await.map_err(e)? else {
-                    return Ok(vec![]);
+                    return Ok(());
                 };
                 let (vnet, mut subnets) = vnet_state(&id, f)?;
                 subnets.retain(|s| targets.subnets.contains(&s.id));
-                Ok(vec![Read::Vnet(vnet, subnets)])
+                put(Read::Vnet(vnet, subnets));
+                Ok(())
             }),
         ));
     }
@@ -294,10 +389,10 @@ fn read_jobs<'a>(arm: &'a ArmClient, targets: &'a Targets) -> Vec<(String, ReadJ
             // made: a component of 10,000 specs makes 10,000 of these jobs at once.
             Box::pin(async move {
                 let found = Box::pin(arm.get_ase_addresses(id)).await.map_err(e)?;
-                Ok(found
-                    .map(|v| Read::Env(environment_state(id, &v)))
-                    .into_iter()
-                    .collect())
+                if let Some(v) = found {
+                    put(Read::Env(environment_state(id, &v)));
+                }
+                Ok(())
             }),
         ));
     }
@@ -346,36 +441,15 @@ impl ParentRead for models::RouteTable {
 /// The read of one resource group's NSGs or route tables: a GET each when it holds a few
 /// targets, else one list of the resource group (paged; the items are the bodies GET
 /// returns).
-fn group_job<T: ParentRead>(arm: &ArmClient, group: Vec<ResourceId>) -> (String, ReadJob<'_>) {
+fn group_job<'a, T: ParentRead>(
+    arm: &'a ArmClient,
+    group: Vec<ResourceId>,
+    put: Put<'a>,
+) -> (String, ReadJob<'a>) {
     let sub = group[0].subscription().to_owned();
-    let job: ReadJob<'_> = Box::pin(async move {
-        let found = fetch_group::<T>(arm, &group).await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|(_, s)| s.map(T::read))
-            .collect())
-    });
+    let job: ReadJob<'a> =
+        Box::pin(async move { fetch_group::<T>(arm, &group, &mut |s| put(T::read(s))).await });
     (sub, job)
-}
-
-/// The snapshot of `reads` and `tags`.
-fn assemble(reads: impl Iterator<Item = Read>, tags: &ServiceTags) -> Snapshot {
-    let mut snap = Snapshot::default();
-    for t in &tags.0 {
-        snap.insert_service_tag(t.clone());
-    }
-    for read in reads {
-        match read {
-            Read::Nsg(nsg) => snap.insert_nsg(nsg),
-            Read::RouteTable(rt) => snap.insert_route_table(rt),
-            Read::Vnet(vnet, subnets) => {
-                snap.insert_vnet(vnet);
-                subnets.into_iter().for_each(|s| snap.insert_subnet(s));
-            }
-            Read::Env(env) => snap.insert_environment(env),
-        }
-    }
-    snap
 }
 
 /// Where the service tags of a run may come from.
@@ -498,21 +572,31 @@ pub async fn observe_with_tags(
     tags: &TagOptions<'_>,
     max_concurrency: usize,
 ) -> Result<Snapshot, ObserveError> {
+    let mut snap = Snapshot::default();
+    observe_into(arm, targets, tags, &mut snap, max_concurrency).await?;
+    Ok(snap)
+}
+
+/// [`observe_with_tags`] into any [`Gather`].
+pub async fn observe_into<G: Gather>(
+    arm: &ArmClient,
+    targets: &Targets,
+    tags: &TagOptions<'_>,
+    into: &mut G,
+    max_concurrency: usize,
+) -> Result<(), ObserveError> {
     let sources = service_tag_sources(arm.endpoint(), !tags.explicit.0.is_empty());
-    let none = ServiceTags::default();
-    let explicit = if sources.contains(&TagSource::File) {
-        tags.explicit
-    } else {
-        &none
-    };
-    let mut snap = observe(arm, targets, explicit, max_concurrency).await?;
-    let add = |snap: &mut Snapshot, found: ServiceTags, versions: BTreeMap<String, String>| {
+    if sources.contains(&TagSource::File) {
+        for t in &tags.explicit.0 {
+            into.add_service_tag(t.clone(), None);
+        }
+    }
+    gather(arm, targets, into, max_concurrency).await?;
+    let add = |into: &mut G, found: ServiceTags, versions: BTreeMap<String, String>| {
         for t in found.0 {
-            if snap.service_tag(&t.name).is_none() {
-                if let Some(v) = versions.get(&t.name) {
-                    snap.service_tag_versions.insert(t.name.clone(), v.clone());
-                }
-                snap.insert_service_tag(t);
+            if !into.has_service_tag(&t.name) {
+                let version = versions.get(&t.name).cloned();
+                into.add_service_tag(t, version);
             }
         }
     };
@@ -520,7 +604,7 @@ pub async fn observe_with_tags(
         // location -> the first subscription (in id order) that has a spec there.
         let mut locations: BTreeMap<String, String> = BTreeMap::new();
         for s in &targets.tag_subnets {
-            if let Some(loc) = snap.vnet_of(s).and_then(|v| v.location.clone()) {
+            if let Some(loc) = into.vnet_location(s) {
                 locations
                     .entry(loc.to_ascii_lowercase())
                     .or_insert_with(|| s.subscription().to_string());
@@ -531,15 +615,15 @@ pub async fn observe_with_tags(
                 .cache
                 .get(arm, &subscription, &location, tags.max_age)
                 .await?;
-            add(&mut snap, found, versions);
+            add(into, found, versions);
         }
     }
     if sources.contains(&TagSource::Embedded) {
         let (found, versions) =
             ServiceTags::parse_versioned(EMBEDDED_SERVICE_TAGS).unwrap_or_default();
-        add(&mut snap, found, versions);
+        add(into, found, versions);
     }
-    Ok(snap)
+    Ok(())
 }
 
 /// `items` reordered round-robin over their subscriptions (each keeps its own order), so
@@ -586,13 +670,15 @@ type GetOne<'a, T> =
 /// reading each target: below it, GETs cost as little and name every absent one (404).
 const LIST_MIN_TARGETS: usize = 4;
 
-/// The resources `ids` (one resource group), as snapshot states: a GET each for a few,
-/// else a list of the group's collection that stops paging once every id was seen, each
-/// item converted as it arrives and the others dropped. Absent ones are `None`.
+/// The resources `ids` (one resource group), each given to `put` as its snapshot state as
+/// it arrives: a GET each for a few, else a list of the group's collection that stops
+/// paging once every id was seen, each item converted as it arrives and the others
+/// dropped. Absent ones are not given.
 async fn fetch_group<T: ParentRead>(
     arm: &ArmClient,
     ids: &[ResourceId],
-) -> Result<Vec<(ResourceId, Option<T::State>)>, ObserveError> {
+    put: &mut (dyn FnMut(T::State) + Send),
+) -> Result<(), ObserveError> {
     let err = |id: &ResourceId| {
         let id = id.to_string();
         move |source| ObserveError::Arm {
@@ -601,20 +687,17 @@ async fn fetch_group<T: ParentRead>(
         }
     };
     if ids.len() < LIST_MIN_TARGETS {
-        let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let state = match T::get(arm, id).await.map_err(err(id))? {
-                Some(f) => Some(T::state(id, f)?),
-                None => None,
-            };
-            out.push((id.clone(), state));
+            if let Some(f) = T::get(arm, id).await.map_err(err(id))? {
+                put(T::state(id, f)?);
+            }
         }
-        return Ok(out);
+        return Ok(());
     }
     let key = |id: &str| id.to_ascii_lowercase();
     let wanted: BTreeMap<String, &ResourceId> =
         ids.iter().map(|id| (key(id.as_str()), id)).collect();
-    let mut found: BTreeMap<String, T::State> = BTreeMap::new();
+    let mut found: BTreeSet<&str> = BTreeSet::new();
     let mut malformed: Option<Malformed> = None;
     let mut each = |f: Fetched<T>| {
         let Some((k, id)) = f
@@ -627,7 +710,10 @@ async fn fetch_group<T: ParentRead>(
         };
         match T::state(id, f) {
             Ok(state) => {
-                found.insert(k.clone(), state);
+                // Once per id: a page repeated by ARM gives nothing twice.
+                if found.insert(k.as_str()) {
+                    put(state);
+                }
             }
             Err(e) => {
                 malformed.get_or_insert(e);
@@ -644,13 +730,10 @@ async fn fetch_group<T: ParentRead>(
     )
     .await
     .map_err(err(&ids[0]))?;
-    if let Some(e) = malformed {
-        return Err(e.into());
+    match malformed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
-    Ok(ids
-        .iter()
-        .map(|id| (id.clone(), found.remove(&key(id.as_str()))))
-        .collect())
 }
 
 /// Re-reads one NSG, route table or subnet into `snapshot` (after a 412): present ->

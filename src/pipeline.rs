@@ -31,7 +31,7 @@ mod digest;
 
 pub use crate::apply::{ApplyEvent, ApplyReport, WriteAction, Written};
 pub use crate::evaluate::verify::{VerifiedFlow, VerifiedRoute, VerifyReport};
-pub use digest::{digest, SnapshotDigest};
+pub use digest::{digest, DigestGather, Digests, SnapshotDigest};
 
 /// Runs the CPU-bound part of an async caller (validating, resolving and diffing a
 /// component: seconds of CPU on every core at 10,000 specs). On a multi-thread tokio
@@ -107,7 +107,7 @@ impl PipelineOptions {
 }
 
 /// What `plan` computed: the snapshot it read, the desired state, and the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PlanOutcome {
     pub snapshot: Snapshot,
     pub desired: Desired,
@@ -231,6 +231,10 @@ impl Prepared {
         for e in errors {
             invalid.entry(e.spec.clone()).or_default().push(e);
         }
+        // A part reports its own specs; the references' errors are their parts' to report.
+        if let Some(part) = &scope.part {
+            invalid.retain(|k, _| part.build.contains(k));
+        }
         valid.retain(|v| !scope.refused.contains_key(&v.key));
         let mut scope = scope.clone();
         let policy: BTreeMap<SpecKey, DeletionPolicy> = valid
@@ -279,6 +283,21 @@ impl Prepared {
         &self.valid
     }
 
+    /// What to read: the resources the specs planned touch, and the ASEs of the references
+    /// of a part (their addresses are all a part reads of them).
+    fn targets(&self) -> Targets {
+        let Some(part) = &self.scope.part else {
+            return Targets::of(self.all_valid());
+        };
+        let (planned, references): (Vec<&ValidSpec>, Vec<&ValidSpec>) =
+            (self.valid.iter()).partition(|v| part.build.contains(&v.key));
+        let mut targets = Targets::of(planned);
+        targets
+            .environments
+            .extend(Targets::of(references).environments);
+        targets
+    }
+
     /// resolve + diff over `snapshot`: pure, used for the first plan and every re-plan.
     fn plan(&self, snapshot: &Snapshot, detail: diff::Detail) -> (Desired, Plan) {
         let desired = self.resolve(snapshot);
@@ -307,7 +326,17 @@ impl Prepared {
 
     /// The desired state of the active specs over `snapshot`, with the validation errors.
     fn resolve(&self, snapshot: &Snapshot) -> Desired {
-        let mut desired = resolver::resolve_removing(self.active(), snapshot, &self.scope.removing);
+        let removing = &self.scope.removing;
+        let mut desired = match &self.scope.part {
+            None => resolver::resolve_removing(self.active(), snapshot, removing),
+            Some(part) => {
+                let part = resolver::Part {
+                    build: &part.build,
+                    names: &part.names,
+                };
+                resolver::resolve_part(self.active(), snapshot, removing, &part)
+            }
+        };
         for (key, errors) in &self.invalid {
             desired
                 .specs
@@ -359,7 +388,7 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
-        let snapshot = self.observe(prepared.all_valid()).await?;
+        let snapshot = self.observe_targets(&prepared.targets()).await?;
         let observed = started.elapsed();
         let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
         tracing::debug!(
@@ -386,7 +415,7 @@ impl Pipeline {
     ) -> Result<Observed<'a, S>, PipelineError> {
         let started = std::time::Instant::now();
         // What to read, without holding the validated specs through the reads.
-        let targets = cpu_bound(|| Targets::of(Prepared::new(specs, scope).all_valid()));
+        let targets = cpu_bound(|| Prepared::new(specs, scope).targets());
         let validated = started.elapsed();
         let snapshot = self.observe_targets(&targets).await?;
         tracing::debug!(
@@ -403,6 +432,40 @@ impl Pipeline {
                 detail,
             },
         })
+    }
+
+    /// The digest of what [`Pipeline::observe_for`] would read for `specs` and `scope`
+    /// (whole, not a part), each resource digested as it arrives and none kept: a
+    /// component's resync that only compares ([`Digests`]). The specs are validated a
+    /// slice at a time, for what to read.
+    pub async fn observe_digest<S: Borrow<api::AseConnectivity> + Sync>(
+        &self,
+        specs: &[S],
+        scope: &Scope,
+    ) -> Result<Option<SnapshotDigest>, PipelineError> {
+        const SLICE: usize = 1000;
+        let started = std::time::Instant::now();
+        let targets = cpu_bound(|| {
+            let mut targets = Targets::default();
+            for slice in specs.chunks(SLICE) {
+                targets.extend(Prepared::new(slice, scope).targets());
+            }
+            targets
+        });
+        let tags = TagOptions {
+            explicit: &self.options.service_tags,
+            cache: &self.options.service_tag_cache,
+            max_age: self.options.service_tag_max_age,
+        };
+        let mut gathered = DigestGather::default();
+        let concurrency = self.options.max_concurrency;
+        observe::observe_into(&self.arm, &targets, &tags, &mut gathered, concurrency).await?;
+        tracing::debug!(
+            specs = specs.len(),
+            observe_ms = started.elapsed().as_millis() as u64,
+            "observed for a digest"
+        );
+        Ok(gathered.digests.finish())
     }
 
     /// Reads what `specs` touch.

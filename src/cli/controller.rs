@@ -24,6 +24,11 @@ pub struct ControllerArgs {
     /// changed VIPs) and writes nothing when in sync.
     #[arg(long, env = "ASENET_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// Plan and write a component of more specs than this in parts of about this many, one
+    /// after the other (0: always whole). Lower holds less memory; the parts of one VNet's
+    /// subnets are spread so its chain of subnet writes is not lengthened.
+    #[arg(long, env = "ASENET_PLAN_PART_SPECS", default_value_t = controller::context::DEFAULT_PLAN_PART_SPECS)]
+    pub plan_part_specs: usize,
     /// At most this many reconciles in flight at once (0: unbounded). Reconciles of specs
     /// sharing an Azure parent run one after the other whatever this is.
     #[arg(long, env = "ASENET_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
@@ -192,6 +197,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             settings: Settings {
                 resync,
                 tenancy: args.tenancy,
+                plan_part_specs: args.plan_part_specs,
             },
             metrics_addr: args.metrics_addr,
             probe_addr: args.probe_bind,

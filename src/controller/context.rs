@@ -189,13 +189,21 @@ pub struct Settings {
     /// (`controller::tenancy`). Default `off`, as the `--tenancy` flag's; the chart
     /// installs with `enforce` (docs/operator.md, "Tenancy").
     pub tenancy: TenancyMode,
+    /// A component of more specs than this is planned and written in parts of about this
+    /// many (`controller::index::parts`), one after the other, so the whole component's
+    /// rules are never in memory at once (issue 14's memory; 0: always whole).
+    pub plan_part_specs: usize,
 }
+
+/// [`Settings::plan_part_specs`] by default: a part of 2,000 specs holds ~40,000 rules.
+pub const DEFAULT_PLAN_PART_SPECS: usize = 2000;
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             resync: Duration::from_secs(600),
             tenancy: TenancyMode::Off,
+            plan_part_specs: DEFAULT_PLAN_PART_SPECS,
         }
     }
 }
@@ -337,6 +345,28 @@ impl Shared {
             withheld,
             parts,
         }
+    }
+
+    /// Adds the outcome of another part of the component (`controller::parts`): its
+    /// resources after these, its specs' outcomes beside these.
+    pub fn absorb(&mut self, other: Shared) {
+        let Shared {
+            planned,
+            mut withheld,
+            parts,
+        } = other;
+        let Planned {
+            snapshot: _,
+            desired,
+            plan,
+        } = planned;
+        let offset = self.planned.plan.resources.len();
+        self.parts.absorb(parts, offset);
+        let mine = &mut self.planned;
+        mine.plan.resources.extend(plan.resources);
+        mine.plan.errors.extend(plan.errors);
+        mine.desired.specs.extend(desired.specs);
+        self.withheld.append(&mut withheld);
     }
 }
 

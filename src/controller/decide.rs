@@ -212,6 +212,26 @@ impl Parts {
         parts
     }
 
+    /// Adds the parts of another part of the component, whose plan's resources were
+    /// appended after the `offset` resources of this one's plan (a component planned in
+    /// parts, `controller::parts`). The two have no spec and no resource in common.
+    pub fn absorb(&mut self, other: Parts, offset: usize) {
+        let Parts {
+            by_owner,
+            by_id,
+            rules,
+        } = other;
+        for (owner, at) in by_owner {
+            (self.by_owner.entry(owner).or_default()).extend(at.into_iter().map(|i| i + offset));
+        }
+        for (id, at) in by_id {
+            (self.by_id.entry(id).or_default()).extend(at.into_iter().map(|i| i + offset));
+        }
+        for (owner, mut owned) in rules {
+            self.rules.entry(owner).or_default().append(&mut owned);
+        }
+    }
+
     /// The positions of `plan`'s resources by owner and by id; no rules yet.
     fn indexing(plan: &[ResourcePlan]) -> Parts {
         let mut parts = Parts::default();

@@ -13,7 +13,9 @@ use futures::FutureExt;
 
 use crate::api::AseConnectivity;
 use crate::diff::{Plan, Scope};
-use crate::pipeline::{ApplyEvent, ApplyReport, Observed, Pipeline, PipelineError, PlanOutcome};
+use crate::pipeline::{
+    ApplyEvent, ApplyReport, Observed, Pipeline, PipelineError, PlanOutcome, SnapshotDigest,
+};
 use crate::snapshot::Snapshot;
 
 /// The whole chain of a failed plan or apply, for logs and the `AzureUnavailable`
@@ -61,6 +63,18 @@ pub trait Engine: Send + Sync {
             .boxed()
     }
 
+    /// The digest of what [`Engine::observe`] reads for the specs (`pipeline::Digests`),
+    /// for a caller that only compares it. By default, observed and digested whole.
+    fn observe_digest<'a>(
+        &'a self,
+        specs: &'a [Arc<AseConnectivity>],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Option<SnapshotDigest>, PipelineError>> {
+        self.observe(specs, scope)
+            .map(|observed| observed.map(|o| o.digest()))
+            .boxed()
+    }
+
     /// Executes `plan` (which the controller may have narrowed to the resources it is
     /// allowed to write), computed from `snapshot`.
     fn apply<'a>(
@@ -93,6 +107,14 @@ impl Engine for Pipeline {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<Observed<'a, Arc<AseConnectivity>>, PipelineError>> {
         Pipeline::observe_for(self, specs, scope, crate::diff::Detail::Writes).boxed()
+    }
+
+    fn observe_digest<'a>(
+        &'a self,
+        specs: &'a [Arc<AseConnectivity>],
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Option<SnapshotDigest>, PipelineError>> {
+        Pipeline::observe_digest(self, specs, scope).boxed()
     }
 
     fn apply<'a>(

@@ -68,7 +68,7 @@ fn linked_ids(spec: &AseConnectivity) -> impl Iterator<Item = &str> {
 }
 
 /// The `(namespace, name)` of the specs a spec names in `environmentRef`s, borrowed.
-fn reference_refs(spec: &AseConnectivity) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn reference_refs(spec: &AseConnectivity) -> impl Iterator<Item = (&str, &str)> {
     let (ns, _) = key_ref(spec);
     spec.spec
         .inbound

@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod parts;
 pub mod reconcile;
 pub mod status;
 pub mod store;

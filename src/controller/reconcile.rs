@@ -46,6 +46,7 @@ use super::decide::{
 use super::engine::{self, Planned};
 use super::index::{key_of, ComponentView};
 use super::metrics::ModeLabel;
+use super::parts;
 use super::status::summarise;
 use super::store;
 use super::tenancy;
@@ -464,6 +465,11 @@ async fn plan_and_apply(
     scope: &Scope,
     print: Vec<MemberPrint>,
 ) -> Result<ComponentOutcome, ComponentError> {
+    let parts =
+        crate::pipeline::cpu_bound(|| parts::parts(&m.view.specs, ctx.settings.plan_part_specs));
+    if parts.len() > 1 && scope.removing.is_empty() {
+        return plan_and_apply_parts(ctx, m, scope, print, &parts).await;
+    }
     let started = std::time::Instant::now();
     let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
     // The store's objects, shared: a component is planned and written without a copy of
@@ -539,6 +545,97 @@ async fn plan_and_apply(
             print,
             view,
             planned_from,
+            shared.clone(),
+            ctx.settings.resync,
+        );
+    } else {
+        debug!("resources were re-planned during apply; outcome not cached");
+    }
+    Ok(ComponentOutcome { shared, written })
+}
+
+/// [`plan_and_apply`] of a component of more than `Settings::plan_part_specs` specs: its
+/// `parts` (`controller::parts`) planned and written one after the other, each holding
+/// only its own rules; their outcomes joined into the component's. A resync that observes
+/// every part as its outcome left it keeps the outcome, as for a whole component.
+async fn plan_and_apply_parts(
+    ctx: &Context,
+    m: &Members,
+    scope: &Scope,
+    print: Vec<MemberPrint>,
+    parts: &[Vec<usize>],
+) -> Result<ComponentOutcome, ComponentError> {
+    let started = std::time::Instant::now();
+    let specs = &m.view.specs;
+    let inputs = crate::pipeline::cpu_bound(|| parts::inputs(specs, scope, parts));
+    let failed = |e| {
+        // Never work from (or leave behind) an outcome of a failed attempt.
+        ctx.outcomes.invalidate(&m.view.keys);
+        ComponentError::Plan(e)
+    };
+    if let Some(seen) = ctx.outcomes.observed(&m.view.keys, &print) {
+        // The component read whole, each resource digested as it arrives: one read of
+        // each resource, none held.
+        let digest = (ctx.engine.observe_digest(specs, scope).await).map_err(failed)?;
+        if let Some(shared) = (digest.filter(|d| *d == seen))
+            .and_then(|d| ctx.outcomes.renew(&m.view.keys, &print, d))
+        {
+            debug!(
+                specs = specs.len(),
+                parts = parts.len(),
+                observe_ms = started.elapsed().as_millis() as u64,
+                "Azure unchanged since the component was planned; keeping its outcome"
+            );
+            ctx.metrics.count_component_plan(true);
+            return Ok(ComponentOutcome::cached(shared));
+        }
+    }
+    ctx.outcomes.invalidate(&m.view.keys);
+    ctx.metrics.count_component_plan(false);
+    let mut joined: Option<Shared> = None;
+    let mut written = Vec::new();
+    // What Azure holds once every part is written: each part's snapshot after its writes,
+    // a later part's read of a VNet or an ASE replacing an earlier one's.
+    let mut left = crate::pipeline::Digests::default();
+    let mut cacheable = true;
+    for (given, scope) in &inputs {
+        let observed = ctx.engine.observe(given, scope).await.map_err(failed)?;
+        let mut planned = observed.plan();
+        let held = withheld(&planned.plan.resources, given.iter().map(|s| &**s));
+        let writable = decide::take_writable(&mut planned.plan.resources, &held);
+        let (planned, ok, mut wrote) = if writable.is_empty() {
+            (planned, true, vec![])
+        } else {
+            let (planned, ok, wrote, _) = write(ctx, given, scope, planned, writable).await?;
+            (planned, ok, wrote)
+        };
+        // After `write`, the snapshot is the one its writes leave.
+        if ok {
+            crate::pipeline::cpu_bound(|| left.add(&planned.snapshot));
+        }
+        cacheable &= ok;
+        written.append(&mut wrote);
+        let part = crate::pipeline::cpu_bound(|| Shared::new(planned, given));
+        match joined.as_mut() {
+            Some(j) => j.absorb(part),
+            None => joined = Some(part),
+        }
+    }
+    let shared = Arc::new(joined.unwrap_or_else(|| Shared::new(Planned::default(), specs)));
+    debug!(
+        target: "asenet::controller::timing",
+        specs = specs.len(),
+        parts = parts.len(),
+        total_ms = started.elapsed().as_millis() as u64,
+        "component planned in parts"
+    );
+    if cacheable {
+        let view = m.refused.is_empty().then_some(&*m.view);
+        ctx.outcomes.put(
+            m.view.keys.to_vec(),
+            print,
+            view,
+            left.finish(),
             shared.clone(),
             ctx.settings.resync,
         );

@@ -50,6 +50,7 @@ pub(crate) fn resolve(
     specs: &[ValidSpec],
     snapshot: &Snapshot,
     removing: &BTreeSet<SpecKey>,
+    part: Option<&super::Part>,
 ) -> Desired {
     let mut by_key: KnownSpecs = BTreeMap::new();
     for s in specs {
@@ -57,7 +58,8 @@ pub(crate) fn resolve(
             .entry(s.key.clone())
             .or_insert_with(|| Known::new(s, snapshot));
     }
-    let colliding = colliding_names(&by_key, snapshot);
+    let names = part.map(|p| p.names);
+    let colliding = colliding_names(by_key.keys().chain(names.into_iter().flatten()), snapshot);
     let vnets = vnets_by_key(snapshot);
     let index = spec_index(&by_key);
 
@@ -66,7 +68,11 @@ pub(crate) fn resolve(
     // spec's build reads only its own input, the other specs and the snapshot: they run on
     // every core (issue 14: "use both cores"; half of resolving a 10,000-spec component is
     // building), and `collect` keeps the key order.
-    let known: Vec<(&SpecKey, &Known)> = by_key.iter().collect();
+    // Of a part, only its own specs are built; the others given are references
+    // (`super::Part`).
+    let known: Vec<(&SpecKey, &Known)> = (by_key.iter())
+        .filter(|(k, _)| part.is_none_or(|p| p.build.contains(*k)))
+        .collect();
     let built: Vec<Result<SpecBuild, Vec<SpecError>>> = known
         .par_iter()
         .with_min_len(BUILDS_PER_TASK)
@@ -109,9 +115,12 @@ pub(crate) fn resolve(
 
 /// Spec names used by more than one namespace, in the input or in the owners recorded in
 /// observed rule descriptions: their rule names get a hash of `namespace/name`.
-fn colliding_names(specs: &KnownSpecs, snapshot: &Snapshot) -> BTreeSet<String> {
+fn colliding_names<'k>(
+    keys: impl Iterator<Item = &'k SpecKey>,
+    snapshot: &Snapshot,
+) -> BTreeSet<String> {
     let mut namespaces: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for k in specs.keys() {
+    for k in keys {
         namespaces
             .entry(&k.name)
             .or_default()

@@ -31,7 +31,7 @@ pub fn resolve(
     specs: &[crate::validate::ValidSpec],
     snapshot: &crate::snapshot::Snapshot,
 ) -> Desired {
-    assemble::resolve(specs, snapshot, &BTreeSet::new())
+    assemble::resolve(specs, snapshot, &BTreeSet::new(), None)
 }
 
 /// [`resolve`] for a plan that also removes the specs in `removing`: their owned routes
@@ -42,7 +42,35 @@ pub fn resolve_removing(
     snapshot: &crate::snapshot::Snapshot,
     removing: &BTreeSet<SpecKey>,
 ) -> Desired {
-    assemble::resolve(specs, snapshot, removing)
+    assemble::resolve(specs, snapshot, removing, None)
+}
+
+/// A part of a component resolved on its own ([`resolve_part`]): a component of 10,000
+/// specs planned whole holds all its ~200,000 rules at once (issue 14's memory).
+///
+/// `build` must be closed under sharing: every spec of the component that contributes to
+/// (or owns entries in) an NSG, route table or subnet of a spec in `build` is in `build`.
+/// Then nothing a spec outside the part does changes the part's resources, and its
+/// resolution is what resolving the whole component gives for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The specs whose contributions are built.
+    pub build: &'a BTreeSet<SpecKey>,
+    /// Every valid spec of the component: a name two namespaces use gets hashed rule names
+    /// (`names::stem`), whichever parts the two specs are in.
+    pub names: &'a BTreeSet<SpecKey>,
+}
+
+/// [`resolve_removing`] of the part `part.build` of a component. The other specs given are
+/// references: `environmentRef`s to them resolve to their addresses, nothing of theirs is
+/// built, and `Desired::specs` has only the part's specs.
+pub fn resolve_part(
+    specs: &[crate::validate::ValidSpec],
+    snapshot: &crate::snapshot::Snapshot,
+    removing: &BTreeSet<SpecKey>,
+    part: &Part,
+) -> Desired {
+    assemble::resolve(specs, snapshot, removing, Some(part))
 }
 
 /// Rule and route names asenet owns start with this prefix (docs/design.md section 3).

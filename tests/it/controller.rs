@@ -1875,3 +1875,68 @@ async fn a_failed_reconcile_keeps_the_rules_the_store_dropped_by_reading_the_sta
         .unwrap();
     assert_eq!(degraded.status, "True");
 }
+
+/// A component planned in parts (`Settings::plan_part_specs`; here one spec per part, and
+/// ase-two's part reads ase-one as a reference) writes what the component planned whole
+/// writes, and a resync that finds Azure as the parts left it keeps the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_planned_in_parts_writes_what_it_does_whole_and_keeps_its_outcome() {
+    let one = with_finalizer(seed_spec("ase-one"));
+    let two = with_finalizer(seed_spec("ase-two"));
+    let members = [Arc::new(one.clone()), Arc::new(two.clone())];
+    assert_eq!(controller::parts::parts(&members, 1).len(), 2);
+    assert_eq!(controller::parts::parts(&members, 0).len(), 1);
+    let mut written = Vec::new();
+    for plan_part_specs in [0, 1] {
+        let arm = Arm::start().await;
+        let settings = Settings {
+            resync: Duration::ZERO,
+            plan_part_specs,
+            ..Settings::default()
+        };
+        let store = [one.clone(), two.clone()];
+        let (ctx, server) = context_with(&arm, &store, Leadership::always(), settings);
+        let s = two.clone();
+        let scenario = |mut api: ApiServer| async move {
+            api.status_applied(&s).await;
+            api.event(&s, "Normal", "Applied").await;
+            api.status_applied(&s).await;
+            api.status_applied(&s).await;
+            let note = api.event(&s, "Normal", "Applied").await;
+            (api, note)
+        };
+        let (arm_ref, two_ref) = (&arm, &two);
+        let work = async move {
+            let (arm, two) = (arm_ref, two_ref);
+            let mut seen = Vec::new();
+            for step in 0..3 {
+                if step == 2 {
+                    assert!(arm.remove_an_owned_rule(), "an owned rule to remove");
+                }
+                arm.mock.state.reset_stats();
+                reconcile(Arc::new(two.clone()), ctx.clone()).await.unwrap();
+                let rules = (arm.rules(NSG_ONE), arm.rules(NSG_TWO));
+                seen.push((arm.writes(), component_plans(&ctx), rules));
+            }
+            seen
+        };
+        let (seen, note) = with_scenario(server, scenario, work).await;
+        assert!(seen[0].0 > 0, "{plan_part_specs}: {seen:?}");
+        assert_eq!(seen[0].1, (1, 0), "{plan_part_specs}: {seen:?}");
+        assert_eq!(seen[1].0, 0, "{plan_part_specs}: {seen:?}");
+        assert_eq!(seen[1].1, (1, 1), "kept ({plan_part_specs}): {seen:?}");
+        assert_eq!(
+            seen[2].1,
+            (2, 1),
+            "drift is planned ({plan_part_specs}): {seen:?}"
+        );
+        assert!(seen[2].0 > 0, "written back ({plan_part_specs}): {seen:?}");
+        assert_eq!(
+            seen[2].2, seen[0].2,
+            "every owned rule is back ({plan_part_specs})"
+        );
+        assert!(note.contains("ase-one-nsg"), "{note}");
+        written.push(seen[0].2.clone());
+    }
+    assert_eq!(written[0], written[1], "parts write what the whole writes");
+}

@@ -18,7 +18,7 @@ use asenet::snapshot::{NsgState, RawChild, RouteTableState, Snapshot, SubnetStat
 
 #[path = "../../benches/support/specgen.rs"]
 #[allow(dead_code)]
-mod specgen;
+pub(crate) mod specgen;
 
 // ---------------------------------------------------------------------------------------
 // Fixtures

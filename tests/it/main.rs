@@ -5,6 +5,7 @@ mod controller_run;
 mod diff;
 mod fuzz;
 mod ownership;
+mod parts;
 mod permissions;
 mod pipeline;
 mod plan_writes;
