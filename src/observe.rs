@@ -722,10 +722,12 @@ async fn fetch_group<T: ParentRead>(
         }
         found.len() == wanted.len()
     };
+    let want = |id: &str| wanted.contains_key(&key(id));
     arm.list_in_group::<T>(
         ids[0].subscription(),
         ids[0].resource_group(),
         T::COLLECTION,
+        &want,
         &mut each,
     )
     .await

@@ -449,11 +449,14 @@ impl ArmClient {
     /// has seen everything it wants). A 404 (no such group) lists nothing. Items are not
     /// collected here: a group of thousands of NSGs would otherwise be held as JSON trees
     /// all at once (issue 14's process memory).
+    ///
+    /// Items whose `id` `wanted` refuses are skipped without being parsed.
     pub async fn list_in_group<T: serde::de::DeserializeOwned>(
         &self,
         subscription: &str,
         resource_group: &str,
         collection: &str,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
         each: &mut (dyn FnMut(Fetched<T>) -> bool + Send),
     ) -> Result<(), ArmError> {
         let path = format!(
@@ -472,7 +475,8 @@ impl ArmClient {
                 Err(e) => return Err(e),
             };
             let mut done = false;
-            let next = page.for_each_item(&path, &mut |raw| {
+            let wanted = |id: Option<&str>| id.is_some_and(wanted);
+            let next = page.for_each_item(&path, &wanted, &mut |raw| {
                 let typed = T::deserialize(&raw).map_err(|e| ArmError::Decode {
                     resource: path.clone(),
                     message: e.to_string(),
@@ -972,9 +976,13 @@ impl RawResponse {
     /// and returns the page's `nextLink`. A page of 100 NSGs is ~1.5 MB of JSON and several
     /// times that as one `Value` tree; parsed item by item, one item's tree is held at a
     /// time (issue 14's memory). A page without `value` (or with `null`) has no items.
+    /// Only the items whose `id` (`None` when it has none) `wanted` accepts are parsed into
+    /// trees; the others are only scanned (a component planned in parts lists a resource
+    /// group once per part, and wants a part of it each time).
     fn for_each_item(
         &self,
         resource: &str,
+        wanted: &dyn Fn(Option<&str>) -> bool,
         each: &mut dyn FnMut(Value) -> Result<(), ArmError>,
     ) -> Result<Option<String>, ArmError> {
         if self.body.is_empty() {
@@ -982,6 +990,7 @@ impl RawResponse {
         }
         let mut failed = None;
         let seed = page::Page {
+            wanted,
             each,
             failed: &mut failed,
         };
@@ -1022,6 +1031,7 @@ mod page {
     /// The page: hands each item of `value` to `each`; gives `nextLink`. An error of
     /// `each` is kept in `failed` and stops the parse.
     pub(super) struct Page<'a> {
+        pub(super) wanted: &'a dyn Fn(Option<&str>) -> bool,
         pub(super) each: &'a mut dyn FnMut(Value) -> Result<(), ArmError>,
         pub(super) failed: &'a mut Option<ArmError>,
     }
@@ -1039,11 +1049,16 @@ mod page {
             f.write_str("a collection page (an object with `value`)")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let Page { each, failed } = self;
+            let Page {
+                wanted,
+                each,
+                failed,
+            } = self;
             let mut next = None;
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 match &*key {
                     "value" => map.next_value_seed(Items {
+                        wanted,
                         each: &mut *each,
                         failed: &mut *failed,
                     })?,
@@ -1058,6 +1073,7 @@ mod page {
     }
 
     struct Items<'a> {
+        wanted: &'a dyn Fn(Option<&str>) -> bool,
         each: &'a mut dyn FnMut(Value) -> Result<(), ArmError>,
         failed: &'a mut Option<ArmError>,
     }
@@ -1078,7 +1094,20 @@ mod page {
             Ok(())
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(item) = seq.next_element::<Value>()? {
+            // An item's id, read without building the item's tree.
+            #[derive(serde::Deserialize)]
+            struct Id<'a> {
+                #[serde(borrow, default)]
+                id: Option<std::borrow::Cow<'a, str>>,
+            }
+            while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                let text = raw.get();
+                // Not an object: refused by the parse below, as before.
+                let id = serde_json::from_str::<Id<'_>>(text).ok();
+                if id.as_ref().is_some_and(|i| !(self.wanted)(i.id.as_deref())) {
+                    continue;
+                }
+                let item: Value = serde_json::from_str(text).map_err(de::Error::custom)?;
                 if let Err(e) = (self.each)(item) {
                     *self.failed = Some(e);
                     return Err(de::Error::custom("an item of the page was refused"));
@@ -1200,7 +1229,7 @@ mod tests {
     fn a_page_read_item_by_item_gives_the_items_and_next_link_of_its_json_tree() {
         let items = |body: &str| {
             let mut seen = Vec::new();
-            let next = answer(body).for_each_item("p", &mut |v| {
+            let next = answer(body).for_each_item("p", &|_| true, &mut |v| {
                 seen.push(v);
                 Ok(())
             });
@@ -1239,13 +1268,35 @@ mod tests {
             assert!(matches!(items(bad), Err(ArmError::Decode { .. })), "{bad}");
         }
         let mut calls = 0;
-        let refused =
-            answer(r#"{"value":[{"id":"a"},{"id":"b"}]}"#).for_each_item("p", &mut |_| {
+        let refused = answer(r#"{"value":[{"id":"a"},{"id":"b"}]}"#).for_each_item(
+            "p",
+            &|_| true,
+            &mut |_| {
                 calls += 1;
                 Err(ArmError::Config("refused".into()))
-            });
+            },
+        );
         assert!(matches!(refused, Err(ArmError::Config(m)) if m == "refused"));
         assert_eq!(calls, 1, "the page stops at the refused item");
+        // Only the items whose id is wanted are given; the others are skipped unparsed,
+        // escaped ids read as their text, and a malformed page is still refused.
+        let mut given = Vec::new();
+        let body = r#"{"value":[{"id":"a","x":[1,2]},{"properties":{"id":"b"},"id":"b\u0021"},{"n":1}],"nextLink":"l"}"#;
+        let next = answer(body).for_each_item("p", &|id| id == Some("b!"), &mut |v| {
+            given.push(v);
+            Ok(())
+        });
+        assert_eq!(next.unwrap().as_deref(), Some("l"));
+        assert_eq!(
+            given,
+            vec![serde_json::json!({"properties":{"id":"b"},"id":"b!"})]
+        );
+        let skipped = answer(r#"{"value":[{"id":"a"},{"id":"#).for_each_item(
+            "p",
+            &|_| false,
+            &mut |_| Ok(()),
+        );
+        assert!(matches!(skipped, Err(ArmError::Decode { .. })));
     }
 
     /// The first answer of a write is read as its JSON tree would be read, without

@@ -521,7 +521,7 @@ async fn plan_and_apply(
     let (planned, cacheable, written, planned_from) = if written.is_empty() {
         (planned, true, vec![], digest)
     } else {
-        write(ctx, specs, scope, planned, written).await?
+        write(ctx, specs, scope, planned, written, true).await?
     };
     let write_ms = ms(step);
     let step = std::time::Instant::now();
@@ -606,7 +606,9 @@ async fn plan_and_apply_parts(
         let (planned, ok, mut wrote) = if writable.is_empty() {
             (planned, true, vec![])
         } else {
-            let (planned, ok, wrote, _) = write(ctx, given, scope, planned, writable).await?;
+            // The digest of the state the writes leave is taken below, with the others.
+            let (planned, ok, wrote, _) =
+                write(ctx, given, scope, planned, writable, false).await?;
             (planned, ok, wrote)
         };
         // After `write`, the snapshot is the one its writes leave.
@@ -648,13 +650,14 @@ async fn plan_and_apply_parts(
 /// Writes `written` (the plan narrowed to what may be written) and returns the plan from
 /// what Azure holds now, whether it may be cached (nothing was re-planned), what the
 /// reports read of `written`, and the digest of the snapshot the writes leave (when it may
-/// be cached).
+/// be cached and `digest_after`).
 async fn write(
     ctx: &Context,
     specs: &[Arc<AseConnectivity>],
     scope: &Scope,
     planned: Planned,
     written: Vec<ResourcePlan>,
+    digest_after: bool,
 ) -> Result<(Planned, bool, Vec<WrittenResource>, Option<SnapshotDigest>), ComponentError> {
     if !ctx.leadership.is_leader() {
         info!("lost leadership before applying; not writing");
@@ -691,7 +694,7 @@ async fn write(
     // withheld ones remain.
     diff::apply_in_place(&narrowed, &mut snapshot);
     let cacheable = report.replans == 0;
-    let observed = cacheable
+    let observed = (cacheable && digest_after)
         .then(|| crate::pipeline::cpu_bound(|| crate::pipeline::digest(&snapshot)))
         .flatten();
     // The entries were for the PUT bodies and the line above; reports read the counts.
