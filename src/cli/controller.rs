@@ -25,8 +25,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "ASENET_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
     /// Plan and write a component of more specs than this in parts of about this many, one
-    /// after the other (0: always whole). Lower holds less memory; the parts of one VNet's
-    /// subnets are spread so its chain of subnet writes is not lengthened.
+    /// after the other (0: always whole, the default). Parts hold less memory and cost more
+    /// CPU and reads; the subnets of one VNet are spread over the parts so its chain of
+    /// subnet writes is not lengthened (docs/operator.md).
     #[arg(long, env = "ASENET_PLAN_PART_SPECS", default_value_t = controller::context::DEFAULT_PLAN_PART_SPECS)]
     pub plan_part_specs: usize,
     /// At most this many reconciles in flight at once (0: unbounded). Reconciles of specs

@@ -191,12 +191,18 @@ pub struct Settings {
     pub tenancy: TenancyMode,
     /// A component of more specs than this is planned and written in parts of about this
     /// many (`controller::index::parts`), one after the other, so the whole component's
-    /// rules are never in memory at once (issue 14's memory; 0: always whole).
+    /// rules are never in memory at once (issue 14's memory; 0: always whole, the
+    /// default: [`DEFAULT_PLAN_PART_SPECS`]).
     pub plan_part_specs: usize,
 }
 
-/// [`Settings::plan_part_specs`] by default: a part of 2,000 specs holds ~40,000 rules.
-pub const DEFAULT_PLAN_PART_SPECS: usize = 2000;
+/// [`Settings::plan_part_specs`] by default: 0, every component planned whole. Parts hold
+/// less memory (10,000 specs in one component in parts of 2,000: a high-water mark of
+/// ~310 MiB against ~410) but each part lists the resource groups it reads again and a
+/// change plans every part: at 10,000 specs a re-plan of the component takes ~1.8× the CPU
+/// per spec of one of 1,000 (issue 14's limit is 1.5×; docs/benchmarks.md, "Seventeenth
+/// session"). Operators short of memory set it (the chart's `controller.planPartSpecs`).
+pub const DEFAULT_PLAN_PART_SPECS: usize = 0;
 
 impl Default for Settings {
     fn default() -> Self {

@@ -83,7 +83,7 @@ enum Entry {
 /// the parts of a component, each snapshot taken after its writes, is the digest of one
 /// snapshot of the whole component read after them all: a VNet or an ASE two parts read
 /// counts once, as the later part saw it (`controller::parts`). It is also what a read
-/// of every resource one at a time gives ([`Digests::add_read`]), without the snapshot.
+/// of every resource one at a time gives ([`DigestGather`]), without the snapshot.
 #[derive(Debug, Default)]
 pub struct Digests {
     entries: HashMap<Entry, (u64, u64)>,

@@ -165,7 +165,7 @@ def check_properties(label: str, values: dict, docs: list[dict]) -> None:
     reconciles = values.get("controller", {}).get("maxConcurrentReconciles", 8)
     checks["--max-concurrent-reconciles from values"] = (
         f"--max-concurrent-reconciles={reconciles}" in args)
-    parts = values.get("controller", {}).get("planPartSpecs", 2000)
+    parts = values.get("controller", {}).get("planPartSpecs", 0)
     checks["--plan-part-specs from values"] = f"--plan-part-specs={parts}" in args
     flags = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
     grace = spec.get("terminationGracePeriodSeconds", 30)
