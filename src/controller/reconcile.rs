@@ -495,20 +495,14 @@ async fn plan_and_apply(
         .is_empty()
         .then(|| observed.digest())
         .flatten();
-    if let Some(shared) = seen
-        .filter(|s| Some(*s) == digest)
-        .and_then(|s| ctx.outcomes.renew(&m.view.keys, &print, s))
-    {
-        debug!(
-            specs = m.view.keys.len(),
-            observe_ms = ms(started),
-            "Azure unchanged since the component was planned; keeping its outcome"
-        );
-        ctx.metrics.count_component_plan(true);
-        return Ok(ComponentOutcome::cached(shared));
+    match seen {
+        Some(seen) => {
+            if let Some(kept) = keep_unchanged(ctx, m, &print, seen, digest, started) {
+                return Ok(kept);
+            }
+        }
+        None => planning_afresh(ctx, m),
     }
-    ctx.outcomes.invalidate(&m.view.keys);
-    ctx.metrics.count_component_plan(false);
     let mut planned = observed.plan();
     let plan_ms = ms(started);
     let step = std::time::Instant::now();
@@ -535,23 +529,68 @@ async fn plan_and_apply(
         index_ms = ms(step),
         "component planned"
     );
-    // A resource re-read and re-planned during apply (412, transient operation failure) was
-    // written from a plan this outcome does not hold: the outcome is used for this
-    // reconcile's status but not cached, so the next member plans afresh.
-    if cacheable {
-        let view = m.refused.is_empty().then_some(&*m.view);
-        ctx.outcomes.put(
-            m.view.keys.to_vec(),
-            print,
-            view,
-            planned_from,
-            shared.clone(),
-            ctx.settings.resync,
-        );
-    } else {
-        debug!("resources were re-planned during apply; outcome not cached");
-    }
+    cache_outcome(ctx, m, print, planned_from, cacheable, &shared);
     Ok(ComponentOutcome { shared, written })
+}
+
+/// The cached outcome of `m` kept and made young again when Azure has the digest it was
+/// stored with (`seen`); otherwise it is dropped and the component is planned afresh
+/// (each counted in `asenet_component_plans_total`).
+fn keep_unchanged(
+    ctx: &Context,
+    m: &Members,
+    print: &[MemberPrint],
+    seen: SnapshotDigest,
+    digest: Option<SnapshotDigest>,
+    started: std::time::Instant,
+) -> Option<ComponentOutcome> {
+    let kept =
+        (digest.filter(|d| *d == seen)).and_then(|d| ctx.outcomes.renew(&m.view.keys, print, d));
+    let Some(shared) = kept else {
+        planning_afresh(ctx, m);
+        return None;
+    };
+    debug!(
+        specs = m.view.keys.len(),
+        observe_ms = started.elapsed().as_millis() as u64,
+        "Azure unchanged since the component was planned; keeping its outcome"
+    );
+    ctx.metrics.count_component_plan(true);
+    Some(ComponentOutcome::cached(shared))
+}
+
+/// Forgets the outcome of `m` before it is planned again, and counts the plan.
+fn planning_afresh(ctx: &Context, m: &Members) {
+    ctx.outcomes.invalidate(&m.view.keys);
+    ctx.metrics.count_component_plan(false);
+}
+
+/// Caches a planned outcome with the digest of the snapshot it is the plan of. A resource
+/// re-planned during apply (412, transient operation failure) was written from a plan the
+/// outcome does not hold: such an outcome serves this reconcile's status but is not
+/// cached, so the next member plans afresh.
+fn cache_outcome(
+    ctx: &Context,
+    m: &Members,
+    print: Vec<MemberPrint>,
+    planned_from: Option<SnapshotDigest>,
+    cacheable: bool,
+    shared: &Arc<Shared>,
+) {
+    if !cacheable {
+        debug!("resources were re-planned during apply; outcome not cached");
+        return;
+    }
+    let view = m.refused.is_empty().then_some(&*m.view);
+    let resync = ctx.settings.resync;
+    (ctx.outcomes).put(
+        m.view.keys.to_vec(),
+        print,
+        view,
+        planned_from,
+        shared.clone(),
+        resync,
+    );
 }
 
 /// [`plan_and_apply`] of a component of more than `Settings::plan_part_specs` specs: its
@@ -577,21 +616,12 @@ async fn plan_and_apply_parts(
         // The component read whole, each resource digested as it arrives: one read of
         // each resource, none held.
         let digest = (ctx.engine.observe_digest(specs, scope).await).map_err(failed)?;
-        if let Some(shared) = (digest.filter(|d| *d == seen))
-            .and_then(|d| ctx.outcomes.renew(&m.view.keys, &print, d))
-        {
-            debug!(
-                specs = specs.len(),
-                parts = parts.len(),
-                observe_ms = started.elapsed().as_millis() as u64,
-                "Azure unchanged since the component was planned; keeping its outcome"
-            );
-            ctx.metrics.count_component_plan(true);
-            return Ok(ComponentOutcome::cached(shared));
+        if let Some(kept) = keep_unchanged(ctx, m, &print, seen, digest, started) {
+            return Ok(kept);
         }
+    } else {
+        planning_afresh(ctx, m);
     }
-    ctx.outcomes.invalidate(&m.view.keys);
-    ctx.metrics.count_component_plan(false);
     let mut joined: Option<Shared> = None;
     let mut written = Vec::new();
     // What Azure holds once every part is written: each part's snapshot after its writes,
@@ -631,19 +661,7 @@ async fn plan_and_apply_parts(
         total_ms = started.elapsed().as_millis() as u64,
         "component planned in parts"
     );
-    if cacheable {
-        let view = m.refused.is_empty().then_some(&*m.view);
-        ctx.outcomes.put(
-            m.view.keys.to_vec(),
-            print,
-            view,
-            left.finish(),
-            shared.clone(),
-            ctx.settings.resync,
-        );
-    } else {
-        debug!("resources were re-planned during apply; outcome not cached");
-    }
+    cache_outcome(ctx, m, print, left.finish(), cacheable, &shared);
     Ok(ComponentOutcome { shared, written })
 }
 
