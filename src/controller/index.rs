@@ -27,7 +27,7 @@ pub fn key_of(spec: &AseConnectivity) -> Key {
     )
 }
 
-fn normalise_id(id: &str) -> String {
+pub(crate) fn normalise_id(id: &str) -> String {
     id.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
