@@ -89,6 +89,61 @@ pub struct PartOf {
     pub build: BTreeSet<SpecKey>,
     /// Every valid spec of the component (shared by its parts).
     pub names: Arc<BTreeSet<SpecKey>>,
+    /// The ASE addresses the component's parts have read (shared by them).
+    pub environments: ReadEnvironments,
+}
+
+/// The ASE addresses read by the parts of one plan of a component, shared by the parts: a
+/// part reads the ASEs of the specs it references, which other parts read too (each spec
+/// is referenced from several parts), and a plan of the whole component reads each once.
+/// A part takes the addresses an earlier part read rather than reading them again: one
+/// plan, one reading of each ASE, as when the component is planned whole; a plan never
+/// writes an ASE. Equal only to itself (a cache; it does not change what is planned).
+#[derive(Debug, Clone, Default)]
+pub struct ReadEnvironments(
+    Arc<std::sync::Mutex<BTreeMap<ResourceId, crate::snapshot::EnvironmentState>>>,
+);
+
+impl PartialEq for ReadEnvironments {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl ReadEnvironments {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<ResourceId, crate::snapshot::EnvironmentState>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes out of `wanted` the ASEs read already, and gives their addresses.
+    pub fn take_known(
+        &self,
+        wanted: &mut BTreeSet<ResourceId>,
+    ) -> Vec<crate::snapshot::EnvironmentState> {
+        let known = self.lock();
+        let mut out = Vec::new();
+        wanted.retain(|id| match known.get(id) {
+            Some(env) => {
+                out.push(env.clone());
+                false
+            }
+            None => true,
+        });
+        out
+    }
+
+    /// Remembers the addresses read.
+    pub fn remember<'a>(
+        &self,
+        read: impl IntoIterator<Item = &'a crate::snapshot::EnvironmentState>,
+    ) {
+        let mut known = self.lock();
+        for env in read {
+            known.entry(env.id.clone()).or_insert_with(|| env.clone());
+        }
+    }
 }
 
 impl Scope {

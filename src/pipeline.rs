@@ -388,7 +388,7 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let prepared = cpu_bound(|| Prepared::new(specs, scope));
         let validated = started.elapsed();
-        let snapshot = self.observe_targets(&prepared.targets()).await?;
+        let snapshot = self.observe_in(prepared.targets(), scope).await?;
         let observed = started.elapsed();
         let (desired, plan) = cpu_bound(|| prepared.into_plan(&snapshot, detail));
         tracing::debug!(
@@ -417,7 +417,7 @@ impl Pipeline {
         // What to read, without holding the validated specs through the reads.
         let targets = cpu_bound(|| Prepared::new(specs, scope).targets());
         let validated = started.elapsed();
-        let snapshot = self.observe_targets(&targets).await?;
+        let snapshot = self.observe_in(targets, scope).await?;
         tracing::debug!(
             specs = specs.len(),
             validate_ms = validated.as_millis() as u64,
@@ -471,6 +471,26 @@ impl Pipeline {
     /// Reads what `specs` touch.
     pub async fn observe(&self, specs: &[ValidSpec]) -> Result<Snapshot, PipelineError> {
         self.observe_targets(&Targets::of(specs)).await
+    }
+
+    /// Reads `targets` for a plan in `scope`. A part of a component
+    /// ([`diff::Scope::part`]) takes the ASEs an earlier part of the same plan read
+    /// ([`diff::ReadEnvironments`]) rather than reading them again.
+    async fn observe_in(
+        &self,
+        mut targets: Targets,
+        scope: &Scope,
+    ) -> Result<Snapshot, PipelineError> {
+        let read_by_parts = scope.part.as_ref().map(|p| &p.environments);
+        let known = read_by_parts.map(|r| r.take_known(&mut targets.environments));
+        let mut snapshot = self.observe_targets(&targets).await?;
+        if let Some(read) = read_by_parts {
+            read.remember(snapshot.environments.values());
+        }
+        for env in known.into_iter().flatten() {
+            snapshot.environments.insert(env.id.clone(), env);
+        }
+        Ok(snapshot)
     }
 
     async fn observe_targets(&self, targets: &Targets) -> Result<Snapshot, PipelineError> {

@@ -134,6 +134,7 @@ pub fn inputs(
     parts: &[Vec<usize>],
 ) -> Vec<(Vec<Arc<AseConnectivity>>, Scope)> {
     let names = Arc::new(valid_keys(specs, &scope.refused));
+    let environments = crate::diff::ReadEnvironments::default();
     (parts.iter())
         .map(|part| {
             let given = (with_references(specs, part).into_iter())
@@ -143,6 +144,7 @@ pub fn inputs(
             let of = PartOf {
                 build,
                 names: Arc::clone(&names),
+                environments: environments.clone(),
             };
             (given, scope.clone().with_part(Arc::new(of)))
         })

@@ -109,9 +109,19 @@ fn joined(outcomes: &[PlanOutcome]) -> (Desired, Plan) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_planned_in_parts_is_planned_as_it_is_whole() {
     let (specs, snapshot) = world(300);
-    let (_mock, pipeline) = pipeline(&snapshot, &specs).await;
+    let (mock, pipeline) = pipeline(&snapshot, &specs).await;
+    // The ASEs read (found): their addresses, `capacities/virtualip`.
+    let environment_reads = || -> u64 {
+        (mock.state.stats().by_request.iter())
+            .filter(|(k, _)| k.starts_with("GET ") && k.ends_with(" 200"))
+            .filter(|(k, _)| k.contains("hostingEnvironments") || k.contains("capacities"))
+            .map(|(_, n)| n)
+            .sum()
+    };
     let scope = Scope::new(specs.iter().map(|s| s.spec_key()), []);
+    let before = environment_reads();
     let whole = pipeline.plan(&specs, &scope).await.unwrap();
+    let whole_environment_reads = environment_reads() - before;
 
     let cut = parts::parts(&specs, 60);
     assert!(cut.len() >= 5, "{} parts", cut.len());
@@ -121,9 +131,13 @@ async fn a_component_planned_in_parts_is_planned_as_it_is_whole() {
     assert_eq!(seen, (0..specs.len()).collect::<Vec<_>>());
     let inputs = parts::inputs(&specs, &scope, &cut);
     let mut outcomes = Vec::new();
+    let before = environment_reads();
     for (given, part_scope) in &inputs {
         outcomes.push(pipeline.plan(given, part_scope).await.unwrap());
     }
+    // An ASE several parts reference is read once, as the whole plan reads it.
+    assert!(whole_environment_reads > 0);
+    assert_eq!(environment_reads() - before, whole_environment_reads);
     // Each part read only its own: no NSG, route table or subnet read twice, and nothing
     // read that the whole plan did not read.
     let read: usize = (outcomes.iter())
