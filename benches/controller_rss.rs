@@ -207,6 +207,15 @@ struct Sample {
     /// From `/metrics`; `None` when it did not answer.
     reconciles: Option<u64>,
     in_flight: Option<u64>,
+    /// `asenet_component_plans_total`: components resolved and diffed, and components kept
+    /// unchanged (Azure held what their outcome was planned from).
+    plans: Option<Plans>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Plans {
+    planned: u64,
+    unchanged: u64,
 }
 
 /// `VmRSS`, `VmHWM`, `RssAnon`, `RssFile` (KiB) and `Threads` of `/proc/<pid>/status`.
@@ -239,10 +248,11 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) as f64 / TICKS_PER_SEC)
 }
 
-/// `(reconciles started, reconciles in flight)` from the exposition text.
-fn reconcile_counts(metrics: &str) -> Option<(u64, u64)> {
+/// `(reconciles started, reconciles in flight, component plans)` from the exposition text.
+fn reconcile_counts(metrics: &str) -> Option<(u64, u64, Plans)> {
     let mut started = None::<u64>;
     let mut finished = None::<u64>;
+    let mut plans = Plans::default();
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         let mut parts = line.split_whitespace();
         let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
@@ -253,10 +263,20 @@ fn reconcile_counts(metrics: &str) -> Option<(u64, u64)> {
             *started.get_or_insert(0) += value;
         } else if name == "asenet_reconcile_duration_seconds_count" {
             finished = Some(value);
+        } else if name.starts_with("asenet_component_plans_total") {
+            if name.contains("\"unchanged\"") {
+                plans.unchanged += value;
+            } else {
+                plans.planned += value;
+            }
         }
     }
     let started = started.unwrap_or(0);
-    Some((started, started.saturating_sub(finished.unwrap_or(0))))
+    Some((
+        started,
+        started.saturating_sub(finished.unwrap_or(0)),
+        plans,
+    ))
 }
 
 struct Probe {
@@ -282,6 +302,7 @@ impl Probe {
             cpu_secs: proc_cpu_secs(self.pid).unwrap_or_default(),
             reconciles: counts.map(|c| c.0),
             in_flight: counts.map(|c| c.1),
+            plans: counts.map(|c| c.2),
         }
     }
 
@@ -324,6 +345,8 @@ struct Phase {
     end: Sample,
     max_in_flight: u64,
     reconciles: u64,
+    /// Component plans during the phase: (resolved and diffed, kept unchanged).
+    plans: (u64, u64),
     status_patches: u64,
     cpu_secs: f64,
     /// Specs `Ready=True` at the end.
@@ -371,6 +394,7 @@ impl Run<'_> {
             p.max_in_flight = p.max_in_flight.max(s.in_flight.unwrap_or(0));
             self.last = Sample {
                 reconciles: s.reconciles.or(self.last.reconciles),
+                plans: s.plans.or(self.last.plans),
                 ..s
             };
             p.done = match until {
@@ -388,6 +412,14 @@ impl Run<'_> {
         p.elapsed = started.elapsed();
         p.end = self.last;
         p.reconciles = self.last.reconciles.unwrap_or(0) - first.reconciles.unwrap_or(0);
+        let (now, before) = (
+            self.last.plans.unwrap_or_default(),
+            first.plans.unwrap_or_default(),
+        );
+        p.plans = (
+            now.planned - before.planned,
+            now.unchanged - before.unchanged,
+        );
         p.status_patches = patches() - patches_at_start;
         p.cpu_secs = self.last.cpu_secs - first.cpu_secs;
         p.ready = self.api.readiness().ready;
@@ -692,17 +724,17 @@ fn report(args: &Args, rows: &[Row]) -> String {
     let _ = writeln!(out, "\nPer phase:\n");
     let _ = writeln!(
         out,
-        "| N | phase | done | real s | peak VmRSS MiB | peak RssAnon MiB | VmRSS end MiB (anon + file) | VmHWM end MiB | threads | max in flight | reconciles | status patches | CPU s | Ready |"
+        "| N | phase | done | real s | peak VmRSS MiB | peak RssAnon MiB | VmRSS end MiB (anon + file) | VmHWM end MiB | threads | max in flight | reconciles | component plans (planned / kept) | status patches | CPU s | Ready |"
     );
     let _ = writeln!(
         out,
-        "|---:|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         for p in &r.phases {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} ({:.1} + {:.1}) | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} ({:.1} + {:.1}) | {:.1} | {} | {} | {} | {} / {} | {} | {:.1} | {} |",
                 r.n,
                 p.name,
                 if p.done { "yes" } else { "budget" },
@@ -716,6 +748,8 @@ fn report(args: &Args, rows: &[Row]) -> String {
                 p.end.threads,
                 p.max_in_flight,
                 p.reconciles,
+                p.plans.0,
+                p.plans.1,
                 p.status_patches,
                 p.cpu_secs,
                 p.ready,

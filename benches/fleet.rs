@@ -41,6 +41,10 @@
 //!
 //! Every phase has a real-time budget (`--phase-budget`), so the run always stops.
 //!
+//! `ASENET_PLAN_PART_SPECS=N` in the environment: the controller driver plans a component
+//! of more than N specs in parts, as the binary's `--plan-part-specs N` (default: the
+//! binary's default).
+//!
 //! `--trace`: after each phase, a timeline on stderr: when each plan and apply ran (and,
 //! with the controller driver, when the last reconcile ended), per kind of write the first and last start and the latency (PUT to operation
 //! done), writes started and in flight per 10 ARM seconds, and the subnet chains per VNet.
@@ -1667,6 +1671,12 @@ async fn run_controller(
         Settings {
             // Resyncs are triggered by the benchmark, not by the clock.
             resync: Duration::from_secs(86_400),
+            // As the binary reads it (`--plan-part-specs`), so that one bench binary
+            // measures both ways of planning a large component.
+            plan_part_specs: std::env::var("ASENET_PLAN_PART_SPECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(controller::context::DEFAULT_PLAN_PART_SPECS),
             ..Settings::default()
         },
         Some("fleet-bench".into()),
