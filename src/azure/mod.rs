@@ -1094,17 +1094,10 @@ mod page {
             Ok(())
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            // An item's id, read without building the item's tree.
-            #[derive(serde::Deserialize)]
-            struct Id<'a> {
-                #[serde(borrow, default)]
-                id: Option<std::borrow::Cow<'a, str>>,
-            }
             while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
                 let text = raw.get();
                 // Not an object: refused by the parse below, as before.
-                let id = serde_json::from_str::<Id<'_>>(text).ok();
-                if id.as_ref().is_some_and(|i| !(self.wanted)(i.id.as_deref())) {
+                if item_id(text).is_some_and(|id| !(self.wanted)(id.as_deref())) {
                     continue;
                 }
                 let item: Value = serde_json::from_str(text).map_err(de::Error::custom)?;
@@ -1115,6 +1108,43 @@ mod page {
             }
             Ok(())
         }
+    }
+
+    /// The `id` of an item (the text of a JSON value), read up to that key and no further:
+    /// ARM writes it near the front, and an item a part of a component does not want is
+    /// then scanned once (for its end, by the page's parse) instead of twice. `None` when
+    /// the text is not an object; `Some(None)` for an object without `id`. The first `id`
+    /// of an object that repeats it decides; the parse of a wanted item reads its last
+    /// (`fetch_group` checks that one again).
+    fn item_id(text: &str) -> Option<Option<std::borrow::Cow<'_, str>>> {
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+        struct Find<'a, 'f>(&'f mut Option<Option<Cow<'a, str>>>);
+        impl<'de> Visitor<'de> for Find<'de, '_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an item (an object)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if key.0 == "id" {
+                        let id = map.next_value::<Option<Text<'de>>>()?;
+                        *self.0 = Some(id.map(|t| t.0));
+                        return Ok(());
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+                *self.0 = Some(None);
+                Ok(())
+            }
+        }
+        let mut found = None;
+        let mut de = serde_json::Deserializer::from_str(text);
+        // Stopping at `id` leaves the object unfinished, which the deserializer reports
+        // as an error once the visitor returns: `found` is what was read.
+        let _ = de::Deserializer::deserialize_map(&mut de, Find(&mut found));
+        found
     }
 }
 
@@ -1281,15 +1311,20 @@ mod tests {
         // Only the items whose id is wanted are given; the others are skipped unparsed,
         // escaped ids read as their text, and a malformed page is still refused.
         let mut given = Vec::new();
-        let body = r#"{"value":[{"id":"a","x":[1,2]},{"properties":{"id":"b"},"id":"b\u0021"},{"n":1}],"nextLink":"l"}"#;
+        let body = r#"{"value":[{"id":"a","x":[1,2]},{"properties":{"id":"b"},"id":"b\u0021"},{"n":1},{"id":"c","x":{"id":"b!"}},{"id":7}],"nextLink":"l"}"#;
         let next = answer(body).for_each_item("p", &|id| id == Some("b!"), &mut |v| {
             given.push(v);
             Ok(())
         });
         assert_eq!(next.unwrap().as_deref(), Some("l"));
+        // An item whose id is not a string is parsed and given, as one without an id
+        // would be when wanted (here: not wanted, but unreadable, so given).
         assert_eq!(
             given,
-            vec![serde_json::json!({"properties":{"id":"b"},"id":"b!"})]
+            vec![
+                serde_json::json!({"properties":{"id":"b"},"id":"b!"}),
+                serde_json::json!({"id":7}),
+            ]
         );
         let skipped = answer(r#"{"value":[{"id":"a"},{"id":"#).for_each_item(
             "p",
