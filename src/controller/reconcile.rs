@@ -459,50 +459,50 @@ async fn plan_component(ctx: &Context, m: &Members) -> Result<ComponentOutcome, 
 /// Plans the component and applies every writable change in it ([`decide::take_writable`]):
 /// plan → narrow → write → re-diff → cache. On success the post-apply outcome is cached for
 /// the other members.
+///
+/// The outcome of these members as they are, when it is the plan of what Azure held, is
+/// kept by a resync that finds Azure unchanged: the component is read into a digest
+/// (`Engine::observe_digest`: each resource hashed as it arrives and dropped, where a
+/// snapshot of a 10,000-spec component is ~120 MiB; issue 14), and only when Azure changed
+/// is it read again to be planned. Resolving and diffing again would give the outcome back.
 async fn plan_and_apply(
     ctx: &Context,
     m: &Members,
     scope: &Scope,
     print: Vec<MemberPrint>,
 ) -> Result<ComponentOutcome, ComponentError> {
-    let parts =
-        crate::pipeline::cpu_bound(|| parts::parts(&m.view.specs, ctx.settings.plan_part_specs));
-    if parts.len() > 1 && scope.removing.is_empty() {
-        return plan_and_apply_parts(ctx, m, scope, print, &parts).await;
-    }
     let started = std::time::Instant::now();
     let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
     // The store's objects, shared: a component is planned and written without a copy of
     // its specs (10,000 of them in one component, issue 14's memory).
     let specs = &m.view.specs;
-    // The outcome of these members as they are, if it is the plan of what Azure held: a
-    // resync that observes the same keeps it (resolving and diffing again would give it
-    // back, and would hold a second copy of the component's rules; issue 14).
-    let seen = ctx.outcomes.observed(&m.view.keys, &print);
-    let observed = ctx.engine.observe(specs, scope).await;
-    let observed = match observed {
-        Ok(o) => o,
-        Err(e) => {
-            // Never work from (or leave behind) an outcome of a failed attempt.
-            ctx.outcomes.invalidate(&m.view.keys);
-            return Err(ComponentError::Plan(e));
-        }
+    let failed = |e| {
+        // Never work from (or leave behind) an outcome of a failed attempt.
+        ctx.outcomes.invalidate(&m.view.keys);
+        ComponentError::Plan(e)
     };
     // Nothing is removed here (the scope of live members): the digest decides (see
     // `pipeline::digest`).
+    match ctx.outcomes.observed(&m.view.keys, &print) {
+        Some(seen) if scope.removing.is_empty() => {
+            let digest = (ctx.engine.observe_digest(specs, scope).await).map_err(failed)?;
+            if let Some(kept) = keep_unchanged(ctx, m, &print, seen, digest, started) {
+                return Ok(kept);
+            }
+        }
+        _ => planning_afresh(ctx, m),
+    }
+    let parts =
+        crate::pipeline::cpu_bound(|| parts::parts(&m.view.specs, ctx.settings.plan_part_specs));
+    if parts.len() > 1 && scope.removing.is_empty() {
+        return plan_and_apply_parts(ctx, m, scope, print, &parts).await;
+    }
+    let observed = ctx.engine.observe(specs, scope).await.map_err(failed)?;
     let digest = scope
         .removing
         .is_empty()
         .then(|| observed.digest())
         .flatten();
-    match seen {
-        Some(seen) => {
-            if let Some(kept) = keep_unchanged(ctx, m, &print, seen, digest, started) {
-                return Ok(kept);
-            }
-        }
-        None => planning_afresh(ctx, m),
-    }
     let mut planned = observed.plan();
     let plan_ms = ms(started);
     let step = std::time::Instant::now();
@@ -595,8 +595,9 @@ fn cache_outcome(
 
 /// [`plan_and_apply`] of a component of more than `Settings::plan_part_specs` specs: its
 /// `parts` (`controller::parts`) planned and written one after the other, each holding
-/// only its own rules; their outcomes joined into the component's. A resync that observes
-/// every part as its outcome left it keeps the outcome, as for a whole component.
+/// only its own rules; their outcomes joined into the component's. (A resync that finds
+/// Azure as the parts left it keeps the outcome before this is called, as for a whole
+/// component: [`plan_and_apply`].)
 async fn plan_and_apply_parts(
     ctx: &Context,
     m: &Members,
@@ -612,16 +613,6 @@ async fn plan_and_apply_parts(
         ctx.outcomes.invalidate(&m.view.keys);
         ComponentError::Plan(e)
     };
-    if let Some(seen) = ctx.outcomes.observed(&m.view.keys, &print) {
-        // The component read whole, each resource digested as it arrives: one read of
-        // each resource, none held.
-        let digest = (ctx.engine.observe_digest(specs, scope).await).map_err(failed)?;
-        if let Some(kept) = keep_unchanged(ctx, m, &print, seen, digest, started) {
-            return Ok(kept);
-        }
-    } else {
-        planning_afresh(ctx, m);
-    }
     let mut joined: Option<Shared> = None;
     let mut written = Vec::new();
     // What Azure holds once every part is written: each part's snapshot after its writes,
