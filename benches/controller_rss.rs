@@ -16,6 +16,9 @@
 //! default, as the image and the chart (`controller.allocatorHugePages: false`) do;
 //! mimalloc's own default is 1.
 //!
+//! `ASENET_BENCH_PRINT_REPATCH=1` in the environment: the fake API server prints, on
+//! stderr, each status patched a second time (before and after, without `rules`).
+//!
 //! `--controller PATH` runs another build of the binary (one built from another commit, or
 //! a wrapper script that `exec`s it under a profiler); default: the `asenet` Cargo built
 //! for this bench, with the bench (release) profile.

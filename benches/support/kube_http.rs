@@ -389,6 +389,24 @@ fn patch_status(shared: &Shared, key: &Key, body: &[u8]) -> Response {
     };
     inner.rv += 1;
     let rv = inner.rv;
+    if std::env::var_os("ASENET_BENCH_PRINT_REPATCH").is_some()
+        && !stored.object["status"].is_null()
+    {
+        let without_rules = |s: &Value| {
+            let mut s = s.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("rules");
+            }
+            s
+        };
+        eprintln!(
+            "fake-apiserver: status of {}/{} patched again:\n  was {}\n  now {}",
+            key.0,
+            key.1,
+            without_rules(&stored.object["status"]),
+            without_rules(&status)
+        );
+    }
     stored.object["status"] = status;
     stored.object["metadata"]["resourceVersion"] = json!(rv.to_string());
     match stored.ready.replace(ready) {
