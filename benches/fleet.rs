@@ -1811,7 +1811,9 @@ async fn run_controller(
         tokio::time::sleep(refill).await;
 
         // 2. Resync of the converged fleet: every spec reconciles once, its component's
-        // cached outcome expired (as it is once the resync interval has passed).
+        // cached outcome forgotten, so the resync is a full re-plan (what the controller's
+        // resync does when Azure changed; one that finds Azure unchanged keeps the
+        // outcome by its digest and plans nothing).
         let (hist, t0) = phase_start(s);
         outcomes.outcomes.clear();
         let _ = all_tx.unbounded_send(());

@@ -198,9 +198,9 @@ pub struct Settings {
 
 /// [`Settings::plan_part_specs`] by default: 0, every component planned whole. Parts hold
 /// less memory (10,000 specs in one component in parts of 2,000: a high-water mark of
-/// ~310 MiB against ~410) but each part lists the resource groups it reads again and a
-/// change plans every part: at 10,000 specs a re-plan of the component takes ~1.8× the CPU
-/// per spec of one of 1,000 (issue 14's limit is 1.5×; docs/benchmarks.md, "Seventeenth
+/// ~315 MiB against ~400) but each part lists the resource groups it reads again and a
+/// change plans every part: at 10,000 specs a re-plan of the component takes ~1.7× the CPU
+/// per spec of one of 1,000 (issue 14's limit is 1.5×; docs/benchmarks.md, "Eighteenth
 /// session"). Operators short of memory set it (the chart's `controller.planPartSpecs`).
 pub const DEFAULT_PLAN_PART_SPECS: usize = 0;
 
@@ -512,8 +512,10 @@ impl OutcomeCache {
         }
     }
 
-    /// Forgets every outcome: what the resync interval does to outcomes as they age (the
-    /// fleet benchmark triggers a resync without waiting for it).
+    /// Forgets every outcome, so that every component is planned afresh: what a resync
+    /// does to an outcome older than two intervals, or when Azure changed (the fleet
+    /// benchmark measures that full re-plan; a resync that finds Azure unchanged keeps
+    /// the outcome by its digest instead).
     pub fn clear(&self) {
         self.entries().clear();
     }

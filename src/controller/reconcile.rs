@@ -476,11 +476,7 @@ async fn plan_and_apply(
     // The store's objects, shared: a component is planned and written without a copy of
     // its specs (10,000 of them in one component, issue 14's memory).
     let specs = &m.view.specs;
-    let failed = |e| {
-        // Never work from (or leave behind) an outcome of a failed attempt.
-        ctx.outcomes.invalidate(&m.view.keys);
-        ComponentError::Plan(e)
-    };
+    let failed = |e| plan_failed(ctx, m, e);
     // Nothing is removed here (the scope of live members): the digest decides (see
     // `pipeline::digest`).
     match ctx.outcomes.observed(&m.view.keys, &print) {
@@ -492,8 +488,7 @@ async fn plan_and_apply(
         }
         _ => planning_afresh(ctx, m),
     }
-    let parts =
-        crate::pipeline::cpu_bound(|| parts::parts(&m.view.specs, ctx.settings.plan_part_specs));
+    let parts = crate::pipeline::cpu_bound(|| parts::parts(specs, ctx.settings.plan_part_specs));
     if parts.len() > 1 && scope.removing.is_empty() {
         return plan_and_apply_parts(ctx, m, scope, print, &parts).await;
     }
@@ -531,6 +526,13 @@ async fn plan_and_apply(
     );
     cache_outcome(ctx, m, print, planned_from, cacheable, &shared);
     Ok(ComponentOutcome { shared, written })
+}
+
+/// A failed read or plan of `m`: its outcome is forgotten, so that nothing works from (or
+/// leaves behind) an outcome of a failed attempt.
+fn plan_failed(ctx: &Context, m: &Members, e: PipelineError) -> ComponentError {
+    ctx.outcomes.invalidate(&m.view.keys);
+    ComponentError::Plan(e)
 }
 
 /// The cached outcome of `m` kept and made young again when Azure has the digest it was
@@ -608,11 +610,7 @@ async fn plan_and_apply_parts(
     let started = std::time::Instant::now();
     let specs = &m.view.specs;
     let inputs = crate::pipeline::cpu_bound(|| parts::inputs(specs, scope, parts));
-    let failed = |e| {
-        // Never work from (or leave behind) an outcome of a failed attempt.
-        ctx.outcomes.invalidate(&m.view.keys);
-        ComponentError::Plan(e)
-    };
+    let failed = |e| plan_failed(ctx, m, e);
     let mut joined: Option<Shared> = None;
     let mut written = Vec::new();
     // What Azure holds once every part is written: each part's snapshot after its writes,
