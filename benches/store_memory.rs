@@ -18,6 +18,13 @@
 //! component one copy to plan from (the reconcile holding the component's locks), and
 //! reports the resident set with those alive.
 //! Target: <= 150 MiB with 10,000 specs.
+//!
+//! Beside the resident sets, bytes live on the heap as the allocator counts them (`cap`
+//! around mimalloc: requested sizes, without the allocator's rounding or its free pages):
+//! the store's, and, in a second table, what a plan of the whole fleet as one component
+//! holds piece by piece (decoded specs, validated specs, desired state, plan) and what the
+//! controller caches of it for the resync interval (`context::Shared`). The controller's
+//! own heap over a run: the binary's `heap-stats` feature (docs/benchmarks.md).
 
 #[allow(dead_code)]
 #[path = "support/specgen.rs"]
@@ -37,9 +44,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntr
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 
-// The binary's allocator (src/main.rs), so that the figures are the binary's.
+// The binary's allocator (src/main.rs), so that the figures are the binary's, wrapped to
+// count the bytes live on the heap (requested sizes, without the allocator's rounding).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+
+/// The bytes live on the heap now.
+fn live() -> usize {
+    GLOBAL.allocated()
+}
+
+/// MiB of a number of bytes.
+fn mib_of(bytes: usize) -> f64 {
+    bytes as f64 / 1048576.0
+}
 
 const CHILD_ENV: &str = "ASENET_STORE_MEMORY_FILE";
 
@@ -61,6 +79,8 @@ fn mib(kib: u64) -> f64 {
 /// The child: baseline, fill the store, measure.
 fn child(path: &str, copies: usize) -> anyhow::Result<()> {
     let baseline = status_kib("VmRSS:");
+    let heap_before = live();
+    let mut stored_json = 0usize;
     let (reader, mut writer) = reflector::store::<AseConnectivity>();
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
     let started = Instant::now();
@@ -74,11 +94,15 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
         let obj: AseConnectivity = serde_json::from_str(&line)?;
         // As `controller::run` does: the watch stream shrinks each object for the store.
         let event = watcher::Event::InitApply(obj).modify(store::for_store);
+        if let watcher::Event::InitApply(obj) = &event {
+            stored_json += serde_json::to_string(obj)?.len();
+        }
         writer.apply_watcher_event(&event);
         n += 1;
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let filled = status_kib("VmRSS:");
+    let store_heap = live().saturating_sub(heap_before);
     let objects = reader.state().len();
     // What `copies` concurrent reconciles hold at once, for specs spread over the store: each
     // the connected component of its spec, shared with the store (`reconcile::component_specs`),
@@ -102,12 +126,87 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
     let with_copies = status_kib("VmRSS:");
     let peak = status_kib("VmHWM:");
     println!(
-        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"copiedSpecs\":{copied},\"fillMs\":{}}}",
+        "{{\"objects\":{objects},\"lines\":{n},\"baselineKib\":{baseline},\"filledKib\":{filled},\"withCopiesKib\":{with_copies},\"peakKib\":{peak},\"copies\":{},\"copiedSpecs\":{copied},\"fillMs\":{},\"storeHeap\":{store_heap},\"storedJson\":{stored_json}}}",
         held.0.len(),
         started.elapsed().as_millis()
     );
     drop(held);
     Ok(())
+}
+
+/// What planning a component of all `n` specs holds on the heap, piece by piece, and what
+/// the controller caches of it (`context::Shared`, held for the resync interval): bytes
+/// live, counted by the allocator, with the controller's level of detail
+/// (`diff::Detail::Writes`). Printed as a table.
+fn outcome_heap(n: usize) {
+    let world = specgen::generate(n);
+    let mut rows: Vec<(&str, usize)> = Vec::new();
+    let mut measure = |name, before: usize| rows.push((name, live().saturating_sub(before)));
+    let at = live();
+    let specs: Vec<std::sync::Arc<AseConnectivity>> = (world.specs.iter().cloned())
+        .map(std::sync::Arc::new)
+        .collect();
+    measure("specs, decoded (without statuses)", at);
+    let at = live();
+    let snapshot = world.snapshot.clone();
+    measure("snapshot of Azure (a copy)", at);
+    let at = live();
+    let (valid, _) = asenet::validate::validate_all(&specs);
+    measure("validated specs", at);
+    let at = live();
+    let desired = asenet::resolver::resolve(&valid, &snapshot);
+    measure("desired state", at);
+    let scope = Scope::new(valid.iter().map(|v| v.key.clone()), []);
+    drop(valid);
+    let at = live();
+    let plan = asenet::diff::diff_with(&desired, &snapshot, &scope, asenet::diff::Detail::Writes);
+    measure("plan (the controller's detail)", at);
+    let planned = asenet::pipeline::PlanOutcome {
+        snapshot,
+        desired,
+        plan,
+    };
+    let shared = asenet::controller::context::Shared::new(planned, &specs);
+    // Each piece of the cached outcome measured by what dropping it frees.
+    let asenet::controller::context::Shared {
+        planned,
+        withheld,
+        parts,
+    } = shared;
+    let freed = |piece: Box<dyn FnOnce()>| {
+        let at = live();
+        piece();
+        at.saturating_sub(live())
+    };
+    let parts_bytes = freed(Box::new(move || drop(parts)));
+    let withheld_bytes = freed(Box::new(move || drop(withheld)));
+    let asenet::pipeline::PlanOutcome { desired, plan, .. } = planned;
+    let plan_bytes = freed(Box::new(move || drop(plan)));
+    let outcomes_bytes = freed(Box::new(move || drop(desired)));
+    println!("What a plan of one component of {n} specs holds on the heap (bytes live, counted by the allocator)");
+    println!();
+    println!("| piece | MiB |");
+    println!("| --- | ---: |");
+    for (name, bytes) in rows {
+        println!("| {name} | {:.1} |", mib_of(bytes));
+    }
+    println!(
+        "| cached outcome: owned rules and plan positions per spec (`Parts`) | {:.1} |",
+        mib_of(parts_bytes)
+    );
+    println!(
+        "| cached outcome: the rest of the desired state (per-spec outcomes, desired subnets) | {:.1} |",
+        mib_of(outcomes_bytes)
+    );
+    println!(
+        "| cached outcome: the plan's changed resources (here every change is pending; none once converged) | {:.1} |",
+        mib_of(plan_bytes)
+    );
+    println!(
+        "| cached outcome: withheld changes | {:.1} |",
+        mib_of(withheld_bytes)
+    );
+    println!();
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -341,6 +440,14 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| store (difference) | {:.1} MiB |", mib(store));
     println!(
+        "| store, bytes live on the heap | {:.1} MiB |",
+        mib_of(get("storeHeap") as usize)
+    );
+    println!(
+        "| JSON size of the objects as stored | {:.1} MiB |",
+        mib_of(get("storedJson") as usize)
+    );
+    println!(
         "| RSS with {} reconciles in flight (copied for planning: {} specs) | {:.1} MiB |",
         get("copies"),
         get("copiedSpecs"),
@@ -355,5 +462,6 @@ fn main() -> anyhow::Result<()> {
         if filled <= target { "met" } else { "MISSED" }
     );
     println!();
+    outcome_heap(n);
     Ok(())
 }
