@@ -354,10 +354,7 @@ impl ComponentIndex {
         root: &Arc<AseConnectivity>,
         all: &[Arc<AseConnectivity>],
     ) -> (Vec<Arc<AseConnectivity>>, BTreeSet<String>) {
-        // Entries of objects no longer alive anywhere.
-        if self.objects.len() > 2 * (all.len() + 1) + 64 {
-            self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
-        }
+        self.forget_dead(all.len());
         // The specs by index, `root` in place of its stored version (it comes last).
         let mut specs: Vec<(&Arc<AseConnectivity>, Arc<ObjectLinks>)> =
             Vec::with_capacity(all.len() + 1);
@@ -451,6 +448,12 @@ impl ComponentIndex {
     /// listing them); `None` (stores not versioned) disables [`Self::view_of_version`].
     pub fn seen_version(&mut self, version: Option<u64>) {
         self.version = version;
+    }
+
+    /// How many objects' links the index remembers (live ones, and dead ones not yet
+    /// forgotten).
+    pub fn remembered(&self) -> usize {
+        self.objects.len()
     }
 
     /// The stores' version the partition is at ([`Self::seen_version`]), if any.
@@ -659,6 +662,7 @@ impl ComponentIndex {
                 },
             });
         }
+        self.forget_dead(addresses.len());
         Some(Partition {
             addresses,
             order,
@@ -668,6 +672,17 @@ impl ComponentIndex {
         })
     }
 
+    /// Forgets the links of objects no longer alive anywhere, once there are an eighth
+    /// more entries than the `live` objects of the store (amortised: a pass per `live / 8`
+    /// new entries). The `Weak` of a forgotten entry held its object's allocation (832
+    /// bytes each): with the old 2× bound, a fleet whose every status was written once
+    /// held a dead copy of every object's shell (issue 14: ~8 MiB of 10,000 specs).
+    fn forget_dead(&mut self, live: usize) {
+        if self.objects.len() > live + live / 8 + 64 {
+            self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+    }
+
     /// Every component of `live` in one pass (the graph of [`component_with_resources`]).
     fn partition_of(
         &mut self,
@@ -675,9 +690,7 @@ impl ComponentIndex {
         addresses: Vec<usize>,
         order: Vec<usize>,
     ) -> Partition {
-        if self.objects.len() > 2 * (live.len() + 1) + 64 {
-            self.objects.retain(|_, (weak, _)| weak.strong_count() > 0);
-        }
+        self.forget_dead(live.len());
         let mut links: Vec<Arc<ObjectLinks>> = live.iter().map(|s| self.links(s)).collect();
         // One object per key, the last one seen (as [`component_with_resources`] keeps it).
         let mut spec_of_key = vec![usize::MAX; self.keys.texts.len()];

@@ -1263,6 +1263,64 @@ fn an_unchanged_store_version_gives_the_view_without_listing_the_store() {
     assert!(kept.view_of_version(&one, v1).is_none());
 }
 
+/// The index forgets the links of objects replaced by a status write once nothing holds
+/// them: each entry's `Weak` keeps its object's allocation, so remembering every replaced
+/// object (the bound was twice the store) held a dead shell of every spec after the
+/// convergence's status writes (issue 14).
+#[test]
+fn the_index_forgets_the_objects_status_writes_replaced() {
+    const N: usize = 200;
+    let (reader, mut writer) = reflector::store::<AseConnectivity>();
+    let stores = Stores::new(vec![reader.clone()]).versioned();
+    let mut apply = |event: watcher::Event<AseConnectivity>| {
+        writer.apply_watcher_event(&event);
+        stores.applied_event(&event);
+    };
+    let specs: Vec<AseConnectivity> = (0..N)
+        .map(|i| {
+            let mut s = unrelated_spec();
+            s.metadata.name = Some(format!("spec-{i:03}"));
+            s
+        })
+        .collect();
+    for s in &specs {
+        apply(watcher::Event::Apply(s.clone()));
+    }
+    let mut kept = index::ComponentIndex::default();
+    let v0 = stores.version().unwrap();
+    let first = stores.get(&index::key_of(&specs[0])).expect("stored");
+    let view = kept.view(&first, &stores.objects());
+    kept.seen_version(Some(v0));
+    assert_eq!(view.specs.len(), N, "one component");
+    assert_eq!(kept.remembered(), N);
+    drop((view, first));
+    for s in &specs {
+        let mut written = s.clone();
+        written.status = Some(asenet::api::AseConnectivityStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        apply(watcher::Event::Apply(written));
+    }
+    let v1 = stores.version().unwrap();
+    let changed: Vec<_> = (stores.changed_between(v0, v1).expect("Apply events only"))
+        .iter()
+        .map(|k| stores.get(k).expect("stored"))
+        .collect();
+    let after = kept
+        .view_after(&changed[0], v1, &changed)
+        .expect("only replaced objects");
+    assert!(
+        after.specs.iter().all(|s| s.status.is_some()),
+        "the new versions"
+    );
+    assert!(
+        kept.remembered() <= N + N / 8 + 64,
+        "{} objects remembered for {N} in the store",
+        kept.remembered()
+    );
+}
+
 /// Versioned stores remember the keys their events stored: after status writes (objects
 /// the partition holds, replaced, their links unchanged) a reconcile's view is brought up
 /// to date from those keys alone (`ComponentIndex::view_after`), and is the view listing
