@@ -54,6 +54,13 @@ fn live() -> usize {
     GLOBAL.allocated()
 }
 
+/// The bytes dropping `value` frees.
+fn freed<T>(value: T) -> usize {
+    let at = live();
+    drop(value);
+    at.saturating_sub(live())
+}
+
 /// MiB of a number of bytes.
 fn mib_of(bytes: usize) -> f64 {
     bytes as f64 / 1048576.0
@@ -80,7 +87,6 @@ fn mib(kib: u64) -> f64 {
 fn child(path: &str, copies: usize) -> anyhow::Result<()> {
     let baseline = status_kib("VmRSS:");
     let heap_before = live();
-    let mut stored_json = 0usize;
     let (reader, mut writer) = reflector::store::<AseConnectivity>();
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
     let started = Instant::now();
@@ -94,15 +100,17 @@ fn child(path: &str, copies: usize) -> anyhow::Result<()> {
         let obj: AseConnectivity = serde_json::from_str(&line)?;
         // As `controller::run` does: the watch stream shrinks each object for the store.
         let event = watcher::Event::InitApply(obj).modify(store::for_store);
-        if let watcher::Event::InitApply(obj) = &event {
-            stored_json += serde_json::to_string(obj)?.len();
-        }
         writer.apply_watcher_event(&event);
         n += 1;
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let filled = status_kib("VmRSS:");
     let store_heap = live().saturating_sub(heap_before);
+    // Measured after the fill, so that neither the fill's time nor its RSS includes it.
+    let mut stored_json = 0usize;
+    for obj in reader.state() {
+        stored_json += serde_json::to_string(&*obj)?.len();
+    }
     let objects = reader.state().len();
     // What `copies` concurrent reconciles hold at once, for specs spread over the store: each
     // the connected component of its spec, shared with the store (`reconcile::component_specs`),
@@ -173,16 +181,11 @@ fn outcome_heap(n: usize) {
         withheld,
         parts,
     } = shared;
-    let freed = |piece: Box<dyn FnOnce()>| {
-        let at = live();
-        piece();
-        at.saturating_sub(live())
-    };
-    let parts_bytes = freed(Box::new(move || drop(parts)));
-    let withheld_bytes = freed(Box::new(move || drop(withheld)));
+    let parts_bytes = freed(parts);
+    let withheld_bytes = freed(withheld);
     let asenet::pipeline::PlanOutcome { desired, plan, .. } = planned;
-    let plan_bytes = freed(Box::new(move || drop(plan)));
-    let outcomes_bytes = freed(Box::new(move || drop(desired)));
+    let plan_bytes = freed(plan);
+    let outcomes_bytes = freed(desired);
     println!("What a plan of one component of {n} specs holds on the heap (bytes live, counted by the allocator)");
     println!();
     println!("| piece | MiB |");
